@@ -1,0 +1,530 @@
+//! The `RecipeStore` custom resource: spec with documented defaults, status,
+//! and the validation rules the API server enforces (schema + CEL).
+//!
+//! Defaults live in the schema (via `#[serde(default)]`) so that the API server
+//! fills them in and `kubectl get -o yaml` shows what the operator acts on.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of every RecipeStore resource.
+pub const GROUP: &str = "recipestore.dev";
+
+/// Desired state of a RecipeStore cluster.
+// Repeated `printcolumn(type_ = ..)` keys are distinct columns, not duplicates.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "recipestore.dev",
+    version = "v1alpha1",
+    kind = "RecipeStore",
+    namespaced,
+    shortname = "rstore",
+    status = "RecipeStoreStatus",
+    doc = "A Raft-replicated recipe store run as a StatefulSet of RecipeStore nodes.",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(
+        name = "Replicas",
+        type_ = "integer",
+        json_path = ".spec.replicas",
+        description = "Desired number of voters"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "integer",
+        json_path = ".status.readyReplicas",
+        description = "Ready pods"
+    ),
+    printcolumn(
+        name = "Leader",
+        type_ = "string",
+        json_path = ".status.leader",
+        description = "Pod of the Raft leader"
+    ),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RecipeStoreSpec {
+    /// Number of Raft voters (and pods). Odd numbers tolerate the most
+    /// failures per pod: 3 survives one failure, 5 survives two.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1))]
+    pub replicas: i32,
+
+    /// Container image of the RecipeStore node.
+    #[serde(default = "default_image")]
+    #[schemars(length(min = 1))]
+    pub image: String,
+
+    /// Pull policy of the node image.
+    #[serde(default)]
+    pub image_pull_policy: ImagePullPolicy,
+
+    /// CPU and memory requests and limits of the node container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Persistent storage of every node. Immutable: volume claim templates of a
+    /// StatefulSet cannot change after creation.
+    #[serde(default)]
+    #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message(
+        "storage is immutable: a StatefulSet cannot change its volume claims; create a new RecipeStore to change size or class"
+    ))]
+    pub storage: StorageSpec,
+
+    /// Raft timings.
+    #[serde(default)]
+    pub raft: RaftSpec,
+
+    /// Load shedding policy of the nodes.
+    #[serde(default)]
+    pub shedding: SheddingSpec,
+
+    /// Request queue sizes and worker pools of the nodes.
+    #[serde(default)]
+    pub queues: QueueSpec,
+
+    /// Read cache of every node.
+    #[serde(default)]
+    pub cache: CacheSpec,
+
+    /// Prometheus integration.
+    #[serde(default)]
+    pub monitoring: MonitoringSpec,
+
+    /// Where the pods may run.
+    #[serde(default)]
+    pub placement: PlacementSpec,
+
+    /// What happens to the nodes' volumes when the RecipeStore is deleted or scaled in.
+    #[serde(default)]
+    pub persistent_volume_claim_retention_policy: PvcRetentionPolicy,
+}
+
+/// Image pull policy of the node container.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ImagePullPolicy {
+    Always,
+    #[default]
+    IfNotPresent,
+    Never,
+}
+
+impl ImagePullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "Always",
+            Self::IfNotPresent => "IfNotPresent",
+            Self::Never => "Never",
+        }
+    }
+}
+
+/// Persistent volume of every node.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Size of each node's volume (default `10Gi`).
+    #[serde(default = "default_storage_size")]
+    pub size: Quantity,
+    /// Storage class of the volumes; the cluster default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+/// Raft timings, in milliseconds. An election timeout is drawn uniformly from
+/// `[electionTimeoutMinMs, electionTimeoutMaxMs)`; heartbeats must arrive well
+/// inside the shortest timeout or followers start needless elections.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = kube::core::Rule::new("self.electionTimeoutMinMs < self.electionTimeoutMaxMs")
+        .message("raft.electionTimeoutMinMs must be less than raft.electionTimeoutMaxMs"),
+    validation = kube::core::Rule::new("self.heartbeatIntervalMs * 2 < self.electionTimeoutMinMs")
+        .message("raft.heartbeatIntervalMs must be less than half of raft.electionTimeoutMinMs so that followers hear from the leader before they time out")
+)]
+pub struct RaftSpec {
+    /// Interval between leader heartbeats (default 100).
+    #[serde(default = "default_heartbeat_ms")]
+    #[schemars(range(min = 10))]
+    pub heartbeat_interval_ms: u64,
+    /// Lower bound of the election timeout (default 1000).
+    #[serde(default = "default_election_min_ms")]
+    #[schemars(range(min = 50))]
+    pub election_timeout_min_ms: u64,
+    /// Upper bound of the election timeout (default 2000).
+    #[serde(default = "default_election_max_ms")]
+    #[schemars(range(min = 100))]
+    pub election_timeout_max_ms: u64,
+}
+
+/// CPU-based load shedding. The thresholds tables say: when smoothed CPU use is
+/// at least `cpuPercent`, shed `probabilityPercent` of the requests of that kind.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SheddingSpec {
+    /// Shed load at all (default true).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Above this CPU use every upload is shed so downloads keep flowing (default 90).
+    #[serde(default = "default_upload_priority_cpu")]
+    #[schemars(range(min = 1, max = 100))]
+    pub upload_priority_cpu_percent: u8,
+    /// Probabilistic shedding of downloads (default 95→25, 90→10, 85→5).
+    #[serde(default = "default_download_thresholds")]
+    #[schemars(length(max = 16))]
+    pub download_thresholds: Vec<ShedThreshold>,
+    /// Probabilistic shedding of uploads (default 80→25, 75→10, 70→5).
+    #[serde(default = "default_upload_thresholds")]
+    #[schemars(length(max = 16))]
+    pub upload_thresholds: Vec<ShedThreshold>,
+}
+
+/// One row of a shedding table.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ShedThreshold {
+    /// CPU use, in percent, from which this row applies.
+    #[schemars(range(min = 0, max = 100))]
+    pub cpu_percent: u8,
+    /// Share of requests shed, in percent.
+    #[schemars(range(min = 0, max = 100))]
+    pub probability_percent: u8,
+}
+
+/// Bounded request queues and their worker pools.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("self.downloadWorkersMin <= self.downloadWorkersMax")
+    .message("queues.downloadWorkersMin must not exceed queues.downloadWorkersMax"))]
+pub struct QueueSpec {
+    /// Maximum queued uploads (default 1024).
+    #[serde(default = "default_queue_capacity")]
+    #[schemars(range(min = 1))]
+    pub upload_capacity: u32,
+    /// Maximum queued downloads (default 1024).
+    #[serde(default = "default_queue_capacity")]
+    #[schemars(range(min = 1))]
+    pub download_capacity: u32,
+    /// Upload workers (default 4).
+    #[serde(default = "default_upload_workers")]
+    #[schemars(range(min = 1))]
+    pub upload_workers: u32,
+    /// Download workers kept when idle (default 2).
+    #[serde(default = "default_download_workers_min")]
+    #[schemars(range(min = 1))]
+    pub download_workers_min: u32,
+    /// Download workers under load (default 16).
+    #[serde(default = "default_download_workers_max")]
+    #[schemars(range(min = 1))]
+    pub download_workers_max: u32,
+}
+
+/// Read cache of a node.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheSpec {
+    /// Capacity of the read cache in MiB; 0 disables it (default 64).
+    #[serde(default = "default_cache_mib")]
+    pub size_mib: u32,
+}
+
+/// Prometheus integration.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitoringSpec {
+    /// ServiceMonitor for the Prometheus operator.
+    #[serde(default)]
+    pub service_monitor: ServiceMonitorSpec,
+}
+
+/// ServiceMonitor settings. The ServiceMonitor is created only when the
+/// `monitoring.coreos.com` CRD is installed in the cluster.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceMonitorSpec {
+    /// Create a ServiceMonitor (default true).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Scrape interval, e.g. `15s` (default: Prometheus' own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(ms|s|m|h)$"))]
+    pub interval: Option<String>,
+    /// Extra labels on the ServiceMonitor, e.g. the label your Prometheus selects on.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Pod placement. Pods of one RecipeStore always prefer distinct hosts; these
+/// settings add to that.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementSpec {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Replaces the default preferred anti-affinity on `kubernetes.io/hostname` when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+}
+
+/// Retention of the nodes' PersistentVolumeClaims.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PvcRetentionPolicy {
+    /// On deletion of the RecipeStore (default Retain: data outlives a mistaken delete).
+    #[serde(default = "retain")]
+    pub when_deleted: PvcRetention,
+    /// On scale-in (default Delete: a removed member's log is of no use, and a
+    /// member added later catches up from a snapshot).
+    #[serde(default = "delete")]
+    pub when_scaled: PvcRetention,
+}
+
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PvcRetention {
+    Retain,
+    Delete,
+}
+
+impl PvcRetention {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Retain => "Retain",
+            Self::Delete => "Delete",
+        }
+    }
+}
+
+fn default_replicas() -> i32 {
+    3
+}
+fn default_image() -> String {
+    "ghcr.io/recipestore/recipestore-node:latest".to_owned()
+}
+fn default_storage_size() -> Quantity {
+    Quantity("10Gi".to_owned())
+}
+fn default_heartbeat_ms() -> u64 {
+    100
+}
+fn default_election_min_ms() -> u64 {
+    1000
+}
+fn default_election_max_ms() -> u64 {
+    2000
+}
+fn default_true() -> bool {
+    true
+}
+fn default_upload_priority_cpu() -> u8 {
+    90
+}
+fn default_download_thresholds() -> Vec<ShedThreshold> {
+    vec![threshold(95, 25), threshold(90, 10), threshold(85, 5)]
+}
+fn default_upload_thresholds() -> Vec<ShedThreshold> {
+    vec![threshold(80, 25), threshold(75, 10), threshold(70, 5)]
+}
+fn threshold(cpu_percent: u8, probability_percent: u8) -> ShedThreshold {
+    ShedThreshold {
+        cpu_percent,
+        probability_percent,
+    }
+}
+fn default_queue_capacity() -> u32 {
+    1024
+}
+fn default_upload_workers() -> u32 {
+    4
+}
+fn default_download_workers_min() -> u32 {
+    2
+}
+fn default_download_workers_max() -> u32 {
+    16
+}
+fn default_cache_mib() -> u32 {
+    64
+}
+fn retain() -> PvcRetention {
+    PvcRetention::Retain
+}
+fn delete() -> PvcRetention {
+    PvcRetention::Delete
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        Self {
+            size: default_storage_size(),
+            storage_class_name: None,
+        }
+    }
+}
+
+impl Default for RaftSpec {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval_ms: default_heartbeat_ms(),
+            election_timeout_min_ms: default_election_min_ms(),
+            election_timeout_max_ms: default_election_max_ms(),
+        }
+    }
+}
+
+impl Default for SheddingSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            upload_priority_cpu_percent: default_upload_priority_cpu(),
+            download_thresholds: default_download_thresholds(),
+            upload_thresholds: default_upload_thresholds(),
+        }
+    }
+}
+
+impl Default for QueueSpec {
+    fn default() -> Self {
+        Self {
+            upload_capacity: default_queue_capacity(),
+            download_capacity: default_queue_capacity(),
+            upload_workers: default_upload_workers(),
+            download_workers_min: default_download_workers_min(),
+            download_workers_max: default_download_workers_max(),
+        }
+    }
+}
+
+impl Default for CacheSpec {
+    fn default() -> Self {
+        Self {
+            size_mib: default_cache_mib(),
+        }
+    }
+}
+
+impl Default for ServiceMonitorSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: None,
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for PvcRetentionPolicy {
+    fn default() -> Self {
+        Self {
+            when_deleted: retain(),
+            when_scaled: delete(),
+        }
+    }
+}
+
+/// Observed state of a RecipeStore, computed from the StatefulSet, the pods and
+/// the nodes' own view of the Raft cluster on every reconcile.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RecipeStoreStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Pods of the StatefulSet.
+    #[serde(default)]
+    pub replicas: i32,
+    /// Ready pods of the StatefulSet.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Label selector of the pods, for the scale subresource.
+    #[serde(default)]
+    pub selector: String,
+    /// Pod name of the current Raft leader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// Current Raft term.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term: Option<u64>,
+    /// Identity of the Raft cluster, set once it is initialized. Nodes that
+    /// report another cluster id are fenced, never joined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
+    /// Members of the Raft cluster as the leader sees them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberStatus>,
+    #[serde(default)]
+    pub phase: Phase,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// One member of the Raft cluster.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    /// Node id (the StatefulSet ordinal).
+    pub id: u64,
+    /// Peer address (`host:port`).
+    pub address: String,
+    pub role: MemberRole,
+    /// Whether the member's log is close to the leader's.
+    pub caught_up: bool,
+}
+
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberRole {
+    Voter,
+    Learner,
+}
+
+/// Coarse summary of the cluster, for `kubectl get`.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Phase {
+    /// Resources are being created; no node has answered yet.
+    #[default]
+    Pending,
+    /// Waiting to bootstrap the Raft cluster on ordinal 0.
+    Initializing,
+    /// All desired voters are members and a leader is elected.
+    Running,
+    /// Members are being added or removed.
+    Scaling,
+    /// No leader, a fenced node, or another condition that needs attention.
+    Degraded,
+    /// The spec is invalid; nothing is changed until it is fixed.
+    Failed,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "Pending",
+            Self::Initializing => "Initializing",
+            Self::Running => "Running",
+            Self::Scaling => "Scaling",
+            Self::Degraded => "Degraded",
+            Self::Failed => "Failed",
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! RecipeStore operator: reconciles `RecipeStore` resources into a StatefulSet
+//! of Raft nodes and drives their membership one safe step at a time.
+
+pub mod crd;
+
+pub use crd::{RecipeStore, RecipeStoreSpec, RecipeStoreStatus};

@@ -1,0 +1,3 @@
+//! Integration tests of the operator crate, in one binary so the workspace links few test executables.
+
+mod crd;
