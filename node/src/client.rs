@@ -1,0 +1,318 @@
+//! The client library used by `recipectl`, the operator and the tests.
+//!
+//! Calls go round-robin over the endpoints. UNAVAILABLE and
+//! RESOURCE_EXHAUSTED are retried with exponential backoff and full jitter,
+//! within a retry budget so a struggling cluster is not hit by a retry storm,
+//! and never sooner than a server's retry-after hint. The server answers
+//! UNAVAILABLE only when a write was not proposed, so retrying is safe; an
+//! unconditional upload repeated after a lost reply stores the same content.
+
+use std::sync::Mutex;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use rand::Rng;
+use tonic::Code;
+use tonic::Status;
+use tonic::transport::Channel;
+use tonic::transport::Endpoint;
+
+use crate::pb;
+use crate::pb::recipes_client::RecipesClient;
+
+/// Metadata key with the server's suggested wait before a retry, in milliseconds.
+pub const RETRY_AFTER_METADATA: &str = "x-recipestore-retry-after-ms";
+const LEADER_METADATA: &str = crate::server::LEADER_METADATA;
+
+/// How calls are retried.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts per call, the first included.
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    /// Retries allowed beyond those earned by successes (a token bucket).
+    pub budget: f64,
+    /// Tokens earned back per successful call.
+    pub earn_per_success: f64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 8,
+            base_delay: Duration::from_millis(50),
+            max_delay: Duration::from_secs(2),
+            budget: 20.0,
+            earn_per_success: 0.2,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Full jitter: uniformly random in [0, min(max, base * 2^attempt)].
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let ceiling = self
+            .base_delay
+            .saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX))
+            .min(self.max_delay);
+        ceiling.mul_f64(rand::rng().random::<f64>())
+    }
+}
+
+/// Whether a failed call may be retried.
+pub fn is_retryable(status: &Status) -> bool {
+    matches!(status.code(), Code::Unavailable | Code::ResourceExhausted)
+}
+
+/// The server's retry-after hint on a status, if any.
+pub fn retry_after(status: &Status) -> Option<Duration> {
+    status
+        .metadata()
+        .get(RETRY_AFTER_METADATA)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+        .map(Duration::from_millis)
+}
+
+/// A client for a RecipeStore cluster.
+pub struct Client {
+    endpoints: Vec<String>,
+    channels: Vec<Channel>,
+    next: AtomicUsize,
+    policy: RetryPolicy,
+    tokens: Mutex<f64>,
+    timeout: Duration,
+    /// Index of the endpoint that last named itself leader, for writes.
+    leader: Mutex<Option<usize>>,
+}
+
+impl Client {
+    /// Connects lazily to `endpoints` (host:port of client ports).
+    pub fn new(endpoints: &[String]) -> anyhow::Result<Self> {
+        Self::with_policy(endpoints, RetryPolicy::default(), Duration::from_secs(10))
+    }
+
+    pub fn with_policy(endpoints: &[String], policy: RetryPolicy, timeout: Duration) -> anyhow::Result<Self> {
+        if endpoints.is_empty() {
+            anyhow::bail!("at least one endpoint is required");
+        }
+        let channels = endpoints
+            .iter()
+            .map(|e| {
+                let uri = if e.contains("://") { e.clone() } else { format!("http://{e}") };
+                Ok(Endpoint::from_shared(uri)
+                    .map_err(|err| anyhow::anyhow!("invalid endpoint {e:?}: {err}"))?
+                    .connect_timeout(Duration::from_secs(2))
+                    .tcp_nodelay(true)
+                    .connect_lazy())
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self {
+            endpoints: endpoints.to_vec(),
+            channels,
+            next: AtomicUsize::new(0),
+            tokens: Mutex::new(policy.budget),
+            policy,
+            timeout,
+            leader: Mutex::new(None),
+        })
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    fn pick(&self, prefer_leader: bool) -> usize {
+        if prefer_leader && let Some(i) = *self.leader.lock().unwrap_or_else(|e| e.into_inner()) {
+            return i;
+        }
+        self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len()
+    }
+
+    fn note_leader(&self, addr: &str) {
+        if let Some(i) = self.endpoints.iter().position(|e| e == addr) {
+            *self.leader.lock().unwrap_or_else(|e| e.into_inner()) = Some(i);
+        }
+    }
+
+    fn take_retry_token(&self) -> bool {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn earn(&self) {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        *tokens = (*tokens + self.policy.earn_per_success).min(self.policy.budget);
+    }
+
+    /// Runs `call` against endpoints until it succeeds, fails for good, or
+    /// attempts or the retry budget run out.
+    async fn run<T, F, Fut>(&self, prefer_leader: bool, mut call: F) -> Result<T, Status>
+    where
+        F: FnMut(RecipesClient<Channel>, Duration) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let mut attempt = 0;
+        loop {
+            let i = self.pick(prefer_leader);
+            let client = RecipesClient::new(self.channels[i].clone())
+                .max_decoding_message_size(64 * 1024 * 1024)
+                .max_encoding_message_size(64 * 1024 * 1024);
+            match call(client, self.timeout).await {
+                Ok(v) => {
+                    self.earn();
+                    return Ok(v);
+                }
+                Err(status) => {
+                    if let Some(leader) = status.metadata().get(LEADER_METADATA).and_then(|v| v.to_str().ok()) {
+                        self.note_leader(leader);
+                    } else if prefer_leader {
+                        *self.leader.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    }
+                    attempt += 1;
+                    if !is_retryable(&status) || attempt >= self.policy.max_attempts || !self.take_retry_token() {
+                        return Err(status);
+                    }
+                    let delay = self.policy.backoff(attempt).max(retry_after(&status).unwrap_or_default());
+                    tracing::debug!(endpoint = %self.endpoints[i], code = ?status.code(), ?delay, "retrying");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    pub async fn upload(&self, name: &str, content: Vec<u8>, if_version: Option<u64>) -> Result<pb::UploadResponse, Status> {
+        let reply = self
+            .run(true, |mut c, timeout| {
+                let mut req = tonic::Request::new(pb::UploadRequest {
+                    name: name.to_string(),
+                    content: content.clone(),
+                    if_version,
+                });
+                req.set_timeout(timeout);
+                async move { c.upload(req).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+        self.note_leader(&reply.leader);
+        Ok(reply)
+    }
+
+    pub async fn download(
+        &self,
+        name: &str,
+        consistency: pb::Consistency,
+        min_version: Option<u64>,
+    ) -> Result<pb::DownloadResponse, Status> {
+        self.run(false, |mut c, timeout| {
+            let mut req = tonic::Request::new(pb::DownloadRequest {
+                name: name.to_string(),
+                consistency: consistency.into(),
+                min_version,
+            });
+            req.set_timeout(timeout);
+            async move { c.download(req).await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn delete(&self, name: &str, if_version: Option<u64>) -> Result<pb::DeleteResponse, Status> {
+        self.run(true, |mut c, timeout| {
+            let mut req = tonic::Request::new(pb::DeleteRequest {
+                name: name.to_string(),
+                if_version,
+            });
+            req.set_timeout(timeout);
+            async move { c.delete(req).await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn list(
+        &self,
+        prefix: &str,
+        limit: u32,
+        page_token: &str,
+        consistency: pb::Consistency,
+    ) -> Result<pb::ListResponse, Status> {
+        self.run(false, |mut c, timeout| {
+            let mut req = tonic::Request::new(pb::ListRequest {
+                prefix: prefix.to_string(),
+                limit,
+                page_token: page_token.to_string(),
+                consistency: consistency.into(),
+            });
+            req.set_timeout(timeout);
+            async move { c.list(req).await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
+    /// A call to one endpoint without retries, for probing specific nodes.
+    pub fn endpoint_client(&self, index: usize) -> RecipesClient<Channel> {
+        RecipesClient::new(self.channels[index % self.channels.len()].clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_jittered_below_an_exponential_ceiling() {
+        let policy = RetryPolicy::default();
+        for attempt in 0..30 {
+            let ceiling = policy
+                .base_delay
+                .saturating_mul(1 << attempt.min(20))
+                .min(policy.max_delay);
+            for _ in 0..50 {
+                assert!(policy.backoff(attempt) <= ceiling);
+            }
+        }
+        // Full jitter spreads retries: not all equal.
+        let samples: Vec<_> = (0..20).map(|_| policy.backoff(5)).collect();
+        assert!(samples.iter().any(|d| *d != samples[0]));
+    }
+
+    #[test]
+    fn only_unavailable_and_resource_exhausted_are_retried() {
+        assert!(is_retryable(&Status::unavailable("")));
+        assert!(is_retryable(&Status::resource_exhausted("")));
+        for code in [Code::InvalidArgument, Code::NotFound, Code::FailedPrecondition, Code::DeadlineExceeded, Code::Unknown] {
+            assert!(!is_retryable(&Status::new(code, "")));
+        }
+    }
+
+    #[test]
+    fn retry_after_hint_is_read_from_metadata() {
+        let mut status = Status::resource_exhausted("shed");
+        status.metadata_mut().insert(RETRY_AFTER_METADATA, "250".parse().unwrap());
+        assert_eq!(retry_after(&status), Some(Duration::from_millis(250)));
+        assert_eq!(retry_after(&Status::unavailable("")), None);
+    }
+
+    #[test]
+    fn the_budget_stops_retries_and_successes_refill_it() {
+        let policy = RetryPolicy {
+            budget: 2.0,
+            earn_per_success: 0.5,
+            ..RetryPolicy::default()
+        };
+        let client = Client::with_policy(&["127.0.0.1:1".into()], policy, Duration::from_secs(1)).unwrap();
+        assert!(client.take_retry_token());
+        assert!(client.take_retry_token());
+        assert!(!client.take_retry_token());
+        client.earn();
+        client.earn();
+        assert!(client.take_retry_token());
+    }
+}

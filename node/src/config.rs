@@ -1,0 +1,225 @@
+//! Node configuration: one typed struct, filled from flags or their
+//! `RECIPESTORE_*` environment equivalents, validated before anything starts.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use clap::ValueEnum;
+
+/// Default largest recipe content: 1 MiB.
+pub const DEFAULT_MAX_CONTENT_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A RecipeStore node.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "recipestore-node", version, about = "A RecipeStore node: Raft-replicated recipe storage")]
+pub struct NodeConfig {
+    /// Node id, unique in the cluster. Mutually exclusive with --pod-name.
+    #[arg(long, env = "RECIPESTORE_ID", conflicts_with = "pod_name")]
+    pub id: Option<u64>,
+
+    /// StatefulSet pod name (e.g. `store-2`); the node id is its ordinal.
+    #[arg(long, env = "RECIPESTORE_POD_NAME")]
+    pub pod_name: Option<String>,
+
+    /// Directory for the Raft log, state machine, snapshots and identity stamp.
+    #[arg(long, env = "RECIPESTORE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Listen address of the client gRPC API.
+    #[arg(long, env = "RECIPESTORE_CLIENT_ADDR", default_value = "0.0.0.0:7070")]
+    pub client_addr: SocketAddr,
+
+    /// Listen address of the peer gRPC API (Raft, admin, forwarding).
+    #[arg(long, env = "RECIPESTORE_PEER_ADDR", default_value = "0.0.0.0:7071")]
+    pub peer_addr: SocketAddr,
+
+    /// Listen address of the HTTP server (/metrics, /healthz, /readyz).
+    #[arg(long, env = "RECIPESTORE_HTTP_ADDR", default_value = "0.0.0.0:9090")]
+    pub http_addr: SocketAddr,
+
+    /// Host name or IP other nodes and clients use to reach this node; the
+    /// client and peer ports are appended. Defaults to the listen IP, or the
+    /// machine's host name when listening on all interfaces.
+    #[arg(long, env = "RECIPESTORE_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<String>,
+
+    /// Refuse to start unless the data directory is new or belongs to this cluster.
+    #[arg(long, env = "RECIPESTORE_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+
+    /// Largest accepted recipe content, in bytes.
+    #[arg(long, env = "RECIPESTORE_MAX_CONTENT_BYTES", default_value_t = DEFAULT_MAX_CONTENT_BYTES)]
+    pub max_content_bytes: usize,
+
+    /// Leader heartbeat interval, in milliseconds.
+    #[arg(long, env = "RECIPESTORE_HEARTBEAT_MS", default_value_t = 150)]
+    pub heartbeat_ms: u64,
+
+    /// Lower bound of the randomized election timeout, in milliseconds.
+    #[arg(long, env = "RECIPESTORE_ELECTION_TIMEOUT_MIN_MS", default_value_t = 1000)]
+    pub election_timeout_min_ms: u64,
+
+    /// Upper bound of the randomized election timeout, in milliseconds.
+    #[arg(long, env = "RECIPESTORE_ELECTION_TIMEOUT_MAX_MS", default_value_t = 2000)]
+    pub election_timeout_max_ms: u64,
+
+    /// Build a snapshot after this many log entries since the last one.
+    #[arg(long, env = "RECIPESTORE_SNAPSHOT_LOGS", default_value_t = 10_000)]
+    pub snapshot_logs: u64,
+
+    /// Also build a snapshot this often when entries were applied since the last (0 disables).
+    #[arg(long, env = "RECIPESTORE_SNAPSHOT_INTERVAL_SECS", default_value_t = 600)]
+    pub snapshot_interval_secs: u64,
+
+    /// Log entries kept behind a snapshot, so a briefly lagging follower
+    /// catches up from the log rather than by snapshot.
+    #[arg(long, env = "RECIPESTORE_LOGS_TO_KEEP", default_value_t = 1_000)]
+    pub logs_to_keep: u64,
+
+    /// Readiness requires the applied index to be within this many entries of the commit index.
+    #[arg(long, env = "RECIPESTORE_READY_MAX_APPLY_LAG", default_value_t = 1_000)]
+    pub ready_max_apply_lag: u64,
+
+    /// Log output format.
+    #[arg(long, env = "RECIPESTORE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl NodeConfig {
+    /// The node id from --id, or the ordinal at the end of --pod-name.
+    pub fn node_id(&self) -> Result<u64, String> {
+        match (&self.id, &self.pod_name) {
+            (Some(id), _) => Ok(*id),
+            (None, Some(pod)) => ordinal_of(pod),
+            (None, None) => Err("a node id is required: pass --id N or --pod-name NAME-N".into()),
+        }
+    }
+
+    /// Checks relations between settings that flags alone cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        self.node_id()?;
+        if self.heartbeat_ms == 0 {
+            return Err("--heartbeat-ms must be positive".into());
+        }
+        if self.election_timeout_min_ms >= self.election_timeout_max_ms {
+            return Err(format!(
+                "--election-timeout-min-ms ({}) must be less than --election-timeout-max-ms ({})",
+                self.election_timeout_min_ms, self.election_timeout_max_ms
+            ));
+        }
+        if self.heartbeat_ms * 2 > self.election_timeout_min_ms {
+            return Err(format!(
+                "--heartbeat-ms ({}) must be at most half of --election-timeout-min-ms ({})",
+                self.heartbeat_ms, self.election_timeout_min_ms
+            ));
+        }
+        if self.max_content_bytes == 0 || self.max_content_bytes > 32 * 1024 * 1024 {
+            return Err(format!(
+                "--max-content-bytes ({}) must be between 1 and 33554432",
+                self.max_content_bytes
+            ));
+        }
+        if self.snapshot_logs == 0 {
+            return Err("--snapshot-logs must be positive".into());
+        }
+        Ok(())
+    }
+
+    fn advertise_host(&self) -> String {
+        if let Some(host) = &self.advertise_addr {
+            return host.clone();
+        }
+        let ip = self.peer_addr.ip();
+        if !ip.is_unspecified() {
+            return ip.to_string();
+        }
+        std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_string()))
+            .unwrap_or_else(|| "127.0.0.1".into())
+    }
+
+    /// host:port at which peers reach this node.
+    pub fn advertised_peer_addr(&self) -> String {
+        format!("{}:{}", self.advertise_host(), self.peer_addr.port())
+    }
+
+    /// host:port at which clients reach this node.
+    pub fn advertised_client_addr(&self) -> String {
+        format!("{}:{}", self.advertise_host(), self.client_addr.port())
+    }
+
+    /// The openraft configuration these settings describe.
+    pub fn raft_config(&self) -> Result<openraft::Config, String> {
+        let config = openraft::Config {
+            cluster_name: "recipestore".into(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_logs),
+            max_in_snapshot_log_to_keep: self.logs_to_keep,
+            enable_pre_vote: Some(true),
+            ..Default::default()
+        };
+        config.validate().map_err(|e| format!("invalid Raft settings: {e}"))
+    }
+
+    pub fn snapshot_interval(&self) -> Option<Duration> {
+        (self.snapshot_interval_secs > 0).then(|| Duration::from_secs(self.snapshot_interval_secs))
+    }
+}
+
+/// The ordinal of a StatefulSet pod name: the digits after the last `-`.
+pub fn ordinal_of(pod_name: &str) -> Result<u64, String> {
+    pod_name
+        .rsplit_once('-')
+        .and_then(|(_, ordinal)| ordinal.parse().ok())
+        .ok_or_else(|| format!("pod name {pod_name:?} does not end in -<ordinal>"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> NodeConfig {
+        NodeConfig::try_parse_from(std::iter::once("recipestore-node").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn node_id_comes_from_the_pod_ordinal() {
+        assert_eq!(parse(&["--pod-name", "recipes-store-12"]).node_id(), Ok(12));
+        assert_eq!(parse(&["--id", "3"]).node_id(), Ok(3));
+        assert!(parse(&["--pod-name", "store"]).node_id().unwrap_err().contains("-<ordinal>"));
+        assert!(parse(&[]).validate().unwrap_err().contains("--id"));
+    }
+
+    #[test]
+    fn timing_relations_are_checked() {
+        let err = parse(&["--id", "0", "--election-timeout-min-ms", "900", "--election-timeout-max-ms", "800"])
+            .validate()
+            .unwrap_err();
+        assert!(err.contains("must be less than"), "{err}");
+        let err = parse(&["--id", "0", "--heartbeat-ms", "600"]).validate().unwrap_err();
+        assert!(err.contains("at most half"), "{err}");
+        parse(&["--id", "0"]).validate().unwrap();
+        parse(&["--id", "0"]).raft_config().unwrap();
+    }
+
+    #[test]
+    fn advertised_addresses_use_the_listen_ip_or_the_flag() {
+        let c = parse(&["--id", "0", "--peer-addr", "127.0.0.1:8001", "--client-addr", "127.0.0.1:8000"]);
+        assert_eq!(c.advertised_peer_addr(), "127.0.0.1:8001");
+        assert_eq!(c.advertised_client_addr(), "127.0.0.1:8000");
+        let c = parse(&["--id", "0", "--advertise-addr", "store-0.store-peers.ns.svc"]);
+        assert_eq!(c.advertised_peer_addr(), "store-0.store-peers.ns.svc:7071");
+    }
+}

@@ -1,0 +1,198 @@
+//! Stale-identity fencing: the data directory is stamped with the node id it
+//! was created for and the cluster it joined, and the node refuses to run
+//! with another id or to take part in another cluster.
+
+use std::fs;
+use std::io;
+use std::io::Write;
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::RwLock;
+
+use serde::Deserialize;
+use serde::Serialize;
+
+const STAMP_FILE: &str = "identity.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error(
+        "data directory {dir} belongs to node {stamped}, but this process was started as node {configured}; \
+         point --data-dir at node {configured}'s own directory"
+    )]
+    WrongNode { dir: PathBuf, stamped: u64, configured: u64 },
+    #[error(
+        "data directory {dir} belongs to cluster {stamped}, but this process was started for cluster {expected}; \
+         refusing to join another cluster with existing data"
+    )]
+    WrongCluster { dir: PathBuf, stamped: String, expected: String },
+    #[error("node belongs to cluster {ours}; refusing traffic from cluster {theirs}")]
+    ForeignCluster { ours: String, theirs: String },
+    #[error("failed to read or write the identity stamp {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Stamp {
+    node_id: u64,
+    cluster_id: Option<String>,
+}
+
+/// This node's identity, persisted in its data directory.
+#[derive(Debug)]
+pub struct Identity {
+    path: PathBuf,
+    node_id: u64,
+    cluster_id: RwLock<Option<String>>,
+}
+
+impl Identity {
+    /// Loads the stamp in `data_dir`, or creates it for `node_id`. Refuses a
+    /// directory stamped for another node or, when `expected_cluster` is
+    /// given, another cluster.
+    pub fn open(data_dir: &Path, node_id: u64, expected_cluster: Option<&str>) -> Result<Self, IdentityError> {
+        let path = data_dir.join(STAMP_FILE);
+        let io_err = |source| IdentityError::Io {
+            path: path.clone(),
+            source,
+        };
+        let stamp = match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice::<Stamp>(&bytes)
+                .map_err(|e| io_err(io::Error::new(io::ErrorKind::InvalidData, e)))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let stamp = Stamp {
+                    node_id,
+                    cluster_id: None,
+                };
+                write_stamp(&path, &stamp).map_err(io_err)?;
+                stamp
+            }
+            Err(e) => return Err(io_err(e)),
+        };
+        if stamp.node_id != node_id {
+            return Err(IdentityError::WrongNode {
+                dir: data_dir.to_path_buf(),
+                stamped: stamp.node_id,
+                configured: node_id,
+            });
+        }
+        if let (Some(stamped), Some(expected)) = (&stamp.cluster_id, expected_cluster)
+            && stamped != expected
+        {
+            return Err(IdentityError::WrongCluster {
+                dir: data_dir.to_path_buf(),
+                stamped: stamped.clone(),
+                expected: expected.to_string(),
+            });
+        }
+        Ok(Self {
+            path,
+            node_id,
+            cluster_id: RwLock::new(stamp.cluster_id),
+        })
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// The cluster this node belongs to, once initialized or joined.
+    pub fn cluster_id(&self) -> Option<String> {
+        self.cluster_id.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Accepts Raft traffic from cluster `theirs`: a node that belongs to no
+    /// cluster yet joins it (durably, before answering); a node of another
+    /// cluster refuses.
+    pub fn admit(&self, theirs: &str) -> Result<(), IdentityError> {
+        if theirs.is_empty() {
+            return Ok(());
+        }
+        if let Some(ours) = self.cluster_id() {
+            return if ours == theirs {
+                Ok(())
+            } else {
+                Err(IdentityError::ForeignCluster {
+                    ours,
+                    theirs: theirs.to_string(),
+                })
+            };
+        }
+        self.join(theirs)
+    }
+
+    /// Stamps this node as a member of `cluster_id`.
+    pub fn join(&self, cluster_id: &str) -> Result<(), IdentityError> {
+        let mut current = self.cluster_id.write().unwrap_or_else(|e| e.into_inner());
+        match current.as_deref() {
+            Some(ours) if ours == cluster_id => return Ok(()),
+            Some(ours) => {
+                return Err(IdentityError::ForeignCluster {
+                    ours: ours.to_string(),
+                    theirs: cluster_id.to_string(),
+                });
+            }
+            None => {}
+        }
+        let stamp = Stamp {
+            node_id: self.node_id,
+            cluster_id: Some(cluster_id.to_string()),
+        };
+        write_stamp(&self.path, &stamp).map_err(|source| IdentityError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        *current = stamp.cluster_id;
+        Ok(())
+    }
+}
+
+/// Writes the stamp atomically and durably (temporary file, fsync, rename).
+fn write_stamp(path: &Path, stamp: &Stamp) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = fs::File::create(&tmp)?;
+    file.write_all(&serde_json::to_vec_pretty(stamp).map_err(io::Error::other)?)?;
+    file.sync_all()?;
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_is_bound_to_its_first_node_id() {
+        let dir = tempfile::tempdir().unwrap();
+        Identity::open(dir.path(), 1, None).unwrap();
+        let err = Identity::open(dir.path(), 2, None).unwrap_err().to_string();
+        assert!(err.contains("belongs to node 1"), "{err}");
+        assert!(err.contains("started as node 2"), "{err}");
+    }
+
+    #[test]
+    fn a_node_joins_one_cluster_and_refuses_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = Identity::open(dir.path(), 1, None).unwrap();
+        assert_eq!(identity.cluster_id(), None);
+        identity.admit("").unwrap();
+        identity.admit("alpha").unwrap();
+        identity.admit("alpha").unwrap();
+        let err = identity.admit("beta").unwrap_err().to_string();
+        assert!(err.contains("belongs to cluster alpha"), "{err}");
+
+        // The membership survives a restart, and an explicit expectation is checked.
+        let reopened = Identity::open(dir.path(), 1, None).unwrap();
+        assert_eq!(reopened.cluster_id().as_deref(), Some("alpha"));
+        Identity::open(dir.path(), 1, Some("alpha")).unwrap();
+        let err = Identity::open(dir.path(), 1, Some("beta")).unwrap_err().to_string();
+        assert!(err.contains("belongs to cluster alpha"), "{err}");
+    }
+}

@@ -1,0 +1,224 @@
+//! Prometheus metrics of a node, all prefixed `recipestore_`, updated through
+//! the small functions below rather than scattered registry calls.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus::Encoder;
+use prometheus::HistogramOpts;
+use prometheus::HistogramVec;
+use prometheus::IntCounter;
+use prometheus::IntCounterVec;
+use prometheus::IntGauge;
+use prometheus::IntGaugeVec;
+use prometheus::Opts;
+use prometheus::Registry;
+use prometheus::TextEncoder;
+
+use crate::raft::typ::RaftMetrics;
+
+const NAMESPACE: &str = "recipestore";
+
+struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_seconds: HistogramVec,
+    raft_term: IntGauge,
+    raft_is_leader: IntGauge,
+    raft_role: IntGaugeVec,
+    raft_leader_id: IntGauge,
+    raft_leader_changes: IntCounter,
+    raft_index: IntGaugeVec,
+    raft_members: IntGaugeVec,
+    raft_proposal_failures: IntCounterVec,
+    fsync_seconds: HistogramVec,
+    fsync_batch_entries: HistogramVec,
+    snapshot_build_seconds: HistogramVec,
+}
+
+fn opts(subsystem: &str, name: &str, help: &str) -> Opts {
+    Opts::new(name, help).namespace(NAMESPACE).subsystem(subsystem)
+}
+
+fn histogram(subsystem: &str, name: &str, help: &str, buckets: Vec<f64>) -> HistogramOpts {
+    HistogramOpts::new(name, help)
+        .namespace(NAMESPACE)
+        .subsystem(subsystem)
+        .buckets(buckets)
+}
+
+fn latency_buckets() -> Vec<f64> {
+    prometheus::exponential_buckets(0.0001, 2.0, 18).unwrap_or_default()
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let registry = Registry::new();
+    let m = Metrics {
+        requests: IntCounterVec::new(
+            opts("", "requests_total", "Client requests served, by operation and gRPC code."),
+            &["op", "code"],
+        )
+        .expect("valid metric"),
+        request_seconds: HistogramVec::new(
+            histogram("", "request_duration_seconds", "Client request latency, by operation and gRPC code.", latency_buckets()),
+            &["op", "code"],
+        )
+        .expect("valid metric"),
+        raft_term: IntGauge::with_opts(opts("raft", "term", "Current Raft term.")).expect("valid metric"),
+        raft_is_leader: IntGauge::with_opts(opts("raft", "is_leader", "1 if this node is the leader.")).expect("valid metric"),
+        raft_role: IntGaugeVec::new(opts("raft", "role", "1 for this node's current Raft role."), &["role"])
+            .expect("valid metric"),
+        raft_leader_id: IntGauge::with_opts(opts("raft", "leader_id", "Node id of the known leader, -1 when none."))
+            .expect("valid metric"),
+        raft_leader_changes: IntCounter::with_opts(opts(
+            "raft",
+            "leader_changes_total",
+            "Times this node saw the leader change.",
+        ))
+        .expect("valid metric"),
+        raft_index: IntGaugeVec::new(
+            opts("raft", "log_index", "Raft log positions: last_log, committed, applied, snapshot, purged."),
+            &["position"],
+        )
+        .expect("valid metric"),
+        raft_members: IntGaugeVec::new(opts("raft", "members", "Cluster members by kind (voter, learner)."), &["kind"])
+            .expect("valid metric"),
+        raft_proposal_failures: IntCounterVec::new(
+            opts("raft", "proposal_failures_total", "Client writes that failed to commit, by reason."),
+            &["reason"],
+        )
+        .expect("valid metric"),
+        fsync_seconds: HistogramVec::new(
+            histogram("storage", "fsync_duration_seconds", "Duration of Raft log fsyncs.", latency_buckets()),
+            &[],
+        )
+        .expect("valid metric"),
+        fsync_batch_entries: HistogramVec::new(
+            histogram(
+                "storage",
+                "fsync_batch_appends",
+                "Log appends made durable by one fsync (group commit).",
+                prometheus::exponential_buckets(1.0, 2.0, 12).unwrap_or_default(),
+            ),
+            &[],
+        )
+        .expect("valid metric"),
+        snapshot_build_seconds: HistogramVec::new(
+            histogram(
+                "storage",
+                "snapshot_build_duration_seconds",
+                "Duration of snapshot builds.",
+                prometheus::exponential_buckets(0.001, 4.0, 10).unwrap_or_default(),
+            ),
+            &[],
+        )
+        .expect("valid metric"),
+        registry,
+    };
+    let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+        Box::new(m.requests.clone()),
+        Box::new(m.request_seconds.clone()),
+        Box::new(m.raft_term.clone()),
+        Box::new(m.raft_is_leader.clone()),
+        Box::new(m.raft_role.clone()),
+        Box::new(m.raft_leader_id.clone()),
+        Box::new(m.raft_leader_changes.clone()),
+        Box::new(m.raft_index.clone()),
+        Box::new(m.raft_members.clone()),
+        Box::new(m.raft_proposal_failures.clone()),
+        Box::new(m.fsync_seconds.clone()),
+        Box::new(m.fsync_batch_entries.clone()),
+        Box::new(m.snapshot_build_seconds.clone()),
+        Box::new(prometheus::process_collector::ProcessCollector::new(
+            std::process::id() as i32,
+            NAMESPACE,
+        )),
+    ];
+    for c in collectors {
+        m.registry.register(c).expect("metric registered once");
+    }
+    m
+});
+
+/// Records one client request.
+pub fn observe_request(op: &str, code: tonic::Code, elapsed: Duration) {
+    let code = format!("{code:?}");
+    let labels = [op, code.as_str()];
+    METRICS.requests.with_label_values(&labels).inc();
+    METRICS.request_seconds.with_label_values(&labels).observe(elapsed.as_secs_f64());
+}
+
+/// Records one fsync of the Raft log covering `appends` log appends.
+pub fn observe_fsync(elapsed: Duration, appends: usize) {
+    METRICS.fsync_seconds.with_label_values(&[] as &[&str]).observe(elapsed.as_secs_f64());
+    METRICS
+        .fsync_batch_entries
+        .with_label_values(&[] as &[&str])
+        .observe(appends as f64);
+}
+
+pub fn observe_snapshot_build(elapsed: Duration) {
+    METRICS
+        .snapshot_build_seconds
+        .with_label_values(&[] as &[&str])
+        .observe(elapsed.as_secs_f64());
+}
+
+/// Counts a client write that did not commit.
+pub fn proposal_failed(reason: &str) {
+    METRICS.raft_proposal_failures.with_label_values(&[reason]).inc();
+}
+
+/// Publishes openraft's metrics; `previous_leader` detects leader changes.
+pub fn observe_raft(m: &RaftMetrics, previous_leader: Option<u64>) {
+    METRICS.raft_term.set(m.current_term as i64);
+    METRICS.raft_is_leader.set(i64::from(m.current_leader == Some(m.id)));
+    METRICS.raft_leader_id.set(m.current_leader.map_or(-1, |id| id as i64));
+    if m.current_leader.is_some() && m.current_leader != previous_leader {
+        METRICS.raft_leader_changes.inc();
+    }
+    for role in ["leader", "follower", "candidate", "learner", "shutdown"] {
+        METRICS.raft_role.with_label_values(&[role]).set(0);
+    }
+    METRICS.raft_role.with_label_values(&[role_name(m)]).set(1);
+    let index = |id: &Option<crate::raft::typ::LogId>| id.as_ref().map_or(0, |id| id.index() as i64);
+    let positions = [
+        ("last_log", m.last_log_index.unwrap_or(0) as i64),
+        ("committed", index(&m.local_committed)),
+        ("applied", index(&m.last_applied)),
+        ("snapshot", index(&m.snapshot)),
+        ("purged", index(&m.purged)),
+    ];
+    for (position, value) in positions {
+        METRICS.raft_index.with_label_values(&[position]).set(value);
+    }
+    let membership = m.membership_config.membership();
+    METRICS
+        .raft_members
+        .with_label_values(&["voter"])
+        .set(membership.voter_ids().count() as i64);
+    METRICS
+        .raft_members
+        .with_label_values(&["learner"])
+        .set(membership.learner_ids().count() as i64);
+}
+
+/// The Prometheus name of this node's role.
+pub fn role_name(m: &RaftMetrics) -> &'static str {
+    use openraft::ServerState;
+    match m.state {
+        ServerState::Leader => "leader",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+        ServerState::Follower => "follower",
+    }
+}
+
+/// All metrics in the Prometheus text format.
+pub fn render() -> String {
+    let mut out = Vec::new();
+    // Encoding into a Vec cannot fail for well-formed metrics.
+    let _ = TextEncoder::new().encode(&METRICS.registry.gather(), &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}

@@ -1,0 +1,363 @@
+//! A running node: storage, Raft, the three servers, and the operations the
+//! services share (writing through the leader, linearizable reads).
+
+use openraft::async_runtime::watch::WatchReceiver;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+use std::time::Instant;
+
+use anyhow::Context;
+use openraft::ReadPolicy;
+use openraft::error::ClientWriteError;
+use openraft::error::RaftError;
+use serde::Deserialize;
+use serde::Serialize;
+use tokio::sync::watch;
+use tonic::Status;
+use tonic::transport::Channel;
+
+use crate::codec;
+use crate::config::NodeConfig;
+use crate::identity::Identity;
+use crate::metrics;
+use crate::pb;
+use crate::raft::Command;
+use crate::raft::Member;
+use crate::raft::Outcome;
+use crate::raft::log_store::LogStore;
+use crate::raft::network;
+use crate::raft::network::Network;
+use crate::raft::state_machine::Recipes;
+use crate::raft::state_machine::StateMachine;
+use crate::raft::typ;
+
+/// The leader's answer to a forwarded write.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ForwardReply {
+    Applied(Outcome),
+    /// The receiver is not the leader; nothing was proposed.
+    NotLeader,
+    Failed(String),
+}
+
+/// State shared by the gRPC services and the HTTP endpoints.
+pub struct Node {
+    pub id: u64,
+    pub raft: typ::Raft,
+    pub recipes: Recipes,
+    pub identity: Arc<Identity>,
+    pub config: NodeConfig,
+    pub member: Member,
+    peer_channels: Mutex<HashMap<String, Channel>>,
+}
+
+/// How long a call without a deadline may wait for a leader or a read index.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(10);
+
+impl Node {
+    /// The current leader's id and address, if known.
+    pub fn leader(&self) -> Option<(u64, Member)> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        let id = m.current_leader?;
+        let member = m.membership_config.membership().get_node(&id)?.clone();
+        Some((id, member))
+    }
+
+    /// The leader's client address, empty when unknown.
+    pub fn leader_hint(&self) -> String {
+        self.leader().map(|(_, m)| m.client_addr).unwrap_or_default()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow_watched().current_leader == Some(self.id)
+    }
+
+    /// A reused channel to another node's peer port.
+    pub fn peer_channel(&self, addr: &str) -> Result<Channel, Status> {
+        let mut channels = self.peer_channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let channel = network::peer_channel(addr, Duration::from_secs(1))
+            .map_err(|e| Status::internal(format!("invalid peer address {addr}: {e}")))?;
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    /// Waits, up to `wait`, until some node is known as leader.
+    pub async fn await_leader(&self, wait: Duration) -> Result<(u64, Member), Status> {
+        let deadline = Instant::now() + wait;
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Some(leader) = self.leader() {
+                return Ok(leader);
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() || tokio::time::timeout(remaining, metrics.changed()).await.is_err() {
+                return Err(Status::unavailable("no leader is known; the cluster may be electing one"));
+            }
+        }
+    }
+
+    /// Proposes `command` on this node if it leads, else on the leader.
+    /// Retries only when the command was certainly not proposed.
+    pub async fn write(&self, command: Command, wait: Duration) -> Result<Outcome, Status> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let (leader_id, leader) = self
+                .await_leader(deadline.saturating_duration_since(Instant::now()))
+                .await?;
+            let reply = if leader_id == self.id {
+                self.propose(command.clone()).await
+            } else {
+                self.forward_write(&leader, &command, deadline).await?
+            };
+            match reply {
+                ForwardReply::Applied(outcome) => return Ok(outcome),
+                ForwardReply::Failed(message) => {
+                    metrics::proposal_failed("raft");
+                    // The entry may or may not commit: not safe to retry blindly.
+                    return Err(Status::unknown(format!("outcome unknown: {message}")));
+                }
+                ForwardReply::NotLeader if Instant::now() < deadline => {
+                    // Leadership moved before the proposal: wait for the
+                    // cluster to settle, then try the new leader.
+                    let mut m = self.raft.metrics();
+                    let _ = tokio::time::timeout(Duration::from_millis(50), m.changed()).await;
+                }
+                ForwardReply::NotLeader => {
+                    metrics::proposal_failed("no_leader");
+                    return Err(Status::unavailable("leadership is changing; retry"));
+                }
+            }
+        }
+    }
+
+    /// Proposes on this node, which believes it is the leader.
+    pub async fn propose(&self, command: Command) -> ForwardReply {
+        match self.raft.client_write(command).await {
+            Ok(response) => ForwardReply::Applied(response.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => ForwardReply::NotLeader,
+            Err(e) => ForwardReply::Failed(format!("write failed: {e}")),
+        }
+    }
+
+    async fn forward_write(&self, leader: &Member, command: &Command, deadline: Instant) -> Result<ForwardReply, Status> {
+        let mut client = network::transport_client(self.peer_channel(&leader.peer_addr)?);
+        let payload = codec::encode(command).map_err(|e| Status::internal(e.to_string()))?;
+        let mut request = tonic::Request::new(pb::RaftMessage {
+            cluster_id: self.identity.cluster_id().unwrap_or_default(),
+            payload,
+        });
+        request.set_timeout(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
+        match client.forward_write(request).await {
+            Ok(reply) => codec::decode(&reply.into_inner().payload)
+                .map_err(|e| Status::internal(format!("bad reply from leader: {e}"))),
+            // Nothing reached the leader: safe to try again.
+            Err(status) if is_connect_failure(&status) => Ok(ForwardReply::NotLeader),
+            Err(status) => Err(Status::unknown(format!(
+                "outcome unknown: forwarding to leader {} failed: {}",
+                leader.client_addr,
+                status.message()
+            ))),
+        }
+    }
+
+    /// Waits until this node has applied at least `index`.
+    pub async fn await_applied(&self, index: u64, wait: Duration) -> Result<(), Status> {
+        self.raft
+            .wait(Some(wait))
+            .applied_index_at_least(Some(index), "await applied")
+            .await
+            .map(|_| ())
+            .map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "this node had not applied index {index} within {} ms",
+                    wait.as_millis()
+                ))
+            })
+    }
+
+    /// The log index a linearizable read must observe, confirmed by a quorum.
+    pub async fn read_index(&self, wait: Duration) -> Result<u64, Status> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let (leader_id, leader) = self
+                .await_leader(deadline.saturating_duration_since(Instant::now()))
+                .await?;
+            let result = if leader_id == self.id {
+                self.local_read_index().await
+            } else {
+                let mut client = network::transport_client(self.peer_channel(&leader.peer_addr)?);
+                let mut request = tonic::Request::new(pb::ReadIndexRequest {
+                    cluster_id: self.identity.cluster_id().unwrap_or_default(),
+                });
+                request.set_timeout(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
+                client.read_index(request).await.map(|r| r.into_inner().index)
+            };
+            match result {
+                Ok(index) => return Ok(index),
+                Err(status) if status.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                    let mut m = self.raft.metrics();
+                    let _ = tokio::time::timeout(Duration::from_millis(50), m.changed()).await;
+                }
+                Err(status) => return Err(status),
+            }
+        }
+    }
+
+    /// Read index on the leader: openraft confirms leadership with a quorum.
+    pub async fn local_read_index(&self) -> Result<u64, Status> {
+        match self.raft.get_read_log_id(ReadPolicy::ReadIndex).await {
+            Ok((read_log_id, _)) => Ok(read_log_id.index()),
+            Err(e) => Err(Status::unavailable(format!("cannot confirm leadership: {e}"))),
+        }
+    }
+}
+
+/// True when the call failed before reaching the peer's application.
+fn is_connect_failure(status: &Status) -> bool {
+    status.code() == tonic::Code::Unavailable
+        && (status.message().contains("connect") || status.message().contains("transport"))
+}
+
+/// A started node; dropping it does not stop it, [`RunningNode::shutdown`] does.
+pub struct RunningNode {
+    pub node: Arc<Node>,
+    db: sled::Db,
+    stop: watch::Sender<bool>,
+    servers: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl RunningNode {
+    /// Opens storage, starts Raft and binds every port.
+    pub async fn start(config: NodeConfig) -> anyhow::Result<Self> {
+        config.validate().map_err(anyhow::Error::msg)?;
+        let id = config.node_id().map_err(anyhow::Error::msg)?;
+        let raft_config = Arc::new(config.raft_config().map_err(anyhow::Error::msg)?);
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("failed to create data directory {}", config.data_dir.display()))?;
+        let identity = Arc::new(Identity::open(&config.data_dir, id, config.cluster_id.as_deref())?);
+        let db = sled::Config::new()
+            .path(config.data_dir.join("db"))
+            .open()
+            .with_context(|| format!("failed to open the database in {}", config.data_dir.display()))?;
+        let log_store = LogStore::open(&db)?;
+        let state_machine = StateMachine::open(&db, &config.data_dir.join("snapshots"))?;
+        let recipes = state_machine.recipes();
+        let raft = typ::Raft::new(id, raft_config, Network::new(identity.clone()), log_store, state_machine)
+            .await
+            .context("failed to start Raft")?;
+        let member = Member {
+            peer_addr: config.advertised_peer_addr(),
+            client_addr: config.advertised_client_addr(),
+        };
+        let node = Arc::new(Node {
+            id,
+            raft,
+            recipes,
+            identity,
+            config: config.clone(),
+            member,
+            peer_channels: Mutex::default(),
+        });
+
+        let (stop, stopped) = watch::channel(false);
+        let servers = vec![
+            tokio::spawn(crate::server::serve_peer(node.clone(), config.peer_addr, stopped.clone())),
+            tokio::spawn(crate::server::serve_client(node.clone(), config.client_addr, stopped.clone())),
+            tokio::spawn(crate::http::serve(node.clone(), config.http_addr, stopped.clone())),
+        ];
+        tokio::spawn(publish_raft_metrics(node.clone(), stopped.clone()));
+        if let Some(interval) = config.snapshot_interval() {
+            tokio::spawn(snapshot_periodically(node.clone(), interval, stopped));
+        }
+        tracing::info!(id, peer = %node.member.peer_addr, client = %node.member.client_addr, "node started");
+        Ok(Self { node, db, stop, servers })
+    }
+
+    /// Waits until a server fails (returning its error) or `shutdown` is requested.
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        let (result, _, _) = futures::future::select_all(self.servers.iter_mut()).await;
+        result.context("server task panicked")?
+    }
+
+    /// Hands leadership to a caught-up voter, stops the servers, stops Raft
+    /// and flushes storage.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        if self.node.is_leader() {
+            hand_over_leadership(&self.node).await;
+        }
+        let _ = self.stop.send(true);
+        for server in self.servers {
+            let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+        }
+        self.node.raft.shutdown().await.context("failed to stop Raft")?;
+        self.db.flush_async().await.context("failed to flush storage")?;
+        tracing::info!(id = self.node.id, "node stopped");
+        Ok(())
+    }
+}
+
+/// Transfers leadership to the most caught-up other voter, waiting briefly
+/// for the handover so clients see a short, clean leader change.
+async fn hand_over_leadership(node: &Node) {
+    let target = {
+        let metrics = node.raft.metrics();
+        let m = metrics.borrow_watched();
+        let matched = m.replication.clone().unwrap_or_default();
+        m.membership_config
+            .membership()
+            .voter_ids()
+            .filter(|id| *id != node.id)
+            .max_by_key(|id| matched.get(id).cloned().flatten().map(|l| l.index()))
+    };
+    let Some(target) = target else { return };
+    if node.raft.trigger().transfer_leader(target).await.is_err() {
+        return;
+    }
+    let _ = node
+        .raft
+        .wait(Some(Duration::from_secs(3)))
+        .metrics(|m| m.current_leader != Some(node.id), "leadership handed over")
+        .await;
+}
+
+/// Mirrors openraft's metrics into Prometheus whenever they change.
+async fn publish_raft_metrics(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
+    let mut metrics = node.raft.metrics();
+    let mut previous_leader = None;
+    loop {
+        {
+            let m = metrics.borrow_and_update();
+            metrics::observe_raft(&m, previous_leader);
+            previous_leader = m.current_leader;
+        }
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+/// Builds a snapshot every `interval` when entries were applied since the last.
+async fn snapshot_periodically(node: Arc<Node>, interval: Duration, mut stopped: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stopped.changed() => return,
+        }
+        let (applied, snapshot) = {
+            let m = node.raft.metrics().borrow_watched().clone();
+            (m.last_applied.map(|l| l.index()), m.snapshot.map(|l| l.index()))
+        };
+        if applied > snapshot && node.raft.trigger().snapshot().await.is_err() {
+            return;
+        }
+    }
+}

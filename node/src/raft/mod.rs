@@ -1,0 +1,90 @@
+//! Consensus: the openraft type configuration, the commands replicated
+//! through the log, storage on sled, and the gRPC network between peers.
+
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::Serialize;
+
+/// How a member of the cluster is reached.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// host:port of the peer gRPC server (Raft, admin, forwarding).
+    pub peer_addr: String,
+    /// host:port of the client gRPC server.
+    pub client_addr: String,
+}
+
+impl fmt::Display for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "peer={} client={}", self.peer_addr, self.client_addr)
+    }
+}
+
+/// A change to the recipes, proposed by the leader and applied in log order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    Put {
+        name: String,
+        #[serde(with = "serde_bytes")]
+        content: Vec<u8>,
+        /// Apply only if the current version equals this (0: absent).
+        if_version: Option<u64>,
+    },
+    Delete {
+        name: String,
+        if_version: Option<u64>,
+    },
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Put { name, content, .. } => write!(f, "put {name} ({} bytes)", content.len()),
+            Command::Delete { name, .. } => write!(f, "delete {name}"),
+        }
+    }
+}
+
+/// The result of applying one log entry. Deterministic: every member computes
+/// the same outcome for the same entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The recipe now has this version (the entry's log index).
+    Written { version: u64 },
+    /// The recipe was removed by the entry at this index.
+    Deleted { version: u64 },
+    /// A conditional write found another version (`None`: absent).
+    VersionMismatch { expected: u64, current: Option<u64> },
+    /// A delete found no recipe.
+    NotFound,
+    /// A blank or membership entry, which does not touch recipes.
+    Applied,
+}
+
+openraft::declare_raft_types!(
+    /// The types RecipeStore instantiates openraft with.
+    pub TypeConfig:
+        D = Command,
+        R = Outcome,
+        NodeId = u64,
+        Node = Member,
+);
+
+/// Short aliases for openraft types instantiated with [`TypeConfig`].
+pub mod typ {
+    use super::TypeConfig;
+
+    pub type Raft = openraft::Raft<TypeConfig, super::state_machine::StateMachine>;
+    pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
+    pub type Vote = openraft::alias::VoteOf<TypeConfig>;
+    pub type Entry = openraft::alias::EntryOf<TypeConfig>;
+    pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
+    pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+    pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, std::fs::File>;
+    pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
+}

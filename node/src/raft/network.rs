@@ -1,0 +1,278 @@
+//! The Raft network over tonic: one reused HTTP/2 channel per peer, bounded
+//! message sizes, snapshots streamed in chunks, and connection failures
+//! reported to openraft as `Unreachable` so it backs off.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::future::Future;
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use openraft::OptionalSend;
+use openraft::error::NetworkError;
+use openraft::error::RPCError;
+use openraft::error::ReplicationClosed;
+use openraft::error::StreamingError;
+use openraft::error::Unreachable;
+use openraft::network::RPCOption;
+use openraft::network::RaftNetworkFactory;
+use openraft::network::v2::RaftNetworkV2;
+use openraft::raft::AppendEntriesRequest;
+use openraft::raft::AppendEntriesResponse;
+use openraft::raft::SnapshotResponse;
+use openraft::raft::TransferLeaderRequest;
+use openraft::raft::TransferLeaderResponse;
+use openraft::raft::VoteRequest;
+use openraft::raft::VoteResponse;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic::transport::Endpoint;
+
+use super::Member;
+use super::TypeConfig;
+use super::typ::Snapshot;
+use super::typ::SnapshotMeta;
+use super::typ::Vote;
+use crate::codec;
+use crate::identity::Identity;
+use crate::pb;
+use crate::pb::raft_transport_client::RaftTransportClient;
+
+/// Largest gRPC message a peer sends or accepts: a full append batch of
+/// maximum-size recipes fits, a runaway message does not.
+pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Size of each chunk of a streamed snapshot.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// The first chunk of a streamed snapshot.
+#[derive(Serialize, serde::Deserialize)]
+pub struct SnapshotHeader {
+    pub vote: Vote,
+    pub meta: SnapshotMeta,
+}
+
+/// Opens a lazily connected channel to a peer; tonic reconnects on demand.
+pub fn peer_channel(addr: &str, connect_timeout: Duration) -> Result<Channel, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .connect_lazy())
+}
+
+/// A transport client to a peer with the message limits set.
+pub fn transport_client(channel: Channel) -> RaftTransportClient<Channel> {
+    RaftTransportClient::new(channel)
+        .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES)
+}
+
+/// Creates one client per peer, sharing channels by address.
+#[derive(Clone)]
+pub struct Network {
+    identity: Arc<Identity>,
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Network {
+    pub fn new(identity: Arc<Identity>) -> Self {
+        Self {
+            identity,
+            channels: Arc::default(),
+        }
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(channel) = channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let channel = peer_channel(addr, Duration::from_secs(1))?;
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: u64, node: &Member) -> PeerClient {
+        PeerClient {
+            target,
+            addr: node.peer_addr.clone(),
+            client: self
+                .channel(&node.peer_addr)
+                .map(transport_client)
+                .map_err(|e| e.to_string()),
+            identity: self.identity.clone(),
+        }
+    }
+}
+
+/// Sends Raft RPCs to one peer.
+pub struct PeerClient {
+    target: u64,
+    addr: String,
+    client: Result<RaftTransportClient<Channel>, String>,
+    identity: Arc<Identity>,
+}
+
+/// A transport failure, classified the way openraft wants it.
+enum Failure {
+    Unreachable(String),
+    Network(String),
+}
+
+impl Failure {
+    fn from_status(status: tonic::Status) -> Self {
+        match status.code() {
+            // Not listening, connection refused or reset, node shutting down,
+            // or a fenced node that refuses our cluster: back off.
+            Code::Unavailable | Code::FailedPrecondition | Code::Cancelled => {
+                Failure::Unreachable(status.message().to_string())
+            }
+            _ => Failure::Network(format!("{}: {}", status.code(), status.message())),
+        }
+    }
+
+    fn into_rpc(self, target: u64, addr: &str) -> RPCError<TypeConfig> {
+        match self {
+            Failure::Unreachable(m) => RPCError::Unreachable(Unreachable::new(&std::io::Error::other(format!(
+                "node {target} at {addr} unreachable: {m}"
+            )))),
+            Failure::Network(m) => {
+                RPCError::Network(NetworkError::new(&std::io::Error::other(format!("node {target} at {addr}: {m}"))))
+            }
+        }
+    }
+}
+
+impl PeerClient {
+    fn client(&self) -> Result<RaftTransportClient<Channel>, Failure> {
+        self.client
+            .clone()
+            .map_err(|e| Failure::Unreachable(format!("invalid address: {e}")))
+    }
+
+    fn message<T: Serialize>(&self, value: &T) -> Result<pb::RaftMessage, Failure> {
+        Ok(pb::RaftMessage {
+            cluster_id: self.identity.cluster_id().unwrap_or_default(),
+            payload: codec::encode(value).map_err(|e| Failure::Network(e.to_string()))?,
+        })
+    }
+
+    async fn call<Req, Resp, F, Fut>(&self, req: &Req, option: &RPCOption, send: F) -> Result<Resp, RPCError<TypeConfig>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        F: FnOnce(RaftTransportClient<Channel>, tonic::Request<pb::RaftMessage>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<pb::RaftMessage>, tonic::Status>>,
+    {
+        let result = async {
+            let mut request = tonic::Request::new(self.message(req)?);
+            request.set_timeout(option.soft_ttl());
+            let reply = send(self.client()?, request).await.map_err(Failure::from_status)?;
+            codec::decode(&reply.into_inner().payload).map_err(|e| Failure::Network(format!("bad reply: {e}")))
+        }
+        .await;
+        result.map_err(|f| f.into_rpc(self.target, &self.addr))
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = File;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(&rpc, &option, |mut c, r| async move { c.append_entries(r).await })
+            .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(&rpc, &option, |mut c, r| async move { c.vote(r).await }).await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(&rpc, &option, |mut c, r| async move { c.pre_vote(r).await }).await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(&req, &option, |mut c, r| async move { c.transfer_leader(r).await })
+            .await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let unreachable =
+            |m: String| StreamingError::Unreachable(Unreachable::new(&std::io::Error::other(m)));
+        let mut client = self.client().map_err(|_| unreachable(format!("invalid peer address {}", self.addr)))?;
+        let cluster_id = self.identity.cluster_id().unwrap_or_default();
+        let header = codec::encode(&SnapshotHeader {
+            vote,
+            meta: snapshot.meta.clone(),
+        })
+        .map_err(|e| unreachable(e.to_string()))?;
+        let chunks = snapshot_chunks(snapshot.snapshot, cluster_id, header);
+        let send = client.install_snapshot(chunks);
+        let reply = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            reply = send => reply,
+        };
+        let reply = reply.map_err(|s| unreachable(format!("snapshot to {} failed: {}", self.addr, s.message())))?;
+        codec::decode(&reply.into_inner().payload).map_err(|e| unreachable(format!("bad snapshot reply: {e}")))
+    }
+}
+
+/// Streams a snapshot file as chunks, reading one chunk ahead at a time.
+fn snapshot_chunks(
+    mut file: File,
+    cluster_id: String,
+    header: Vec<u8>,
+) -> impl futures::Stream<Item = pb::SnapshotChunk> + Send + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tokio::task::spawn_blocking(move || {
+        let mut header = Some(header);
+        loop {
+            let mut data = vec![0; SNAPSHOT_CHUNK_BYTES];
+            // On a read error the stream ends without `done`, and the
+            // receiver discards it.
+            let Ok(n) = file.read(&mut data) else { return };
+            data.truncate(n);
+            let chunk = pb::SnapshotChunk {
+                cluster_id: cluster_id.clone(),
+                header: header.take().unwrap_or_default(),
+                data,
+                done: n == 0,
+            };
+            if tx.blocking_send(chunk).is_err() || n == 0 {
+                return;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}

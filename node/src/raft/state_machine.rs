@@ -1,0 +1,397 @@
+//! The replicated state machine: recipes with their versions on sled, the
+//! last applied log id and membership, and snapshots as files.
+//!
+//! Recipes, the applied id and the membership share one tree so each entry is
+//! applied in one atomic batch. The state machine is not fsync'd per entry:
+//! the log is durable, and on restart openraft re-applies whatever the state
+//! machine had not persisted. Snapshots are written to a temporary file,
+//! fsync'd and renamed, then recorded in the tree.
+
+use std::fs::File;
+use std::io;
+use std::io::BufReader;
+use std::io::BufWriter;
+use std::io::Read;
+use std::io::Write;
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::Stream;
+use futures::TryStreamExt;
+use openraft::EntryPayload;
+use openraft::OptionalSend;
+use openraft::RaftSnapshotBuilder;
+use openraft::entry::RaftEntry;
+use openraft::storage::EntryResponder;
+use openraft::storage::RaftStateMachine;
+use serde::Deserialize;
+use serde::Serialize;
+use tokio::sync::Mutex;
+
+use super::Command;
+use super::Outcome;
+use super::TypeConfig;
+use super::typ::LogId;
+use super::typ::Snapshot;
+use super::typ::SnapshotMeta;
+use super::typ::StoredMembership;
+use crate::codec::decode_io;
+use crate::codec::encode_io;
+use crate::metrics;
+
+const APPLIED: &[u8] = b"m/applied";
+const MEMBERSHIP: &[u8] = b"m/membership";
+const SNAPSHOT: &[u8] = b"m/snapshot";
+const RECIPE_PREFIX: &[u8] = b"r/";
+const SNAPSHOT_MAGIC: &[u8; 8] = b"RSSNAP01";
+
+fn io_err(e: sled::Error) -> io::Error {
+    io::Error::other(e)
+}
+
+fn read_meta<T: serde::de::DeserializeOwned>(tree: &sled::Tree, key: &[u8]) -> io::Result<Option<T>> {
+    match tree.get(key).map_err(io_err)? {
+        Some(bytes) => decode_io(&bytes).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn recipe_key(name: &str) -> Vec<u8> {
+    [RECIPE_PREFIX, name.as_bytes()].concat()
+}
+
+/// A recipe as stored: its content and the log index of its last write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipe {
+    pub version: u64,
+    #[serde(with = "serde_bytes")]
+    pub content: Vec<u8>,
+}
+
+/// One row of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipeSummary {
+    pub name: String,
+    pub version: u64,
+    pub size_bytes: u64,
+}
+
+/// Read access to the applied recipes, shared with the gRPC services.
+#[derive(Clone)]
+pub struct Recipes {
+    tree: sled::Tree,
+}
+
+impl Recipes {
+    /// The recipe as of this node's last applied entry.
+    pub fn get(&self, name: &str) -> io::Result<Option<Recipe>> {
+        match self.tree.get(recipe_key(name)).map_err(io_err)? {
+            Some(bytes) => decode_io(&bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Up to `limit` recipes whose names start with `prefix`, in name order,
+    /// strictly after `after` when given.
+    pub fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> io::Result<Vec<RecipeSummary>> {
+        let start = match after {
+            Some(after) => {
+                let mut key = recipe_key(after);
+                key.push(0);
+                key
+            }
+            None => recipe_key(prefix),
+        };
+        let full_prefix = recipe_key(prefix);
+        let mut out = Vec::new();
+        for kv in self.tree.range(start..) {
+            let (key, value) = kv.map_err(io_err)?;
+            if !key.starts_with(&full_prefix) || out.len() >= limit {
+                break;
+            }
+            let recipe: Recipe = decode_io(&value)?;
+            out.push(RecipeSummary {
+                name: String::from_utf8_lossy(&key[RECIPE_PREFIX.len()..]).into_owned(),
+                version: recipe.version,
+                size_bytes: recipe.content.len() as u64,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Where the current snapshot lives.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SnapshotRecord {
+    meta: SnapshotMeta,
+    file: String,
+}
+
+/// The state machine openraft drives.
+pub struct StateMachine {
+    db: sled::Db,
+    tree: sled::Tree,
+    snapshot_dir: PathBuf,
+    /// Held while applying and while dumping a snapshot, so a snapshot is the
+    /// exact state at its last applied id.
+    apply_lock: Arc<Mutex<()>>,
+}
+
+impl StateMachine {
+    /// Opens the state machine in `db`, with snapshots under `snapshot_dir`.
+    pub fn open(db: &sled::Db, snapshot_dir: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(snapshot_dir)?;
+        Ok(Self {
+            db: db.clone(),
+            tree: db.open_tree("sm").map_err(io_err)?,
+            snapshot_dir: snapshot_dir.to_path_buf(),
+            apply_lock: Arc::new(Mutex::new(())),
+        })
+    }
+
+    /// A read handle for the services.
+    pub fn recipes(&self) -> Recipes {
+        Recipes { tree: self.tree.clone() }
+    }
+
+    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
+        read_meta(&self.tree, key)
+    }
+
+    fn apply_command(&self, index: u64, command: &Command, batch: &mut sled::Batch) -> io::Result<Outcome> {
+        let (name, if_version) = match command {
+            Command::Put { name, if_version, .. } | Command::Delete { name, if_version } => (name, *if_version),
+        };
+        let current = Recipes { tree: self.tree.clone() }.get(name)?.map(|r| r.version);
+        if let Some(expected) = if_version
+            && current.unwrap_or(0) != expected
+        {
+            return Ok(Outcome::VersionMismatch { expected, current });
+        }
+        Ok(match command {
+            Command::Put { name, content, .. } => {
+                let recipe = Recipe {
+                    version: index,
+                    content: content.clone(),
+                };
+                batch.insert(recipe_key(name), encode_io(&recipe)?);
+                Outcome::Written { version: index }
+            }
+            Command::Delete { name, .. } => {
+                if current.is_none() {
+                    return Ok(Outcome::NotFound);
+                }
+                batch.remove(recipe_key(name));
+                Outcome::Deleted { version: index }
+            }
+        })
+    }
+
+}
+
+/// Removes snapshot files other than `keep`; a failure only costs disk space.
+fn remove_stale_snapshots(dir: &Path, keep: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name() != keep {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+fn snapshot_file_name(meta: &SnapshotMeta) -> String {
+    match &meta.last_log_id {
+        Some(id) => format!("{}-{}.snap", id.committed_leader_id().term, id.index()),
+        None => "empty.snap".to_string(),
+    }
+}
+
+/// Writes every recipe of `tree` to `path` (through a temporary file, fsync'd).
+fn write_snapshot_file(tree: &sled::Tree, path: &Path) -> io::Result<u64> {
+    let tmp = path.with_extension("tmp");
+    let mut out = BufWriter::new(File::create(&tmp)?);
+    out.write_all(SNAPSHOT_MAGIC)?;
+    let mut count = 0u64;
+    for kv in tree.scan_prefix(RECIPE_PREFIX) {
+        let (key, value) = kv.map_err(io_err)?;
+        write_record(&mut out, &key[RECIPE_PREFIX.len()..])?;
+        write_record(&mut out, &value)?;
+        count += 1;
+    }
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(count)
+}
+
+fn write_record(out: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
+    out.write_all(&(bytes.len() as u32).to_be_bytes())?;
+    out.write_all(bytes)
+}
+
+/// Reads one length-prefixed record; `None` at a clean end of file.
+fn read_record(input: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match input.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut bytes = vec![0; u32::from_be_bytes(len) as usize];
+    input.read_exact(&mut bytes)?;
+    Ok(Some(bytes))
+}
+
+/// Builds snapshots from a consistent view of the state machine.
+pub struct SnapshotBuilder {
+    db: sled::Db,
+    tree: sled::Tree,
+    snapshot_dir: PathBuf,
+    apply_lock: Arc<Mutex<()>>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = File;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let started = Instant::now();
+        let guard = self.apply_lock.lock().await;
+        let last_log_id: Option<LogId> = read_meta(&self.tree, APPLIED)?;
+        let last_membership: StoredMembership = read_meta(&self.tree, MEMBERSHIP)?.unwrap_or_default();
+        let meta = SnapshotMeta {
+            last_log_id,
+            last_membership,
+        };
+        let file = snapshot_file_name(&meta);
+        let path = self.snapshot_dir.join(&file);
+        let tree = self.tree.clone();
+        let write_path = path.clone();
+        tokio::task::spawn_blocking(move || write_snapshot_file(&tree, &write_path))
+            .await
+            .map_err(io::Error::other)??;
+        let record = SnapshotRecord { meta: meta.clone(), file: file.clone() };
+        self.tree.insert(SNAPSHOT, encode_io(&record)?).map_err(io_err)?;
+        drop(guard);
+        // openraft purges the log behind this snapshot next: the state it
+        // covers must be on disk first.
+        self.db.flush_async().await.map_err(io_err)?;
+        remove_stale_snapshots(&self.snapshot_dir, &file);
+        metrics::observe_snapshot_build(started.elapsed());
+        Ok(Snapshot {
+            meta,
+            snapshot: File::open(&path)?,
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = File;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        Ok((
+            self.read_meta(APPLIED)?,
+            self.read_meta(MEMBERSHIP)?.unwrap_or_default(),
+        ))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let _guard = self.apply_lock.lock().await;
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let log_id = entry.log_id();
+            let mut batch = sled::Batch::default();
+            let outcome = match &entry.payload {
+                EntryPayload::Blank => Outcome::Applied,
+                EntryPayload::Normal(command) => self.apply_command(log_id.index(), command, &mut batch)?,
+                EntryPayload::Membership(membership) => {
+                    let stored = StoredMembership::new(Some(log_id.clone()), membership.clone());
+                    batch.insert(MEMBERSHIP, encode_io(&stored)?);
+                    Outcome::Applied
+                }
+            };
+            batch.insert(APPLIED, encode_io(&Some(log_id))?);
+            self.tree.apply_batch(batch).map_err(io_err)?;
+            if let Some(responder) = responder {
+                responder.send(outcome);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            db: self.db.clone(),
+            tree: self.tree.clone(),
+            snapshot_dir: self.snapshot_dir.clone(),
+            apply_lock: self.apply_lock.clone(),
+        }
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: File) -> Result<(), io::Error> {
+        let _guard = self.apply_lock.lock().await;
+        let file = snapshot_file_name(meta);
+        let path = self.snapshot_dir.join(&file);
+        let tree = self.tree.clone();
+        let record = SnapshotRecord {
+            meta: meta.clone(),
+            file: file.clone(),
+        };
+        let meta = meta.clone();
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            let mut input = BufReader::new(snapshot);
+            let mut magic = [0u8; 8];
+            input.read_exact(&mut magic)?;
+            if &magic != SNAPSHOT_MAGIC {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "not a RecipeStore snapshot"));
+            }
+            // Replace the whole state in one atomic batch.
+            let mut batch = sled::Batch::default();
+            for key in tree.scan_prefix(RECIPE_PREFIX).keys() {
+                batch.remove(key.map_err(io_err)?);
+            }
+            let mut copy = BufWriter::new(File::create(path.with_extension("tmp"))?);
+            copy.write_all(SNAPSHOT_MAGIC)?;
+            while let Some(name) = read_record(&mut input)? {
+                let value = read_record(&mut input)?
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "snapshot ends inside a record"))?;
+                write_record(&mut copy, &name)?;
+                write_record(&mut copy, &value)?;
+                batch.insert([RECIPE_PREFIX, &name].concat(), value);
+            }
+            batch.insert(APPLIED, encode_io(&meta.last_log_id)?);
+            batch.insert(MEMBERSHIP, encode_io(&meta.last_membership)?);
+            batch.insert(SNAPSHOT, encode_io(&record)?);
+            let copy = copy.into_inner().map_err(|e| e.into_error())?;
+            copy.sync_all()?;
+            std::fs::rename(path.with_extension("tmp"), &path)?;
+            tree.apply_batch(batch).map_err(io_err)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        // The installed state replaces log entries that may be purged next.
+        self.db.flush_async().await.map_err(io_err)?;
+        remove_stale_snapshots(&self.snapshot_dir, &file);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        let Some(record) = self.read_meta::<SnapshotRecord>(SNAPSHOT)? else {
+            return Ok(None);
+        };
+        let file = File::open(self.snapshot_dir.join(&record.file))?;
+        Ok(Some(Snapshot {
+            meta: record.meta,
+            snapshot: file,
+        }))
+    }
+}

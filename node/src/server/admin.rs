@@ -1,0 +1,354 @@
+//! The admin API: status, cluster formation, membership, leadership and
+//! snapshots. Leader-only calls made on a follower are forwarded once.
+
+use openraft::async_runtime::watch::WatchReceiver;
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::ServerState;
+use openraft::error::ClientWriteError;
+use openraft::error::RaftError;
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
+
+use super::FORWARDED_METADATA;
+use super::time_left;
+use crate::node::Node;
+use crate::pb;
+use crate::pb::admin_client::AdminClient;
+use crate::raft::Member;
+use crate::raft::typ;
+
+pub struct Admin {
+    node: Arc<Node>,
+}
+
+fn to_pb(id: u64, m: &Member) -> pb::Member {
+    pb::Member {
+        id,
+        peer_addr: m.peer_addr.clone(),
+        client_addr: m.client_addr.clone(),
+    }
+}
+
+fn validate_member(m: &pb::Member) -> Result<Member, Status> {
+    for (flag, addr) in [("peer_addr", &m.peer_addr), ("client_addr", &m.client_addr)] {
+        let valid = addr
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+        if !valid {
+            return Err(Status::invalid_argument(format!(
+                "member {}: {flag} {addr:?} is not host:port",
+                m.id
+            )));
+        }
+    }
+    Ok(Member {
+        peer_addr: m.peer_addr.clone(),
+        client_addr: m.client_addr.clone(),
+    })
+}
+
+/// Voters and learners of a membership, as protobuf members.
+fn members_of(membership: &openraft::Membership<u64, Member>) -> (Vec<pb::Member>, Vec<pb::Member>) {
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let (mut v, mut l) = (Vec::new(), Vec::new());
+    for (id, node) in membership.nodes() {
+        if voters.contains(id) {
+            v.push(to_pb(*id, node));
+        } else {
+            l.push(to_pb(*id, node));
+        }
+    }
+    (v, l)
+}
+
+fn membership_reply(log_index: u64, membership: &openraft::Membership<u64, Member>) -> pb::MembershipResponse {
+    let (voters, learners) = members_of(membership);
+    pb::MembershipResponse {
+        log_index,
+        voters,
+        learners,
+    }
+}
+
+fn role(state: ServerState, is_voter: bool) -> pb::Role {
+    match state {
+        ServerState::Leader => pb::Role::Leader,
+        ServerState::Candidate => pb::Role::Candidate,
+        ServerState::Shutdown => pb::Role::Shutdown,
+        ServerState::Learner => pb::Role::Learner,
+        ServerState::Follower if is_voter => pb::Role::Follower,
+        ServerState::Follower => pb::Role::Learner,
+    }
+}
+
+/// Maps a failed membership write to a status a caller can act on.
+fn membership_failed(e: RaftError<crate::raft::TypeConfig, ClientWriteError<crate::raft::TypeConfig>>) -> Status {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+            Status::unavailable("leadership moved during the membership change; retry")
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => Status::failed_precondition(e.to_string()),
+        e => Status::unavailable(e.to_string()),
+    }
+}
+
+impl Admin {
+    pub fn new(node: Arc<Node>) -> Self {
+        Self { node }
+    }
+
+    /// The leader's admin client when this node does not lead, `None` when it does.
+    async fn leader_client<T>(&self, request: &Request<T>) -> Result<Option<AdminClient<tonic::transport::Channel>>, Status> {
+        let (leader_id, leader) = self.node.await_leader(time_left(request.metadata())).await?;
+        if leader_id == self.node.id {
+            return Ok(None);
+        }
+        if request.metadata().contains_key(FORWARDED_METADATA) {
+            return Err(Status::unavailable("leadership is changing; retry"));
+        }
+        Ok(Some(AdminClient::new(self.node.peer_channel(&leader.peer_addr)?)))
+    }
+
+    fn forwarded<T>(request: Request<T>) -> Request<T> {
+        let timeout = time_left(request.metadata());
+        let mut forwarded = Request::new(request.into_inner());
+        forwarded.metadata_mut().insert(FORWARDED_METADATA, "1".parse().expect("static ascii"));
+        forwarded.set_timeout(timeout);
+        forwarded
+    }
+
+    /// Refuses to add a node whose data belongs to another cluster.
+    async fn check_not_fenced(&self, member: &pb::Member) -> Result<(), Status> {
+        let ours = self.node.identity.cluster_id().unwrap_or_default();
+        let mut client = AdminClient::new(self.node.peer_channel(&member.peer_addr)?);
+        let mut request = Request::new(pb::StatusRequest {});
+        request.set_timeout(Duration::from_secs(2));
+        // An unreachable node may still be starting; openraft retries it.
+        if let Ok(status) = client.status(request).await {
+            let status = status.into_inner();
+            if !status.cluster_id.is_empty() && status.cluster_id != ours {
+                return Err(Status::failed_precondition(format!(
+                    "node {} at {} belongs to cluster {}, not {ours}; it must be wiped before it can join",
+                    member.id, member.peer_addr, status.cluster_id
+                )));
+            }
+            if status.id != member.id {
+                return Err(Status::failed_precondition(format!(
+                    "the node at {} reports id {}, not {}",
+                    member.peer_addr, status.id, member.id
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for Admin {
+    async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let m: typ::RaftMetrics = self.node.raft.metrics().borrow_watched().clone();
+        let membership = m.membership_config.membership();
+        let (voters, learners) = members_of(membership);
+        let is_voter = voters.iter().any(|v| v.id == self.node.id);
+        let leader_client_addr = m
+            .current_leader
+            .and_then(|id| membership.get_node(&id))
+            .map(|n| n.client_addr.clone())
+            .unwrap_or_default();
+        let matched_index: BTreeMap<u64, u64> = m
+            .replication
+            .iter()
+            .flatten()
+            .map(|(id, log_id)| (*id, log_id.as_ref().map_or(0, |l| l.index())))
+            .collect();
+        let index = |l: &Option<typ::LogId>| l.as_ref().map_or(0, |l| l.index());
+        Ok(Response::new(pb::StatusResponse {
+            id: self.node.id,
+            cluster_id: self.node.identity.cluster_id().unwrap_or_default(),
+            role: role(m.state, is_voter).into(),
+            term: m.current_term,
+            leader_id: m.current_leader,
+            leader_client_addr,
+            voters,
+            learners,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            committed_index: index(&m.local_committed),
+            applied_index: index(&m.last_applied),
+            snapshot: m.snapshot.as_ref().map(|s| pb::SnapshotInfo {
+                last_index: s.index(),
+                last_term: s.committed_leader_id().term,
+            }),
+            purged_index: index(&m.purged),
+            matched_index: matched_index.into_iter().collect(),
+            peer_addr: self.node.member.peer_addr.clone(),
+            client_addr: self.node.member.client_addr.clone(),
+            millis_since_quorum_ack: m
+                .last_quorum_acked
+                .as_ref()
+                .map(|acked| openraft::Instant::elapsed(&**acked).as_millis() as u64),
+        }))
+    }
+
+    async fn initialize(
+        &self,
+        request: Request<pb::InitializeRequest>,
+    ) -> Result<Response<pb::InitializeResponse>, Status> {
+        let req = request.into_inner();
+        let mut members = BTreeMap::new();
+        if req.members.is_empty() {
+            members.insert(self.node.id, self.node.member.clone());
+        }
+        for m in &req.members {
+            if members.insert(m.id, validate_member(m)?).is_some() {
+                return Err(Status::invalid_argument(format!("member {} is listed twice", m.id)));
+            }
+        }
+        if !members.contains_key(&self.node.id) {
+            return Err(Status::invalid_argument(format!(
+                "the members must include this node ({})",
+                self.node.id
+            )));
+        }
+        let initialized = self
+            .node
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        if initialized || self.node.identity.cluster_id().is_some() {
+            let cluster_id = self.node.identity.cluster_id().unwrap_or_default();
+            let m = self.node.raft.metrics().borrow_watched().clone();
+            let current: BTreeSet<u64> = m.membership_config.membership().voter_ids().collect();
+            let requested: BTreeSet<u64> = members.keys().copied().collect();
+            // The first membership is what Initialize created; later changes
+            // mean the cluster has moved on, which is also "already done".
+            if initialized && (current == requested || m.membership_config.log_id().is_some()) {
+                return Ok(Response::new(pb::InitializeResponse {
+                    cluster_id,
+                    already_initialized: true,
+                }));
+            }
+            return Err(Status::failed_precondition(format!(
+                "node {} already belongs to cluster {cluster_id} with voters {current:?}; refusing to initialize it with {requested:?}",
+                self.node.id
+            )));
+        }
+        let cluster_id = uuid::Uuid::new_v4().to_string();
+        self.node
+            .identity
+            .join(&cluster_id)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        self.node
+            .raft
+            .initialize(members)
+            .await
+            .map_err(|e| Status::failed_precondition(format!("initialize failed: {e}")))?;
+        tracing::info!(%cluster_id, "cluster initialized");
+        Ok(Response::new(pb::InitializeResponse {
+            cluster_id,
+            already_initialized: false,
+        }))
+    }
+
+    async fn add_learner(&self, request: Request<pb::AddLearnerRequest>) -> Result<Response<pb::MembershipResponse>, Status> {
+        if let Some(mut leader) = self.leader_client(&request).await? {
+            return leader.add_learner(Self::forwarded(request)).await;
+        }
+        let req = request.into_inner();
+        let member = req.member.ok_or_else(|| Status::invalid_argument("member is required"))?;
+        let node = validate_member(&member)?;
+        self.check_not_fenced(&member).await?;
+        let response = self
+            .node
+            .raft
+            .add_learner(member.id, node, req.blocking)
+            .await
+            .map_err(membership_failed)?;
+        let membership = response.membership.unwrap_or_default();
+        Ok(Response::new(membership_reply(response.log_id.index(), &membership)))
+    }
+
+    async fn change_membership(
+        &self,
+        request: Request<pb::ChangeMembershipRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        if let Some(mut leader) = self.leader_client(&request).await? {
+            return leader.change_membership(Self::forwarded(request)).await;
+        }
+        let req = request.into_inner();
+        let voters: BTreeSet<u64> = req.voters.iter().copied().collect();
+        if voters.is_empty() {
+            return Err(Status::invalid_argument("voters must not be empty"));
+        }
+        if voters.len() != req.voters.len() {
+            return Err(Status::invalid_argument("voters must not repeat an id"));
+        }
+        let response = self
+            .node
+            .raft
+            .change_membership(voters, req.retain_removed_as_learners)
+            .await
+            .map_err(membership_failed)?;
+        let membership = response.membership.unwrap_or_default();
+        Ok(Response::new(membership_reply(response.log_id.index(), &membership)))
+    }
+
+    async fn transfer_leadership(
+        &self,
+        request: Request<pb::TransferLeadershipRequest>,
+    ) -> Result<Response<pb::TransferLeadershipResponse>, Status> {
+        if let Some(mut leader) = self.leader_client(&request).await? {
+            return leader.transfer_leadership(Self::forwarded(request)).await;
+        }
+        let wait = time_left(request.metadata());
+        let to = request.into_inner().to;
+        let is_voter = self.node.raft.voter_ids().any(|id| id == to);
+        if !is_voter {
+            return Err(Status::invalid_argument(format!("node {to} is not a voter")));
+        }
+        if to != self.node.id {
+            self.node
+                .raft
+                .trigger()
+                .transfer_leader(to)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            self.node
+                .raft
+                .wait(Some(wait))
+                .current_leader(to, "leadership transferred")
+                .await
+                .map_err(|_| Status::deadline_exceeded(format!("node {to} did not take over within the deadline")))?;
+        }
+        Ok(Response::new(pb::TransferLeadershipResponse { leader_id: to }))
+    }
+
+    async fn trigger_snapshot(
+        &self,
+        request: Request<pb::TriggerSnapshotRequest>,
+    ) -> Result<Response<pb::TriggerSnapshotResponse>, Status> {
+        let wait = time_left(request.metadata());
+        let applied = self.node.raft.metrics().borrow_watched().last_applied.clone();
+        self.node
+            .raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let m = self
+            .node
+            .raft
+            .wait(Some(wait))
+            .metrics(|m| m.snapshot.as_ref().map(|s| s.index()) >= applied.as_ref().map(|a| a.index()), "snapshot built")
+            .await
+            .map_err(|_| Status::deadline_exceeded("the snapshot was not built within the deadline"))?;
+        Ok(Response::new(pb::TriggerSnapshotResponse {
+            last_index: m.snapshot.map_or(0, |s| s.index()),
+        }))
+    }
+}

@@ -1,0 +1,110 @@
+//! The gRPC servers: the client API on the client port; the admin API and
+//! the Raft transport on the peer port.
+
+mod admin;
+mod recipes;
+mod transport;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+use tonic::metadata::MetadataMap;
+
+use crate::node::DEFAULT_WAIT;
+use crate::node::Node;
+use crate::pb::admin_server::AdminServer;
+use crate::pb::raft_transport_server::RaftTransportServer;
+use crate::pb::recipes_server::RecipesServer;
+use crate::raft::network::MAX_PEER_MESSAGE_BYTES;
+
+/// Metadata key carrying the leader's client address on errors.
+pub const LEADER_METADATA: &str = "x-recipestore-leader";
+/// Metadata key marking a call already forwarded once, to stop loops.
+pub const FORWARDED_METADATA: &str = "x-recipestore-forwarded";
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Serves the admin API and the Raft transport.
+pub async fn serve_peer(node: Arc<Node>, addr: SocketAddr, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("failed to bind the peer address {addr}"))?;
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(
+            RaftTransportServer::new(transport::Transport::new(node.clone()))
+                .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
+        )
+        .add_service(AdminServer::new(admin::Admin::new(node)))
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), stopped(stop))
+        .await
+        .context("peer server failed")
+}
+
+/// Serves the client API.
+pub async fn serve_client(node: Arc<Node>, addr: SocketAddr, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("failed to bind the client address {addr}"))?;
+    // Room for the largest content plus the request's other fields.
+    let max_message = node.config.max_content_bytes + 64 * 1024;
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(
+            RecipesServer::new(recipes::RecipesService::new(node))
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message),
+        )
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), stopped(stop))
+        .await
+        .context("client server failed")
+}
+
+/// The time left before the caller's deadline (`grpc-timeout`), or the
+/// default wait when the call has none.
+pub fn time_left(metadata: &MetadataMap) -> Duration {
+    metadata
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
+        .unwrap_or(DEFAULT_WAIT)
+}
+
+/// Parses a `grpc-timeout` header value: digits followed by a unit.
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    if value.len() < 2 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_in_every_unit() {
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("150m"), Some(Duration::from_millis(150)));
+        assert_eq!(parse_grpc_timeout("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("5x"), None);
+        assert_eq!(parse_grpc_timeout("S"), None);
+    }
+}

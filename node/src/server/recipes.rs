@@ -1,0 +1,204 @@
+//! The client API `recipestore.v1.Recipes`: validation, consistency levels,
+//! forwarding of writes, and precise status codes.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tonic::Code;
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
+use tonic::metadata::MetadataValue;
+
+use super::LEADER_METADATA;
+use super::time_left;
+use crate::metrics;
+use crate::name;
+use crate::node::Node;
+use crate::pb;
+use crate::pb::Consistency;
+use crate::raft::Command;
+use crate::raft::Outcome;
+
+/// Names returned per List page when the request does not say.
+const DEFAULT_LIST_LIMIT: usize = 100;
+/// Most names returned per List page.
+const MAX_LIST_LIMIT: usize = 1000;
+
+pub struct RecipesService {
+    node: Arc<Node>,
+}
+
+impl RecipesService {
+    pub fn new(node: Arc<Node>) -> Self {
+        Self { node }
+    }
+
+    /// Attaches the leader hint to an error so smart clients can redirect.
+    fn with_leader(&self, mut status: Status) -> Status {
+        if let Ok(value) = MetadataValue::try_from(self.node.leader_hint()) {
+            status.metadata_mut().insert(LEADER_METADATA, value);
+        }
+        status
+    }
+
+    /// Waits for the state a read at `consistency` must observe.
+    async fn prepare_read(
+        &self,
+        consistency: i32,
+        min_version: Option<u64>,
+        wait: std::time::Duration,
+    ) -> Result<(), Status> {
+        let consistency = Consistency::try_from(consistency)
+            .map_err(|_| Status::invalid_argument(format!("unknown consistency level {consistency}")))?;
+        let started = Instant::now();
+        if let Some(version) = min_version {
+            self.node.await_applied(version, wait).await?;
+        }
+        if consistency != Consistency::Local {
+            let index = self.node.read_index(wait.saturating_sub(started.elapsed())).await?;
+            self.node.await_applied(index, wait.saturating_sub(started.elapsed())).await?;
+        }
+        Ok(())
+    }
+}
+
+fn storage_failed(e: std::io::Error) -> Status {
+    Status::internal(format!("storage read failed: {e}"))
+}
+
+/// Times a call and records it under `op` with its status code.
+async fn observed<T>(op: &str, call: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
+    let started = Instant::now();
+    let result = call.await;
+    let code = result.as_ref().map_or_else(|s| s.code(), |_| Code::Ok);
+    metrics::observe_request(op, code, started.elapsed());
+    result
+}
+
+fn outcome_status(outcome: Outcome, name: &str) -> Result<u64, Status> {
+    match outcome {
+        Outcome::Written { version } | Outcome::Deleted { version } => Ok(version),
+        Outcome::VersionMismatch { expected, current } => Err(Status::failed_precondition(match current {
+            Some(current) => format!("recipe {name:?} is at version {current}, not {expected}"),
+            None => format!("recipe {name:?} does not exist, so it is not at version {expected}"),
+        })),
+        Outcome::NotFound => Err(Status::not_found(format!("recipe {name:?} does not exist"))),
+        Outcome::Applied => Err(Status::internal("write produced no recipe outcome")),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::recipes_server::Recipes for RecipesService {
+    async fn upload(&self, request: Request<pb::UploadRequest>) -> Result<Response<pb::UploadResponse>, Status> {
+        observed("upload", async {
+            let wait = time_left(request.metadata());
+            let req = request.into_inner();
+            name::validate(&req.name).map_err(Status::invalid_argument)?;
+            name::validate_content(&req.content, self.node.config.max_content_bytes)
+                .map_err(Status::invalid_argument)?;
+            let command = Command::Put {
+                name: req.name.clone(),
+                content: req.content,
+                if_version: req.if_version,
+            };
+            let outcome = self.node.write(command, wait).await.map_err(|s| self.with_leader(s))?;
+            Ok(Response::new(pb::UploadResponse {
+                version: outcome_status(outcome, &req.name)?,
+                leader: self.node.leader_hint(),
+            }))
+        })
+        .await
+    }
+
+    async fn download(&self, request: Request<pb::DownloadRequest>) -> Result<Response<pb::DownloadResponse>, Status> {
+        observed("download", async {
+            let wait = time_left(request.metadata());
+            let req = request.into_inner();
+            name::validate(&req.name).map_err(Status::invalid_argument)?;
+            self.prepare_read(req.consistency, req.min_version, wait)
+                .await
+                .map_err(|s| self.with_leader(s))?;
+            let recipe = self
+                .node
+                .recipes
+                .get(&req.name)
+                .map_err(storage_failed)?
+                .ok_or_else(|| Status::not_found(format!("recipe {:?} does not exist", req.name)))?;
+            Ok(Response::new(pb::DownloadResponse {
+                content: recipe.content,
+                version: recipe.version,
+                leader: self.node.leader_hint(),
+            }))
+        })
+        .await
+    }
+
+    async fn delete(&self, request: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+        observed("delete", async {
+            let wait = time_left(request.metadata());
+            let req = request.into_inner();
+            name::validate(&req.name).map_err(Status::invalid_argument)?;
+            let command = Command::Delete {
+                name: req.name.clone(),
+                if_version: req.if_version,
+            };
+            let outcome = self.node.write(command, wait).await.map_err(|s| self.with_leader(s))?;
+            Ok(Response::new(pb::DeleteResponse {
+                version: outcome_status(outcome, &req.name)?,
+                leader: self.node.leader_hint(),
+            }))
+        })
+        .await
+    }
+
+    async fn list(&self, request: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
+        observed("list", async {
+            let wait = time_left(request.metadata());
+            let req = request.into_inner();
+            let limit = match req.limit as usize {
+                0 => DEFAULT_LIST_LIMIT,
+                n if n > MAX_LIST_LIMIT => {
+                    return Err(Status::invalid_argument(format!(
+                        "limit {n} is over the maximum of {MAX_LIST_LIMIT}"
+                    )));
+                }
+                n => n,
+            };
+            let after = (!req.page_token.is_empty()).then_some(req.page_token.as_str());
+            if let Some(after) = after
+                && !after.starts_with(&req.prefix)
+            {
+                return Err(Status::invalid_argument("page_token does not belong to this prefix"));
+            }
+            self.prepare_read(req.consistency, None, wait)
+                .await
+                .map_err(|s| self.with_leader(s))?;
+            // One extra row tells whether another page follows.
+            let mut rows = self
+                .node
+                .recipes
+                .list(&req.prefix, after, limit + 1)
+                .map_err(storage_failed)?;
+            let next_page_token = if rows.len() > limit {
+                rows.truncate(limit);
+                rows.last().map(|r| r.name.clone()).unwrap_or_default()
+            } else {
+                String::new()
+            };
+            Ok(Response::new(pb::ListResponse {
+                recipes: rows
+                    .into_iter()
+                    .map(|r| pb::RecipeSummary {
+                        name: r.name,
+                        version: r.version,
+                        size_bytes: r.size_bytes,
+                    })
+                    .collect(),
+                next_page_token,
+                leader: self.node.leader_hint(),
+            }))
+        })
+        .await
+    }
+}

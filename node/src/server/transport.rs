@@ -1,0 +1,134 @@
+//! The Raft transport service: decodes peer messages, enforces cluster
+//! fencing, and hands them to openraft.
+
+use std::fs::File;
+use std::io::Write;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
+use tonic::Streaming;
+
+use crate::codec;
+use crate::node::ForwardReply;
+use crate::node::Node;
+use crate::pb;
+use crate::raft::Command;
+use crate::raft::network::SnapshotHeader;
+use crate::raft::typ::Snapshot;
+
+pub struct Transport {
+    node: Arc<Node>,
+}
+
+impl Transport {
+    pub fn new(node: Arc<Node>) -> Self {
+        Self { node }
+    }
+
+    fn admit(&self, cluster_id: &str) -> Result<(), Status> {
+        self.node.identity.admit(cluster_id).map_err(|e| {
+            tracing::warn!(error = %e, "refused Raft traffic");
+            Status::failed_precondition(e.to_string())
+        })
+    }
+
+    fn open<T: DeserializeOwned>(&self, message: pb::RaftMessage) -> Result<T, Status> {
+        self.admit(&message.cluster_id)?;
+        codec::decode(&message.payload).map_err(|e| Status::invalid_argument(format!("undecodable Raft message: {e}")))
+    }
+}
+
+fn reply<T: Serialize>(value: &T) -> Result<Response<pb::RaftMessage>, Status> {
+    Ok(Response::new(pb::RaftMessage {
+        cluster_id: String::new(),
+        payload: codec::encode(value).map_err(|e| Status::internal(e.to_string()))?,
+    }))
+}
+
+fn raft_failed(e: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("raft is stopping: {e}"))
+}
+
+#[tonic::async_trait]
+impl pb::raft_transport_server::RaftTransport for Transport {
+    async fn append_entries(&self, request: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
+        let rpc = self.open(request.into_inner())?;
+        reply(&self.node.raft.append_entries(rpc).await.map_err(raft_failed)?)
+    }
+
+    async fn vote(&self, request: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
+        let rpc = self.open(request.into_inner())?;
+        reply(&self.node.raft.vote(rpc).await.map_err(raft_failed)?)
+    }
+
+    async fn pre_vote(&self, request: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
+        let rpc = self.open(request.into_inner())?;
+        reply(&self.node.raft.pre_vote(rpc).await.map_err(raft_failed)?)
+    }
+
+    async fn transfer_leader(&self, request: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
+        let rpc = self.open(request.into_inner())?;
+        reply(&self.node.raft.handle_transfer_leader(rpc).await.map_err(raft_failed)?)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<pb::SnapshotChunk>>,
+    ) -> Result<Response<pb::RaftMessage>, Status> {
+        let mut chunks = request.into_inner();
+        let first = chunks
+            .next()
+            .await
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
+        self.admit(&first.cluster_id)?;
+        let header: SnapshotHeader = codec::decode(&first.header)
+            .map_err(|e| Status::invalid_argument(format!("bad snapshot header: {e}")))?;
+
+        // Spool to a file so a large snapshot never sits in memory.
+        let dir = self.node.config.data_dir.join("incoming");
+        std::fs::create_dir_all(&dir).map_err(|e| Status::internal(e.to_string()))?;
+        let spool = tempfile::NamedTempFile::new_in(&dir).map_err(|e| Status::internal(e.to_string()))?;
+        let mut file = spool.reopen().map_err(|e| Status::internal(e.to_string()))?;
+        let write = |file: &mut File, data: &[u8]| file.write_all(data).map_err(|e| Status::internal(e.to_string()));
+        write(&mut file, &first.data)?;
+        let mut done = first.done;
+        while !done {
+            let chunk = chunks
+                .next()
+                .await
+                .ok_or_else(|| Status::aborted("snapshot stream ended before its last chunk"))??;
+            write(&mut file, &chunk.data)?;
+            done = chunk.done;
+        }
+        file.sync_all().map_err(|e| Status::internal(e.to_string()))?;
+        let data = spool.reopen().map_err(|e| Status::internal(e.to_string()))?;
+        let snapshot = Snapshot {
+            meta: header.meta,
+            snapshot: data,
+        };
+        let response = self
+            .node
+            .raft
+            .install_full_snapshot(header.vote, snapshot)
+            .await
+            .map_err(raft_failed)?;
+        reply(&response)
+    }
+
+    async fn forward_write(&self, request: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
+        let command: Command = self.open(request.into_inner())?;
+        let outcome = self.node.propose(command).await;
+        reply::<ForwardReply>(&outcome)
+    }
+
+    async fn read_index(&self, request: Request<pb::ReadIndexRequest>) -> Result<Response<pb::ReadIndexResponse>, Status> {
+        self.admit(&request.into_inner().cluster_id)?;
+        let index = self.node.local_read_index().await?;
+        Ok(Response::new(pb::ReadIndexResponse { index }))
+    }
+}
