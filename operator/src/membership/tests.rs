@@ -1,0 +1,555 @@
+//! Planner specification: a table of observed states and the one step each
+//! must yield, and properties that hold for any observed state.
+
+use super::*;
+use proptest::prelude::*;
+
+const CLUSTER: &str = "c-1";
+const LOG_END: u64 = 1_000;
+
+fn member(id: NodeId) -> Member {
+    Member {
+        id,
+        peer_addr: format!("rs-{id}.rs-peers.ns.svc:7071"),
+        client_addr: format!("rs-{id}.rs-peers.ns.svc:7070"),
+    }
+}
+
+fn ids(ids: impl IntoIterator<Item = NodeId>) -> BTreeSet<NodeId> {
+    ids.into_iter().collect()
+}
+
+/// Builds observed states the way they appear in a cluster.
+#[derive(Clone, Debug)]
+struct World {
+    observed: Observed,
+}
+
+impl World {
+    /// `pods` running pods (ordinals `0..pods`), StatefulSet of the same size.
+    fn new(desired: u32, pods: u32) -> Self {
+        Self {
+            observed: Observed {
+                desired_replicas: desired,
+                statefulset_replicas: pods,
+                pods: (0..u64::from(pods))
+                    .map(|id| {
+                        (
+                            id,
+                            Pod {
+                                member: member(id),
+                                running: true,
+                            },
+                        )
+                    })
+                    .collect(),
+                nodes: BTreeMap::new(),
+                recorded_cluster_id: None,
+            },
+        }
+    }
+
+    fn statefulset(mut self, replicas: u32) -> Self {
+        self.observed.statefulset_replicas = replicas;
+        self
+    }
+
+    /// Every pod answers `Status` as an empty, uninitialized node.
+    fn fresh_nodes(mut self) -> Self {
+        for id in self.observed.pods.keys() {
+            self.observed
+                .nodes
+                .insert(*id, node(*id, "", Role::Learner));
+        }
+        self
+    }
+
+    /// An initialized cluster with `leader`, `voters` and `learners`, all caught
+    /// up; other running pods answer as fresh nodes.
+    fn cluster(mut self, leader: NodeId, voters: &[NodeId], learners: &[NodeId]) -> Self {
+        self = self.fresh_nodes();
+        self.observed.recorded_cluster_id = Some(CLUSTER.to_owned());
+        let voters_m: Vec<Member> = voters.iter().copied().map(member).collect();
+        let learners_m: Vec<Member> = learners.iter().copied().map(member).collect();
+        for id in voters.iter().chain(learners) {
+            let role = match (*id == leader, learners.contains(id)) {
+                (true, _) => Role::Leader,
+                (false, true) => Role::Learner,
+                (false, false) => Role::Follower,
+            };
+            let mut n = node(*id, CLUSTER, role);
+            n.term = 3;
+            n.leader_id = Some(leader);
+            n.voters = voters_m.clone();
+            n.learners = learners_m.clone();
+            n.last_log_index = LOG_END;
+            n.committed_index = LOG_END;
+            if *id == leader {
+                n.matched_index = voters
+                    .iter()
+                    .chain(learners)
+                    .map(|m| (*m, LOG_END))
+                    .collect();
+                n.millis_since_quorum_ack = Some(50);
+            }
+            self.observed.nodes.insert(*id, n);
+        }
+        self
+    }
+
+    fn leader_mut(&mut self) -> &mut NodeStatus {
+        self.observed
+            .nodes
+            .values_mut()
+            .find(|n| n.role == Role::Leader)
+            .unwrap()
+    }
+
+    /// The leader sees `id` trailing by `lag` entries.
+    fn lagging(mut self, id: NodeId, lag: u64) -> Self {
+        self.leader_mut().matched_index.insert(id, LOG_END - lag);
+        self
+    }
+
+    /// The pod of `id` is down: not running, not answering, unknown to the leader's progress.
+    fn down(mut self, id: NodeId) -> Self {
+        if let Some(p) = self.observed.pods.get_mut(&id) {
+            p.running = false;
+        }
+        self.observed.nodes.remove(&id);
+        if let Some(leader) = self
+            .observed
+            .nodes
+            .values_mut()
+            .find(|n| n.role == Role::Leader)
+        {
+            leader.matched_index.remove(&id);
+        }
+        self
+    }
+
+    fn unreachable(mut self, id: NodeId) -> Self {
+        self.observed.nodes.remove(&id);
+        self
+    }
+
+    fn without_pod(mut self, id: NodeId) -> Self {
+        self.observed.pods.remove(&id);
+        self.observed.nodes.remove(&id);
+        self
+    }
+
+    fn foreign(mut self, id: NodeId, cluster_id: &str) -> Self {
+        self.observed
+            .nodes
+            .insert(id, node(id, cluster_id, Role::Follower));
+        self
+    }
+
+    fn recorded(mut self, cluster_id: &str) -> Self {
+        self.observed.recorded_cluster_id = Some(cluster_id.to_owned());
+        self
+    }
+
+    fn plan(&self) -> Plan {
+        plan(&self.observed, &Policy::default())
+    }
+}
+
+fn node(id: NodeId, cluster_id: &str, role: Role) -> NodeStatus {
+    NodeStatus {
+        id,
+        cluster_id: cluster_id.to_owned(),
+        role,
+        term: 0,
+        leader_id: None,
+        voters: Vec::new(),
+        learners: Vec::new(),
+        last_log_index: 0,
+        committed_index: 0,
+        matched_index: BTreeMap::new(),
+        millis_since_quorum_ack: None,
+    }
+}
+
+#[test]
+fn planner_table() {
+    use Step::*;
+    use WaitReason::*;
+    let cases: Vec<(&str, World, Step)> = vec![
+        (
+            "initializes ordinal 0 alone when no node belongs to a cluster",
+            World::new(3, 3).fresh_nodes(),
+            Initialize { member: member(0) },
+        ),
+        (
+            "waits for pod 0 before initializing",
+            World::new(3, 0),
+            Wait(PodMissing(0)),
+        ),
+        (
+            "waits for pod 0 to run before initializing",
+            World::new(3, 1).fresh_nodes().down(0),
+            Wait(PodNotRunning(0)),
+        ),
+        (
+            "waits for node 0 to answer before initializing",
+            World::new(3, 3).fresh_nodes().unreachable(0),
+            Wait(NodeUnreachable(0)),
+        ),
+        (
+            "refuses to re-initialize a recorded cluster whose data is gone",
+            World::new(3, 3).fresh_nodes().recorded(CLUSTER),
+            Refuse(Refusal::ClusterLost {
+                cluster_id: CLUSTER.to_owned(),
+            }),
+        ),
+        (
+            "waits without a leader",
+            {
+                let mut w = World::new(3, 3).cluster(0, &[0, 1, 2], &[]);
+                w.leader_mut().role = Role::Candidate;
+                w
+            },
+            Wait(NoLeader),
+        ),
+        (
+            "does not trust a leader from an older term",
+            {
+                let mut w = World::new(3, 3).cluster(0, &[0, 1, 2], &[]);
+                w.observed.nodes.get_mut(&1).unwrap().term = 4;
+                w
+            },
+            Wait(NoLeader),
+        ),
+        (
+            "does not trust a leader cut off from its quorum",
+            {
+                let mut w = World::new(3, 3).cluster(0, &[0, 1, 2], &[]);
+                w.leader_mut().millis_since_quorum_ack = Some(60_000);
+                w
+            },
+            Wait(NoLeader),
+        ),
+        (
+            "adds the first new pod as a learner on scale-out",
+            World::new(3, 3).cluster(0, &[0], &[]),
+            AddLearner { member: member(1) },
+        ),
+        (
+            "waits for a learner to catch up before promoting it",
+            World::new(3, 3).cluster(0, &[0], &[1]).lagging(1, 500),
+            Wait(LearnerCatchingUp {
+                id: 1,
+                lag: Some(500),
+            }),
+        ),
+        (
+            "waits for a learner the leader has no progress for",
+            {
+                let mut w = World::new(3, 3).cluster(0, &[0], &[1]);
+                w.leader_mut().matched_index.remove(&1);
+                w
+            },
+            Wait(LearnerCatchingUp { id: 1, lag: None }),
+        ),
+        (
+            "promotes a caught-up learner",
+            World::new(3, 3).cluster(0, &[0], &[1]).lagging(1, 10),
+            PromoteLearner {
+                id: 1,
+                voters: ids([0, 1]),
+            },
+        ),
+        (
+            "adds the next pod only after the previous learner is a voter",
+            World::new(3, 3).cluster(0, &[0, 1], &[]),
+            AddLearner { member: member(2) },
+        ),
+        (
+            "is steady when the voters match the spec",
+            World::new(3, 3).cluster(0, &[0, 1, 2], &[]),
+            Steady,
+        ),
+        (
+            "waits for pods the StatefulSet has yet to create",
+            World::new(5, 3).cluster(0, &[0, 1, 2], &[]),
+            Wait(PodMissing(3)),
+        ),
+        (
+            "waits for a new pod whose node does not answer",
+            World::new(4, 4).cluster(0, &[0, 1, 2], &[]).unreachable(3),
+            Wait(NodeUnreachable(3)),
+        ),
+        (
+            "removes the highest voter first on scale-in",
+            World::new(3, 5).cluster(0, &[0, 1, 2, 3, 4], &[]),
+            RemoveVoter {
+                id: 4,
+                voters: ids([0, 1, 2, 3]),
+            },
+        ),
+        (
+            "shrinks the StatefulSet only once the highest voter is gone",
+            World::new(3, 5).cluster(0, &[0, 1, 2, 3], &[]),
+            ShrinkStatefulSet { from: 5, to: 4 },
+        ),
+        (
+            "removes the next voter after the shrink",
+            World::new(3, 4).cluster(0, &[0, 1, 2, 3], &[]),
+            RemoveVoter {
+                id: 3,
+                voters: ids([0, 1, 2]),
+            },
+        ),
+        (
+            "moves leadership off a voter before removing it",
+            World::new(3, 4).cluster(3, &[0, 1, 2, 3], &[]),
+            TransferLeadership { from: 3, to: 0 },
+        ),
+        (
+            "moves leadership to a healthy voter only",
+            World::new(3, 4).cluster(3, &[0, 1, 2, 3], &[]).down(0),
+            TransferLeadership { from: 3, to: 1 },
+        ),
+        (
+            "does not remove a voter when the rest would lack a healthy quorum",
+            World::new(3, 4)
+                .cluster(0, &[0, 1, 2, 3], &[])
+                .down(1)
+                .down(2),
+            Wait(QuorumAtRisk {
+                healthy: 2,
+                voters: 4,
+            }),
+        ),
+        (
+            "does not promote when the new voter set would lack a healthy quorum",
+            World::new(4, 4)
+                .cluster(0, &[0, 1, 2], &[3])
+                .down(1)
+                .down(2),
+            Wait(QuorumAtRisk {
+                healthy: 1,
+                voters: 3,
+            }),
+        ),
+        (
+            "treats a down voter as down, not as scale-in",
+            World::new(3, 3).cluster(0, &[0, 1, 2], &[]).down(2),
+            Steady,
+        ),
+        (
+            "treats a deleted pod of a voter as restarting, not as scale-in",
+            World::new(3, 3).cluster(0, &[0, 1, 2], &[]).without_pod(2),
+            Steady,
+        ),
+        (
+            "refuses to join a node holding another cluster's data",
+            World::new(3, 3)
+                .cluster(0, &[0, 1], &[])
+                .foreign(2, "c-other"),
+            Refuse(Refusal::Fenced {
+                id: 2,
+                cluster_id: "c-other".to_owned(),
+            }),
+        ),
+        (
+            "refuses a leader of another cluster than the recorded one",
+            World::new(3, 3)
+                .cluster(0, &[0, 1, 2], &[])
+                .recorded("c-old"),
+            Refuse(Refusal::ForeignCluster {
+                expected: "c-old".to_owned(),
+                found: CLUSTER.to_owned(),
+            }),
+        ),
+        (
+            "leaves a learner beyond the desired ordinals unpromoted and shrinks past it",
+            World::new(3, 4).cluster(0, &[0, 1, 2], &[3]),
+            ShrinkStatefulSet { from: 4, to: 3 },
+        ),
+        (
+            "keeps the single voter of a one-node cluster",
+            World::new(1, 1).cluster(0, &[0], &[]),
+            Steady,
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, world, expected) in cases {
+        let got = world.plan().step;
+        if got != expected {
+            failures.push(format!(
+                "{name}:\n  expected {expected:?}\n  got      {got:?}"
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "planner table mismatches:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn scale_out_grows_the_statefulset_at_once() {
+    let plan = World::new(5, 3).cluster(0, &[0, 1, 2], &[]).plan();
+    assert_eq!(plan.statefulset_replicas, 5);
+}
+
+#[test]
+fn scale_in_keeps_the_statefulset_until_the_voter_is_removed() {
+    let plan = World::new(3, 5).cluster(0, &[0, 1, 2, 3, 4], &[]).plan();
+    assert_eq!(plan.statefulset_replicas, 5);
+}
+
+#[test]
+fn no_leader_never_shrinks_the_statefulset() {
+    let mut w = World::new(1, 3).cluster(0, &[0], &[]);
+    w.leader_mut().role = Role::Follower;
+    assert_eq!(w.plan().statefulset_replicas, 3);
+}
+
+#[test]
+fn fenced_nodes_are_reported_whatever_the_step() {
+    let plan = World::new(3, 4)
+        .cluster(0, &[0, 1, 2], &[])
+        .foreign(3, "c-other")
+        .plan();
+    assert_eq!(plan.step, Step::ShrinkStatefulSet { from: 4, to: 3 });
+    assert_eq!(
+        plan.fenced,
+        vec![Fenced {
+            id: 3,
+            cluster_id: "c-other".to_owned()
+        }]
+    );
+}
+
+#[test]
+fn plan_names_the_leader_and_cluster() {
+    let plan = World::new(3, 3).cluster(1, &[0, 1, 2], &[]).plan();
+    assert_eq!(plan.leader, Some(member(1)));
+    assert_eq!(plan.cluster_id.as_deref(), Some(CLUSTER));
+}
+
+/// How a member appears to the leader in a generated state.
+#[derive(Clone, Copy, Debug)]
+enum Health {
+    CaughtUp,
+    Lagging,
+    Down,
+}
+
+fn arb_health() -> impl Strategy<Value = Health> {
+    prop_oneof![
+        Just(Health::CaughtUp),
+        Just(Health::Lagging),
+        Just(Health::Down)
+    ]
+}
+
+prop_compose! {
+    /// Any initialized cluster of up to 7 ordinals, with any mix of voters,
+    /// learners, health, missing pods, desired and StatefulSet sizes.
+    fn arb_world()(
+        desired in 1u32..=7,
+        statefulset in 1u32..=7,
+        roles in proptest::collection::vec(0u8..3, 7),
+        health in proptest::collection::vec(arb_health(), 7),
+        leader_pick in 0usize..7,
+        leader_is_leader in proptest::bool::weighted(0.9),
+    ) -> World {
+        // role 0: not a member, 1: voter, 2: learner
+        let mut voters: Vec<NodeId> = (0..7).filter(|i| roles[*i as usize] == 1).collect();
+        if voters.is_empty() {
+            voters.push(0);
+        }
+        let learners: Vec<NodeId> =
+            (0..7).filter(|i| roles[*i as usize] == 2 && !voters.contains(i)).collect();
+        let leader = voters[leader_pick % voters.len()];
+        let pods = statefulset.max(u32::try_from(voters.iter().max().unwrap() + 1).unwrap());
+        let mut w = World::new(desired, pods).statefulset(statefulset.max(pods)).cluster(leader, &voters, &learners);
+        for id in 0..7u64 {
+            if id == leader {
+                continue;
+            }
+            match health[id as usize] {
+                Health::CaughtUp => {}
+                Health::Lagging => w = w.lagging(id, LOG_END / 2),
+                Health::Down => w = w.down(id),
+            }
+        }
+        if !leader_is_leader {
+            w.leader_mut().role = Role::Follower;
+        }
+        w
+    }
+}
+
+fn healthy_count(leader: &NodeStatus, set: &BTreeSet<NodeId>) -> usize {
+    set.iter()
+        .filter(|id| is_healthy(leader, &Policy::default(), **id))
+        .count()
+}
+
+proptest! {
+    #[test]
+    fn membership_changes_keep_a_healthy_quorum_and_move_one_voter(world in arb_world()) {
+        let plan = world.plan();
+        let Some(leader) = world.observed.nodes.values().find(|n| n.role == Role::Leader) else {
+            prop_assert!(!plan.step.is_change(), "acted without a leader: {:?}", plan.step);
+            return Ok(());
+        };
+        let before = leader.voter_ids();
+        let after = match &plan.step {
+            Step::PromoteLearner { voters, .. } | Step::RemoveVoter { voters, .. } => voters.clone(),
+            _ => return Ok(()),
+        };
+        prop_assert_eq!(before.symmetric_difference(&after).count(), 1);
+        prop_assert!(!after.is_empty());
+        for set in [&before, &after] {
+            prop_assert!(healthy_count(leader, set) > set.len() / 2,
+                "set {:?} lacks a healthy quorum after {:?}", set, plan.step);
+        }
+    }
+
+    #[test]
+    fn only_voters_beyond_desired_are_removed_and_never_the_leader(world in arb_world()) {
+        let plan = world.plan();
+        if let Step::RemoveVoter { id, .. } = plan.step {
+            prop_assert!(id >= u64::from(world.observed.desired_replicas));
+            prop_assert_ne!(Some(id), plan.leader.map(|l| l.id));
+        }
+    }
+
+    #[test]
+    fn statefulset_never_drops_below_desired_or_a_voter(world in arb_world()) {
+        let plan = world.plan();
+        prop_assert!(plan.statefulset_replicas >= world.observed.desired_replicas);
+        prop_assert!(plan.statefulset_replicas <= world.observed.statefulset_replicas.max(world.observed.desired_replicas));
+        if let Some(leader) = world.observed.nodes.values().find(|n| n.role == Role::Leader) {
+            let highest = leader.voter_ids().into_iter().max().unwrap_or(0);
+            prop_assert!(u64::from(plan.statefulset_replicas) > highest,
+                "shrank to {} under voter {}", plan.statefulset_replicas, highest);
+        }
+        if !matches!(plan.step, Step::ShrinkStatefulSet { .. }) {
+            prop_assert!(plan.statefulset_replicas >= world.observed.statefulset_replicas);
+        }
+    }
+
+    #[test]
+    fn initialized_clusters_are_never_initialized_again(world in arb_world()) {
+        let step = world.plan().step;
+        prop_assert!(!matches!(step, Step::Initialize { .. }), "{:?}", step);
+    }
+
+    #[test]
+    fn a_down_pod_within_desired_never_causes_removal(world in arb_world()) {
+        let mut w = world;
+        w.observed.desired_replicas = 7;
+        let plan = w.plan();
+        prop_assert!(!matches!(plan.step, Step::RemoveVoter { .. } | Step::ShrinkStatefulSet { .. }),
+            "{:?}", plan.step);
+    }
+}
