@@ -1,7 +1,73 @@
 //! RecipeStore operator: reconciles `RecipeStore` resources into a StatefulSet
 //! of Raft nodes and drives their membership one safe step at a time.
+//!
+//! - [`crd`]: the `RecipeStore` resource.
+//! - [`controller`]: the reconcile pipeline (dereference → validate → build →
+//!   apply → update_status).
+//! - [`build`]: pure builders of the owned objects.
+//! - [`membership`], [`executor`], [`admin`]: membership planning and its
+//!   execution through the nodes' admin API, free of Kubernetes types.
+//! - [`metrics`], [`telemetry`], [`leader`], [`http`]: the operator process.
 
+pub mod admin;
+pub mod build;
 pub mod crd;
+pub mod executor;
 pub mod membership;
+pub mod topology;
 
 pub use crd::{RecipeStore, RecipeStoreSpec, RecipeStoreStatus};
+
+/// The one field manager for every server-side apply of the operator.
+pub const FIELD_MANAGER: &str = "recipestore-operator";
+
+/// Everything that can make a reconcile fail.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed; `action` says which ("apply StatefulSet").
+    #[error("failed to {action}")]
+    Kube {
+        action: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+
+    /// The spec passed the schema but cannot be run.
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+
+    /// The object lacks a field the API server always sets.
+    #[error("object has no {0}")]
+    MissingObjectKey(&'static str),
+
+    /// A membership step failed at the node's admin API.
+    #[error("failed to perform membership step {step}")]
+    Membership {
+        step: &'static str,
+        #[source]
+        source: admin::AdminError,
+    },
+
+    /// An object could not be turned into an apply patch.
+    #[error("failed to serialize {what}")]
+    Serialization {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl Error {
+    /// Short, bounded label for the `errors` metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube { .. } => "kube",
+            Error::InvalidSpec(_) => "invalid_spec",
+            Error::MissingObjectKey(_) => "missing_object_key",
+            Error::Membership { .. } => "membership",
+            Error::Serialization { .. } => "serialization",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,86 @@
+//! Pure builders: from a `RecipeStore` (and the replica count the membership
+//! planner allows) to the objects the operator applies. No client, no I/O.
+
+pub mod config_map;
+pub mod pdb;
+pub mod service;
+pub mod service_monitor;
+pub mod statefulset;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Resource;
+use kube::api::{ApiResource, DynamicObject};
+
+use crate::topology::Topology;
+use crate::{Error, RecipeStore, Result};
+
+/// Everything applied for one RecipeStore, in apply order: configuration and
+/// network identity before the pods that need them.
+#[derive(Clone, Debug)]
+pub struct Resources {
+    pub config_map: ConfigMap,
+    pub peer_service: Service,
+    pub client_service: Service,
+    pub pdb: PodDisruptionBudget,
+    pub statefulset: StatefulSet,
+    /// Only when the ServiceMonitor CRD exists and monitoring asks for it.
+    pub service_monitor: Option<DynamicObject>,
+}
+
+/// Builds every owned object. `replicas` comes from the membership plan, not
+/// straight from the spec: on scale-in the StatefulSet shrinks only after the
+/// member is removed.
+pub fn build(
+    rs: &RecipeStore,
+    replicas: u32,
+    service_monitor: Option<&ApiResource>,
+) -> Result<Resources> {
+    let topology = topology(rs)?;
+    let owner = rs
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingObjectKey("metadata.uid"))?;
+    let config_map = config_map::build(rs, &topology, &owner);
+    let statefulset = statefulset::build(rs, &topology, &owner, replicas, &config_map)?;
+    Ok(Resources {
+        peer_service: service::build_peer(&topology, &owner),
+        client_service: service::build_client(&topology, &owner),
+        pdb: pdb::build(&topology, &owner),
+        statefulset,
+        service_monitor: service_monitor
+            .filter(|_| rs.spec.monitoring.service_monitor.enabled)
+            .map(|api| service_monitor::build(rs, &topology, &owner, api)),
+        config_map,
+    })
+}
+
+/// Names and addresses of a stored RecipeStore.
+pub fn topology(rs: &RecipeStore) -> Result<Topology> {
+    let name = rs
+        .meta()
+        .name
+        .clone()
+        .ok_or(Error::MissingObjectKey("metadata.name"))?;
+    let namespace = rs
+        .meta()
+        .namespace
+        .clone()
+        .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    Ok(Topology::new(name, namespace))
+}
+
+/// Metadata every owned object starts from.
+fn object_meta(topology: &Topology, name: impl Into<String>, owner: &OwnerReference) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(topology.namespace.clone()),
+        labels: Some(topology.labels()),
+        owner_references: Some(vec![owner.clone()]),
+        ..ObjectMeta::default()
+    }
+}
+
+#[cfg(test)]
+mod tests;

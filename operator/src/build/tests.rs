@@ -1,0 +1,513 @@
+//! Builders from CR fixtures: explicit assertions on what matters to a user,
+//! and reviewed golden files for every field of every object.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Container, EnvVar, Probe};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{ApiResource, GroupVersionKind};
+use serde_json::json;
+
+use super::*;
+use crate::topology::SERVICE_ROLE_LABEL;
+
+const MINIMAL: &str = include_str!("../../tests/fixtures/minimal.yaml");
+const FULL: &str = include_str!("../../tests/fixtures/full.yaml");
+
+fn fixture(yaml: &str) -> RecipeStore {
+    serde_yaml::from_str(yaml).expect("fixture is a RecipeStore")
+}
+
+fn service_monitor_api() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "monitoring.coreos.com",
+        "v1",
+        "ServiceMonitor",
+    ))
+}
+
+fn node_container(r: &Resources) -> &Container {
+    &r.statefulset
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+}
+
+fn env(c: &Container) -> BTreeMap<&str, &EnvVar> {
+    c.env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.as_str(), e))
+        .collect()
+}
+
+fn env_value<'a>(c: &'a Container, name: &str) -> Option<&'a str> {
+    env(c).get(name).and_then(|e| e.value.as_deref())
+}
+
+/// Compares `value` with `tests/golden/<name>.yaml`; `UPDATE_GOLDEN=1` rewrites it.
+fn golden(name: &str, value: &impl serde::Serialize) {
+    let path = format!("{}/tests/golden/{name}.yaml", env!("CARGO_MANIFEST_DIR"));
+    let actual = serde_yaml::to_string(value).unwrap();
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(format!("{}/tests/golden", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        std::fs::write(&path, &actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("{path} missing: run with UPDATE_GOLDEN=1"));
+    assert!(
+        actual == expected,
+        "{name} differs from {path}; review and run with UPDATE_GOLDEN=1\n{actual}"
+    );
+}
+
+#[test]
+fn minimal_spec_gets_documented_defaults() {
+    let rs = fixture(MINIMAL);
+    assert_eq!(rs.spec.replicas, 3);
+    assert_eq!(rs.spec.storage.size.0, "10Gi");
+    assert_eq!(rs.spec.raft.heartbeat_interval_ms, 100);
+    assert_eq!(
+        (
+            rs.spec.raft.election_timeout_min_ms,
+            rs.spec.raft.election_timeout_max_ms
+        ),
+        (1000, 2000)
+    );
+    assert!(rs.spec.shedding.enabled);
+    assert!(rs.spec.monitoring.service_monitor.enabled);
+}
+
+#[test]
+fn every_object_is_owned_by_the_recipestore_and_labelled() {
+    let rs = fixture(MINIMAL);
+    let r = build(&rs, 3, Some(&service_monitor_api())).unwrap();
+    let metas = [
+        &r.config_map.metadata,
+        &r.peer_service.metadata,
+        &r.client_service.metadata,
+        &r.pdb.metadata,
+        &r.statefulset.metadata,
+        &r.service_monitor.as_ref().unwrap().metadata,
+    ];
+    for meta in metas {
+        let owner = &meta.owner_references.as_ref().unwrap()[0];
+        assert_eq!(owner.kind, "RecipeStore");
+        assert_eq!(owner.name, "recipes");
+        assert_eq!(owner.controller, Some(true));
+        assert_eq!(meta.namespace.as_deref(), Some("kitchen"));
+        let labels = meta.labels.as_ref().unwrap();
+        assert_eq!(labels["app.kubernetes.io/instance"], "recipes");
+        assert_eq!(
+            labels["app.kubernetes.io/managed-by"],
+            "recipestore-operator"
+        );
+    }
+}
+
+#[test]
+fn object_names_follow_the_resource_name() {
+    let r = build(&fixture(MINIMAL), 3, None).unwrap();
+    assert_eq!(
+        r.config_map.metadata.name.as_deref(),
+        Some("recipes-config")
+    );
+    assert_eq!(
+        r.peer_service.metadata.name.as_deref(),
+        Some("recipes-peers")
+    );
+    assert_eq!(r.client_service.metadata.name.as_deref(), Some("recipes"));
+    assert_eq!(r.pdb.metadata.name.as_deref(), Some("recipes"));
+    assert_eq!(r.statefulset.metadata.name.as_deref(), Some("recipes"));
+}
+
+#[test]
+fn config_map_carries_node_settings_as_env() {
+    let r = build(&fixture(MINIMAL), 3, None).unwrap();
+    let data = r.config_map.data.unwrap();
+    let expected: BTreeMap<String, String> = [
+        ("RECIPESTORE_RAFT_HEARTBEAT_INTERVAL_MS", "100"),
+        ("RECIPESTORE_RAFT_ELECTION_TIMEOUT_MIN_MS", "1000"),
+        ("RECIPESTORE_RAFT_ELECTION_TIMEOUT_MAX_MS", "2000"),
+        ("RECIPESTORE_SHED_ENABLED", "true"),
+        ("RECIPESTORE_SHED_UPLOAD_PRIORITY_CPU_PERCENT", "90"),
+        ("RECIPESTORE_SHED_DOWNLOAD_THRESHOLDS", "95:25,90:10,85:5"),
+        ("RECIPESTORE_SHED_UPLOAD_THRESHOLDS", "80:25,75:10,70:5"),
+        ("RECIPESTORE_UPLOAD_QUEUE_CAPACITY", "1024"),
+        ("RECIPESTORE_DOWNLOAD_QUEUE_CAPACITY", "1024"),
+        ("RECIPESTORE_UPLOAD_WORKERS", "4"),
+        ("RECIPESTORE_DOWNLOAD_WORKERS_MIN", "2"),
+        ("RECIPESTORE_DOWNLOAD_WORKERS_MAX", "16"),
+        ("RECIPESTORE_CACHE_CAPACITY_BYTES", "67108864"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    assert_eq!(data, expected);
+}
+
+#[test]
+fn config_map_sorts_shedding_tables_highest_cpu_first() {
+    let r = build(&fixture(FULL), 5, None).unwrap();
+    let data = r.config_map.data.unwrap();
+    assert_eq!(data["RECIPESTORE_SHED_DOWNLOAD_THRESHOLDS"], "97:50,90:20");
+    assert_eq!(data["RECIPESTORE_SHED_UPLOAD_THRESHOLDS"], "70:30");
+    assert_eq!(data["RECIPESTORE_SHED_ENABLED"], "false");
+    assert_eq!(
+        data["RECIPESTORE_CACHE_CAPACITY_BYTES"],
+        (256u64 << 20).to_string()
+    );
+}
+
+#[test]
+fn peer_service_is_headless_and_publishes_not_ready_pods() {
+    let r = build(&fixture(MINIMAL), 3, None).unwrap();
+    let spec = r.peer_service.spec.unwrap();
+    assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(spec.publish_not_ready_addresses, Some(true));
+    let ports: Vec<(Option<&str>, i32)> = spec
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| (p.name.as_deref(), p.port))
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            (Some("client"), 7070),
+            (Some("peer"), 7071),
+            (Some("http"), 9090)
+        ]
+    );
+    assert_eq!(
+        r.peer_service.metadata.labels.unwrap()[SERVICE_ROLE_LABEL],
+        "peers"
+    );
+}
+
+#[test]
+fn client_service_serves_clients_and_metrics() {
+    let r = build(&fixture(MINIMAL), 3, None).unwrap();
+    let spec = r.client_service.spec.unwrap();
+    assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+    assert_eq!(spec.publish_not_ready_addresses, None);
+    let ports: Vec<i32> = spec.ports.iter().flatten().map(|p| p.port).collect();
+    assert_eq!(ports, [7070, 9090]);
+    assert_eq!(
+        spec.selector.unwrap()["app.kubernetes.io/instance"],
+        "recipes"
+    );
+}
+
+#[test]
+fn pdb_allows_one_member_down() {
+    let r = build(&fixture(MINIMAL), 3, None).unwrap();
+    let spec = r.pdb.spec.unwrap();
+    assert_eq!(spec.max_unavailable, Some(IntOrString::Int(1)));
+    assert_eq!(spec.min_available, None);
+    assert_eq!(
+        spec.selector.unwrap().match_labels.unwrap()["app.kubernetes.io/name"],
+        "recipestore"
+    );
+}
+
+#[test]
+fn statefulset_uses_planned_replicas_not_spec_replicas() {
+    let r = build(&fixture(FULL), 7, None).unwrap();
+    assert_eq!(r.statefulset.spec.unwrap().replicas, Some(7));
+}
+
+#[test]
+fn statefulset_gives_nodes_stable_identity_and_storage() {
+    let r = build(&fixture(MINIMAL), 3, None).unwrap();
+    let spec = r.statefulset.spec.as_ref().unwrap();
+    assert_eq!(spec.service_name.as_deref(), Some("recipes-peers"));
+    assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
+    let claim = &spec.volume_claim_templates.as_ref().unwrap()[0];
+    assert_eq!(claim.metadata.name.as_deref(), Some("data"));
+    let claim_spec = claim.spec.as_ref().unwrap();
+    assert_eq!(
+        claim_spec.access_modes,
+        Some(vec!["ReadWriteOnce".to_owned()])
+    );
+    assert_eq!(
+        claim_spec
+            .resources
+            .as_ref()
+            .unwrap()
+            .requests
+            .as_ref()
+            .unwrap()["storage"]
+            .0,
+        "10Gi"
+    );
+    assert_eq!(claim_spec.storage_class_name, None);
+    let retention = spec
+        .persistent_volume_claim_retention_policy
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (
+            retention.when_deleted.as_deref(),
+            retention.when_scaled.as_deref()
+        ),
+        (Some("Retain"), Some("Delete"))
+    );
+
+    let c = node_container(&r);
+    let pod_name = env(c)["POD_NAME"]
+        .value_from
+        .as_ref()
+        .unwrap()
+        .field_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(pod_name.field_path, "metadata.name");
+    assert_eq!(env_value(c, "RECIPESTORE_POD_NAME"), Some("$(POD_NAME)"));
+    assert_eq!(
+        env_value(c, "RECIPESTORE_DATA_DIR"),
+        Some("/var/lib/recipestore")
+    );
+    assert_eq!(env_value(c, "RECIPESTORE_PEER_ADDR"), Some("0.0.0.0:7071"));
+    assert_eq!(
+        env_value(c, "RECIPESTORE_CLIENT_ADDR"),
+        Some("0.0.0.0:7070")
+    );
+    assert_eq!(env_value(c, "RECIPESTORE_HTTP_ADDR"), Some("0.0.0.0:9090"));
+    assert_eq!(
+        env_value(c, "RECIPESTORE_ADVERTISE_ADDR"),
+        Some("$(POD_NAME).recipes-peers.$(POD_NAMESPACE).svc")
+    );
+    let env_from = &c.env_from.as_ref().unwrap()[0];
+    assert_eq!(
+        env_from.config_map_ref.as_ref().unwrap().name,
+        "recipes-config"
+    );
+}
+
+#[test]
+fn statefulset_probes_health_and_readiness() {
+    let r = build(&fixture(MINIMAL), 3, None).unwrap();
+    let c = node_container(&r);
+    let path = |p: &Option<Probe>| {
+        p.as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .path
+            .clone()
+            .unwrap()
+    };
+    assert_eq!(path(&c.liveness_probe), "/healthz");
+    assert_eq!(path(&c.readiness_probe), "/readyz");
+}
+
+#[test]
+fn statefulset_runs_non_root_with_read_only_root() {
+    let r = build(&fixture(MINIMAL), 3, None).unwrap();
+    let pod = r
+        .statefulset
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        pod.security_context.as_ref().unwrap().run_as_non_root,
+        Some(true)
+    );
+    let sc = node_container(&r).security_context.as_ref().unwrap();
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(
+        sc.capabilities.as_ref().unwrap().drop,
+        Some(vec!["ALL".to_owned()])
+    );
+}
+
+#[test]
+fn statefulset_prefers_one_pod_per_host_by_default() {
+    let r = build(&fixture(MINIMAL), 3, None).unwrap();
+    let pod = r
+        .statefulset
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    let anti = pod
+        .affinity
+        .as_ref()
+        .unwrap()
+        .pod_anti_affinity
+        .as_ref()
+        .unwrap();
+    assert!(
+        anti.required_during_scheduling_ignored_during_execution
+            .is_none()
+    );
+    let preferred = &anti
+        .preferred_during_scheduling_ignored_during_execution
+        .as_ref()
+        .unwrap()[0];
+    assert_eq!(
+        preferred.pod_affinity_term.topology_key,
+        "kubernetes.io/hostname"
+    );
+}
+
+#[test]
+fn full_spec_reaches_the_pod() {
+    let r = build(&fixture(FULL), 5, None).unwrap();
+    let sts = r.statefulset.spec.as_ref().unwrap();
+    let pod = sts.template.spec.as_ref().unwrap();
+    let c = node_container(&r);
+    assert_eq!(
+        c.image.as_deref(),
+        Some("registry.example.com/recipestore-node:1.2.3")
+    );
+    assert_eq!(c.image_pull_policy.as_deref(), Some("Always"));
+    assert_eq!(
+        c.resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"].0,
+        "1Gi"
+    );
+    assert_eq!(pod.node_selector.as_ref().unwrap()["disktype"], "ssd");
+    assert_eq!(
+        pod.tolerations.as_ref().unwrap()[0].value.as_deref(),
+        Some("recipes")
+    );
+    assert_eq!(
+        pod.topology_spread_constraints.as_ref().unwrap()[0].topology_key,
+        "topology.kubernetes.io/zone"
+    );
+    // An explicit affinity replaces the default anti-affinity.
+    let affinity = pod.affinity.as_ref().unwrap();
+    assert!(affinity.node_affinity.is_some() && affinity.pod_anti_affinity.is_none());
+    let claim = sts.volume_claim_templates.as_ref().unwrap()[0]
+        .spec
+        .as_ref()
+        .unwrap();
+    assert_eq!(claim.storage_class_name.as_deref(), Some("fast-ssd"));
+    assert_eq!(
+        claim.resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0,
+        "50Gi"
+    );
+    let retention = sts
+        .persistent_volume_claim_retention_policy
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (
+            retention.when_deleted.as_deref(),
+            retention.when_scaled.as_deref()
+        ),
+        (Some("Delete"), Some("Retain"))
+    );
+}
+
+#[test]
+fn config_changes_roll_the_pods() {
+    let annotation = |rs: &RecipeStore| {
+        let r = build(rs, 3, None).unwrap();
+        r.statefulset
+            .spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap()[statefulset::CONFIG_HASH_ANNOTATION]
+            .clone()
+    };
+    let rs = fixture(MINIMAL);
+    let mut changed = rs.clone();
+    changed.spec.cache.size_mib = 1;
+    assert_eq!(annotation(&rs), annotation(&rs.clone()));
+    assert_ne!(annotation(&rs), annotation(&changed));
+}
+
+#[test]
+fn service_monitor_only_when_its_crd_exists_and_enabled() {
+    let rs = fixture(MINIMAL);
+    assert!(build(&rs, 3, None).unwrap().service_monitor.is_none());
+    assert!(
+        build(&rs, 3, Some(&service_monitor_api()))
+            .unwrap()
+            .service_monitor
+            .is_some()
+    );
+    let mut disabled = rs.clone();
+    disabled.spec.monitoring.service_monitor.enabled = false;
+    assert!(
+        build(&disabled, 3, Some(&service_monitor_api()))
+            .unwrap()
+            .service_monitor
+            .is_none()
+    );
+}
+
+#[test]
+fn service_monitor_scrapes_the_client_service_with_extra_labels() {
+    let r = build(&fixture(FULL), 5, Some(&service_monitor_api())).unwrap();
+    let sm = r.service_monitor.unwrap();
+    assert_eq!(sm.types.as_ref().unwrap().kind, "ServiceMonitor");
+    assert_eq!(
+        sm.types.as_ref().unwrap().api_version,
+        "monitoring.coreos.com/v1"
+    );
+    assert_eq!(
+        sm.metadata.labels.as_ref().unwrap()["release"],
+        "kube-prometheus"
+    );
+    assert_eq!(
+        sm.data["spec"],
+        json!({
+            "selector": { "matchLabels": {
+                "app.kubernetes.io/instance": "cookbook",
+                "app.kubernetes.io/name": "recipestore",
+                SERVICE_ROLE_LABEL: "client",
+            }},
+            "endpoints": [{ "port": "http", "path": "/metrics", "interval": "15s" }],
+        })
+    );
+}
+
+#[test]
+fn a_resource_without_uid_cannot_own_children() {
+    let mut rs = fixture(MINIMAL);
+    rs.metadata.uid = None;
+    assert!(matches!(
+        build(&rs, 3, None),
+        Err(Error::MissingObjectKey("metadata.uid"))
+    ));
+}
+
+#[test]
+fn minimal_objects_match_golden_files() {
+    let r = build(&fixture(MINIMAL), 3, Some(&service_monitor_api())).unwrap();
+    golden("minimal-configmap", &r.config_map);
+    golden("minimal-peer-service", &r.peer_service);
+    golden("minimal-client-service", &r.client_service);
+    golden("minimal-pdb", &r.pdb);
+    golden("minimal-statefulset", &r.statefulset);
+    golden("minimal-servicemonitor", &r.service_monitor);
+}
+
+#[test]
+fn full_objects_match_golden_files() {
+    let r = build(&fixture(FULL), 5, Some(&service_monitor_api())).unwrap();
+    golden("full-configmap", &r.config_map);
+    golden("full-statefulset", &r.statefulset);
+    golden("full-servicemonitor", &r.service_monitor);
+}
