@@ -11,9 +11,12 @@
 
 pub mod admin;
 pub mod build;
+pub mod controller;
 pub mod crd;
 pub mod executor;
 pub mod membership;
+pub mod metrics;
+pub mod status;
 pub mod topology;
 
 pub use crd::{RecipeStore, RecipeStoreSpec, RecipeStoreStatus};
@@ -67,6 +70,11 @@ impl Error {
             Error::Membership { .. } => "membership",
             Error::Serialization { .. } => "serialization",
         }
+    }
+
+    /// Wraps a client error with the action that failed, for `map_err`.
+    pub(crate) fn kube(action: &'static str) -> impl FnOnce(kube::Error) -> Error {
+        move |source| Error::Kube { action, source }
     }
 }
 

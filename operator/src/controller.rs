@@ -1,0 +1,489 @@
+//! The reconciler. Each reconcile is one pass of a documented pipeline:
+//!
+//! 1. **dereference**: read what exists — the StatefulSet, its pods, whether
+//!    the ServiceMonitor CRD is installed — and ask every running node for
+//!    its admin `Status`.
+//! 2. **validate**: refuse specs the schema could not catch (for example a
+//!    changed storage size on a CRD installed without CEL rules).
+//! 3. **build**: plan the next membership step (pure, [`membership::plan`])
+//!    and build every owned object for it (pure, [`build::build`]).
+//! 4. **apply**: server-side apply the objects under one field manager, then
+//!    perform the membership step through the admin API.
+//! 5. **update_status**: compute the status from the observation and the plan
+//!    and apply it to the status subresource.
+//!
+//! Only dereference, apply and update_status do I/O. Every step is derived
+//! from observed state, so a restarted operator simply continues.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use crate::admin::NodeAdmin;
+use crate::build::{self, Resources};
+use crate::membership::{self, Observed, Plan, Policy, Step};
+use crate::metrics::Metrics;
+use crate::topology::Topology;
+use crate::{Error, FIELD_MANAGER, RecipeStore, RecipeStoreSpec, Result, executor, status};
+
+/// Requeue while a change is under way: membership moves one step per pass.
+const REQUEUE_CHANGING: Duration = Duration::from_secs(5);
+/// Requeue when steady, to notice node-side changes that Kubernetes does not see.
+const REQUEUE_STEADY: Duration = Duration::from_secs(60);
+/// Retry after a failed reconcile.
+const REQUEUE_ERROR: Duration = Duration::from_secs(15);
+/// An invalid spec only changes when a person edits it.
+const REQUEUE_INVALID: Duration = Duration::from_secs(300);
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    pub admin: Arc<dyn NodeAdmin>,
+    pub policy: Policy,
+}
+
+/// What dereference found.
+pub struct World {
+    pub statefulset: Option<StatefulSet>,
+    pub service_monitor: Option<ApiResource>,
+    pub membership: Observed,
+}
+
+#[instrument(skip(rs, ctx), fields(name = %rs.name_any(), namespace = rs.namespace().unwrap_or_default()))]
+pub async fn reconcile(rs: Arc<RecipeStore>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_started();
+    let topology = build::topology(&rs)?;
+
+    let world = dereference(&rs, &topology, &ctx).await?;
+
+    if let Err(problem) = validate(&rs.spec, world.statefulset.as_ref()) {
+        report_invalid(&rs, &topology, &ctx, &problem).await?;
+        return Err(Error::InvalidSpec(problem));
+    }
+
+    let plan = membership::plan(&world.membership, &ctx.policy);
+    let resources = build::build(
+        &rs,
+        plan.statefulset_replicas,
+        world.service_monitor.as_ref(),
+    )?;
+
+    apply(
+        &rs,
+        &topology,
+        &ctx,
+        &resources,
+        world.service_monitor.as_ref(),
+    )
+    .await?;
+    perform(&rs, &ctx, &plan).await?;
+
+    update_status(&rs, &topology, &ctx, &world, &plan).await?;
+
+    Ok(if plan.step == Step::Steady {
+        Action::requeue(REQUEUE_STEADY)
+    } else {
+        Action::requeue(REQUEUE_CHANGING)
+    })
+}
+
+/// Logs, counts and retries a failed reconcile.
+pub fn error_policy(rs: Arc<RecipeStore>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(name = %rs.name_any(), error = %error, source = ?std::error::Error::source(error), "reconcile failed");
+    ctx.metrics.reconcile_failed(error);
+    match error {
+        Error::InvalidSpec(_) => Action::requeue(REQUEUE_INVALID),
+        _ => Action::requeue(REQUEUE_ERROR),
+    }
+}
+
+/// Step 1: read the StatefulSet, its pods and the nodes' own view.
+async fn dereference(rs: &RecipeStore, topology: &Topology, ctx: &Context) -> Result<World> {
+    let service_monitor = discover_service_monitor(&ctx.client).await?;
+
+    let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &topology.namespace);
+    let statefulset = statefulsets
+        .get_opt(topology.statefulset())
+        .await
+        .map_err(Error::kube("get StatefulSet"))?;
+
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &topology.namespace);
+    let pod_list = pods
+        .list(&ListParams::default().labels(&topology.selector_string()))
+        .await
+        .map_err(Error::kube("list pods"))?;
+    let pods: BTreeMap<_, _> = pod_list
+        .items
+        .iter()
+        .filter_map(|pod| {
+            let ordinal = topology.ordinal_of(&pod.name_any())?;
+            let running = pod.metadata.deletion_timestamp.is_none()
+                && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+            Some((
+                ordinal,
+                membership::Pod {
+                    member: topology.member(ordinal),
+                    running,
+                },
+            ))
+        })
+        .collect();
+
+    let nodes = executor::observe_nodes(ctx.admin.as_ref(), &pods).await;
+    let statefulset_replicas = statefulset
+        .as_ref()
+        .and_then(|s| s.spec.as_ref()?.replicas)
+        .and_then(|r| u32::try_from(r).ok())
+        .unwrap_or(0);
+
+    Ok(World {
+        membership: Observed {
+            desired_replicas: u32::try_from(rs.spec.replicas).unwrap_or(0),
+            statefulset_replicas,
+            pods,
+            nodes,
+            recorded_cluster_id: rs.status.as_ref().and_then(|s| s.cluster_id.clone()),
+        },
+        statefulset,
+        service_monitor,
+    })
+}
+
+/// The ServiceMonitor API when the Prometheus operator's CRD is installed.
+async fn discover_service_monitor(client: &Client) -> Result<Option<ApiResource>> {
+    let gvk = GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor");
+    match kube::discovery::pinned_kind(client, &gvk).await {
+        Ok((api, _)) => Ok(Some(api)),
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(None),
+        Err(kube::Error::Discovery(_)) => Ok(None),
+        Err(source) => Err(Error::Kube {
+            action: "discover ServiceMonitor API",
+            source,
+        }),
+    }
+}
+
+/// Step 2: what the schema and CEL rules should already have refused, checked
+/// again because the CRD in the cluster may be older than this operator.
+pub fn validate(spec: &RecipeStoreSpec, statefulset: Option<&StatefulSet>) -> Result<(), String> {
+    let raft = &spec.raft;
+    if spec.replicas < 1 {
+        return Err(format!(
+            "replicas must be at least 1, not {}",
+            spec.replicas
+        ));
+    }
+    if spec.image.is_empty() {
+        return Err("image must not be empty".to_owned());
+    }
+    if raft.election_timeout_min_ms >= raft.election_timeout_max_ms {
+        return Err(
+            "raft.electionTimeoutMinMs must be less than raft.electionTimeoutMaxMs".to_owned(),
+        );
+    }
+    if raft.heartbeat_interval_ms.saturating_mul(2) >= raft.election_timeout_min_ms {
+        return Err(
+            "raft.heartbeatIntervalMs must be less than half of raft.electionTimeoutMinMs"
+                .to_owned(),
+        );
+    }
+    if spec.queues.download_workers_min > spec.queues.download_workers_max {
+        return Err(
+            "queues.downloadWorkersMin must not exceed queues.downloadWorkersMax".to_owned(),
+        );
+    }
+    let claimed = statefulset
+        .and_then(|s| {
+            s.spec
+                .as_ref()?
+                .volume_claim_templates
+                .as_ref()?
+                .first()?
+                .spec
+                .as_ref()?
+                .resources
+                .clone()
+        })
+        .and_then(|r| r.requests?.get("storage").cloned());
+    if let Some(claimed) = claimed
+        && claimed != spec.storage.size
+    {
+        return Err(format!(
+            "storage is immutable: the StatefulSet claims {} per node, the spec asks for {}",
+            claimed.0, spec.storage.size.0
+        ));
+    }
+    Ok(())
+}
+
+async fn report_invalid(
+    rs: &RecipeStore,
+    topology: &Topology,
+    ctx: &Context,
+    problem: &str,
+) -> Result<()> {
+    publish(
+        ctx,
+        rs,
+        EventType::Warning,
+        "InvalidSpec",
+        "Validate",
+        problem.to_owned(),
+    )
+    .await?;
+    let status = status::invalid(
+        rs.metadata.generation,
+        topology,
+        problem,
+        rs.status.as_ref(),
+        &now(),
+    );
+    patch_status(rs, topology, ctx, &status).await
+}
+
+/// Step 4a: server-side apply of every owned object, configuration first.
+async fn apply(
+    rs: &RecipeStore,
+    topology: &Topology,
+    ctx: &Context,
+    resources: &Resources,
+    service_monitor: Option<&ApiResource>,
+) -> Result<()> {
+    let ns = &topology.namespace;
+    let client = &ctx.client;
+    apply_one::<ConfigMap>(client, ns, &resources.config_map, "apply ConfigMap").await?;
+    apply_one::<Service>(client, ns, &resources.peer_service, "apply peer Service").await?;
+    apply_one::<Service>(
+        client,
+        ns,
+        &resources.client_service,
+        "apply client Service",
+    )
+    .await?;
+    apply_one::<PodDisruptionBudget>(client, ns, &resources.pdb, "apply PodDisruptionBudget")
+        .await?;
+    apply_one::<StatefulSet>(client, ns, &resources.statefulset, "apply StatefulSet").await?;
+
+    if let Some(api_resource) = service_monitor {
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, api_resource);
+        match &resources.service_monitor {
+            Some(object) => {
+                api.patch(&object.name_any(), &apply_params(), &Patch::Apply(object))
+                    .await
+                    .map_err(Error::kube("apply ServiceMonitor"))?;
+            }
+            // Turned off in the spec: remove the one this operator created.
+            None if !rs.spec.monitoring.service_monitor.enabled => {
+                match api
+                    .delete(topology.statefulset(), &DeleteParams::default())
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(status)) if status.is_not_found() => {}
+                    Err(source) => {
+                        return Err(Error::Kube {
+                            action: "delete ServiceMonitor",
+                            source,
+                        });
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+async fn apply_one<K>(
+    client: &Client,
+    namespace: &str,
+    object: &K,
+    action: &'static str,
+) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    api.patch(&object.name_any(), &apply_params(), &Patch::Apply(object))
+        .await
+        .map_err(Error::kube(action))?;
+    Ok(())
+}
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+/// Step 4b: perform the planned membership step and tell people about it.
+async fn perform(rs: &RecipeStore, ctx: &Context, plan: &Plan) -> Result<()> {
+    let step = &plan.step;
+    if let Err(source) = executor::execute(ctx.admin.as_ref(), plan).await {
+        let error = Error::Membership {
+            step: step.reason(),
+            source,
+        };
+        let note = format!("{step} failed: {error}: {}", error_chain(&error));
+        publish(
+            ctx,
+            rs,
+            EventType::Warning,
+            "MembershipStepFailed",
+            step.reason(),
+            note,
+        )
+        .await?;
+        return Err(error);
+    }
+    let event_type = match step {
+        Step::Refuse(_) => EventType::Warning,
+        s if s.is_change() => EventType::Normal,
+        _ => return Ok(()),
+    };
+    info!(step = step.reason(), "{step}");
+    ctx.metrics.membership_step(step);
+    publish(
+        ctx,
+        rs,
+        event_type,
+        step.reason(),
+        "Membership",
+        step.to_string(),
+    )
+    .await
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut causes = Vec::new();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    causes.join(": ")
+}
+
+async fn publish(
+    ctx: &Context,
+    rs: &RecipeStore,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) -> Result<()> {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: action.to_owned(),
+        secondary: None,
+    };
+    ctx.recorder
+        .publish(&event, &rs.object_ref(&()))
+        .await
+        .map_err(Error::kube("publish Event"))
+}
+
+/// Step 5: the status, from this pass's observation and plan.
+async fn update_status(
+    rs: &RecipeStore,
+    topology: &Topology,
+    ctx: &Context,
+    world: &World,
+    plan: &Plan,
+) -> Result<()> {
+    let sts_status = world.statefulset.as_ref().and_then(|s| s.status.as_ref());
+    let status = status::compute(&status::Inputs {
+        generation: rs.metadata.generation,
+        topology,
+        pods: sts_status.map_or(0, |s| s.replicas),
+        ready_pods: sts_status.and_then(|s| s.ready_replicas).unwrap_or(0),
+        observed: &world.membership,
+        plan,
+        policy: &ctx.policy,
+        previous: rs.status.as_ref(),
+        now: now(),
+    });
+    patch_status(rs, topology, ctx, &status).await
+}
+
+async fn patch_status(
+    rs: &RecipeStore,
+    topology: &Topology,
+    ctx: &Context,
+    status: &crate::RecipeStoreStatus,
+) -> Result<()> {
+    let api: Api<RecipeStore> = Api::namespaced(ctx.client.clone(), &topology.namespace);
+    let patch = json!({
+        "apiVersion": RecipeStore::api_version(&()),
+        "kind": RecipeStore::kind(&()),
+        "status": status,
+    });
+    api.patch_status(&rs.name_any(), &apply_params(), &Patch::Apply(patch))
+        .await
+        .map_err(Error::kube("update RecipeStore status"))?;
+    Ok(())
+}
+
+fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+/// Runs the controller until a shutdown signal. Owned objects trigger a
+/// reconcile of their RecipeStore when they change (pods through their
+/// StatefulSet's status).
+pub async fn run(ctx: Arc<Context>) {
+    let client = ctx.client.clone();
+    let stores: Api<RecipeStore> = Api::all(client.clone());
+    Controller::new(stores, watcher::Config::default().any_semantic())
+        .owns(
+            Api::<StatefulSet>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .owns(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .owns(
+            Api::<ConfigMap>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .owns(
+            Api::<PodDisruptionBudget>::all(client),
+            watcher::Config::default(),
+        )
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(object = %object.name, "reconciled"),
+                Err(error) => tracing::debug!(error = %error, "reconcile loop error"),
+            }
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests;

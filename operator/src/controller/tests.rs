@@ -1,0 +1,874 @@
+//! Reconcile against a mocked API server. Each scenario names the requests a
+//! reconcile must make, in order, and fails when one is missing, differs, or
+//! an extra one arrives.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+use futures::future::BoxFuture;
+use http::{Method, Request, Response, StatusCode};
+use k8s_openapi::api::apps::v1::StatefulSetStatus;
+use k8s_openapi::api::core::v1::PodStatus;
+use kube::client::Body;
+use kube::runtime::events::Reporter;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tower_test::mock::{self, Handle, SendResponse};
+
+use super::*;
+use crate::admin::AdminError;
+use crate::crd::{Phase, RecipeStoreStatus};
+use crate::membership::{Member, NodeId, NodeStatus, Role};
+
+const NS: &str = "kitchen";
+const NAME: &str = "recipes";
+const CLUSTER: &str = "c-1";
+
+// ---------- fixtures ----------
+
+fn recipestore(replicas: i32) -> RecipeStore {
+    let mut rs: RecipeStore =
+        serde_yaml::from_str(include_str!("../../tests/fixtures/minimal.yaml"))
+            .expect("fixture parses");
+    rs.spec.replicas = replicas;
+    rs
+}
+
+fn with_cluster(mut rs: RecipeStore) -> RecipeStore {
+    rs.status = Some(RecipeStoreStatus {
+        cluster_id: Some(CLUSTER.to_owned()),
+        ..RecipeStoreStatus::default()
+    });
+    rs
+}
+
+fn topology() -> Topology {
+    Topology::new(NAME, NS)
+}
+
+fn statefulset(rs: &RecipeStore, replicas: u32) -> StatefulSet {
+    let mut sts = build::build(rs, replicas, None)
+        .expect("builds")
+        .statefulset;
+    let replicas = i32::try_from(replicas).unwrap();
+    sts.status = Some(StatefulSetStatus {
+        replicas,
+        ready_replicas: Some(replicas),
+        ..StatefulSetStatus::default()
+    });
+    sts
+}
+
+fn pod(ordinal: NodeId) -> Pod {
+    Pod {
+        metadata: kube::api::ObjectMeta {
+            name: Some(topology().pod(ordinal)),
+            namespace: Some(NS.to_owned()),
+            ..Default::default()
+        },
+        status: Some(PodStatus {
+            phase: Some("Running".to_owned()),
+            ..PodStatus::default()
+        }),
+        ..Pod::default()
+    }
+}
+
+fn member(id: NodeId) -> Member {
+    topology().member(id)
+}
+
+/// Node statuses of an initialized cluster led by 0, everyone caught up;
+/// `fresh` nodes answer but belong to no cluster yet.
+fn cluster(
+    voters: &[NodeId],
+    learners: &[NodeId],
+    fresh: &[NodeId],
+) -> BTreeMap<String, NodeStatus> {
+    let mut nodes = BTreeMap::new();
+    for id in voters.iter().chain(learners) {
+        let leader = *id == 0;
+        nodes.insert(
+            member(*id).peer_addr,
+            NodeStatus {
+                id: *id,
+                cluster_id: CLUSTER.to_owned(),
+                role: if leader { Role::Leader } else { Role::Follower },
+                term: 2,
+                leader_id: Some(0),
+                voters: voters.iter().copied().map(member).collect(),
+                learners: learners.iter().copied().map(member).collect(),
+                last_log_index: 50,
+                committed_index: 50,
+                matched_index: if leader {
+                    voters.iter().chain(learners).map(|v| (*v, 50)).collect()
+                } else {
+                    BTreeMap::new()
+                },
+                millis_since_quorum_ack: leader.then_some(10),
+            },
+        );
+    }
+    for id in fresh {
+        nodes.insert(
+            member(*id).peer_addr,
+            NodeStatus {
+                id: *id,
+                cluster_id: String::new(),
+                role: Role::Learner,
+                term: 0,
+                leader_id: None,
+                voters: Vec::new(),
+                learners: Vec::new(),
+                last_log_index: 0,
+                committed_index: 0,
+                matched_index: BTreeMap::new(),
+                millis_since_quorum_ack: None,
+            },
+        );
+    }
+    nodes
+}
+
+/// Admin API of scripted nodes; records every call that changes something.
+#[derive(Default)]
+struct FakeAdmin {
+    nodes: BTreeMap<String, NodeStatus>,
+    calls: Mutex<Vec<String>>,
+}
+
+impl FakeAdmin {
+    fn new(nodes: BTreeMap<String, NodeStatus>) -> Self {
+        Self {
+            nodes,
+            calls: Mutex::default(),
+        }
+    }
+
+    fn record(&self, call: String) -> BoxFuture<'_, Result<(), AdminError>> {
+        self.calls.lock().unwrap().push(call);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+impl NodeAdmin for FakeAdmin {
+    fn status<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, Result<NodeStatus, AdminError>> {
+        let answer = self
+            .nodes
+            .get(addr)
+            .cloned()
+            .ok_or_else(|| AdminError::Call {
+                call: "Status",
+                addr: addr.to_owned(),
+                source: tonic::Status::unavailable("connection refused"),
+            });
+        Box::pin(async move { answer })
+    }
+
+    fn initialize<'a>(
+        &'a self,
+        addr: &'a str,
+        members: Vec<Member>,
+    ) -> BoxFuture<'a, Result<String, AdminError>> {
+        self.calls.lock().unwrap().push(format!(
+            "Initialize {addr} {:?}",
+            members.iter().map(|m| m.id).collect::<Vec<_>>()
+        ));
+        Box::pin(async { Ok(CLUSTER.to_owned()) })
+    }
+
+    fn add_learner<'a>(
+        &'a self,
+        addr: &'a str,
+        member: Member,
+    ) -> BoxFuture<'a, Result<(), AdminError>> {
+        self.record(format!("AddLearner {addr} {}", member.id))
+    }
+
+    fn change_membership<'a>(
+        &'a self,
+        addr: &'a str,
+        voters: BTreeSet<NodeId>,
+    ) -> BoxFuture<'a, Result<(), AdminError>> {
+        self.record(format!("ChangeMembership {addr} {voters:?}"))
+    }
+
+    fn transfer_leadership<'a>(
+        &'a self,
+        addr: &'a str,
+        to: NodeId,
+    ) -> BoxFuture<'a, Result<(), AdminError>> {
+        self.record(format!("TransferLeadership {addr} {to}"))
+    }
+}
+
+// ---------- the verifier ----------
+
+/// What the mocked API server knows before the reconcile.
+struct ApiState {
+    service_monitor_crd: bool,
+    statefulset: Option<StatefulSet>,
+    pods: Vec<Pod>,
+}
+
+/// Plays the API server for one reconcile and checks every request.
+struct ApiServerVerifier(Handle<Request<Body>, Response<Body>>);
+
+/// A request as the verifier saw it.
+struct Seen {
+    method: Method,
+    path: String,
+    query: String,
+    body: Value,
+}
+
+impl ApiServerVerifier {
+    async fn next(&mut self, what: &str) -> (Seen, SendResponse<Response<Body>>) {
+        let (request, send) = self.0.next_request().await.unwrap_or_else(|| {
+            panic!("expected a request to {what}, but the reconcile made no more requests")
+        });
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let query = request.uri().query().unwrap_or_default().to_owned();
+        let bytes = request.into_body().collect_bytes().await.unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        (
+            Seen {
+                method,
+                path,
+                query,
+                body,
+            },
+            send,
+        )
+    }
+
+    /// Expects `method path`, answers with `reply` (status 200 unless 404 given).
+    async fn expect(&mut self, what: &str, method: Method, path: &str, reply: Reply) -> Seen {
+        let (seen, send) = self.next(what).await;
+        assert_eq!(
+            (&seen.method, seen.path.as_str()),
+            (&method, path),
+            "request to {what}"
+        );
+        let (code, body) = match reply {
+            Reply::Json(v) => (StatusCode::OK, v),
+            Reply::Echo => (StatusCode::OK, seen.body.clone()),
+            Reply::NotFound => (
+                StatusCode::NOT_FOUND,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
+            ),
+        };
+        send.send_response(
+            Response::builder()
+                .status(code)
+                .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                .unwrap(),
+        );
+        seen
+    }
+
+    /// Fails if any request arrives after the expected ones.
+    async fn expect_no_more(mut self) {
+        if let Some((request, _)) = self.0.next_request().await {
+            panic!(
+                "unexpected extra request {} {}",
+                request.method(),
+                request.uri()
+            );
+        }
+    }
+
+    async fn dereference(&mut self, state: &ApiState) {
+        let discovery = if state.service_monitor_crd {
+            Reply::Json(json!({
+                "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "monitoring.coreos.com/v1",
+                "resources": [{"name": "servicemonitors", "singularName": "servicemonitor", "namespaced": true,
+                               "kind": "ServiceMonitor", "verbs": ["get", "list", "patch", "delete"]}]
+            }))
+        } else {
+            Reply::NotFound
+        };
+        self.expect(
+            "discover ServiceMonitor",
+            Method::GET,
+            "/apis/monitoring.coreos.com/v1",
+            discovery,
+        )
+        .await;
+        let sts = match &state.statefulset {
+            Some(s) => Reply::Json(serde_json::to_value(s).unwrap()),
+            None => Reply::NotFound,
+        };
+        self.expect(
+            "get StatefulSet",
+            Method::GET,
+            &format!("/apis/apps/v1/namespaces/{NS}/statefulsets/{NAME}"),
+            sts,
+        )
+        .await;
+        let pods =
+            json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": state.pods});
+        let seen = self
+            .expect(
+                "list pods",
+                Method::GET,
+                &format!("/api/v1/namespaces/{NS}/pods"),
+                Reply::Json(pods),
+            )
+            .await;
+        assert!(
+            seen.query.contains("labelSelector="),
+            "pods are listed by selector: {}",
+            seen.query
+        );
+    }
+
+    /// Expects the five applies and returns the StatefulSet body.
+    async fn apply_children(&mut self, service_monitor: bool) -> Value {
+        let applies = [
+            (
+                "apply ConfigMap",
+                format!("/api/v1/namespaces/{NS}/configmaps/{NAME}-config"),
+            ),
+            (
+                "apply peer Service",
+                format!("/api/v1/namespaces/{NS}/services/{NAME}-peers"),
+            ),
+            (
+                "apply client Service",
+                format!("/api/v1/namespaces/{NS}/services/{NAME}"),
+            ),
+            (
+                "apply PodDisruptionBudget",
+                format!("/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets/{NAME}"),
+            ),
+            (
+                "apply StatefulSet",
+                format!("/apis/apps/v1/namespaces/{NS}/statefulsets/{NAME}"),
+            ),
+        ];
+        let mut statefulset = Value::Null;
+        for (what, path) in applies {
+            let seen = self.expect(what, Method::PATCH, &path, Reply::Echo).await;
+            assert_server_side_apply(&seen);
+            assert_eq!(
+                seen.body["metadata"]["ownerReferences"][0]["controller"],
+                json!(true),
+                "{what} is owned"
+            );
+            statefulset = seen.body;
+        }
+        if service_monitor {
+            let seen = self
+                .expect(
+                    "apply ServiceMonitor",
+                    Method::PATCH,
+                    &format!(
+                        "/apis/monitoring.coreos.com/v1/namespaces/{NS}/servicemonitors/{NAME}"
+                    ),
+                    Reply::Echo,
+                )
+                .await;
+            assert_server_side_apply(&seen);
+            assert_eq!(seen.body["kind"], "ServiceMonitor");
+        }
+        statefulset
+    }
+
+    /// Expects an Event with `reason` and `type_`.
+    async fn event(&mut self, reason: &str, type_: &str) -> Value {
+        let seen = self
+            .expect(
+                &format!("publish {reason} Event"),
+                Method::POST,
+                &format!("/apis/events.k8s.io/v1/namespaces/{NS}/events"),
+                Reply::Echo,
+            )
+            .await;
+        assert_eq!(seen.body["reason"], reason);
+        assert_eq!(seen.body["type"], type_);
+        assert_eq!(seen.body["regarding"]["name"], NAME);
+        seen.body
+    }
+
+    /// Expects the status apply and returns the status sent.
+    async fn status(&mut self, rs: &RecipeStore) -> RecipeStoreStatus {
+        let (seen, send) = self.next("update status").await;
+        assert_eq!(seen.method, Method::PATCH);
+        assert_eq!(
+            seen.path,
+            format!("/apis/recipestore.dev/v1alpha1/namespaces/{NS}/recipestores/{NAME}/status")
+        );
+        assert_server_side_apply(&seen);
+        let status: RecipeStoreStatus =
+            serde_json::from_value(seen.body["status"].clone()).unwrap();
+        let mut updated = rs.clone();
+        updated.status = Some(status.clone());
+        send.send_response(
+            Response::builder()
+                .body(Body::from(serde_json::to_vec(&updated).unwrap()))
+                .unwrap(),
+        );
+        status
+    }
+}
+
+enum Reply {
+    Json(Value),
+    Echo,
+    NotFound,
+}
+
+fn assert_server_side_apply(seen: &Seen) {
+    assert!(
+        seen.query.contains("fieldManager=recipestore-operator")
+            && seen.query.contains("force=true"),
+        "{} is a forced server-side apply by our field manager: {}",
+        seen.path,
+        seen.query
+    );
+}
+
+fn condition<'a>(status: &'a RecipeStoreStatus, type_: &str) -> (&'a str, &'a str) {
+    let c = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("{type_} condition"));
+    (c.status.as_str(), c.reason.as_str())
+}
+
+/// Runs one reconcile of `rs` against `state` and `admin`, with `script`
+/// playing the API server. Returns the reconcile result and the admin calls.
+async fn reconcile_with<F>(
+    rs: RecipeStore,
+    admin: FakeAdmin,
+    script: impl FnOnce(ApiServerVerifier) -> F,
+) -> (Result<Action>, Vec<String>)
+where
+    F: Future<Output = ApiServerVerifier> + Send + 'static,
+{
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let admin = Arc::new(admin);
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.to_owned(),
+                instance: None,
+            },
+        ),
+        client,
+        metrics: Metrics::register(&prometheus::Registry::new()).unwrap(),
+        admin: admin.clone(),
+        policy: Policy::default(),
+    });
+    let verifier: JoinHandle<()> = tokio::spawn({
+        let script = script(ApiServerVerifier(handle));
+        async move { script.await.expect_no_more().await }
+    });
+    let result = reconcile(Arc::new(rs), ctx).await;
+    // Dropping the context closes the mocked connection, so the verifier can
+    // tell "no more requests" from "request still coming".
+    tokio::time::timeout(Duration::from_secs(10), verifier)
+        .await
+        .expect("verifier finished")
+        .expect("every expected request was made, and no other");
+    (result, admin.calls())
+}
+
+// ---------- scenarios ----------
+
+#[tokio::test]
+async fn first_apply_creates_every_object_and_waits_for_pods() {
+    let rs = recipestore(3);
+    let state = ApiState {
+        service_monitor_crd: false,
+        statefulset: None,
+        pods: vec![],
+    };
+    let expected = rs.clone();
+    let (result, calls) = reconcile_with(rs, FakeAdmin::default(), move |mut api| async move {
+        api.dereference(&state).await;
+        let sts = api.apply_children(false).await;
+        assert_eq!(
+            sts["spec"]["replicas"], 3,
+            "a new StatefulSet starts at the desired size"
+        );
+        let status = api.status(&expected).await;
+        assert_eq!(status.phase, Phase::Pending);
+        assert_eq!(status.observed_generation, Some(1));
+        assert_eq!(
+            status.selector,
+            "app.kubernetes.io/instance=recipes,app.kubernetes.io/name=recipestore"
+        );
+        assert_eq!(condition(&status, "Available"), ("False", "NotInitialized"));
+        assert_eq!(condition(&status, "Progressing"), ("True", "WaitingForPod"));
+        api
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(REQUEUE_CHANGING));
+    assert!(
+        calls.is_empty(),
+        "no membership call before pods exist: {calls:?}"
+    );
+}
+
+#[tokio::test]
+async fn first_apply_adds_a_service_monitor_when_its_crd_exists() {
+    let rs = recipestore(3);
+    let state = ApiState {
+        service_monitor_crd: true,
+        statefulset: None,
+        pods: vec![],
+    };
+    let expected = rs.clone();
+    let (result, _) = reconcile_with(rs, FakeAdmin::default(), move |mut api| async move {
+        api.dereference(&state).await;
+        api.apply_children(true).await;
+        api.status(&expected).await;
+        api
+    })
+    .await;
+    result.unwrap();
+}
+
+#[tokio::test]
+async fn bootstrap_initializes_ordinal_zero_and_records_an_event() {
+    let rs = recipestore(3);
+    let sts = statefulset(&rs, 3);
+    let state = ApiState {
+        service_monitor_crd: false,
+        statefulset: Some(sts),
+        pods: vec![pod(0), pod(1), pod(2)],
+    };
+    let expected = rs.clone();
+    let admin = FakeAdmin::new(cluster(&[], &[], &[0, 1, 2]));
+    let (result, calls) = reconcile_with(rs, admin, move |mut api| async move {
+        api.dereference(&state).await;
+        api.apply_children(false).await;
+        api.event("Initialize", "Normal").await;
+        let status = api.status(&expected).await;
+        assert_eq!(status.phase, Phase::Initializing);
+        api
+    })
+    .await;
+    result.unwrap();
+    assert_eq!(calls, [format!("Initialize {} [0]", member(0).peer_addr)]);
+}
+
+#[tokio::test]
+async fn status_update_reports_leader_members_and_conditions() {
+    let rs = with_cluster(recipestore(3));
+    let sts = statefulset(&rs, 3);
+    let state = ApiState {
+        service_monitor_crd: false,
+        statefulset: Some(sts),
+        pods: vec![pod(0), pod(1), pod(2)],
+    };
+    let expected = rs.clone();
+    let admin = FakeAdmin::new(cluster(&[0, 1, 2], &[], &[]));
+    let (result, calls) = reconcile_with(rs, admin, move |mut api| async move {
+        api.dereference(&state).await;
+        api.apply_children(false).await;
+        let status = api.status(&expected).await;
+        assert_eq!(status.phase, Phase::Running);
+        assert_eq!((status.replicas, status.ready_replicas), (3, 3));
+        assert_eq!(status.leader.as_deref(), Some("recipes-0"));
+        assert_eq!(status.term, Some(2));
+        assert_eq!(status.cluster_id.as_deref(), Some(CLUSTER));
+        let members: Vec<(u64, &str, bool)> = status
+            .members
+            .iter()
+            .map(|m| (m.id, m.address.as_str(), m.caught_up))
+            .collect();
+        assert_eq!(
+            members,
+            [
+                (0, "recipes-0.recipes-peers.kitchen.svc:7071", true),
+                (1, "recipes-1.recipes-peers.kitchen.svc:7071", true),
+                (2, "recipes-2.recipes-peers.kitchen.svc:7071", true),
+            ]
+        );
+        assert_eq!(condition(&status, "Available"), ("True", "LeaderElected"));
+        assert_eq!(condition(&status, "Progressing"), ("False", "Reconciled"));
+        assert_eq!(condition(&status, "Degraded"), ("False", "AsExpected"));
+        api
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(REQUEUE_STEADY));
+    assert!(calls.is_empty());
+}
+
+#[tokio::test]
+async fn scale_out_step_adds_the_next_pod_as_learner() {
+    let rs = with_cluster(recipestore(3));
+    let sts = statefulset(&rs, 3);
+    let state = ApiState {
+        service_monitor_crd: false,
+        statefulset: Some(sts),
+        pods: vec![pod(0), pod(1), pod(2)],
+    };
+    let expected = rs.clone();
+    let admin = FakeAdmin::new(cluster(&[0], &[], &[1, 2]));
+    let (result, calls) = reconcile_with(rs, admin, move |mut api| async move {
+        api.dereference(&state).await;
+        api.apply_children(false).await;
+        let event = api.event("AddLearner", "Normal").await;
+        assert!(event["note"].as_str().unwrap().contains("adding node 1"));
+        let status = api.status(&expected).await;
+        assert_eq!(status.phase, Phase::Scaling);
+        assert_eq!(condition(&status, "Progressing"), ("True", "AddLearner"));
+        api
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(REQUEUE_CHANGING));
+    assert_eq!(calls, [format!("AddLearner {} 1", member(0).peer_addr)]);
+}
+
+#[tokio::test]
+async fn scale_out_step_promotes_a_caught_up_learner() {
+    let rs = with_cluster(recipestore(3));
+    let sts = statefulset(&rs, 3);
+    let state = ApiState {
+        service_monitor_crd: false,
+        statefulset: Some(sts),
+        pods: vec![pod(0), pod(1), pod(2)],
+    };
+    let expected = rs.clone();
+    let admin = FakeAdmin::new(cluster(&[0], &[1], &[2]));
+    let (result, calls) = reconcile_with(rs, admin, move |mut api| async move {
+        api.dereference(&state).await;
+        api.apply_children(false).await;
+        api.event("PromoteLearner", "Normal").await;
+        api.status(&expected).await;
+        api
+    })
+    .await;
+    result.unwrap();
+    assert_eq!(
+        calls,
+        [format!("ChangeMembership {} {{0, 1}}", member(0).peer_addr)]
+    );
+}
+
+#[tokio::test]
+async fn scale_in_step_removes_the_highest_voter_before_the_statefulset_shrinks() {
+    let rs = with_cluster(recipestore(3));
+    let sts = statefulset(&rs, 5);
+    let pods = (0..5).map(pod).collect();
+    let state = ApiState {
+        service_monitor_crd: false,
+        statefulset: Some(sts),
+        pods,
+    };
+    let expected = rs.clone();
+    let admin = FakeAdmin::new(cluster(&[0, 1, 2, 3, 4], &[], &[]));
+    let (result, calls) = reconcile_with(rs, admin, move |mut api| async move {
+        api.dereference(&state).await;
+        let sts = api.apply_children(false).await;
+        assert_eq!(
+            sts["spec"]["replicas"], 5,
+            "the StatefulSet keeps pod 4 until it left the voters"
+        );
+        api.event("RemoveVoter", "Normal").await;
+        let status = api.status(&expected).await;
+        assert_eq!(status.phase, Phase::Scaling);
+        api
+    })
+    .await;
+    result.unwrap();
+    assert_eq!(
+        calls,
+        [format!(
+            "ChangeMembership {} {{0, 1, 2, 3}}",
+            member(0).peer_addr
+        )]
+    );
+}
+
+#[tokio::test]
+async fn scale_in_step_shrinks_the_statefulset_once_the_voter_is_gone() {
+    let rs = with_cluster(recipestore(3));
+    let sts = statefulset(&rs, 5);
+    let pods = (0..5).map(pod).collect();
+    let state = ApiState {
+        service_monitor_crd: false,
+        statefulset: Some(sts),
+        pods,
+    };
+    let expected = rs.clone();
+    let admin = FakeAdmin::new(cluster(&[0, 1, 2, 3], &[], &[4]));
+    let (result, calls) = reconcile_with(rs, admin, move |mut api| async move {
+        api.dereference(&state).await;
+        let sts = api.apply_children(false).await;
+        assert_eq!(sts["spec"]["replicas"], 4);
+        api.event("ShrinkStatefulSet", "Normal").await;
+        api.status(&expected).await;
+        api
+    })
+    .await;
+    result.unwrap();
+    assert!(
+        calls.is_empty(),
+        "shrinking is done by the StatefulSet, not the admin API: {calls:?}"
+    );
+}
+
+#[tokio::test]
+async fn fenced_node_is_refused_with_a_warning() {
+    let rs = with_cluster(recipestore(3));
+    let sts = statefulset(&rs, 3);
+    let state = ApiState {
+        service_monitor_crd: false,
+        statefulset: Some(sts),
+        pods: vec![pod(0), pod(1), pod(2)],
+    };
+    let expected = rs.clone();
+    let mut nodes = cluster(&[0, 1], &[], &[2]);
+    nodes.get_mut(&member(2).peer_addr).unwrap().cluster_id = "c-other".to_owned();
+    let (result, calls) = reconcile_with(rs, FakeAdmin::new(nodes), move |mut api| async move {
+        api.dereference(&state).await;
+        api.apply_children(false).await;
+        let event = api.event("NodeFenced", "Warning").await;
+        assert!(event["note"].as_str().unwrap().contains("c-other"));
+        let status = api.status(&expected).await;
+        assert_eq!(status.phase, Phase::Degraded);
+        assert_eq!(condition(&status, "Degraded"), ("True", "NodeFenced"));
+        api
+    })
+    .await;
+    result.unwrap();
+    assert!(calls.is_empty(), "a fenced node is never joined: {calls:?}");
+}
+
+#[tokio::test]
+async fn invalid_spec_is_reported_and_nothing_is_applied() {
+    let mut rs = recipestore(3);
+    rs.spec.raft.election_timeout_min_ms = 3000;
+    let state = ApiState {
+        service_monitor_crd: false,
+        statefulset: None,
+        pods: vec![],
+    };
+    let expected = rs.clone();
+    let (result, calls) = reconcile_with(rs, FakeAdmin::default(), move |mut api| async move {
+        api.dereference(&state).await;
+        let event = api.event("InvalidSpec", "Warning").await;
+        assert!(
+            event["note"]
+                .as_str()
+                .unwrap()
+                .contains("electionTimeoutMinMs")
+        );
+        let status = api.status(&expected).await;
+        assert_eq!(status.phase, Phase::Failed);
+        assert_eq!(condition(&status, "Degraded"), ("True", "InvalidSpec"));
+        api
+    })
+    .await;
+    assert!(matches!(result, Err(Error::InvalidSpec(_))), "{result:?}");
+    assert!(calls.is_empty());
+}
+
+#[tokio::test]
+async fn changed_storage_size_is_refused_against_the_existing_statefulset() {
+    let rs = with_cluster(recipestore(3));
+    let sts = statefulset(&rs, 3);
+    let mut resized = rs.clone();
+    resized.spec.storage.size =
+        k8s_openapi::apimachinery::pkg::api::resource::Quantity("20Gi".to_owned());
+    let state = ApiState {
+        service_monitor_crd: false,
+        statefulset: Some(sts),
+        pods: vec![],
+    };
+    let expected = resized.clone();
+    let (result, _) = reconcile_with(resized, FakeAdmin::default(), move |mut api| async move {
+        api.dereference(&state).await;
+        let event = api.event("InvalidSpec", "Warning").await;
+        assert!(
+            event["note"]
+                .as_str()
+                .unwrap()
+                .contains("storage is immutable")
+        );
+        api.status(&expected).await;
+        api
+    })
+    .await;
+    assert!(matches!(result, Err(Error::InvalidSpec(_))));
+}
+
+#[test]
+fn validate_accepts_the_defaults() {
+    assert_eq!(validate(&recipestore(3).spec, None), Ok(()));
+}
+
+#[test]
+fn validate_names_the_broken_rule() {
+    type Breakage = fn(&mut RecipeStoreSpec);
+    let cases: Vec<(&str, Breakage)> = vec![
+        ("replicas", |s| s.replicas = 0),
+        ("image", |s| s.image.clear()),
+        ("electionTimeoutMinMs must be less", |s| {
+            s.raft.election_timeout_max_ms = 1000
+        }),
+        ("heartbeatIntervalMs", |s| {
+            s.raft.heartbeat_interval_ms = 500
+        }),
+        ("downloadWorkersMin", |s| {
+            s.queues.download_workers_min = 100
+        }),
+    ];
+    for (needle, break_it) in cases {
+        let mut spec = recipestore(3).spec;
+        break_it(&mut spec);
+        let problem = validate(&spec, None).expect_err(needle);
+        assert!(problem.contains(needle), "{problem} mentions {needle}");
+    }
+}
+
+#[tokio::test]
+async fn error_policy_counts_and_backs_off() {
+    let (service, _handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let registry = prometheus::Registry::new();
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.to_owned(),
+                instance: None,
+            },
+        ),
+        client,
+        metrics: Metrics::register(&registry).unwrap(),
+        admin: Arc::new(FakeAdmin::default()),
+        policy: Policy::default(),
+    });
+    let rs = Arc::new(recipestore(3));
+    assert_eq!(
+        error_policy(rs.clone(), &Error::InvalidSpec("x".into()), ctx.clone()),
+        Action::requeue(REQUEUE_INVALID)
+    );
+    assert_eq!(
+        error_policy(rs, &Error::MissingObjectKey("metadata.uid"), ctx),
+        Action::requeue(REQUEUE_ERROR)
+    );
+    let errors = registry
+        .gather()
+        .into_iter()
+        .find(|f| f.name() == "recipestore_operator_reconcile_errors_total");
+    assert_eq!(errors.unwrap().get_metric().len(), 2);
+}

@@ -1,0 +1,202 @@
+//! Prometheus metrics of the operator, `recipestore_operator_*`, updated
+//! through the small functions below rather than scattered registry calls.
+
+use std::time::Instant;
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+use crate::Error;
+use crate::membership::Step;
+
+#[derive(Clone)]
+pub struct Metrics {
+    reconciles: IntCounter,
+    errors: IntCounterVec,
+    duration: Histogram,
+    membership_changes: IntCounterVec,
+    membership_refusals: IntCounterVec,
+    leader: IntGauge,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let metrics = Self {
+            reconciles: IntCounter::new(
+                "recipestore_operator_reconciles_total",
+                "Reconciles started",
+            )?,
+            errors: IntCounterVec::new(
+                Opts::new(
+                    "recipestore_operator_reconcile_errors_total",
+                    "Failed reconciles by error",
+                ),
+                &["error"],
+            )?,
+            duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "recipestore_operator_reconcile_duration_seconds",
+                    "Duration of reconciles",
+                )
+                .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            )?,
+            membership_changes: IntCounterVec::new(
+                Opts::new(
+                    "recipestore_operator_membership_changes_total",
+                    "Membership steps performed by step",
+                ),
+                &["step"],
+            )?,
+            membership_refusals: IntCounterVec::new(
+                Opts::new(
+                    "recipestore_operator_membership_refusals_total",
+                    "Membership steps refused by reason",
+                ),
+                &["reason"],
+            )?,
+            leader: IntGauge::new(
+                "recipestore_operator_leader",
+                "1 while this replica holds the leader Lease",
+            )?,
+        };
+        registry.register(Box::new(metrics.reconciles.clone()))?;
+        registry.register(Box::new(metrics.errors.clone()))?;
+        registry.register(Box::new(metrics.duration.clone()))?;
+        registry.register(Box::new(metrics.membership_changes.clone()))?;
+        registry.register(Box::new(metrics.membership_refusals.clone()))?;
+        registry.register(Box::new(metrics.leader.clone()))?;
+        Ok(metrics)
+    }
+
+    /// Counts a reconcile and measures it until the guard drops.
+    pub fn reconcile_started(&self) -> ReconcileTimer {
+        self.reconciles.inc();
+        ReconcileTimer {
+            start: Instant::now(),
+            histogram: self.duration.clone(),
+        }
+    }
+
+    pub fn reconcile_failed(&self, error: &Error) {
+        self.errors.with_label_values(&[error.metric_label()]).inc();
+    }
+
+    /// Counts a performed membership step or a refusal.
+    pub fn membership_step(&self, step: &Step) {
+        match step {
+            Step::Refuse(_) => self
+                .membership_refusals
+                .with_label_values(&[step.reason()])
+                .inc(),
+            s if s.is_change() => self
+                .membership_changes
+                .with_label_values(&[s.reason()])
+                .inc(),
+            _ => {}
+        }
+    }
+
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+}
+
+/// Observes the reconcile duration when dropped, on every return path.
+pub struct ReconcileTimer {
+    start: Instant,
+    histogram: Histogram,
+}
+
+impl Drop for ReconcileTimer {
+    fn drop(&mut self) {
+        self.histogram.observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::membership::{Refusal, WaitReason};
+
+    fn value(registry: &Registry, name: &str, label: Option<&str>) -> f64 {
+        registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == name)
+            .flat_map(|f| f.get_metric().iter())
+            .filter(|m| label.is_none_or(|l| m.get_label().iter().any(|p| p.value() == l)))
+            .map(|m| m.get_counter().get_value())
+            .sum()
+    }
+
+    #[test]
+    fn errors_are_counted_by_metric_label() {
+        let registry = Registry::new();
+        let metrics = Metrics::register(&registry).unwrap();
+        metrics.reconcile_failed(&Error::InvalidSpec("x".into()));
+        metrics.reconcile_failed(&Error::MissingObjectKey("metadata.uid"));
+        assert_eq!(
+            value(
+                &registry,
+                "recipestore_operator_reconcile_errors_total",
+                Some("invalid_spec")
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &registry,
+                "recipestore_operator_reconcile_errors_total",
+                None
+            ),
+            2.0
+        );
+    }
+
+    #[test]
+    fn steps_count_changes_and_refusals_but_not_waits() {
+        let registry = Registry::new();
+        let metrics = Metrics::register(&registry).unwrap();
+        metrics.membership_step(&Step::TransferLeadership { from: 3, to: 0 });
+        metrics.membership_step(&Step::Wait(WaitReason::NoLeader));
+        metrics.membership_step(&Step::Refuse(Refusal::ClusterLost {
+            cluster_id: "c".into(),
+        }));
+        assert_eq!(
+            value(
+                &registry,
+                "recipestore_operator_membership_changes_total",
+                None
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &registry,
+                "recipestore_operator_membership_refusals_total",
+                Some("ClusterLost")
+            ),
+            1.0
+        );
+    }
+
+    #[test]
+    fn reconciles_are_counted_and_timed() {
+        let registry = Registry::new();
+        let metrics = Metrics::register(&registry).unwrap();
+        drop(metrics.reconcile_started());
+        assert_eq!(
+            value(&registry, "recipestore_operator_reconciles_total", None),
+            1.0
+        );
+        let families = registry.gather();
+        let histogram = families
+            .iter()
+            .find(|f| f.name() == "recipestore_operator_reconcile_duration_seconds")
+            .unwrap();
+        assert_eq!(
+            histogram.get_metric()[0].get_histogram().get_sample_count(),
+            1
+        );
+    }
+}
