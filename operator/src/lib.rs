@@ -14,9 +14,12 @@ pub mod build;
 pub mod controller;
 pub mod crd;
 pub mod executor;
+pub mod http;
+pub mod leader;
 pub mod membership;
 pub mod metrics;
 pub mod status;
+pub mod telemetry;
 pub mod topology;
 
 pub use crd::{RecipeStore, RecipeStoreSpec, RecipeStoreStatus};
