@@ -3,7 +3,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: build scripts are single-threaded; nothing else reads the environment concurrently.
     unsafe { std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?) };
     tonic_prost_build::configure().compile_protos(
-        &["proto/recipestore/v1/recipes.proto", "proto/recipestore/v1/cluster.proto"],
+        &[
+            "proto/recipestore/v1/recipes.proto",
+            "proto/recipestore/v1/cluster.proto",
+        ],
         &["proto"],
     )?;
     Ok(())

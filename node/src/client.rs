@@ -96,14 +96,22 @@ impl Client {
         Self::with_policy(endpoints, RetryPolicy::default(), Duration::from_secs(10))
     }
 
-    pub fn with_policy(endpoints: &[String], policy: RetryPolicy, timeout: Duration) -> anyhow::Result<Self> {
+    pub fn with_policy(
+        endpoints: &[String],
+        policy: RetryPolicy,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
         if endpoints.is_empty() {
             anyhow::bail!("at least one endpoint is required");
         }
         let channels = endpoints
             .iter()
             .map(|e| {
-                let uri = if e.contains("://") { e.clone() } else { format!("http://{e}") };
+                let uri = if e.contains("://") {
+                    e.clone()
+                } else {
+                    format!("http://{e}")
+                };
                 Ok(Endpoint::from_shared(uri)
                     .map_err(|err| anyhow::anyhow!("invalid endpoint {e:?}: {err}"))?
                     .connect_timeout(Duration::from_secs(2))
@@ -173,16 +181,26 @@ impl Client {
                     return Ok(v);
                 }
                 Err(status) => {
-                    if let Some(leader) = status.metadata().get(LEADER_METADATA).and_then(|v| v.to_str().ok()) {
+                    if let Some(leader) = status
+                        .metadata()
+                        .get(LEADER_METADATA)
+                        .and_then(|v| v.to_str().ok())
+                    {
                         self.note_leader(leader);
                     } else if prefer_leader {
                         *self.leader.lock().unwrap_or_else(|e| e.into_inner()) = None;
                     }
                     attempt += 1;
-                    if !is_retryable(&status) || attempt >= self.policy.max_attempts || !self.take_retry_token() {
+                    if !is_retryable(&status)
+                        || attempt >= self.policy.max_attempts
+                        || !self.take_retry_token()
+                    {
                         return Err(status);
                     }
-                    let delay = self.policy.backoff(attempt).max(retry_after(&status).unwrap_or_default());
+                    let delay = self
+                        .policy
+                        .backoff(attempt)
+                        .max(retry_after(&status).unwrap_or_default());
                     tracing::debug!(endpoint = %self.endpoints[i], code = ?status.code(), ?delay, "retrying");
                     tokio::time::sleep(delay).await;
                 }
@@ -190,7 +208,12 @@ impl Client {
         }
     }
 
-    pub async fn upload(&self, name: &str, content: Vec<u8>, if_version: Option<u64>) -> Result<pb::UploadResponse, Status> {
+    pub async fn upload(
+        &self,
+        name: &str,
+        content: Vec<u8>,
+        if_version: Option<u64>,
+    ) -> Result<pb::UploadResponse, Status> {
         let reply = self
             .run(true, |mut c, timeout| {
                 let mut req = tonic::Request::new(pb::UploadRequest {
@@ -224,7 +247,11 @@ impl Client {
         .await
     }
 
-    pub async fn delete(&self, name: &str, if_version: Option<u64>) -> Result<pb::DeleteResponse, Status> {
+    pub async fn delete(
+        &self,
+        name: &str,
+        if_version: Option<u64>,
+    ) -> Result<pb::DeleteResponse, Status> {
         self.run(true, |mut c, timeout| {
             let mut req = tonic::Request::new(pb::DeleteRequest {
                 name: name.to_string(),
@@ -287,7 +314,13 @@ mod tests {
     fn only_unavailable_and_resource_exhausted_are_retried() {
         assert!(is_retryable(&Status::unavailable("")));
         assert!(is_retryable(&Status::resource_exhausted("")));
-        for code in [Code::InvalidArgument, Code::NotFound, Code::FailedPrecondition, Code::DeadlineExceeded, Code::Unknown] {
+        for code in [
+            Code::InvalidArgument,
+            Code::NotFound,
+            Code::FailedPrecondition,
+            Code::DeadlineExceeded,
+            Code::Unknown,
+        ] {
             assert!(!is_retryable(&Status::new(code, "")));
         }
     }
@@ -295,19 +328,22 @@ mod tests {
     #[test]
     fn retry_after_hint_is_read_from_metadata() {
         let mut status = Status::resource_exhausted("shed");
-        status.metadata_mut().insert(RETRY_AFTER_METADATA, "250".parse().unwrap());
+        status
+            .metadata_mut()
+            .insert(RETRY_AFTER_METADATA, "250".parse().unwrap());
         assert_eq!(retry_after(&status), Some(Duration::from_millis(250)));
         assert_eq!(retry_after(&Status::unavailable("")), None);
     }
 
-    #[test]
-    fn the_budget_stops_retries_and_successes_refill_it() {
+    #[tokio::test]
+    async fn the_budget_stops_retries_and_successes_refill_it() {
         let policy = RetryPolicy {
             budget: 2.0,
             earn_per_success: 0.5,
             ..RetryPolicy::default()
         };
-        let client = Client::with_policy(&["127.0.0.1:1".into()], policy, Duration::from_secs(1)).unwrap();
+        let client =
+            Client::with_policy(&["127.0.0.1:1".into()], policy, Duration::from_secs(1)).unwrap();
         assert!(client.take_retry_token());
         assert!(client.take_retry_token());
         assert!(!client.take_retry_token());

@@ -19,7 +19,11 @@ pub enum LogFormat {
 
 /// A RecipeStore node.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "recipestore-node", version, about = "A RecipeStore node: Raft-replicated recipe storage")]
+#[command(
+    name = "recipestore-node",
+    version,
+    about = "A RecipeStore node: Raft-replicated recipe storage"
+)]
 pub struct NodeConfig {
     /// Node id, unique in the cluster. Mutually exclusive with --pod-name.
     #[arg(long, env = "RECIPESTORE_ID", conflicts_with = "pod_name")]
@@ -64,11 +68,19 @@ pub struct NodeConfig {
     pub heartbeat_ms: u64,
 
     /// Lower bound of the randomized election timeout, in milliseconds.
-    #[arg(long, env = "RECIPESTORE_ELECTION_TIMEOUT_MIN_MS", default_value_t = 1000)]
+    #[arg(
+        long,
+        env = "RECIPESTORE_ELECTION_TIMEOUT_MIN_MS",
+        default_value_t = 1000
+    )]
     pub election_timeout_min_ms: u64,
 
     /// Upper bound of the randomized election timeout, in milliseconds.
-    #[arg(long, env = "RECIPESTORE_ELECTION_TIMEOUT_MAX_MS", default_value_t = 2000)]
+    #[arg(
+        long,
+        env = "RECIPESTORE_ELECTION_TIMEOUT_MAX_MS",
+        default_value_t = 2000
+    )]
     pub election_timeout_max_ms: u64,
 
     /// Build a snapshot after this many log entries since the last one.
@@ -76,7 +88,11 @@ pub struct NodeConfig {
     pub snapshot_logs: u64,
 
     /// Also build a snapshot this often when entries were applied since the last (0 disables).
-    #[arg(long, env = "RECIPESTORE_SNAPSHOT_INTERVAL_SECS", default_value_t = 600)]
+    #[arg(
+        long,
+        env = "RECIPESTORE_SNAPSHOT_INTERVAL_SECS",
+        default_value_t = 600
+    )]
     pub snapshot_interval_secs: u64,
 
     /// Log entries kept behind a snapshot, so a briefly lagging follower
@@ -89,7 +105,12 @@ pub struct NodeConfig {
     pub ready_max_apply_lag: u64,
 
     /// Log output format.
-    #[arg(long, env = "RECIPESTORE_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        env = "RECIPESTORE_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
 }
 
@@ -144,7 +165,11 @@ impl NodeConfig {
         std::env::var("HOSTNAME")
             .ok()
             .filter(|h| !h.is_empty())
-            .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_string()))
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_string())
+            })
             .unwrap_or_else(|| "127.0.0.1".into())
     }
 
@@ -170,7 +195,9 @@ impl NodeConfig {
             enable_pre_vote: Some(true),
             ..Default::default()
         };
-        config.validate().map_err(|e| format!("invalid Raft settings: {e}"))
+        config
+            .validate()
+            .map_err(|e| format!("invalid Raft settings: {e}"))
     }
 
     pub fn snapshot_interval(&self) -> Option<Duration> {
@@ -191,24 +218,39 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> NodeConfig {
-        NodeConfig::try_parse_from(std::iter::once("recipestore-node").chain(args.iter().copied())).unwrap()
+        NodeConfig::try_parse_from(std::iter::once("recipestore-node").chain(args.iter().copied()))
+            .unwrap()
     }
 
     #[test]
     fn node_id_comes_from_the_pod_ordinal() {
         assert_eq!(parse(&["--pod-name", "recipes-store-12"]).node_id(), Ok(12));
         assert_eq!(parse(&["--id", "3"]).node_id(), Ok(3));
-        assert!(parse(&["--pod-name", "store"]).node_id().unwrap_err().contains("-<ordinal>"));
+        assert!(
+            parse(&["--pod-name", "store"])
+                .node_id()
+                .unwrap_err()
+                .contains("-<ordinal>")
+        );
         assert!(parse(&[]).validate().unwrap_err().contains("--id"));
     }
 
     #[test]
     fn timing_relations_are_checked() {
-        let err = parse(&["--id", "0", "--election-timeout-min-ms", "900", "--election-timeout-max-ms", "800"])
+        let err = parse(&[
+            "--id",
+            "0",
+            "--election-timeout-min-ms",
+            "900",
+            "--election-timeout-max-ms",
+            "800",
+        ])
+        .validate()
+        .unwrap_err();
+        assert!(err.contains("must be less than"), "{err}");
+        let err = parse(&["--id", "0", "--heartbeat-ms", "600"])
             .validate()
             .unwrap_err();
-        assert!(err.contains("must be less than"), "{err}");
-        let err = parse(&["--id", "0", "--heartbeat-ms", "600"]).validate().unwrap_err();
         assert!(err.contains("at most half"), "{err}");
         parse(&["--id", "0"]).validate().unwrap();
         parse(&["--id", "0"]).raft_config().unwrap();
@@ -216,10 +258,22 @@ mod tests {
 
     #[test]
     fn advertised_addresses_use_the_listen_ip_or_the_flag() {
-        let c = parse(&["--id", "0", "--peer-addr", "127.0.0.1:8001", "--client-addr", "127.0.0.1:8000"]);
+        let c = parse(&[
+            "--id",
+            "0",
+            "--peer-addr",
+            "127.0.0.1:8001",
+            "--client-addr",
+            "127.0.0.1:8000",
+        ]);
         assert_eq!(c.advertised_peer_addr(), "127.0.0.1:8001");
         assert_eq!(c.advertised_client_addr(), "127.0.0.1:8000");
-        let c = parse(&["--id", "0", "--advertise-addr", "store-0.store-peers.ns.svc"]);
+        let c = parse(&[
+            "--id",
+            "0",
+            "--advertise-addr",
+            "store-0.store-peers.ns.svc",
+        ]);
         assert_eq!(c.advertised_peer_addr(), "store-0.store-peers.ns.svc:7071");
     }
 }

@@ -18,7 +18,11 @@ use tokio::sync::watch;
 use crate::metrics;
 use crate::node::Node;
 
-pub async fn serve(node: Arc<Node>, addr: SocketAddr, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn serve(
+    node: Arc<Node>,
+    addr: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
@@ -37,7 +41,10 @@ pub async fn serve(node: Arc<Node>, addr: SocketAddr, mut stop: watch::Receiver<
 
 async fn metrics_text() -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         metrics::render(),
     )
 }
@@ -45,7 +52,10 @@ async fn metrics_text() -> impl IntoResponse {
 async fn healthz(State(node): State<Arc<Node>>) -> impl IntoResponse {
     match &node.raft.metrics().borrow_watched().running_state {
         Ok(()) => (StatusCode::OK, "ok\n".to_string()),
-        Err(fatal) => (StatusCode::SERVICE_UNAVAILABLE, format!("raft stopped: {fatal}\n")),
+        Err(fatal) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("raft stopped: {fatal}\n"),
+        ),
     }
 }
 
@@ -54,10 +64,16 @@ async fn readyz(State(node): State<Arc<Node>>) -> impl IntoResponse {
     let index = |l: &Option<crate::raft::typ::LogId>| l.as_ref().map_or(0, |l| l.index());
     let lag = index(&m.local_committed).saturating_sub(index(&m.last_applied));
     if m.running_state.is_err() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "raft stopped\n".to_string());
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "raft stopped\n".to_string(),
+        );
     }
     if m.current_leader.is_none() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "no known leader\n".to_string());
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no known leader\n".to_string(),
+        );
     }
     if lag > node.config.ready_max_apply_lag {
         return (

@@ -20,12 +20,20 @@ pub enum IdentityError {
         "data directory {dir} belongs to node {stamped}, but this process was started as node {configured}; \
          point --data-dir at node {configured}'s own directory"
     )]
-    WrongNode { dir: PathBuf, stamped: u64, configured: u64 },
+    WrongNode {
+        dir: PathBuf,
+        stamped: u64,
+        configured: u64,
+    },
     #[error(
         "data directory {dir} belongs to cluster {stamped}, but this process was started for cluster {expected}; \
          refusing to join another cluster with existing data"
     )]
-    WrongCluster { dir: PathBuf, stamped: String, expected: String },
+    WrongCluster {
+        dir: PathBuf,
+        stamped: String,
+        expected: String,
+    },
     #[error("node belongs to cluster {ours}; refusing traffic from cluster {theirs}")]
     ForeignCluster { ours: String, theirs: String },
     #[error("failed to read or write the identity stamp {path}: {source}")]
@@ -54,7 +62,11 @@ impl Identity {
     /// Loads the stamp in `data_dir`, or creates it for `node_id`. Refuses a
     /// directory stamped for another node or, when `expected_cluster` is
     /// given, another cluster.
-    pub fn open(data_dir: &Path, node_id: u64, expected_cluster: Option<&str>) -> Result<Self, IdentityError> {
+    pub fn open(
+        data_dir: &Path,
+        node_id: u64,
+        expected_cluster: Option<&str>,
+    ) -> Result<Self, IdentityError> {
         let path = data_dir.join(STAMP_FILE);
         let io_err = |source| IdentityError::Io {
             path: path.clone(),
@@ -102,7 +114,10 @@ impl Identity {
 
     /// The cluster this node belongs to, once initialized or joined.
     pub fn cluster_id(&self) -> Option<String> {
-        self.cluster_id.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.cluster_id
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Accepts Raft traffic from cluster `theirs`: a node that belongs to no
@@ -192,7 +207,9 @@ mod tests {
         let reopened = Identity::open(dir.path(), 1, None).unwrap();
         assert_eq!(reopened.cluster_id().as_deref(), Some("alpha"));
         Identity::open(dir.path(), 1, Some("alpha")).unwrap();
-        let err = Identity::open(dir.path(), 1, Some("beta")).unwrap_err().to_string();
+        let err = Identity::open(dir.path(), 1, Some("beta"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("belongs to cluster alpha"), "{err}");
     }
 }

@@ -9,6 +9,7 @@ pub mod codec;
 pub mod config;
 pub mod http;
 pub mod identity;
+pub mod local_cluster;
 pub mod metrics;
 pub mod name;
 pub mod node;

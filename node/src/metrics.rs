@@ -37,7 +37,9 @@ struct Metrics {
 }
 
 fn opts(subsystem: &str, name: &str, help: &str) -> Opts {
-    Opts::new(name, help).namespace(NAMESPACE).subsystem(subsystem)
+    Opts::new(name, help)
+        .namespace(NAMESPACE)
+        .subsystem(subsystem)
 }
 
 fn histogram(subsystem: &str, name: &str, help: &str, buckets: Vec<f64>) -> HistogramOpts {
@@ -55,21 +57,43 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let registry = Registry::new();
     let m = Metrics {
         requests: IntCounterVec::new(
-            opts("", "requests_total", "Client requests served, by operation and gRPC code."),
+            opts(
+                "",
+                "requests_total",
+                "Client requests served, by operation and gRPC code.",
+            ),
             &["op", "code"],
         )
         .expect("valid metric"),
         request_seconds: HistogramVec::new(
-            histogram("", "request_duration_seconds", "Client request latency, by operation and gRPC code.", latency_buckets()),
+            histogram(
+                "",
+                "request_duration_seconds",
+                "Client request latency, by operation and gRPC code.",
+                latency_buckets(),
+            ),
             &["op", "code"],
         )
         .expect("valid metric"),
-        raft_term: IntGauge::with_opts(opts("raft", "term", "Current Raft term.")).expect("valid metric"),
-        raft_is_leader: IntGauge::with_opts(opts("raft", "is_leader", "1 if this node is the leader.")).expect("valid metric"),
-        raft_role: IntGaugeVec::new(opts("raft", "role", "1 for this node's current Raft role."), &["role"])
+        raft_term: IntGauge::with_opts(opts("raft", "term", "Current Raft term."))
             .expect("valid metric"),
-        raft_leader_id: IntGauge::with_opts(opts("raft", "leader_id", "Node id of the known leader, -1 when none."))
-            .expect("valid metric"),
+        raft_is_leader: IntGauge::with_opts(opts(
+            "raft",
+            "is_leader",
+            "1 if this node is the leader.",
+        ))
+        .expect("valid metric"),
+        raft_role: IntGaugeVec::new(
+            opts("raft", "role", "1 for this node's current Raft role."),
+            &["role"],
+        )
+        .expect("valid metric"),
+        raft_leader_id: IntGauge::with_opts(opts(
+            "raft",
+            "leader_id",
+            "Node id of the known leader, -1 when none.",
+        ))
+        .expect("valid metric"),
         raft_leader_changes: IntCounter::with_opts(opts(
             "raft",
             "leader_changes_total",
@@ -77,19 +101,39 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         ))
         .expect("valid metric"),
         raft_index: IntGaugeVec::new(
-            opts("raft", "log_index", "Raft log positions: last_log, committed, applied, snapshot, purged."),
+            opts(
+                "raft",
+                "log_index",
+                "Raft log positions: last_log, committed, applied, snapshot, purged.",
+            ),
             &["position"],
         )
         .expect("valid metric"),
-        raft_members: IntGaugeVec::new(opts("raft", "members", "Cluster members by kind (voter, learner)."), &["kind"])
-            .expect("valid metric"),
+        raft_members: IntGaugeVec::new(
+            opts(
+                "raft",
+                "members",
+                "Cluster members by kind (voter, learner).",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric"),
         raft_proposal_failures: IntCounterVec::new(
-            opts("raft", "proposal_failures_total", "Client writes that failed to commit, by reason."),
+            opts(
+                "raft",
+                "proposal_failures_total",
+                "Client writes that failed to commit, by reason.",
+            ),
             &["reason"],
         )
         .expect("valid metric"),
         fsync_seconds: HistogramVec::new(
-            histogram("storage", "fsync_duration_seconds", "Duration of Raft log fsyncs.", latency_buckets()),
+            histogram(
+                "storage",
+                "fsync_duration_seconds",
+                "Duration of Raft log fsyncs.",
+                latency_buckets(),
+            ),
             &[],
         )
         .expect("valid metric"),
@@ -145,12 +189,18 @@ pub fn observe_request(op: &str, code: tonic::Code, elapsed: Duration) {
     let code = format!("{code:?}");
     let labels = [op, code.as_str()];
     METRICS.requests.with_label_values(&labels).inc();
-    METRICS.request_seconds.with_label_values(&labels).observe(elapsed.as_secs_f64());
+    METRICS
+        .request_seconds
+        .with_label_values(&labels)
+        .observe(elapsed.as_secs_f64());
 }
 
 /// Records one fsync of the Raft log covering `appends` log appends.
 pub fn observe_fsync(elapsed: Duration, appends: usize) {
-    METRICS.fsync_seconds.with_label_values(&[] as &[&str]).observe(elapsed.as_secs_f64());
+    METRICS
+        .fsync_seconds
+        .with_label_values(&[] as &[&str])
+        .observe(elapsed.as_secs_f64());
     METRICS
         .fsync_batch_entries
         .with_label_values(&[] as &[&str])
@@ -166,14 +216,21 @@ pub fn observe_snapshot_build(elapsed: Duration) {
 
 /// Counts a client write that did not commit.
 pub fn proposal_failed(reason: &str) {
-    METRICS.raft_proposal_failures.with_label_values(&[reason]).inc();
+    METRICS
+        .raft_proposal_failures
+        .with_label_values(&[reason])
+        .inc();
 }
 
 /// Publishes openraft's metrics; `previous_leader` detects leader changes.
 pub fn observe_raft(m: &RaftMetrics, previous_leader: Option<u64>) {
     METRICS.raft_term.set(m.current_term as i64);
-    METRICS.raft_is_leader.set(i64::from(m.current_leader == Some(m.id)));
-    METRICS.raft_leader_id.set(m.current_leader.map_or(-1, |id| id as i64));
+    METRICS
+        .raft_is_leader
+        .set(i64::from(m.current_leader == Some(m.id)));
+    METRICS
+        .raft_leader_id
+        .set(m.current_leader.map_or(-1, |id| id as i64));
     if m.current_leader.is_some() && m.current_leader != previous_leader {
         METRICS.raft_leader_changes.inc();
     }
@@ -181,7 +238,8 @@ pub fn observe_raft(m: &RaftMetrics, previous_leader: Option<u64>) {
         METRICS.raft_role.with_label_values(&[role]).set(0);
     }
     METRICS.raft_role.with_label_values(&[role_name(m)]).set(1);
-    let index = |id: &Option<crate::raft::typ::LogId>| id.as_ref().map_or(0, |id| id.index() as i64);
+    let index =
+        |id: &Option<crate::raft::typ::LogId>| id.as_ref().map_or(0, |id| id.index() as i64);
     let positions = [
         ("last_log", m.last_log_index.unwrap_or(0) as i64),
         ("committed", index(&m.local_committed)),

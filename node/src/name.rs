@@ -50,7 +50,11 @@ mod tests {
     #[test]
     fn rejects_empty_overlong_and_control_names() {
         assert!(validate("").unwrap_err().contains("empty"));
-        assert!(validate(&"a".repeat(MAX_NAME_BYTES + 1)).unwrap_err().contains("257 bytes"));
+        assert!(
+            validate(&"a".repeat(MAX_NAME_BYTES + 1))
+                .unwrap_err()
+                .contains("257 bytes")
+        );
         // A multi-byte name over the limit in bytes but not in characters.
         assert!(validate(&"é".repeat(129)).is_err());
         assert!(validate("tab\there").unwrap_err().contains("U+0009"));
@@ -61,6 +65,10 @@ mod tests {
     #[test]
     fn content_limit_is_inclusive() {
         assert!(validate_content(&[0; 10], 10).is_ok());
-        assert!(validate_content(&[0; 11], 10).unwrap_err().contains("11 bytes"));
+        assert!(
+            validate_content(&[0; 11], 10)
+                .unwrap_err()
+                .contains("11 bytes")
+        );
     }
 }

@@ -68,7 +68,9 @@ impl Node {
 
     /// The leader's client address, empty when unknown.
     pub fn leader_hint(&self) -> String {
-        self.leader().map(|(_, m)| m.client_addr).unwrap_or_default()
+        self.leader()
+            .map(|(_, m)| m.client_addr)
+            .unwrap_or_default()
     }
 
     pub fn is_leader(&self) -> bool {
@@ -96,8 +98,14 @@ impl Node {
                 return Ok(leader);
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() || tokio::time::timeout(remaining, metrics.changed()).await.is_err() {
-                return Err(Status::unavailable("no leader is known; the cluster may be electing one"));
+            if remaining.is_zero()
+                || tokio::time::timeout(remaining, metrics.changed())
+                    .await
+                    .is_err()
+            {
+                return Err(Status::unavailable(
+                    "no leader is known; the cluster may be electing one",
+                ));
             }
         }
     }
@@ -140,19 +148,30 @@ impl Node {
     pub async fn propose(&self, command: Command) -> ForwardReply {
         match self.raft.client_write(command).await {
             Ok(response) => ForwardReply::Applied(response.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => ForwardReply::NotLeader,
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                ForwardReply::NotLeader
+            }
             Err(e) => ForwardReply::Failed(format!("write failed: {e}")),
         }
     }
 
-    async fn forward_write(&self, leader: &Member, command: &Command, deadline: Instant) -> Result<ForwardReply, Status> {
+    async fn forward_write(
+        &self,
+        leader: &Member,
+        command: &Command,
+        deadline: Instant,
+    ) -> Result<ForwardReply, Status> {
         let mut client = network::transport_client(self.peer_channel(&leader.peer_addr)?);
         let payload = codec::encode(command).map_err(|e| Status::internal(e.to_string()))?;
         let mut request = tonic::Request::new(pb::RaftMessage {
             cluster_id: self.identity.cluster_id().unwrap_or_default(),
             payload,
         });
-        request.set_timeout(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
+        request.set_timeout(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1)),
+        );
         match client.forward_write(request).await {
             Ok(reply) => codec::decode(&reply.into_inner().payload)
                 .map_err(|e| Status::internal(format!("bad reply from leader: {e}"))),
@@ -195,12 +214,21 @@ impl Node {
                 let mut request = tonic::Request::new(pb::ReadIndexRequest {
                     cluster_id: self.identity.cluster_id().unwrap_or_default(),
                 });
-                request.set_timeout(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
-                client.read_index(request).await.map(|r| r.into_inner().index)
+                request.set_timeout(
+                    deadline
+                        .saturating_duration_since(Instant::now())
+                        .max(Duration::from_millis(1)),
+                );
+                client
+                    .read_index(request)
+                    .await
+                    .map(|r| r.into_inner().index)
             };
             match result {
                 Ok(index) => return Ok(index),
-                Err(status) if status.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                Err(status)
+                    if status.code() == tonic::Code::Unavailable && Instant::now() < deadline =>
+                {
                     let mut m = self.raft.metrics();
                     let _ = tokio::time::timeout(Duration::from_millis(50), m.changed()).await;
                 }
@@ -213,7 +241,9 @@ impl Node {
     pub async fn local_read_index(&self) -> Result<u64, Status> {
         match self.raft.get_read_log_id(ReadPolicy::ReadIndex).await {
             Ok((read_log_id, _)) => Ok(read_log_id.index()),
-            Err(e) => Err(Status::unavailable(format!("cannot confirm leadership: {e}"))),
+            Err(e) => Err(Status::unavailable(format!(
+                "cannot confirm leadership: {e}"
+            ))),
         }
     }
 }
@@ -238,19 +268,38 @@ impl RunningNode {
         config.validate().map_err(anyhow::Error::msg)?;
         let id = config.node_id().map_err(anyhow::Error::msg)?;
         let raft_config = Arc::new(config.raft_config().map_err(anyhow::Error::msg)?);
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("failed to create data directory {}", config.data_dir.display()))?;
-        let identity = Arc::new(Identity::open(&config.data_dir, id, config.cluster_id.as_deref())?);
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!(
+                "failed to create data directory {}",
+                config.data_dir.display()
+            )
+        })?;
+        let identity = Arc::new(Identity::open(
+            &config.data_dir,
+            id,
+            config.cluster_id.as_deref(),
+        )?);
         let db = sled::Config::new()
             .path(config.data_dir.join("db"))
             .open()
-            .with_context(|| format!("failed to open the database in {}", config.data_dir.display()))?;
+            .with_context(|| {
+                format!(
+                    "failed to open the database in {}",
+                    config.data_dir.display()
+                )
+            })?;
         let log_store = LogStore::open(&db)?;
         let state_machine = StateMachine::open(&db, &config.data_dir.join("snapshots"))?;
         let recipes = state_machine.recipes();
-        let raft = typ::Raft::new(id, raft_config, Network::new(identity.clone()), log_store, state_machine)
-            .await
-            .context("failed to start Raft")?;
+        let raft = typ::Raft::new(
+            id,
+            raft_config,
+            Network::new(identity.clone()),
+            log_store,
+            state_machine,
+        )
+        .await
+        .context("failed to start Raft")?;
         let member = Member {
             peer_addr: config.advertised_peer_addr(),
             client_addr: config.advertised_client_addr(),
@@ -267,16 +316,33 @@ impl RunningNode {
 
         let (stop, stopped) = watch::channel(false);
         let servers = vec![
-            tokio::spawn(crate::server::serve_peer(node.clone(), config.peer_addr, stopped.clone())),
-            tokio::spawn(crate::server::serve_client(node.clone(), config.client_addr, stopped.clone())),
-            tokio::spawn(crate::http::serve(node.clone(), config.http_addr, stopped.clone())),
+            tokio::spawn(crate::server::serve_peer(
+                node.clone(),
+                config.peer_addr,
+                stopped.clone(),
+            )),
+            tokio::spawn(crate::server::serve_client(
+                node.clone(),
+                config.client_addr,
+                stopped.clone(),
+            )),
+            tokio::spawn(crate::http::serve(
+                node.clone(),
+                config.http_addr,
+                stopped.clone(),
+            )),
         ];
         tokio::spawn(publish_raft_metrics(node.clone(), stopped.clone()));
         if let Some(interval) = config.snapshot_interval() {
             tokio::spawn(snapshot_periodically(node.clone(), interval, stopped));
         }
         tracing::info!(id, peer = %node.member.peer_addr, client = %node.member.client_addr, "node started");
-        Ok(Self { node, db, stop, servers })
+        Ok(Self {
+            node,
+            db,
+            stop,
+            servers,
+        })
     }
 
     /// Waits until a server fails (returning its error) or `shutdown` is requested.
@@ -295,8 +361,15 @@ impl RunningNode {
         for server in self.servers {
             let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
         }
-        self.node.raft.shutdown().await.context("failed to stop Raft")?;
-        self.db.flush_async().await.context("failed to flush storage")?;
+        self.node
+            .raft
+            .shutdown()
+            .await
+            .context("failed to stop Raft")?;
+        self.db
+            .flush_async()
+            .await
+            .context("failed to flush storage")?;
         tracing::info!(id = self.node.id, "node stopped");
         Ok(())
     }
@@ -322,7 +395,10 @@ async fn hand_over_leadership(node: &Node) {
     let _ = node
         .raft
         .wait(Some(Duration::from_secs(3)))
-        .metrics(|m| m.current_leader != Some(node.id), "leadership handed over")
+        .metrics(
+            |m| m.current_leader != Some(node.id),
+            "leadership handed over",
+        )
         .await;
 }
 
@@ -344,7 +420,11 @@ async fn publish_raft_metrics(node: Arc<Node>, mut stopped: watch::Receiver<bool
 }
 
 /// Builds a snapshot every `interval` when entries were applied since the last.
-async fn snapshot_periodically(node: Arc<Node>, interval: Duration, mut stopped: watch::Receiver<bool>) {
+async fn snapshot_periodically(
+    node: Arc<Node>,
+    interval: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
     let mut ticker = tokio::time::interval(interval);
     ticker.tick().await;
     loop {
@@ -354,7 +434,10 @@ async fn snapshot_periodically(node: Arc<Node>, interval: Duration, mut stopped:
         }
         let (applied, snapshot) = {
             let m = node.raft.metrics().borrow_watched().clone();
-            (m.last_applied.map(|l| l.index()), m.snapshot.map(|l| l.index()))
+            (
+                m.last_applied.map(|l| l.index()),
+                m.snapshot.map(|l| l.index()),
+            )
         };
         if applied > snapshot && node.raft.trigger().snapshot().await.is_err() {
             return;

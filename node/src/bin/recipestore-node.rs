@@ -12,10 +12,14 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = NodeConfig::parse();
-    let filter = EnvFilter::try_from_env("RECIPESTORE_LOG").unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
+    let filter = EnvFilter::try_from_env("RECIPESTORE_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
     match config.log_format {
         LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
-        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
     }
     let mut node = match RunningNode::start(config).await {
         Ok(node) => node,

@@ -140,7 +140,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(io_err)?;
         let last_log_id = match last_entry {
             Some((_, value)) => Some(decode_io::<Entry>(&value)?.log_id()),
-            None => last_purged_log_id.clone(),
+            None => last_purged_log_id,
         };
         Ok(LogState {
             last_purged_log_id,
@@ -161,7 +161,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         // Not flushed on purpose: a lost committed id is recomputed by the
         // leader; saving it lets a restart re-apply up to it sooner.
-        self.tree.insert(COMMITTED, encode_io(&committed)?).map_err(io_err)?;
+        self.tree
+            .insert(COMMITTED, encode_io(&committed)?)
+            .map_err(io_err)?;
         Ok(())
     }
 
@@ -169,7 +171,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.read_meta::<Option<LogId>>(COMMITTED)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,

@@ -56,7 +56,10 @@ pub struct SnapshotHeader {
 }
 
 /// Opens a lazily connected channel to a peer; tonic reconnects on demand.
-pub fn peer_channel(addr: &str, connect_timeout: Duration) -> Result<Channel, tonic::transport::Error> {
+pub fn peer_channel(
+    addr: &str,
+    connect_timeout: Duration,
+) -> Result<Channel, tonic::transport::Error> {
     Ok(Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
@@ -142,12 +145,12 @@ impl Failure {
 
     fn into_rpc(self, target: u64, addr: &str) -> RPCError<TypeConfig> {
         match self {
-            Failure::Unreachable(m) => RPCError::Unreachable(Unreachable::new(&std::io::Error::other(format!(
-                "node {target} at {addr} unreachable: {m}"
-            )))),
-            Failure::Network(m) => {
-                RPCError::Network(NetworkError::new(&std::io::Error::other(format!("node {target} at {addr}: {m}"))))
-            }
+            Failure::Unreachable(m) => RPCError::Unreachable(Unreachable::new(
+                &std::io::Error::other(format!("node {target} at {addr} unreachable: {m}")),
+            )),
+            Failure::Network(m) => RPCError::Network(NetworkError::new(&std::io::Error::other(
+                format!("node {target} at {addr}: {m}"),
+            ))),
         }
     }
 }
@@ -166,7 +169,12 @@ impl PeerClient {
         })
     }
 
-    async fn call<Req, Resp, F, Fut>(&self, req: &Req, option: &RPCOption, send: F) -> Result<Resp, RPCError<TypeConfig>>
+    async fn call<Req, Resp, F, Fut>(
+        &self,
+        req: &Req,
+        option: &RPCOption,
+        send: F,
+    ) -> Result<Resp, RPCError<TypeConfig>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -176,8 +184,11 @@ impl PeerClient {
         let result = async {
             let mut request = tonic::Request::new(self.message(req)?);
             request.set_timeout(option.soft_ttl());
-            let reply = send(self.client()?, request).await.map_err(Failure::from_status)?;
-            codec::decode(&reply.into_inner().payload).map_err(|e| Failure::Network(format!("bad reply: {e}")))
+            let reply = send(self.client()?, request)
+                .await
+                .map_err(Failure::from_status)?;
+            codec::decode(&reply.into_inner().payload)
+                .map_err(|e| Failure::Network(format!("bad reply: {e}")))
         }
         .await;
         result.map_err(|f| f.into_rpc(self.target, &self.addr))
@@ -192,8 +203,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(&rpc, &option, |mut c, r| async move { c.append_entries(r).await })
-            .await
+        self.call(&rpc, &option, |mut c, r| async move {
+            c.append_entries(r).await
+        })
+        .await
     }
 
     async fn vote(
@@ -201,7 +214,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(&rpc, &option, |mut c, r| async move { c.vote(r).await }).await
+        self.call(&rpc, &option, |mut c, r| async move { c.vote(r).await })
+            .await
     }
 
     async fn pre_vote(
@@ -209,7 +223,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(&rpc, &option, |mut c, r| async move { c.pre_vote(r).await }).await
+        self.call(&rpc, &option, |mut c, r| async move { c.pre_vote(r).await })
+            .await
     }
 
     async fn transfer_leader(
@@ -217,8 +232,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         req: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(&req, &option, |mut c, r| async move { c.transfer_leader(r).await })
-            .await
+        self.call(&req, &option, |mut c, r| async move {
+            c.transfer_leader(r).await
+        })
+        .await
     }
 
     async fn full_snapshot(
@@ -230,7 +247,9 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let unreachable =
             |m: String| StreamingError::Unreachable(Unreachable::new(&std::io::Error::other(m)));
-        let mut client = self.client().map_err(|_| unreachable(format!("invalid peer address {}", self.addr)))?;
+        let mut client = self
+            .client()
+            .map_err(|_| unreachable(format!("invalid peer address {}", self.addr)))?;
         let cluster_id = self.identity.cluster_id().unwrap_or_default();
         let header = codec::encode(&SnapshotHeader {
             vote,
@@ -243,8 +262,11 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             closed = cancel => return Err(StreamingError::Closed(closed)),
             reply = send => reply,
         };
-        let reply = reply.map_err(|s| unreachable(format!("snapshot to {} failed: {}", self.addr, s.message())))?;
-        codec::decode(&reply.into_inner().payload).map_err(|e| unreachable(format!("bad snapshot reply: {e}")))
+        let reply = reply.map_err(|s| {
+            unreachable(format!("snapshot to {} failed: {}", self.addr, s.message()))
+        })?;
+        codec::decode(&reply.into_inner().payload)
+            .map_err(|e| unreachable(format!("bad snapshot reply: {e}")))
     }
 }
 

@@ -51,7 +51,10 @@ fn io_err(e: sled::Error) -> io::Error {
     io::Error::other(e)
 }
 
-fn read_meta<T: serde::de::DeserializeOwned>(tree: &sled::Tree, key: &[u8]) -> io::Result<Option<T>> {
+fn read_meta<T: serde::de::DeserializeOwned>(
+    tree: &sled::Tree,
+    key: &[u8],
+) -> io::Result<Option<T>> {
     match tree.get(key).map_err(io_err)? {
         Some(bytes) => decode_io(&bytes).map(Some),
         None => Ok(None),
@@ -95,7 +98,12 @@ impl Recipes {
 
     /// Up to `limit` recipes whose names start with `prefix`, in name order,
     /// strictly after `after` when given.
-    pub fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> io::Result<Vec<RecipeSummary>> {
+    pub fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> io::Result<Vec<RecipeSummary>> {
         let start = match after {
             Some(after) => {
                 let mut key = recipe_key(after);
@@ -153,18 +161,32 @@ impl StateMachine {
 
     /// A read handle for the services.
     pub fn recipes(&self) -> Recipes {
-        Recipes { tree: self.tree.clone() }
+        Recipes {
+            tree: self.tree.clone(),
+        }
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
         read_meta(&self.tree, key)
     }
 
-    fn apply_command(&self, index: u64, command: &Command, batch: &mut sled::Batch) -> io::Result<Outcome> {
+    fn apply_command(
+        &self,
+        index: u64,
+        command: &Command,
+        batch: &mut sled::Batch,
+    ) -> io::Result<Outcome> {
         let (name, if_version) = match command {
-            Command::Put { name, if_version, .. } | Command::Delete { name, if_version } => (name, *if_version),
+            Command::Put {
+                name, if_version, ..
+            }
+            | Command::Delete { name, if_version } => (name, *if_version),
         };
-        let current = Recipes { tree: self.tree.clone() }.get(name)?.map(|r| r.version);
+        let current = Recipes {
+            tree: self.tree.clone(),
+        }
+        .get(name)?
+        .map(|r| r.version);
         if let Some(expected) = if_version
             && current.unwrap_or(0) != expected
         {
@@ -188,7 +210,6 @@ impl StateMachine {
             }
         })
     }
-
 }
 
 /// Removes snapshot files other than `keep`; a failure only costs disk space.
@@ -264,7 +285,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let started = Instant::now();
         let guard = self.apply_lock.lock().await;
         let last_log_id: Option<LogId> = read_meta(&self.tree, APPLIED)?;
-        let last_membership: StoredMembership = read_meta(&self.tree, MEMBERSHIP)?.unwrap_or_default();
+        let last_membership: StoredMembership =
+            read_meta(&self.tree, MEMBERSHIP)?.unwrap_or_default();
         let meta = SnapshotMeta {
             last_log_id,
             last_membership,
@@ -276,8 +298,13 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         tokio::task::spawn_blocking(move || write_snapshot_file(&tree, &write_path))
             .await
             .map_err(io::Error::other)??;
-        let record = SnapshotRecord { meta: meta.clone(), file: file.clone() };
-        self.tree.insert(SNAPSHOT, encode_io(&record)?).map_err(io_err)?;
+        let record = SnapshotRecord {
+            meta: meta.clone(),
+            file: file.clone(),
+        };
+        self.tree
+            .insert(SNAPSHOT, encode_io(&record)?)
+            .map_err(io_err)?;
         drop(guard);
         // openraft purges the log behind this snapshot next: the state it
         // covers must be on disk first.
@@ -312,9 +339,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut batch = sled::Batch::default();
             let outcome = match &entry.payload {
                 EntryPayload::Blank => Outcome::Applied,
-                EntryPayload::Normal(command) => self.apply_command(log_id.index(), command, &mut batch)?,
+                EntryPayload::Normal(command) => {
+                    self.apply_command(log_id.index(), command, &mut batch)?
+                }
                 EntryPayload::Membership(membership) => {
-                    let stored = StoredMembership::new(Some(log_id.clone()), membership.clone());
+                    let stored = StoredMembership::new(Some(log_id), membership.clone());
                     batch.insert(MEMBERSHIP, encode_io(&stored)?);
                     Outcome::Applied
                 }
@@ -337,7 +366,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: File) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: File,
+    ) -> Result<(), io::Error> {
         let _guard = self.apply_lock.lock().await;
         let file = snapshot_file_name(meta);
         let path = self.snapshot_dir.join(&file);
@@ -352,7 +385,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut magic = [0u8; 8];
             input.read_exact(&mut magic)?;
             if &magic != SNAPSHOT_MAGIC {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "not a RecipeStore snapshot"));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "not a RecipeStore snapshot",
+                ));
             }
             // Replace the whole state in one atomic batch.
             let mut batch = sled::Batch::default();
@@ -362,8 +398,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut copy = BufWriter::new(File::create(path.with_extension("tmp"))?);
             copy.write_all(SNAPSHOT_MAGIC)?;
             while let Some(name) = read_record(&mut input)? {
-                let value = read_record(&mut input)?
-                    .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "snapshot ends inside a record"))?;
+                let value = read_record(&mut input)?.ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "snapshot ends inside a record",
+                    )
+                })?;
                 write_record(&mut copy, &name)?;
                 write_record(&mut copy, &value)?;
                 batch.insert([RECIPE_PREFIX, &name].concat(), value);

@@ -36,9 +36,9 @@ fn to_pb(id: u64, m: &Member) -> pb::Member {
 
 fn validate_member(m: &pb::Member) -> Result<Member, Status> {
     for (flag, addr) in [("peer_addr", &m.peer_addr), ("client_addr", &m.client_addr)] {
-        let valid = addr
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+        let valid = addr.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
         if !valid {
             return Err(Status::invalid_argument(format!(
                 "member {}: {flag} {addr:?} is not host:port",
@@ -53,7 +53,9 @@ fn validate_member(m: &pb::Member) -> Result<Member, Status> {
 }
 
 /// Voters and learners of a membership, as protobuf members.
-fn members_of(membership: &openraft::Membership<u64, Member>) -> (Vec<pb::Member>, Vec<pb::Member>) {
+fn members_of(
+    membership: &openraft::Membership<u64, Member>,
+) -> (Vec<pb::Member>, Vec<pb::Member>) {
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
     let (mut v, mut l) = (Vec::new(), Vec::new());
     for (id, node) in membership.nodes() {
@@ -66,7 +68,10 @@ fn members_of(membership: &openraft::Membership<u64, Member>) -> (Vec<pb::Member
     (v, l)
 }
 
-fn membership_reply(log_index: u64, membership: &openraft::Membership<u64, Member>) -> pb::MembershipResponse {
+fn membership_reply(
+    log_index: u64,
+    membership: &openraft::Membership<u64, Member>,
+) -> pb::MembershipResponse {
     let (voters, learners) = members_of(membership);
     pb::MembershipResponse {
         log_index,
@@ -87,12 +92,16 @@ fn role(state: ServerState, is_voter: bool) -> pb::Role {
 }
 
 /// Maps a failed membership write to a status a caller can act on.
-fn membership_failed(e: RaftError<crate::raft::TypeConfig, ClientWriteError<crate::raft::TypeConfig>>) -> Status {
+fn membership_failed(
+    e: RaftError<crate::raft::TypeConfig, ClientWriteError<crate::raft::TypeConfig>>,
+) -> Status {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
             Status::unavailable("leadership moved during the membership change; retry")
         }
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => Status::failed_precondition(e.to_string()),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            Status::failed_precondition(e.to_string())
+        }
         e => Status::unavailable(e.to_string()),
     }
 }
@@ -103,21 +112,31 @@ impl Admin {
     }
 
     /// The leader's admin client when this node does not lead, `None` when it does.
-    async fn leader_client<T>(&self, request: &Request<T>) -> Result<Option<AdminClient<tonic::transport::Channel>>, Status> {
-        let (leader_id, leader) = self.node.await_leader(time_left(request.metadata())).await?;
+    async fn leader_client<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<Option<AdminClient<tonic::transport::Channel>>, Status> {
+        let (leader_id, leader) = self
+            .node
+            .await_leader(time_left(request.metadata()))
+            .await?;
         if leader_id == self.node.id {
             return Ok(None);
         }
         if request.metadata().contains_key(FORWARDED_METADATA) {
             return Err(Status::unavailable("leadership is changing; retry"));
         }
-        Ok(Some(AdminClient::new(self.node.peer_channel(&leader.peer_addr)?)))
+        Ok(Some(AdminClient::new(
+            self.node.peer_channel(&leader.peer_addr)?,
+        )))
     }
 
     fn forwarded<T>(request: Request<T>) -> Request<T> {
         let timeout = time_left(request.metadata());
         let mut forwarded = Request::new(request.into_inner());
-        forwarded.metadata_mut().insert(FORWARDED_METADATA, "1".parse().expect("static ascii"));
+        forwarded
+            .metadata_mut()
+            .insert(FORWARDED_METADATA, "1".parse().expect("static ascii"));
         forwarded.set_timeout(timeout);
         forwarded
     }
@@ -150,7 +169,10 @@ impl Admin {
 
 #[tonic::async_trait]
 impl pb::admin_server::Admin for Admin {
-    async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         let m: typ::RaftMetrics = self.node.raft.metrics().borrow_watched().clone();
         let membership = m.membership_config.membership();
         let (voters, learners) = members_of(membership);
@@ -205,7 +227,10 @@ impl pb::admin_server::Admin for Admin {
         }
         for m in &req.members {
             if members.insert(m.id, validate_member(m)?).is_some() {
-                return Err(Status::invalid_argument(format!("member {} is listed twice", m.id)));
+                return Err(Status::invalid_argument(format!(
+                    "member {} is listed twice",
+                    m.id
+                )));
             }
         }
         if !members.contains_key(&self.node.id) {
@@ -222,12 +247,9 @@ impl pb::admin_server::Admin for Admin {
             .map_err(|e| Status::unavailable(e.to_string()))?;
         if initialized || self.node.identity.cluster_id().is_some() {
             let cluster_id = self.node.identity.cluster_id().unwrap_or_default();
-            let m = self.node.raft.metrics().borrow_watched().clone();
-            let current: BTreeSet<u64> = m.membership_config.membership().voter_ids().collect();
+            let current: BTreeSet<u64> = self.node.raft.voter_ids().collect();
             let requested: BTreeSet<u64> = members.keys().copied().collect();
-            // The first membership is what Initialize created; later changes
-            // mean the cluster has moved on, which is also "already done".
-            if initialized && (current == requested || m.membership_config.log_id().is_some()) {
+            if initialized && current == requested {
                 return Ok(Response::new(pb::InitializeResponse {
                     cluster_id,
                     already_initialized: true,
@@ -255,22 +277,53 @@ impl pb::admin_server::Admin for Admin {
         }))
     }
 
-    async fn add_learner(&self, request: Request<pb::AddLearnerRequest>) -> Result<Response<pb::MembershipResponse>, Status> {
+    async fn add_learner(
+        &self,
+        request: Request<pb::AddLearnerRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
         if let Some(mut leader) = self.leader_client(&request).await? {
             return leader.add_learner(Self::forwarded(request)).await;
         }
+        let wait = time_left(request.metadata());
         let req = request.into_inner();
-        let member = req.member.ok_or_else(|| Status::invalid_argument("member is required"))?;
+        let member = req
+            .member
+            .ok_or_else(|| Status::invalid_argument("member is required"))?;
         let node = validate_member(&member)?;
         self.check_not_fenced(&member).await?;
         let response = self
             .node
             .raft
-            .add_learner(member.id, node, req.blocking)
+            .add_learner(member.id, node, false)
             .await
             .map_err(membership_failed)?;
+        if req.blocking {
+            // openraft's own blocking mode accepts a lag of thousands of
+            // entries; "caught up" here means holding the membership entry.
+            let id = member.id;
+            let index = response.log_id.index();
+            self.node
+                .raft
+                .wait(Some(wait))
+                .metrics(
+                    |m| {
+                        let matched = m.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten());
+                        matched.is_some_and(|l| l.index() >= index)
+                    },
+                    "learner caught up",
+                )
+                .await
+                .map_err(|_| {
+                    Status::deadline_exceeded(format!(
+                        "node {id} was added as a learner but had not caught up to index {index} within the deadline"
+                    ))
+                })?;
+        }
         let membership = response.membership.unwrap_or_default();
-        Ok(Response::new(membership_reply(response.log_id.index(), &membership)))
+        Ok(Response::new(membership_reply(
+            response.log_id.index(),
+            &membership,
+        )))
     }
 
     async fn change_membership(
@@ -295,7 +348,10 @@ impl pb::admin_server::Admin for Admin {
             .await
             .map_err(membership_failed)?;
         let membership = response.membership.unwrap_or_default();
-        Ok(Response::new(membership_reply(response.log_id.index(), &membership)))
+        Ok(Response::new(membership_reply(
+            response.log_id.index(),
+            &membership,
+        )))
     }
 
     async fn transfer_leadership(
@@ -309,7 +365,9 @@ impl pb::admin_server::Admin for Admin {
         let to = request.into_inner().to;
         let is_voter = self.node.raft.voter_ids().any(|id| id == to);
         if !is_voter {
-            return Err(Status::invalid_argument(format!("node {to} is not a voter")));
+            return Err(Status::invalid_argument(format!(
+                "node {to} is not a voter"
+            )));
         }
         if to != self.node.id {
             self.node
@@ -323,9 +381,15 @@ impl pb::admin_server::Admin for Admin {
                 .wait(Some(wait))
                 .current_leader(to, "leadership transferred")
                 .await
-                .map_err(|_| Status::deadline_exceeded(format!("node {to} did not take over within the deadline")))?;
+                .map_err(|_| {
+                    Status::deadline_exceeded(format!(
+                        "node {to} did not take over within the deadline"
+                    ))
+                })?;
         }
-        Ok(Response::new(pb::TransferLeadershipResponse { leader_id: to }))
+        Ok(Response::new(pb::TransferLeadershipResponse {
+            leader_id: to,
+        }))
     }
 
     async fn trigger_snapshot(
@@ -333,7 +397,7 @@ impl pb::admin_server::Admin for Admin {
         request: Request<pb::TriggerSnapshotRequest>,
     ) -> Result<Response<pb::TriggerSnapshotResponse>, Status> {
         let wait = time_left(request.metadata());
-        let applied = self.node.raft.metrics().borrow_watched().last_applied.clone();
+        let applied = self.node.raft.metrics().borrow_watched().last_applied;
         self.node
             .raft
             .trigger()
@@ -344,9 +408,14 @@ impl pb::admin_server::Admin for Admin {
             .node
             .raft
             .wait(Some(wait))
-            .metrics(|m| m.snapshot.as_ref().map(|s| s.index()) >= applied.as_ref().map(|a| a.index()), "snapshot built")
+            .metrics(
+                |m| m.snapshot.as_ref().map(|s| s.index()) >= applied.as_ref().map(|a| a.index()),
+                "snapshot built",
+            )
             .await
-            .map_err(|_| Status::deadline_exceeded("the snapshot was not built within the deadline"))?;
+            .map_err(|_| {
+                Status::deadline_exceeded("the snapshot was not built within the deadline")
+            })?;
         Ok(Response::new(pb::TriggerSnapshotResponse {
             last_index: m.snapshot.map_or(0, |s| s.index()),
         }))

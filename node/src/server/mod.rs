@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::watch;
 use tonic::metadata::MetadataMap;
+use tonic::transport::server::TcpIncoming;
 
 use crate::node::DEFAULT_WAIT;
 use crate::node::Node;
@@ -25,55 +26,67 @@ pub const LEADER_METADATA: &str = "x-recipestore-leader";
 /// Metadata key marking a call already forwarded once, to stop loops.
 pub const FORWARDED_METADATA: &str = "x-recipestore-forwarded";
 
+/// Binds `addr` with Nagle's algorithm off: small Raft and client messages
+/// must not wait for delayed ACKs.
+fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpIncoming> {
+    Ok(TcpIncoming::bind(addr)
+        .with_context(|| format!("failed to bind the {what} address {addr}"))?
+        .with_nodelay(Some(true)))
+}
+
 async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
 /// Serves the admin API and the Raft transport.
-pub async fn serve_peer(node: Arc<Node>, addr: SocketAddr, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("failed to bind the peer address {addr}"))?;
+pub async fn serve_peer(
+    node: Arc<Node>,
+    addr: SocketAddr,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let incoming = bind(addr, "peer")?;
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(
             RaftTransportServer::new(transport::Transport::new(node.clone()))
                 .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
         )
         .add_service(AdminServer::new(admin::Admin::new(node)))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), stopped(stop))
+        .serve_with_incoming_shutdown(incoming, stopped(stop))
         .await
         .context("peer server failed")
 }
 
 /// Serves the client API.
-pub async fn serve_client(node: Arc<Node>, addr: SocketAddr, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("failed to bind the client address {addr}"))?;
+pub async fn serve_client(
+    node: Arc<Node>,
+    addr: SocketAddr,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let incoming = bind(addr, "client")?;
     // Room for the largest content plus the request's other fields.
     let max_message = node.config.max_content_bytes + 64 * 1024;
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(
             RecipesServer::new(recipes::RecipesService::new(node))
                 .max_decoding_message_size(max_message)
                 .max_encoding_message_size(max_message),
         )
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), stopped(stop))
+        .serve_with_incoming_shutdown(incoming, stopped(stop))
         .await
         .context("client server failed")
 }
 
-/// The time left before the caller's deadline (`grpc-timeout`), or the
-/// default wait when the call has none.
+/// How long a call may wait for replication or a leader: the caller's
+/// deadline (`grpc-timeout`) less a margin so the reply arrives in time, or
+/// the default wait when the call has none.
 pub fn time_left(metadata: &MetadataMap) -> Duration {
-    metadata
+    let deadline = metadata
         .get("grpc-timeout")
         .and_then(|v| v.to_str().ok())
         .and_then(parse_grpc_timeout)
-        .unwrap_or(DEFAULT_WAIT)
+        .unwrap_or(DEFAULT_WAIT);
+    deadline.saturating_sub(deadline / 20 + Duration::from_millis(5))
 }
 
 /// Parses a `grpc-timeout` header value: digits followed by a unit.

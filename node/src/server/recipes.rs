@@ -49,15 +49,21 @@ impl RecipesService {
         min_version: Option<u64>,
         wait: std::time::Duration,
     ) -> Result<(), Status> {
-        let consistency = Consistency::try_from(consistency)
-            .map_err(|_| Status::invalid_argument(format!("unknown consistency level {consistency}")))?;
+        let consistency = Consistency::try_from(consistency).map_err(|_| {
+            Status::invalid_argument(format!("unknown consistency level {consistency}"))
+        })?;
         let started = Instant::now();
         if let Some(version) = min_version {
             self.node.await_applied(version, wait).await?;
         }
         if consistency != Consistency::Local {
-            let index = self.node.read_index(wait.saturating_sub(started.elapsed())).await?;
-            self.node.await_applied(index, wait.saturating_sub(started.elapsed())).await?;
+            let index = self
+                .node
+                .read_index(wait.saturating_sub(started.elapsed()))
+                .await?;
+            self.node
+                .await_applied(index, wait.saturating_sub(started.elapsed()))
+                .await?;
         }
         Ok(())
     }
@@ -79,10 +85,14 @@ async fn observed<T>(op: &str, call: impl Future<Output = Result<T, Status>>) ->
 fn outcome_status(outcome: Outcome, name: &str) -> Result<u64, Status> {
     match outcome {
         Outcome::Written { version } | Outcome::Deleted { version } => Ok(version),
-        Outcome::VersionMismatch { expected, current } => Err(Status::failed_precondition(match current {
-            Some(current) => format!("recipe {name:?} is at version {current}, not {expected}"),
-            None => format!("recipe {name:?} does not exist, so it is not at version {expected}"),
-        })),
+        Outcome::VersionMismatch { expected, current } => {
+            Err(Status::failed_precondition(match current {
+                Some(current) => format!("recipe {name:?} is at version {current}, not {expected}"),
+                None => {
+                    format!("recipe {name:?} does not exist, so it is not at version {expected}")
+                }
+            }))
+        }
         Outcome::NotFound => Err(Status::not_found(format!("recipe {name:?} does not exist"))),
         Outcome::Applied => Err(Status::internal("write produced no recipe outcome")),
     }
@@ -90,7 +100,10 @@ fn outcome_status(outcome: Outcome, name: &str) -> Result<u64, Status> {
 
 #[tonic::async_trait]
 impl pb::recipes_server::Recipes for RecipesService {
-    async fn upload(&self, request: Request<pb::UploadRequest>) -> Result<Response<pb::UploadResponse>, Status> {
+    async fn upload(
+        &self,
+        request: Request<pb::UploadRequest>,
+    ) -> Result<Response<pb::UploadResponse>, Status> {
         observed("upload", async {
             let wait = time_left(request.metadata());
             let req = request.into_inner();
@@ -102,7 +115,11 @@ impl pb::recipes_server::Recipes for RecipesService {
                 content: req.content,
                 if_version: req.if_version,
             };
-            let outcome = self.node.write(command, wait).await.map_err(|s| self.with_leader(s))?;
+            let outcome = self
+                .node
+                .write(command, wait)
+                .await
+                .map_err(|s| self.with_leader(s))?;
             Ok(Response::new(pb::UploadResponse {
                 version: outcome_status(outcome, &req.name)?,
                 leader: self.node.leader_hint(),
@@ -111,7 +128,10 @@ impl pb::recipes_server::Recipes for RecipesService {
         .await
     }
 
-    async fn download(&self, request: Request<pb::DownloadRequest>) -> Result<Response<pb::DownloadResponse>, Status> {
+    async fn download(
+        &self,
+        request: Request<pb::DownloadRequest>,
+    ) -> Result<Response<pb::DownloadResponse>, Status> {
         observed("download", async {
             let wait = time_left(request.metadata());
             let req = request.into_inner();
@@ -124,7 +144,9 @@ impl pb::recipes_server::Recipes for RecipesService {
                 .recipes
                 .get(&req.name)
                 .map_err(storage_failed)?
-                .ok_or_else(|| Status::not_found(format!("recipe {:?} does not exist", req.name)))?;
+                .ok_or_else(|| {
+                    Status::not_found(format!("recipe {:?} does not exist", req.name))
+                })?;
             Ok(Response::new(pb::DownloadResponse {
                 content: recipe.content,
                 version: recipe.version,
@@ -134,7 +156,10 @@ impl pb::recipes_server::Recipes for RecipesService {
         .await
     }
 
-    async fn delete(&self, request: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
         observed("delete", async {
             let wait = time_left(request.metadata());
             let req = request.into_inner();
@@ -143,7 +168,11 @@ impl pb::recipes_server::Recipes for RecipesService {
                 name: req.name.clone(),
                 if_version: req.if_version,
             };
-            let outcome = self.node.write(command, wait).await.map_err(|s| self.with_leader(s))?;
+            let outcome = self
+                .node
+                .write(command, wait)
+                .await
+                .map_err(|s| self.with_leader(s))?;
             Ok(Response::new(pb::DeleteResponse {
                 version: outcome_status(outcome, &req.name)?,
                 leader: self.node.leader_hint(),
@@ -152,7 +181,10 @@ impl pb::recipes_server::Recipes for RecipesService {
         .await
     }
 
-    async fn list(&self, request: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
+    async fn list(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
         observed("list", async {
             let wait = time_left(request.metadata());
             let req = request.into_inner();
@@ -169,7 +201,9 @@ impl pb::recipes_server::Recipes for RecipesService {
             if let Some(after) = after
                 && !after.starts_with(&req.prefix)
             {
-                return Err(Status::invalid_argument("page_token does not belong to this prefix"));
+                return Err(Status::invalid_argument(
+                    "page_token does not belong to this prefix",
+                ));
             }
             self.prepare_read(req.consistency, None, wait)
                 .await

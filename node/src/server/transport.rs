@@ -39,7 +39,8 @@ impl Transport {
 
     fn open<T: DeserializeOwned>(&self, message: pb::RaftMessage) -> Result<T, Status> {
         self.admit(&message.cluster_id)?;
-        codec::decode(&message.payload).map_err(|e| Status::invalid_argument(format!("undecodable Raft message: {e}")))
+        codec::decode(&message.payload)
+            .map_err(|e| Status::invalid_argument(format!("undecodable Raft message: {e}")))
     }
 }
 
@@ -56,24 +57,50 @@ fn raft_failed(e: impl std::fmt::Display) -> Status {
 
 #[tonic::async_trait]
 impl pb::raft_transport_server::RaftTransport for Transport {
-    async fn append_entries(&self, request: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
+    async fn append_entries(
+        &self,
+        request: Request<pb::RaftMessage>,
+    ) -> Result<Response<pb::RaftMessage>, Status> {
         let rpc = self.open(request.into_inner())?;
-        reply(&self.node.raft.append_entries(rpc).await.map_err(raft_failed)?)
+        reply(
+            &self
+                .node
+                .raft
+                .append_entries(rpc)
+                .await
+                .map_err(raft_failed)?,
+        )
     }
 
-    async fn vote(&self, request: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
+    async fn vote(
+        &self,
+        request: Request<pb::RaftMessage>,
+    ) -> Result<Response<pb::RaftMessage>, Status> {
         let rpc = self.open(request.into_inner())?;
         reply(&self.node.raft.vote(rpc).await.map_err(raft_failed)?)
     }
 
-    async fn pre_vote(&self, request: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
+    async fn pre_vote(
+        &self,
+        request: Request<pb::RaftMessage>,
+    ) -> Result<Response<pb::RaftMessage>, Status> {
         let rpc = self.open(request.into_inner())?;
         reply(&self.node.raft.pre_vote(rpc).await.map_err(raft_failed)?)
     }
 
-    async fn transfer_leader(&self, request: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
+    async fn transfer_leader(
+        &self,
+        request: Request<pb::RaftMessage>,
+    ) -> Result<Response<pb::RaftMessage>, Status> {
         let rpc = self.open(request.into_inner())?;
-        reply(&self.node.raft.handle_transfer_leader(rpc).await.map_err(raft_failed)?)
+        reply(
+            &self
+                .node
+                .raft
+                .handle_transfer_leader(rpc)
+                .await
+                .map_err(raft_failed)?,
+        )
     }
 
     async fn install_snapshot(
@@ -92,9 +119,15 @@ impl pb::raft_transport_server::RaftTransport for Transport {
         // Spool to a file so a large snapshot never sits in memory.
         let dir = self.node.config.data_dir.join("incoming");
         std::fs::create_dir_all(&dir).map_err(|e| Status::internal(e.to_string()))?;
-        let spool = tempfile::NamedTempFile::new_in(&dir).map_err(|e| Status::internal(e.to_string()))?;
-        let mut file = spool.reopen().map_err(|e| Status::internal(e.to_string()))?;
-        let write = |file: &mut File, data: &[u8]| file.write_all(data).map_err(|e| Status::internal(e.to_string()));
+        let spool =
+            tempfile::NamedTempFile::new_in(&dir).map_err(|e| Status::internal(e.to_string()))?;
+        let mut file = spool
+            .reopen()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let write = |file: &mut File, data: &[u8]| {
+            file.write_all(data)
+                .map_err(|e| Status::internal(e.to_string()))
+        };
         write(&mut file, &first.data)?;
         let mut done = first.done;
         while !done {
@@ -105,8 +138,11 @@ impl pb::raft_transport_server::RaftTransport for Transport {
             write(&mut file, &chunk.data)?;
             done = chunk.done;
         }
-        file.sync_all().map_err(|e| Status::internal(e.to_string()))?;
-        let data = spool.reopen().map_err(|e| Status::internal(e.to_string()))?;
+        file.sync_all()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let data = spool
+            .reopen()
+            .map_err(|e| Status::internal(e.to_string()))?;
         let snapshot = Snapshot {
             meta: header.meta,
             snapshot: data,
@@ -120,13 +156,19 @@ impl pb::raft_transport_server::RaftTransport for Transport {
         reply(&response)
     }
 
-    async fn forward_write(&self, request: Request<pb::RaftMessage>) -> Result<Response<pb::RaftMessage>, Status> {
+    async fn forward_write(
+        &self,
+        request: Request<pb::RaftMessage>,
+    ) -> Result<Response<pb::RaftMessage>, Status> {
         let command: Command = self.open(request.into_inner())?;
         let outcome = self.node.propose(command).await;
         reply::<ForwardReply>(&outcome)
     }
 
-    async fn read_index(&self, request: Request<pb::ReadIndexRequest>) -> Result<Response<pb::ReadIndexResponse>, Status> {
+    async fn read_index(
+        &self,
+        request: Request<pb::ReadIndexRequest>,
+    ) -> Result<Response<pb::ReadIndexResponse>, Status> {
         self.admit(&request.into_inner().cluster_id)?;
         let index = self.node.local_read_index().await?;
         Ok(Response::new(pb::ReadIndexResponse { index }))

@@ -1,1 +1,261 @@
-fn main() {}
+//! `recipectl`: the command-line client of RecipeStore.
+
+mod admin;
+mod bench;
+mod local;
+
+use std::io::Read;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use clap::Subcommand;
+use clap::ValueEnum;
+use recipestore::client::Client;
+use recipestore::client::RetryPolicy;
+use recipestore::pb;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "recipectl",
+    version,
+    about = "Upload, download and administer RecipeStore recipes"
+)]
+struct Cli {
+    /// Client endpoints (host:port), tried round-robin.
+    #[arg(
+        long,
+        global = true,
+        env = "RECIPESTORE_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7070"
+    )]
+    endpoints: Vec<String>,
+
+    /// Peer endpoints (host:port) for status, member and snapshot commands;
+    /// one reachable node is enough, the others are discovered.
+    #[arg(
+        long,
+        global = true,
+        env = "RECIPESTORE_PEERS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7071"
+    )]
+    peers: Vec<String>,
+
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    output: Output,
+
+    /// Deadline of each call, in milliseconds.
+    #[arg(long, global = true, default_value_t = 10_000)]
+    timeout_ms: u64,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ConsistencyArg {
+    Linearizable,
+    Local,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Store a recipe from a file or standard input.
+    Upload {
+        name: String,
+        /// Read the content from this file; `-` (the default) reads standard input.
+        #[arg(long, short, default_value = "-")]
+        file: String,
+        /// Only upload if the recipe is at this version (0: only if absent).
+        #[arg(long)]
+        if_version: Option<u64>,
+    },
+    /// Print a recipe's content.
+    Download {
+        name: String,
+        #[arg(long, value_enum, default_value = "linearizable")]
+        consistency: ConsistencyArg,
+        /// Wait until the serving node has applied this version.
+        #[arg(long)]
+        min_version: Option<u64>,
+    },
+    /// Remove a recipe.
+    Delete {
+        name: String,
+        #[arg(long)]
+        if_version: Option<u64>,
+    },
+    /// List recipe names.
+    List {
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Page size; every page is fetched.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long, value_enum, default_value = "linearizable")]
+        consistency: ConsistencyArg,
+    },
+    /// Show every member: id, role, term, leader and log indices.
+    Status,
+    /// Change the cluster's membership.
+    Member {
+        #[command(subcommand)]
+        command: admin::MemberCommand,
+    },
+    /// Snapshot operations.
+    Snapshot {
+        #[command(subcommand)]
+        command: admin::SnapshotCommand,
+    },
+    /// Run a local cluster of node processes on loopback.
+    Local {
+        #[command(subcommand)]
+        command: local::LocalCommand,
+    },
+    /// Measure latency and throughput against a running cluster.
+    Bench(bench::BenchArgs),
+}
+
+impl From<ConsistencyArg> for pb::Consistency {
+    fn from(c: ConsistencyArg) -> Self {
+        match c {
+            ConsistencyArg::Linearizable => pb::Consistency::Linearizable,
+            ConsistencyArg::Local => pb::Consistency::Local,
+        }
+    }
+}
+
+fn read_content(file: &str) -> anyhow::Result<Vec<u8>> {
+    let mut content = Vec::new();
+    if file == "-" {
+        std::io::stdin().read_to_end(&mut content)?;
+    } else {
+        content = std::fs::read(PathBuf::from(file))
+            .map_err(|e| anyhow::anyhow!("cannot read {file}: {e}"))?;
+    }
+    Ok(content)
+}
+
+/// Prints a gRPC error the way a person reads it, and exits non-zero.
+fn fail(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", status.code(), status.message())
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("RECIPESTORE_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(Cli::parse()).await {
+        eprintln!("recipectl: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let timeout = Duration::from_millis(cli.timeout_ms);
+    let client = || Client::with_policy(&cli.endpoints, RetryPolicy::default(), timeout);
+    let json = cli.output == Output::Json;
+    match cli.command {
+        Command::Upload {
+            name,
+            file,
+            if_version,
+        } => {
+            let reply = client()?
+                .upload(&name, read_content(&file)?, if_version)
+                .await
+                .map_err(fail)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"name": name, "version": reply.version, "leader": reply.leader})
+                );
+            } else {
+                println!("uploaded {name} at version {}", reply.version);
+            }
+        }
+        Command::Download {
+            name,
+            consistency,
+            min_version,
+        } => {
+            let reply = client()?
+                .download(&name, consistency.into(), min_version)
+                .await
+                .map_err(fail)?;
+            if json {
+                let content = String::from_utf8_lossy(&reply.content);
+                println!(
+                    "{}",
+                    serde_json::json!({"name": name, "version": reply.version, "content": content})
+                );
+            } else {
+                std::io::stdout().write_all(&reply.content)?;
+            }
+        }
+        Command::Delete { name, if_version } => {
+            let reply = client()?.delete(&name, if_version).await.map_err(fail)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"name": name, "version": reply.version})
+                );
+            } else {
+                println!("deleted {name} at version {}", reply.version);
+            }
+        }
+        Command::List {
+            prefix,
+            limit,
+            consistency,
+        } => {
+            let client = client()?;
+            let mut token = String::new();
+            let mut rows = Vec::new();
+            loop {
+                let page = client
+                    .list(&prefix, limit, &token, consistency.into())
+                    .await
+                    .map_err(fail)?;
+                rows.extend(page.recipes);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                token = page.next_page_token;
+            }
+            if json {
+                let rows: Vec<_> = rows
+                    .iter()
+                    .map(|r| serde_json::json!({"name": r.name, "version": r.version, "size_bytes": r.size_bytes}))
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                for r in rows {
+                    println!("{}\t{}\t{}", r.name, r.version, r.size_bytes);
+                }
+            }
+        }
+        Command::Status => admin::status(&cli.peers, timeout, cli.output).await?,
+        Command::Member { command } => {
+            admin::member(&cli.peers, timeout, command, cli.output).await?
+        }
+        Command::Snapshot { command } => {
+            admin::snapshot(&cli.peers, timeout, command, cli.output).await?
+        }
+        Command::Local { command } => local::run(command).await?,
+        Command::Bench(args) => bench::run(&cli.endpoints, timeout, args, cli.output).await?,
+    }
+    Ok(())
+}

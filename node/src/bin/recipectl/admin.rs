@@ -1,0 +1,329 @@
+//! `recipectl status`, `member` and `snapshot`: the admin API on peer ports.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use clap::Subcommand;
+use recipestore::client::RetryPolicy;
+use recipestore::client::is_retryable;
+use recipestore::pb;
+use recipestore::pb::admin_client::AdminClient;
+use tonic::transport::Channel;
+use tonic::transport::Endpoint;
+
+use crate::Output;
+use crate::fail;
+
+#[derive(Debug, Subcommand)]
+pub enum MemberCommand {
+    /// Create the cluster on the first peer with the given members (that peer alone when none).
+    Init {
+        /// Members as ID=PEER_ADDR/CLIENT_ADDR, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        members: Vec<String>,
+    },
+    /// Add a non-voting member and wait until it has caught up.
+    AddLearner {
+        id: u64,
+        #[arg(long)]
+        peer_addr: String,
+        #[arg(long)]
+        client_addr: String,
+        /// Return once the membership change commits, without waiting for catch-up.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Make a learner a voter.
+    Promote { id: u64 },
+    /// Remove a member (voter or learner) from the cluster.
+    Remove { id: u64 },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Build a snapshot on every reachable member now.
+    Trigger,
+}
+
+fn admin_client(addr: &str) -> anyhow::Result<AdminClient<Channel>> {
+    let uri = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    let channel = Endpoint::from_shared(uri)
+        .map_err(|e| anyhow::anyhow!("invalid peer address {addr:?}: {e}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .connect_lazy();
+    Ok(AdminClient::new(channel))
+}
+
+fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
+    request
+}
+
+/// Calls the first peer that answers, retrying UNAVAILABLE with backoff.
+async fn call<T, F, Fut>(peers: &[String], mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut(AdminClient<Channel>) -> Fut,
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
+    let policy = RetryPolicy::default();
+    let mut last = None;
+    for attempt in 0..policy.max_attempts {
+        let peer = &peers[attempt as usize % peers.len()];
+        match f(admin_client(peer)?).await {
+            Ok(v) => return Ok(v),
+            Err(status) if is_retryable(&status) => {
+                last = Some(status);
+                tokio::time::sleep(policy.backoff(attempt)).await;
+            }
+            Err(status) => return Err(fail(status)),
+        }
+    }
+    Err(fail(last.unwrap_or_else(|| {
+        tonic::Status::unavailable("no peer answered")
+    })))
+}
+
+/// Status of every member reachable from `peers`, keyed by node id, with
+/// the error text of members that did not answer.
+pub async fn cluster_status(
+    peers: &[String],
+    timeout: Duration,
+) -> anyhow::Result<BTreeMap<u64, Result<pb::StatusResponse, String>>> {
+    let first = call(peers, |mut c| async move {
+        c.status(request(pb::StatusRequest {}, timeout)).await
+    })
+    .await?
+    .into_inner();
+    let mut members: BTreeMap<u64, String> = first
+        .voters
+        .iter()
+        .chain(&first.learners)
+        .map(|m| (m.id, m.peer_addr.clone()))
+        .collect();
+    members.insert(first.id, first.peer_addr.clone());
+    let mut out = BTreeMap::new();
+    for (id, addr) in members {
+        let status = match admin_client(&addr) {
+            Ok(mut c) => c
+                .status(request(pb::StatusRequest {}, timeout))
+                .await
+                .map(|r| r.into_inner())
+                .map_err(|s| format!("{:?}: {}", s.code(), s.message())),
+            Err(e) => Err(e.to_string()),
+        };
+        out.insert(id, status);
+    }
+    Ok(out)
+}
+
+fn role_name(role: i32) -> &'static str {
+    match pb::Role::try_from(role).unwrap_or(pb::Role::Unspecified) {
+        pb::Role::Leader => "leader",
+        pb::Role::Follower => "follower",
+        pb::Role::Candidate => "candidate",
+        pb::Role::Learner => "learner",
+        pb::Role::Shutdown => "shutdown",
+        pb::Role::Unspecified => "unknown",
+    }
+}
+
+pub async fn status(peers: &[String], timeout: Duration, output: Output) -> anyhow::Result<()> {
+    let statuses = cluster_status(peers, timeout).await?;
+    if output == Output::Json {
+        let rows: Vec<_> = statuses
+            .iter()
+            .map(|(id, s)| match s {
+                Ok(s) => serde_json::json!({
+                    "id": id, "role": role_name(s.role), "term": s.term, "leader": s.leader_id,
+                    "last_log_index": s.last_log_index, "committed_index": s.committed_index,
+                    "applied_index": s.applied_index, "snapshot_index": s.snapshot.as_ref().map(|s| s.last_index),
+                    "purged_index": s.purged_index, "cluster_id": s.cluster_id,
+                    "peer_addr": s.peer_addr, "client_addr": s.client_addr,
+                    "voters": s.voters.iter().map(|m| m.id).collect::<Vec<_>>(),
+                    "learners": s.learners.iter().map(|m| m.id).collect::<Vec<_>>(),
+                }),
+                Err(e) => serde_json::json!({"id": id, "error": e}),
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+        return Ok(());
+    }
+    println!(
+        "{:<4} {:<10} {:>6} {:>7} {:>10} {:>10} {:>10} {:>10}  ADDRESS",
+        "ID", "ROLE", "TERM", "LEADER", "LAST_LOG", "COMMITTED", "APPLIED", "SNAPSHOT"
+    );
+    for (id, s) in &statuses {
+        match s {
+            Ok(s) => println!(
+                "{:<4} {:<10} {:>6} {:>7} {:>10} {:>10} {:>10} {:>10}  {}",
+                id,
+                role_name(s.role),
+                s.term,
+                s.leader_id.map_or("-".to_string(), |l| l.to_string()),
+                s.last_log_index,
+                s.committed_index,
+                s.applied_index,
+                s.snapshot
+                    .as_ref()
+                    .map_or("-".to_string(), |s| s.last_index.to_string()),
+                s.client_addr
+            ),
+            Err(e) => println!("{id:<4} unreachable: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// Parses ID=PEER_ADDR/CLIENT_ADDR.
+fn parse_member(spec: &str) -> anyhow::Result<pb::Member> {
+    let parse = || -> Option<pb::Member> {
+        let (id, addrs) = spec.split_once('=')?;
+        let (peer, client) = addrs.split_once('/')?;
+        Some(pb::Member {
+            id: id.trim().parse().ok()?,
+            peer_addr: peer.trim().to_string(),
+            client_addr: client.trim().to_string(),
+        })
+    };
+    parse().ok_or_else(|| anyhow::anyhow!("member {spec:?} is not ID=PEER_ADDR/CLIENT_ADDR"))
+}
+
+fn print_membership(reply: &pb::MembershipResponse, output: Output) {
+    let voters: Vec<u64> = reply.voters.iter().map(|m| m.id).collect();
+    let learners: Vec<u64> = reply.learners.iter().map(|m| m.id).collect();
+    if output == Output::Json {
+        println!(
+            "{}",
+            serde_json::json!({"log_index": reply.log_index, "voters": voters, "learners": learners})
+        );
+    } else {
+        println!(
+            "committed at index {}: voters {voters:?}, learners {learners:?}",
+            reply.log_index
+        );
+    }
+}
+
+pub async fn member(
+    peers: &[String],
+    timeout: Duration,
+    command: MemberCommand,
+    output: Output,
+) -> anyhow::Result<()> {
+    match command {
+        MemberCommand::Init { members } => {
+            let members = members
+                .iter()
+                .map(|m| parse_member(m))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let reply = call(&peers[..1], |mut c| {
+                let members = members.clone();
+                async move {
+                    c.initialize(request(pb::InitializeRequest { members }, timeout))
+                        .await
+                }
+            })
+            .await?
+            .into_inner();
+            if output == Output::Json {
+                println!(
+                    "{}",
+                    serde_json::json!({"cluster_id": reply.cluster_id, "already_initialized": reply.already_initialized})
+                );
+            } else if reply.already_initialized {
+                println!("already initialized: cluster {}", reply.cluster_id);
+            } else {
+                println!("initialized cluster {}", reply.cluster_id);
+            }
+        }
+        MemberCommand::AddLearner {
+            id,
+            peer_addr,
+            client_addr,
+            no_wait,
+        } => {
+            let member = pb::Member {
+                id,
+                peer_addr,
+                client_addr,
+            };
+            let reply = call(peers, |mut c| {
+                let req = pb::AddLearnerRequest {
+                    member: Some(member.clone()),
+                    blocking: !no_wait,
+                };
+                async move { c.add_learner(request(req, timeout)).await }
+            })
+            .await?;
+            print_membership(&reply.into_inner(), output);
+        }
+        MemberCommand::Promote { id } | MemberCommand::Remove { id } => {
+            let promote = matches!(command, MemberCommand::Promote { .. });
+            let current = call(peers, |mut c| async move {
+                c.status(request(pb::StatusRequest {}, timeout)).await
+            })
+            .await?
+            .into_inner();
+            let mut voters: Vec<u64> = current.voters.iter().map(|m| m.id).collect();
+            if promote {
+                if !current.learners.iter().any(|m| m.id == id) {
+                    anyhow::bail!(
+                        "node {id} is not a learner; add it with `member add-learner` first"
+                    );
+                }
+                voters.push(id);
+            } else {
+                voters.retain(|v| *v != id);
+                if voters.is_empty() {
+                    anyhow::bail!("node {id} is the last voter; a cluster cannot remove it");
+                }
+            }
+            let reply = call(peers, |mut c| {
+                let req = pb::ChangeMembershipRequest {
+                    voters: voters.clone(),
+                    retain_removed_as_learners: false,
+                };
+                async move { c.change_membership(request(req, timeout)).await }
+            })
+            .await?;
+            print_membership(&reply.into_inner(), output);
+        }
+    }
+    Ok(())
+}
+
+pub async fn snapshot(
+    peers: &[String],
+    timeout: Duration,
+    command: SnapshotCommand,
+    output: Output,
+) -> anyhow::Result<()> {
+    let SnapshotCommand::Trigger = command;
+    for (id, status) in cluster_status(peers, timeout).await? {
+        let result = match status {
+            Ok(s) => match admin_client(&s.peer_addr) {
+                Ok(mut c) => c
+                    .trigger_snapshot(request(pb::TriggerSnapshotRequest {}, timeout))
+                    .await
+                    .map(|r| r.into_inner().last_index)
+                    .map_err(|s| format!("{:?}: {}", s.code(), s.message())),
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(e),
+        };
+        match (output, result) {
+            (Output::Json, Ok(index)) => {
+                println!("{}", serde_json::json!({"id": id, "snapshot_index": index}))
+            }
+            (Output::Json, Err(e)) => println!("{}", serde_json::json!({"id": id, "error": e})),
+            (Output::Text, Ok(index)) => println!("node {id}: snapshot at index {index}"),
+            (Output::Text, Err(e)) => println!("node {id}: failed: {e}"),
+        }
+    }
+    Ok(())
+}

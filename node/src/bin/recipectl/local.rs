@@ -1,0 +1,128 @@
+//! `recipectl local up`: a cluster of node processes on loopback, stopped
+//! together on Ctrl-C or SIGTERM; run again, it restarts with its data.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Subcommand;
+use recipestore::local_cluster::LocalCluster;
+use tokio::signal::unix::SignalKind;
+use tokio::signal::unix::signal;
+
+#[derive(Debug, Subcommand)]
+pub enum LocalCommand {
+    /// Start (or restart) the cluster and run until interrupted.
+    Up {
+        /// Number of nodes.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
+        nodes: u64,
+        /// Where each node keeps its data and log.
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+        /// Node i listens on base+10i (client), base+10i+1 (peer), base+10i+2 (HTTP).
+        #[arg(long, default_value_t = 7070)]
+        base_port: u16,
+        /// The recipestore-node binary; by default the one beside recipectl.
+        #[arg(long)]
+        node_binary: Option<PathBuf>,
+    },
+}
+
+fn default_node_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot locate recipectl")?;
+    let binary = exe.with_file_name("recipestore-node");
+    anyhow::ensure!(
+        binary.exists(),
+        "{} not found; build it with `cargo build --release` or pass --node-binary",
+        binary.display()
+    );
+    Ok(binary)
+}
+
+pub async fn run(command: LocalCommand) -> anyhow::Result<()> {
+    let LocalCommand::Up {
+        nodes,
+        data_dir,
+        base_port,
+        node_binary,
+    } = command;
+    let binary = match node_binary {
+        Some(b) => b,
+        None => default_node_binary()?,
+    };
+    let mut cluster = LocalCluster::new(&binary, &data_dir, base_port, nodes, &[])?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    cluster.start_all()?;
+    let started = async {
+        let init = cluster.initialize(Duration::from_secs(30)).await?;
+        let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+        anyhow::Ok((init, leader))
+    };
+    let (init, leader) = match started.await {
+        Ok(v) => v,
+        Err(e) => {
+            cluster.stop_all(Duration::from_secs(5));
+            return Err(e.context(format!(
+                "the cluster did not start; see the logs in {}",
+                data_dir.display()
+            )));
+        }
+    };
+    let endpoints = cluster.client_endpoints().join(",");
+    let peers = cluster.peer_endpoints().join(",");
+    std::fs::write(data_dir.join("endpoints"), format!("{endpoints}\n"))?;
+    std::fs::write(data_dir.join("peers"), format!("{peers}\n"))?;
+    let verb = if init.already_initialized {
+        "restarted"
+    } else {
+        "created"
+    };
+    println!(
+        "RecipeStore cluster {} {verb}: {nodes} nodes, leader is node {leader}",
+        init.cluster_id
+    );
+    println!();
+    println!("  client endpoints: {endpoints}");
+    println!("  peer endpoints:   {peers}");
+    println!(
+        "  metrics:          {}",
+        cluster
+            .nodes
+            .iter()
+            .map(|n| format!("http://{}/metrics", n.http_addr()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!("  data and logs:    {}", data_dir.display());
+    println!();
+    println!("In another shell:");
+    println!(
+        "  export RECIPESTORE_ENDPOINTS=$(cat {}/endpoints) RECIPESTORE_PEERS=$(cat {}/peers)",
+        data_dir.display(),
+        data_dir.display()
+    );
+    println!("  echo 'rice, eggs, soy sauce' | recipectl upload fried-rice");
+    println!("  recipectl download fried-rice");
+    println!("  recipectl status");
+    println!();
+    println!("Press Ctrl-C to stop the cluster.");
+
+    let mut exited = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+            _ = exited.tick() => {
+                for node in &mut cluster.nodes {
+                    if let Some(status) = node.exited() {
+                        eprintln!("node {} exited ({status}); see {}/node-{}.log", node.id, data_dir.display(), node.id);
+                    }
+                }
+            }
+        }
+    }
+    println!("stopping {nodes} nodes");
+    cluster.stop_all(Duration::from_secs(10));
+    Ok(())
+}

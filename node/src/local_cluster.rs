@@ -1,0 +1,308 @@
+//! A cluster of `recipestore-node` processes on loopback: what
+//! `recipectl local up` runs, and what the integration tests drive.
+//!
+//! Node `i` (its id is its index, like a StatefulSet ordinal) listens on
+//! `base + 10*i` (client), `+1` (peer) and `+2` (HTTP), and keeps its data in
+//! `<data-dir>/node-<i>`, with its log in `<data-dir>/node-<i>.log`.
+
+use std::fs::OpenOptions;
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::Child;
+use std::process::Command;
+use std::process::Stdio;
+use std::time::Duration;
+use std::time::Instant;
+
+use anyhow::Context;
+use nix::sys::signal::Signal;
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+use tonic::transport::Endpoint;
+
+use crate::pb;
+use crate::pb::admin_client::AdminClient;
+
+/// One node process and where it listens.
+pub struct NodeProcess {
+    pub id: u64,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub http_port: u16,
+    pub data_dir: PathBuf,
+    log_file: PathBuf,
+    binary: PathBuf,
+    extra_args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl NodeProcess {
+    pub fn new(binary: &Path, data_root: &Path, base_port: u16, id: u64) -> Self {
+        let base = base_port + 10 * id as u16;
+        Self {
+            id,
+            client_port: base,
+            peer_port: base + 1,
+            http_port: base + 2,
+            data_dir: data_root.join(format!("node-{id}")),
+            log_file: data_root.join(format!("node-{id}.log")),
+            binary: binary.to_path_buf(),
+            extra_args: Vec::new(),
+            child: None,
+        }
+    }
+
+    /// Extra flags passed on every start (e.g. Raft timings in tests).
+    pub fn with_args(mut self, args: &[&str]) -> Self {
+        self.extra_args = args.iter().map(|a| a.to_string()).collect();
+        self
+    }
+
+    pub fn client_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn peer_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.peer_port)
+    }
+
+    pub fn http_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.http_port)
+    }
+
+    pub fn member(&self) -> pb::Member {
+        pb::Member {
+            id: self.id,
+            peer_addr: self.peer_addr(),
+            client_addr: self.client_addr(),
+        }
+    }
+
+    /// The command that starts this node, with `data_dir` as its data.
+    pub fn command(&self, data_dir: &Path) -> Command {
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("--id")
+            .arg(self.id.to_string())
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--client-addr")
+            .arg(self.client_addr())
+            .arg("--peer-addr")
+            .arg(self.peer_addr())
+            .arg("--http-addr")
+            .arg(self.http_addr())
+            .args(&self.extra_args);
+        command
+    }
+
+    /// Starts the process, appending its output to its log file.
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.child.is_none(), "node {} is already running", self.id);
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_file)
+            .with_context(|| format!("cannot open {}", self.log_file.display()))?;
+        let child = self
+            .command(&self.data_dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.binary.display()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL: the process gets no chance to flush or hand over.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within `grace`.
+    pub fn stop(&mut self, grace: Duration) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// The exit status if the process has exited on its own.
+    /// Reports it once: the node then counts as stopped.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok().flatten()?;
+        self.child = None;
+        Some(status)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_file).unwrap_or_default()
+    }
+
+    /// The admin client of this node.
+    pub fn admin(&self) -> anyhow::Result<AdminClient<tonic::transport::Channel>> {
+        let channel = Endpoint::from_shared(format!("http://{}", self.peer_addr()))?
+            .connect_timeout(Duration::from_secs(1))
+            .connect_lazy();
+        Ok(AdminClient::new(channel))
+    }
+
+    /// This node's status, with a short deadline.
+    pub async fn status(&self) -> anyhow::Result<pb::StatusResponse> {
+        let mut request = tonic::Request::new(pb::StatusRequest {});
+        request.set_timeout(Duration::from_secs(2));
+        Ok(self.admin()?.status(request).await?.into_inner())
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A set of node processes sharing a data root and a port range.
+pub struct LocalCluster {
+    pub nodes: Vec<NodeProcess>,
+    binary: PathBuf,
+    data_root: PathBuf,
+    base_port: u16,
+    extra_args: Vec<String>,
+}
+
+impl LocalCluster {
+    /// Lays out `count` nodes; nothing starts yet.
+    pub fn new(
+        binary: &Path,
+        data_root: &Path,
+        base_port: u16,
+        count: u64,
+        extra_args: &[&str],
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(count >= 1, "a cluster needs at least one node");
+        let top = u64::from(base_port) + 10 * count;
+        anyhow::ensure!(
+            top <= 65_535,
+            "base port {base_port} leaves no room for {count} nodes"
+        );
+        std::fs::create_dir_all(data_root)
+            .with_context(|| format!("cannot create {}", data_root.display()))?;
+        let mut cluster = Self {
+            nodes: Vec::new(),
+            binary: binary.to_path_buf(),
+            data_root: data_root.to_path_buf(),
+            base_port,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+        };
+        for _ in 0..count {
+            cluster.push_node();
+        }
+        Ok(cluster)
+    }
+
+    /// Lays out one more node (not started, not a member).
+    pub fn push_node(&mut self) -> &mut NodeProcess {
+        let id = self.nodes.len() as u64;
+        let args: Vec<&str> = self.extra_args.iter().map(String::as_str).collect();
+        let node =
+            NodeProcess::new(&self.binary, &self.data_root, self.base_port, id).with_args(&args);
+        self.nodes.push(node);
+        self.nodes.last_mut().expect("just pushed")
+    }
+
+    pub fn start_all(&mut self) -> anyhow::Result<()> {
+        for node in &mut self.nodes {
+            if !node.is_running() {
+                node.start()?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn stop_all(&mut self, grace: Duration) {
+        for node in &mut self.nodes {
+            node.stop(grace);
+        }
+    }
+
+    pub fn client_endpoints(&self) -> Vec<String> {
+        self.nodes.iter().map(NodeProcess::client_addr).collect()
+    }
+
+    pub fn peer_endpoints(&self) -> Vec<String> {
+        self.nodes.iter().map(NodeProcess::peer_addr).collect()
+    }
+
+    /// Initializes the cluster on node 0 with every laid-out node as a voter,
+    /// retrying while the nodes start. Idempotent across restarts.
+    pub async fn initialize(&self, wait: Duration) -> anyhow::Result<pb::InitializeResponse> {
+        let members: Vec<pb::Member> = self.nodes.iter().map(NodeProcess::member).collect();
+        let deadline = Instant::now() + wait;
+        loop {
+            let mut request = tonic::Request::new(pb::InitializeRequest {
+                members: members.clone(),
+            });
+            request.set_timeout(Duration::from_secs(5));
+            match self.nodes[0].admin()?.initialize(request).await {
+                Ok(reply) => return Ok(reply.into_inner()),
+                Err(status)
+                    if status.code() == tonic::Code::Unavailable && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(status) => anyhow::bail!("initialize failed: {}", status.message()),
+            }
+        }
+    }
+
+    /// Polls until a majority of running nodes name the same running node as
+    /// leader; returns its id.
+    pub async fn wait_for_leader(&self, wait: Duration) -> anyhow::Result<u64> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let mut votes = std::collections::BTreeMap::<u64, usize>::new();
+            let running = self.nodes.iter().filter(|n| n.is_running()).count();
+            for node in self.nodes.iter().filter(|n| n.is_running()) {
+                if let Ok(status) = node.status().await
+                    && let Some(leader) = status.leader_id
+                {
+                    *votes.entry(leader).or_default() += 1;
+                }
+            }
+            let is_running = |id: u64| {
+                self.nodes
+                    .get(id as usize)
+                    .is_none_or(NodeProcess::is_running)
+            };
+            if let Some((leader, _)) = votes
+                .into_iter()
+                .find(|(id, n)| *n * 2 > running && is_running(*id))
+            {
+                return Ok(leader);
+            }
+            anyhow::ensure!(Instant::now() < deadline, "no leader within {wait:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn node(&mut self, id: u64) -> &mut NodeProcess {
+        &mut self.nodes[id as usize]
+    }
+}

@@ -1,0 +1,224 @@
+//! Test harness: clusters of real `recipestore-node` processes on loopback,
+//! a background writer that records every acknowledged upload, and polling
+//! helpers with deadlines (never sleeps as synchronization).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicU16;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use std::time::Instant;
+
+use recipestore::client::Client;
+use recipestore::client::RetryPolicy;
+use recipestore::local_cluster::LocalCluster;
+use recipestore::pb;
+use tempfile::TempDir;
+
+/// Raft timings short enough for quick failover, long enough for a loaded
+/// two-core machine running tests in parallel.
+pub const FAST_RAFT: &[&str] = &[
+    "--heartbeat-ms",
+    "100",
+    "--election-timeout-min-ms",
+    "600",
+    "--election-timeout-max-ms",
+    "1200",
+];
+
+/// Each cluster gets its own range of 100 ports.
+fn next_base_port() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let slot = NEXT.fetch_add(1, Ordering::Relaxed);
+    // Spread concurrent test runs apart by process id.
+    21_000 + (std::process::id() % 20) as u16 * 1_000 + slot * 100
+}
+
+pub struct TestCluster {
+    pub cluster: LocalCluster,
+    /// Holds the data until the processes above are stopped.
+    _dir: TempDir,
+}
+
+impl TestCluster {
+    /// Lays out `count` nodes without starting them.
+    pub fn layout(count: u64, extra_args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut args = FAST_RAFT.to_vec();
+        args.extend_from_slice(extra_args);
+        let binary = std::path::PathBuf::from(env!("CARGO_BIN_EXE_recipestore-node"));
+        let cluster =
+            LocalCluster::new(&binary, dir.path(), next_base_port(), count, &args).expect("layout");
+        Self { cluster, _dir: dir }
+    }
+
+    /// Starts `count` nodes, initializes them as voters and waits for a leader.
+    pub async fn start(count: u64, extra_args: &[&str]) -> Self {
+        let mut c = Self::layout(count, extra_args);
+        c.cluster.start_all().expect("start nodes");
+        c.cluster
+            .initialize(Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| panic!("initialize: {e:#}\n{}", c.logs()));
+        c.leader().await;
+        c
+    }
+
+    pub async fn leader(&self) -> u64 {
+        self.cluster
+            .wait_for_leader(Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", self.logs()))
+    }
+
+    /// Every node's log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.cluster
+            .nodes
+            .iter()
+            .map(|n| {
+                let log = n.log();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                format!(
+                    "--- node {} ---\n{}",
+                    n.id,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// A client over every node's client port.
+    pub fn client(&self) -> Client {
+        client_for(&self.cluster.client_endpoints())
+    }
+
+    /// A client of one node only.
+    pub fn node_client(&self, id: u64) -> Client {
+        client_for(&[self.cluster.nodes[id as usize].client_addr()])
+    }
+}
+
+pub fn client_for(endpoints: &[String]) -> Client {
+    let policy = RetryPolicy {
+        max_attempts: 40,
+        max_delay: Duration::from_millis(500),
+        budget: 1_000.0,
+        ..RetryPolicy::default()
+    };
+    Client::with_policy(endpoints, policy, Duration::from_secs(5)).expect("client")
+}
+
+/// Polls `check` until it returns `Some`, failing after `wait`.
+pub async fn eventually<T, F, Fut>(wait: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + wait;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {wait:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Acknowledged uploads: name to (version, content).
+pub type Acked = BTreeMap<String, (u64, Vec<u8>)>;
+
+/// Uploads `<tag>-<i>` in a loop and records each acknowledged write.
+pub struct Writer {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Acked>>,
+    task: tokio::task::JoinHandle<u64>,
+}
+
+impl Writer {
+    pub fn start(client: Client, tag: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(BTreeMap::new()));
+        let (s, a, tag) = (stop.clone(), acked.clone(), tag.to_string());
+        let task = tokio::spawn(async move {
+            let mut failures = 0;
+            let mut i = 0u64;
+            while !s.load(Ordering::Relaxed) {
+                let name = format!("{tag}-{i:06}");
+                let content =
+                    format!("recipe {name}: rice, eggs, {i} pinches of salt").into_bytes();
+                match client.upload(&name, content.clone(), None).await {
+                    Ok(reply) => {
+                        a.lock().unwrap().insert(name, (reply.version, content));
+                    }
+                    Err(_) => failures += 1,
+                }
+                i += 1;
+            }
+            failures
+        });
+        Self { stop, acked, task }
+    }
+
+    pub fn acked_count(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    /// Waits until at least `n` more uploads than now are acknowledged.
+    pub async fn await_progress(&self, n: usize, wait: Duration) {
+        let target = self.acked_count() + n;
+        eventually(wait, "writes to be acknowledged", || async {
+            (self.acked_count() >= target).then_some(())
+        })
+        .await;
+    }
+
+    /// Stops writing; returns every acknowledged upload.
+    pub async fn finish(self) -> Acked {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("writer task");
+        Arc::try_unwrap(self.acked)
+            .expect("writer done")
+            .into_inner()
+            .unwrap()
+    }
+}
+
+/// Asserts every acknowledged upload is readable, linearizably, with its
+/// version and content.
+pub async fn assert_all_readable(client: &Client, acked: &Acked) {
+    assert!(!acked.is_empty(), "the writer acknowledged nothing");
+    for (name, (version, content)) in acked {
+        let reply = client
+            .download(name, pb::Consistency::Linearizable, None)
+            .await
+            .unwrap_or_else(|s| {
+                panic!("acknowledged upload {name} (version {version}) is not readable: {s}")
+            });
+        assert_eq!(reply.version, *version, "version of {name}");
+        assert_eq!(&reply.content, content, "content of {name}");
+    }
+}
+
+/// A plain HTTP/1.0 GET; returns the status code and body, `None` when the
+/// server is not answering.
+pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use tokio::io::AsyncReadExt;
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
+}

@@ -1,0 +1,83 @@
+use std::time::Duration;
+
+use recipestore::pb;
+
+use crate::cluster::TestCluster;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_refuses_another_nodes_data_directory() {
+    let mut c = TestCluster::start(3, &[]).await;
+    c.cluster.node(1).stop(Duration::from_secs(5));
+    let other_dir = c.cluster.nodes[2].data_dir.clone();
+    let out = c.cluster.nodes[1]
+        .command(&other_dir)
+        .output()
+        .expect("run the node");
+    assert!(!out.status.success(), "the node must refuse to start");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("belongs to node 2") && stderr.contains("started as node 1"),
+        "unclear refusal: {stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_of_one_cluster_refuses_to_join_another() {
+    let a = TestCluster::start(1, &[]).await;
+    let mut b = TestCluster::start(1, &[]).await;
+    let a_id = a.cluster.nodes[0].status().await.unwrap().cluster_id;
+    let b_id = b.cluster.nodes[0].status().await.unwrap().cluster_id;
+    assert_ne!(a_id, b_id);
+
+    // Asked to add B's node, A's leader refuses and says why.
+    let mut admin = a.cluster.nodes[0].admin().unwrap();
+    let err = admin
+        .add_learner(pb::AddLearnerRequest {
+            member: Some(b.cluster.nodes[0].member()),
+            blocking: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        err.message()
+            .contains(&format!("belongs to cluster {b_id}")),
+        "{}",
+        err.message()
+    );
+    let status = a.cluster.nodes[0].status().await.unwrap();
+    assert!(status.learners.is_empty(), "nothing was added");
+
+    // Restarted with A's cluster id expected, B's node refuses to start.
+    b.cluster.node(0).stop(Duration::from_secs(5));
+    let node = &b.cluster.nodes[0];
+    let out = node
+        .command(&node.data_dir)
+        .args(["--cluster-id", &a_id])
+        .output()
+        .expect("run the node");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("belongs to cluster {b_id}")) && stderr.contains(&a_id),
+        "unclear refusal: {stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initialize_is_idempotent_but_never_reinitializes_a_cluster() {
+    let c = TestCluster::start(3, &[]).await;
+    let first = c.cluster.nodes[0].status().await.unwrap().cluster_id;
+    let again = c.cluster.initialize(Duration::from_secs(5)).await.unwrap();
+    assert!(again.already_initialized);
+    assert_eq!(again.cluster_id, first);
+
+    // Node 1 already belongs to the cluster: a fresh single-node cluster is refused.
+    let mut admin = c.cluster.nodes[1].admin().unwrap();
+    let err = admin
+        .initialize(pb::InitializeRequest { members: vec![] })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(err.message().contains(&first), "{}", err.message());
+}

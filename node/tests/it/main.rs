@@ -1,0 +1,10 @@
+//! Integration tests: real node processes, real sockets, real disks.
+
+mod bad_input;
+mod cluster;
+mod crash;
+mod fencing;
+mod membership;
+mod replication;
+mod snapshot;
+mod storage;

@@ -1,0 +1,111 @@
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use recipestore::pb;
+
+use crate::cluster::TestCluster;
+use crate::cluster::Writer;
+use crate::cluster::assert_all_readable;
+use crate::cluster::eventually;
+
+async fn voters(c: &TestCluster, via: u64) -> BTreeSet<u64> {
+    let status = c.cluster.nodes[via as usize]
+        .status()
+        .await
+        .unwrap_or_else(|e| panic!("status of node {via}: {e}\n{}", c.logs()));
+    status.voters.iter().map(|m| m.id).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_to_five_to_three_voters_with_writes_running_loses_nothing() {
+    let mut c = TestCluster::start(3, &[]).await;
+    let writer = Writer::start(c.client(), "scale");
+    writer.await_progress(10, Duration::from_secs(30)).await;
+
+    // Scale out: start two nodes, add them as learners, then promote.
+    for _ in 0..2 {
+        let node = c.cluster.push_node();
+        node.start().unwrap();
+    }
+    for id in [3, 4] {
+        let member = c.cluster.nodes[id as usize].member();
+        let mut admin = c.cluster.nodes[0].admin().unwrap();
+        let reply = admin
+            .add_learner(pb::AddLearnerRequest {
+                member: Some(member),
+                blocking: true,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("add learner {id}: {e}\n{}", c.logs()))
+            .into_inner();
+        assert!(reply.learners.iter().any(|m| m.id == id));
+    }
+    let mut admin = c.cluster.nodes[1].admin().unwrap();
+    let reply = admin
+        .change_membership(pb::ChangeMembershipRequest {
+            voters: vec![0, 1, 2, 3, 4],
+            retain_removed_as_learners: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.voters.len(), 5);
+    assert_eq!(voters(&c, 4).await, BTreeSet::from([0, 1, 2, 3, 4]));
+    writer.await_progress(10, Duration::from_secs(30)).await;
+
+    // Scale in: remove the two highest ids, one at a time, then stop them.
+    for (id, remaining) in [(4, vec![0, 1, 2, 3]), (3, vec![0, 1, 2])] {
+        admin
+            .change_membership(pb::ChangeMembershipRequest {
+                voters: remaining.clone(),
+                retain_removed_as_learners: false,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("remove {id}: {e}\n{}", c.logs()));
+        eventually(Duration::from_secs(10), "the removal to commit", || async {
+            let v = voters(&c, 0).await;
+            (v == remaining.iter().copied().collect()).then_some(())
+        })
+        .await;
+        c.cluster.node(id).stop(Duration::from_secs(5));
+        writer.await_progress(5, Duration::from_secs(30)).await;
+    }
+    let acked = writer.finish().await;
+    let status = c.cluster.nodes[0].status().await.unwrap();
+    assert!(
+        status.learners.is_empty(),
+        "removed nodes are gone: {:?}",
+        status.learners
+    );
+    assert_all_readable(&c.client(), &acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_transfers_on_request_and_on_graceful_shutdown() {
+    let mut c = TestCluster::start(3, &[]).await;
+    let leader = c.leader().await;
+    let target = (leader + 1) % 3;
+    let mut admin = c.cluster.nodes[target as usize].admin().unwrap();
+    let reply = admin
+        .transfer_leadership(pb::TransferLeadershipRequest { to: target })
+        .await
+        .unwrap_or_else(|e| panic!("transfer: {e}\n{}", c.logs()))
+        .into_inner();
+    assert_eq!(reply.leader_id, target);
+    assert_eq!(c.leader().await, target);
+
+    // SIGTERM on the leader hands leadership over before it exits.
+    c.cluster.node(target).stop(Duration::from_secs(10));
+    let next = c.leader().await;
+    assert_ne!(next, target);
+    assert!(
+        c.cluster.nodes[target as usize]
+            .log()
+            .contains("node stopped"),
+        "the leader shut down cleanly"
+    );
+    c.client()
+        .upload("after-handover", b"ok".to_vec(), None)
+        .await
+        .unwrap();
+}

@@ -1,0 +1,75 @@
+use std::time::Duration;
+
+use recipestore::pb;
+
+use crate::cluster::TestCluster;
+use crate::cluster::eventually;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_added_after_the_log_was_purged_catches_up_by_snapshot() {
+    // Keep no log behind snapshots, so the learner cannot catch up from the log.
+    let mut c = TestCluster::start(3, &["--logs-to-keep", "0"]).await;
+    let client = c.client();
+    let mut written = Vec::new();
+    for i in 0..50 {
+        let name = format!("snap-{i:03}");
+        let content = vec![b'a' + (i % 26) as u8; 2_000 + i];
+        let version = client
+            .upload(&name, content.clone(), None)
+            .await
+            .unwrap()
+            .version;
+        written.push((name, version, content));
+    }
+    let leader = c.leader().await;
+    let mut admin = c.cluster.nodes[leader as usize].admin().unwrap();
+    let snap = admin
+        .trigger_snapshot(pb::TriggerSnapshotRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let purged = eventually(
+        Duration::from_secs(10),
+        "the leader's log to be purged",
+        || async {
+            let s = c.cluster.nodes[leader as usize].status().await.ok()?;
+            (s.purged_index >= snap.last_index).then_some(s.purged_index)
+        },
+    )
+    .await;
+    assert!(purged > 1, "log purged up to {purged}");
+
+    let learner = c.cluster.push_node();
+    learner.start().unwrap();
+    let member = learner.member();
+    admin
+        .add_learner(pb::AddLearnerRequest {
+            member: Some(member),
+            blocking: true,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("add learner: {e}\n{}", c.logs()));
+
+    let status = c.cluster.nodes[3]
+        .status()
+        .await
+        .unwrap_or_else(|e| panic!("learner status: {e}\n{}", c.logs()));
+    assert_eq!(status.role, pb::Role::Learner as i32);
+    let installed = status
+        .snapshot
+        .expect("the learner has a snapshot")
+        .last_index;
+    assert!(
+        installed >= snap.last_index,
+        "installed snapshot at {installed}"
+    );
+
+    let learner_client = c.node_client(3);
+    for (name, version, content) in &written {
+        let read = learner_client
+            .download(name, pb::Consistency::Local, Some(*version))
+            .await
+            .unwrap();
+        assert_eq!((&read.version, &read.content), (version, content), "{name}");
+    }
+}

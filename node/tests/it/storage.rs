@@ -1,0 +1,29 @@
+use openraft::StorageError;
+use openraft::testing::log::StoreBuilder;
+use openraft::testing::log::Suite;
+use recipestore::raft::TypeConfig;
+use recipestore::raft::log_store::LogStore;
+use recipestore::raft::state_machine::StateMachine;
+use tempfile::TempDir;
+
+struct SledStoreBuilder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledStoreBuilder {
+    async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = sled::Config::new()
+            .path(dir.path().join("db"))
+            .open()
+            .expect("open sled");
+        let log = LogStore::open(&db).expect("log store");
+        let sm = StateMachine::open(&db, &dir.path().join("snapshots")).expect("state machine");
+        Ok((dir, log, sm))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sled_storage_passes_the_openraft_suite() {
+    Suite::test_all(SledStoreBuilder)
+        .await
+        .expect("openraft storage suite");
+}
