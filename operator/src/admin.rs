@@ -9,7 +9,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::membership::{Member, NodeId, NodeStatus, Role};
 
-/// Code generated from `node/proto/recipestore/v1/cluster.proto`.
+/// Code generated from `node/proto/recipestore/v1/{cluster,recipes}.proto`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod proto {
     tonic::include_proto!("recipestore.v1");

@@ -3,9 +3,9 @@
 //!
 //! | key | meaning |
 //! |---|---|
-//! | `RECIPESTORE_RAFT_HEARTBEAT_INTERVAL_MS` | leader heartbeat interval |
-//! | `RECIPESTORE_RAFT_ELECTION_TIMEOUT_MIN_MS` | election timeout lower bound |
-//! | `RECIPESTORE_RAFT_ELECTION_TIMEOUT_MAX_MS` | election timeout upper bound |
+//! | `RECIPESTORE_HEARTBEAT_MS` | leader heartbeat interval |
+//! | `RECIPESTORE_ELECTION_TIMEOUT_MIN_MS` | election timeout lower bound |
+//! | `RECIPESTORE_ELECTION_TIMEOUT_MAX_MS` | election timeout upper bound |
 //! | `RECIPESTORE_SHED_ENABLED` | `true` or `false` |
 //! | `RECIPESTORE_SHED_UPLOAD_PRIORITY_CPU_PERCENT` | CPU use above which all uploads are shed |
 //! | `RECIPESTORE_SHED_DOWNLOAD_THRESHOLDS` | `cpu:probability` percent pairs, comma separated, e.g. `95:25,90:10,85:5` |
@@ -40,15 +40,15 @@ pub fn node_env(rs: &RecipeStore) -> BTreeMap<String, String> {
     let spec = &rs.spec;
     let entries = [
         (
-            "RECIPESTORE_RAFT_HEARTBEAT_INTERVAL_MS",
+            "RECIPESTORE_HEARTBEAT_MS",
             spec.raft.heartbeat_interval_ms.to_string(),
         ),
         (
-            "RECIPESTORE_RAFT_ELECTION_TIMEOUT_MIN_MS",
+            "RECIPESTORE_ELECTION_TIMEOUT_MIN_MS",
             spec.raft.election_timeout_min_ms.to_string(),
         ),
         (
-            "RECIPESTORE_RAFT_ELECTION_TIMEOUT_MAX_MS",
+            "RECIPESTORE_ELECTION_TIMEOUT_MAX_MS",
             spec.raft.election_timeout_max_ms.to_string(),
         ),
         (

@@ -11,6 +11,7 @@
 //! | `RECIPESTORE_PEER_ADDR` | `0.0.0.0:7071` |
 //! | `RECIPESTORE_HTTP_ADDR` | `0.0.0.0:9090` |
 //! | `RECIPESTORE_ADVERTISE_ADDR` | `<pod>.<name>-peers.<namespace>.svc` (ports are appended by the node) |
+//! | `RECIPESTORE_LOG_FORMAT` | `json`, for log collectors |
 //!
 //! plus every key of the ConfigMap (see [`super::config_map`]) through `envFrom`.
 
@@ -162,6 +163,7 @@ fn container(rs: &RecipeStore, topology: &Topology) -> Container {
         value("RECIPESTORE_CLIENT_ADDR", &format!("0.0.0.0:{CLIENT_PORT}")),
         value("RECIPESTORE_PEER_ADDR", &format!("0.0.0.0:{PEER_PORT}")),
         value("RECIPESTORE_HTTP_ADDR", &format!("0.0.0.0:{HTTP_PORT}")),
+        value("RECIPESTORE_LOG_FORMAT", "json"),
         value(
             "RECIPESTORE_ADVERTISE_ADDR",
             &format!(

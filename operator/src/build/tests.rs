@@ -132,9 +132,9 @@ fn config_map_carries_node_settings_as_env() {
     let r = build(&fixture(MINIMAL), 3, None).unwrap();
     let data = r.config_map.data.unwrap();
     let expected: BTreeMap<String, String> = [
-        ("RECIPESTORE_RAFT_HEARTBEAT_INTERVAL_MS", "100"),
-        ("RECIPESTORE_RAFT_ELECTION_TIMEOUT_MIN_MS", "1000"),
-        ("RECIPESTORE_RAFT_ELECTION_TIMEOUT_MAX_MS", "2000"),
+        ("RECIPESTORE_HEARTBEAT_MS", "100"),
+        ("RECIPESTORE_ELECTION_TIMEOUT_MIN_MS", "1000"),
+        ("RECIPESTORE_ELECTION_TIMEOUT_MAX_MS", "2000"),
         ("RECIPESTORE_SHED_ENABLED", "true"),
         ("RECIPESTORE_SHED_UPLOAD_PRIORITY_CPU_PERCENT", "90"),
         ("RECIPESTORE_SHED_DOWNLOAD_THRESHOLDS", "95:25,90:10,85:5"),
@@ -280,6 +280,7 @@ fn statefulset_gives_nodes_stable_identity_and_storage() {
         Some("0.0.0.0:7070")
     );
     assert_eq!(env_value(c, "RECIPESTORE_HTTP_ADDR"), Some("0.0.0.0:9090"));
+    assert_eq!(env_value(c, "RECIPESTORE_LOG_FORMAT"), Some("json"));
     assert_eq!(
         env_value(c, "RECIPESTORE_ADVERTISE_ADDR"),
         Some("$(POD_NAME).recipes-peers.$(POD_NAMESPACE).svc")

@@ -1,3 +1,4 @@
 //! Integration tests of the operator crate, in one binary so the workspace links few test executables.
 
 mod crd;
+mod local_nodes;
