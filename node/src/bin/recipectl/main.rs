@@ -123,7 +123,7 @@ enum Command {
         command: local::LocalCommand,
     },
     /// Measure latency and throughput against a running cluster.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
 }
 
 impl From<ConsistencyArg> for pb::Consistency {
