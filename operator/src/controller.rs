@@ -95,14 +95,16 @@ pub async fn reconcile(rs: Arc<RecipeStore>, ctx: Arc<Context>) -> Result<Action
         world.service_monitor.as_ref(),
     )
     .await?;
-    perform(&rs, &ctx, &plan).await?;
+    // A failed step still gets its status written: what was observed is true.
+    let performed = perform(&rs, &ctx, &plan).await;
 
     update_status(&rs, &topology, &ctx, &world, &plan).await?;
+    performed?;
 
-    Ok(if plan.step == Step::Steady {
-        Action::requeue(REQUEUE_STEADY)
-    } else {
-        Action::requeue(REQUEUE_CHANGING)
+    Ok(match plan.step {
+        // Nothing moves until the nodes or a person change something.
+        Step::Steady | Step::Refuse(_) => Action::requeue(REQUEUE_STEADY),
+        _ => Action::requeue(REQUEUE_CHANGING),
     })
 }
 

@@ -175,8 +175,10 @@ pub struct RaftSpec {
     pub election_timeout_max_ms: u64,
 }
 
-/// CPU-based load shedding. The thresholds tables say: when smoothed CPU use is
-/// at least `cpuPercent`, shed `probabilityPercent` of the requests of that kind.
+/// Load shedding. The thresholds tables say: when smoothed CPU use is at
+/// least `cpuPercent` (above it, for an `exclusive` row), shed
+/// `probabilityPercent` of the requests of that kind. The highest matching
+/// row applies.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct SheddingSpec {
@@ -191,10 +193,13 @@ pub struct SheddingSpec {
     #[serde(default = "default_download_thresholds")]
     #[schemars(length(max = 16))]
     pub download_thresholds: Vec<ShedThreshold>,
-    /// Probabilistic shedding of uploads (default 80→25, 75→10, 70→5).
+    /// Probabilistic shedding of uploads (default 80→25, 75→10, above 70→5).
     #[serde(default = "default_upload_thresholds")]
     #[schemars(length(max = 16))]
     pub upload_thresholds: Vec<ShedThreshold>,
+    /// Shed when less memory than this is available to a node, in MiB (default 64).
+    #[serde(default = "default_memory_floor_mib")]
+    pub memory_floor_mib: u32,
 }
 
 /// One row of a shedding table.
@@ -207,6 +212,9 @@ pub struct ShedThreshold {
     /// Share of requests shed, in percent.
     #[schemars(range(min = 0, max = 100))]
     pub probability_percent: u8,
+    /// Apply only above `cpuPercent`, not at it (default false).
+    #[serde(default)]
+    pub exclusive: bool,
 }
 
 /// Bounded request queues and their worker pools.
@@ -215,23 +223,23 @@ pub struct ShedThreshold {
 #[x_kube(validation = kube::core::Rule::new("self.downloadWorkersMin <= self.downloadWorkersMax")
     .message("queues.downloadWorkersMin must not exceed queues.downloadWorkersMax"))]
 pub struct QueueSpec {
-    /// Maximum queued uploads (default 1024).
-    #[serde(default = "default_queue_capacity")]
+    /// Maximum queued uploads (default 256).
+    #[serde(default = "default_upload_queue_capacity")]
     #[schemars(range(min = 1))]
     pub upload_capacity: u32,
     /// Maximum queued downloads (default 1024).
-    #[serde(default = "default_queue_capacity")]
+    #[serde(default = "default_download_queue_capacity")]
     #[schemars(range(min = 1))]
     pub download_capacity: u32,
-    /// Upload workers (default 4).
+    /// Upload workers (default 64).
     #[serde(default = "default_upload_workers")]
     #[schemars(range(min = 1))]
     pub upload_workers: u32,
-    /// Download workers kept when idle (default 2).
+    /// Download workers kept when idle (default 4).
     #[serde(default = "default_download_workers_min")]
     #[schemars(range(min = 1))]
     pub download_workers_min: u32,
-    /// Download workers under load (default 16).
+    /// Download workers under load (default 64).
     #[serde(default = "default_download_workers_max")]
     #[schemars(range(min = 1))]
     pub download_workers_max: u32,
@@ -344,25 +352,36 @@ fn default_download_thresholds() -> Vec<ShedThreshold> {
     vec![threshold(95, 25), threshold(90, 10), threshold(85, 5)]
 }
 fn default_upload_thresholds() -> Vec<ShedThreshold> {
-    vec![threshold(80, 25), threshold(75, 10), threshold(70, 5)]
+    let above_70 = ShedThreshold {
+        exclusive: true,
+        ..threshold(70, 5)
+    };
+    vec![threshold(80, 25), threshold(75, 10), above_70]
 }
 fn threshold(cpu_percent: u8, probability_percent: u8) -> ShedThreshold {
     ShedThreshold {
         cpu_percent,
         probability_percent,
+        exclusive: false,
     }
 }
-fn default_queue_capacity() -> u32 {
+fn default_memory_floor_mib() -> u32 {
+    64
+}
+fn default_upload_queue_capacity() -> u32 {
+    256
+}
+fn default_download_queue_capacity() -> u32 {
     1024
 }
 fn default_upload_workers() -> u32 {
-    4
+    64
 }
 fn default_download_workers_min() -> u32 {
-    2
+    4
 }
 fn default_download_workers_max() -> u32 {
-    16
+    64
 }
 fn default_cache_mib() -> u32 {
     64
@@ -400,6 +419,7 @@ impl Default for SheddingSpec {
             upload_priority_cpu_percent: default_upload_priority_cpu(),
             download_thresholds: default_download_thresholds(),
             upload_thresholds: default_upload_thresholds(),
+            memory_floor_mib: default_memory_floor_mib(),
         }
     }
 }
@@ -407,8 +427,8 @@ impl Default for SheddingSpec {
 impl Default for QueueSpec {
     fn default() -> Self {
         Self {
-            upload_capacity: default_queue_capacity(),
-            download_capacity: default_queue_capacity(),
+            upload_capacity: default_upload_queue_capacity(),
+            download_capacity: default_download_queue_capacity(),
             upload_workers: default_upload_workers(),
             download_workers_min: default_download_workers_min(),
             download_workers_max: default_download_workers_max(),

@@ -53,14 +53,6 @@ pub enum Error {
         #[source]
         source: admin::AdminError,
     },
-
-    /// An object could not be turned into an apply patch.
-    #[error("failed to serialize {what}")]
-    Serialization {
-        what: &'static str,
-        #[source]
-        source: serde_json::Error,
-    },
 }
 
 impl Error {
@@ -71,7 +63,6 @@ impl Error {
             Error::InvalidSpec(_) => "invalid_spec",
             Error::MissingObjectKey(_) => "missing_object_key",
             Error::Membership { .. } => "membership",
-            Error::Serialization { .. } => "serialization",
         }
     }
 

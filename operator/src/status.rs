@@ -253,3 +253,154 @@ fn condition(v: Verdict, previous: &[Condition], generation: Option<i64>, now: &
         last_transition_time,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::jiff::Timestamp;
+
+    use super::*;
+    use crate::membership::{self, Member, NodeId, Role};
+
+    fn topology() -> Topology {
+        Topology::new("rs", "ns")
+    }
+
+    fn at(seconds: i64) -> Time {
+        Time(Timestamp::from_second(seconds).unwrap())
+    }
+
+    /// Leader 0 of `voters` and `learners`; `lagging` members are far behind.
+    fn observed(
+        desired: u32,
+        voters: &[NodeId],
+        learners: &[NodeId],
+        lagging: &[NodeId],
+    ) -> Observed {
+        let member = |id| topology().member(id);
+        let leader = NodeStatus {
+            id: 0,
+            cluster_id: "c".to_owned(),
+            role: Role::Leader,
+            term: 4,
+            leader_id: Some(0),
+            voters: voters.iter().copied().map(member).collect::<Vec<Member>>(),
+            learners: learners.iter().copied().map(member).collect(),
+            last_log_index: 1000,
+            committed_index: 1000,
+            matched_index: voters
+                .iter()
+                .chain(learners)
+                .map(|id| (*id, if lagging.contains(id) { 0 } else { 1000 }))
+                .collect(),
+            millis_since_quorum_ack: Some(1),
+        };
+        Observed {
+            desired_replicas: desired,
+            statefulset_replicas: desired,
+            pods: BTreeMap::new(),
+            nodes: BTreeMap::from([(0, leader)]),
+            recorded_cluster_id: Some("c".to_owned()),
+        }
+    }
+
+    fn compute_at(
+        observed: &Observed,
+        previous: Option<&RecipeStoreStatus>,
+        now: Time,
+    ) -> RecipeStoreStatus {
+        let policy = Policy::default();
+        let plan = membership::plan(observed, &policy);
+        compute(&Inputs {
+            generation: Some(2),
+            topology: &topology(),
+            pods: 3,
+            ready_pods: 3,
+            observed,
+            plan: &plan,
+            policy: &policy,
+            previous,
+            now,
+        })
+    }
+
+    fn condition<'a>(status: &'a RecipeStoreStatus, type_: &str) -> &'a Condition {
+        status.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    #[test]
+    fn healthy_cluster_is_running_and_available() {
+        let status = compute_at(&observed(3, &[0, 1, 2], &[], &[]), None, at(10));
+        assert_eq!(status.phase, Phase::Running);
+        assert_eq!(status.leader.as_deref(), Some("rs-0"));
+        assert_eq!(status.term, Some(4));
+        assert_eq!(status.observed_generation, Some(2));
+        assert_eq!(condition(&status, AVAILABLE).status, "True");
+        assert_eq!(condition(&status, DEGRADED).reason, "AsExpected");
+        assert!(
+            status
+                .conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(2))
+        );
+    }
+
+    #[test]
+    fn learners_are_listed_with_their_progress() {
+        let status = compute_at(&observed(3, &[0, 1], &[2], &[2]), None, at(10));
+        let learner = status.members.iter().find(|m| m.id == 2).unwrap();
+        assert_eq!(
+            (learner.role, learner.caught_up),
+            (MemberRole::Learner, false)
+        );
+        assert_eq!(status.phase, Phase::Scaling);
+        assert_eq!(condition(&status, PROGRESSING).reason, "LearnerCatchingUp");
+    }
+
+    #[test]
+    fn a_lagging_voter_degrades_the_cluster() {
+        let status = compute_at(&observed(3, &[0, 1, 2], &[], &[2]), None, at(10));
+        assert_eq!(status.phase, Phase::Degraded);
+        assert_eq!(condition(&status, DEGRADED).reason, "MembersLagging");
+        assert_eq!(
+            condition(&status, AVAILABLE).status,
+            "True",
+            "a quorum still serves"
+        );
+    }
+
+    #[test]
+    fn no_leader_after_initialization_is_degraded() {
+        let mut o = observed(3, &[0, 1, 2], &[], &[]);
+        o.nodes.get_mut(&0).unwrap().role = Role::Candidate;
+        let status = compute_at(&o, None, at(10));
+        assert_eq!(status.phase, Phase::Degraded);
+        assert_eq!(condition(&status, AVAILABLE).reason, "NoLeader");
+        assert_eq!(status.leader, None);
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_a_condition_flips() {
+        let healthy = observed(3, &[0, 1, 2], &[], &[]);
+        let first = compute_at(&healthy, None, at(10));
+        let again = compute_at(&healthy, Some(&first), at(20));
+        assert_eq!(condition(&again, AVAILABLE).last_transition_time, at(10));
+        let lagging = observed(3, &[0, 1, 2], &[], &[2]);
+        let flipped = compute_at(&lagging, Some(&again), at(30));
+        assert_eq!(condition(&flipped, DEGRADED).last_transition_time, at(30));
+        assert_eq!(condition(&flipped, AVAILABLE).last_transition_time, at(10));
+    }
+
+    #[test]
+    fn invalid_spec_fails_but_keeps_what_is_known() {
+        let running = compute_at(&observed(3, &[0, 1, 2], &[], &[]), None, at(10));
+        let status = invalid(Some(3), &topology(), "bad timings", Some(&running), &at(20));
+        assert_eq!(status.phase, Phase::Failed);
+        assert_eq!(status.leader.as_deref(), Some("rs-0"));
+        assert_eq!(condition(&status, DEGRADED).reason, "InvalidSpec");
+        assert_eq!(condition(&status, DEGRADED).message, "bad timings");
+        assert_eq!(condition(&status, AVAILABLE).status, "True");
+        assert_eq!(status.observed_generation, Some(3));
+    }
+}

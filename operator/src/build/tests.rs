@@ -136,15 +136,16 @@ fn config_map_carries_node_settings_as_env() {
         ("RECIPESTORE_ELECTION_TIMEOUT_MIN_MS", "1000"),
         ("RECIPESTORE_ELECTION_TIMEOUT_MAX_MS", "2000"),
         ("RECIPESTORE_SHED_ENABLED", "true"),
-        ("RECIPESTORE_SHED_UPLOAD_PRIORITY_CPU_PERCENT", "90"),
-        ("RECIPESTORE_SHED_DOWNLOAD_THRESHOLDS", "95:25,90:10,85:5"),
-        ("RECIPESTORE_SHED_UPLOAD_THRESHOLDS", "80:25,75:10,70:5"),
-        ("RECIPESTORE_UPLOAD_QUEUE_CAPACITY", "1024"),
+        ("RECIPESTORE_SHED_UPLOAD_PRIORITY_CPU", "90"),
+        ("RECIPESTORE_SHED_DOWNLOAD_TIERS", "95:0.25,90:0.10,85:0.05"),
+        ("RECIPESTORE_SHED_UPLOAD_TIERS", "80:0.25,75:0.10,>70:0.05"),
+        ("RECIPESTORE_SHED_MEMORY_FLOOR_MIB", "64"),
+        ("RECIPESTORE_UPLOAD_QUEUE_CAPACITY", "256"),
         ("RECIPESTORE_DOWNLOAD_QUEUE_CAPACITY", "1024"),
-        ("RECIPESTORE_UPLOAD_WORKERS", "4"),
-        ("RECIPESTORE_DOWNLOAD_WORKERS_MIN", "2"),
-        ("RECIPESTORE_DOWNLOAD_WORKERS_MAX", "16"),
-        ("RECIPESTORE_CACHE_CAPACITY_BYTES", "67108864"),
+        ("RECIPESTORE_UPLOAD_WORKERS", "64"),
+        ("RECIPESTORE_DOWNLOAD_WORKERS_MIN", "4"),
+        ("RECIPESTORE_DOWNLOAD_WORKERS_MAX", "64"),
+        ("RECIPESTORE_CACHE_BYTES", "67108864"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -156,13 +157,10 @@ fn config_map_carries_node_settings_as_env() {
 fn config_map_sorts_shedding_tables_highest_cpu_first() {
     let r = build(&fixture(FULL), 5, None).unwrap();
     let data = r.config_map.data.unwrap();
-    assert_eq!(data["RECIPESTORE_SHED_DOWNLOAD_THRESHOLDS"], "97:50,90:20");
-    assert_eq!(data["RECIPESTORE_SHED_UPLOAD_THRESHOLDS"], "70:30");
+    assert_eq!(data["RECIPESTORE_SHED_DOWNLOAD_TIERS"], "97:0.50,90:0.20");
+    assert_eq!(data["RECIPESTORE_SHED_UPLOAD_TIERS"], "70:0.30,>60:1.00");
     assert_eq!(data["RECIPESTORE_SHED_ENABLED"], "false");
-    assert_eq!(
-        data["RECIPESTORE_CACHE_CAPACITY_BYTES"],
-        (256u64 << 20).to_string()
-    );
+    assert_eq!(data["RECIPESTORE_CACHE_BYTES"], (256u64 << 20).to_string());
 }
 
 #[test]

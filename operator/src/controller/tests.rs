@@ -135,19 +135,32 @@ fn cluster(
 struct FakeAdmin {
     nodes: BTreeMap<String, NodeStatus>,
     calls: Mutex<Vec<String>>,
+    /// Membership changes fail as if leadership moved mid-call.
+    fail_changes: bool,
 }
 
 impl FakeAdmin {
     fn new(nodes: BTreeMap<String, NodeStatus>) -> Self {
         Self {
             nodes,
-            calls: Mutex::default(),
+            ..Self::default()
         }
     }
 
     fn record(&self, call: String) -> BoxFuture<'_, Result<(), AdminError>> {
+        let result = if self.fail_changes {
+            Err(AdminError::Call {
+                call: "ChangeMembership",
+                addr: call.clone(),
+                source: tonic::Status::unavailable(
+                    "leadership moved during the membership change; retry",
+                ),
+            })
+        } else {
+            Ok(())
+        };
         self.calls.lock().unwrap().push(call);
-        Box::pin(async { Ok(()) })
+        Box::pin(async move { result })
     }
 
     fn calls(&self) -> Vec<String> {
@@ -726,6 +739,51 @@ async fn scale_in_step_shrinks_the_statefulset_once_the_voter_is_gone() {
 }
 
 #[tokio::test]
+async fn failed_step_is_reported_and_status_still_written() {
+    let rs = with_cluster(recipestore(3));
+    let sts = statefulset(&rs, 3);
+    let state = ApiState {
+        service_monitor_crd: false,
+        statefulset: Some(sts),
+        pods: vec![pod(0), pod(1), pod(2)],
+    };
+    let expected = rs.clone();
+    let mut admin = FakeAdmin::new(cluster(&[0], &[1], &[2]));
+    admin.fail_changes = true;
+    let (result, calls) = reconcile_with(rs, admin, move |mut api| async move {
+        api.dereference(&state).await;
+        api.apply_children(false).await;
+        let event = api.event("MembershipStepFailed", "Warning").await;
+        assert!(
+            event["note"].as_str().unwrap().contains("leadership moved"),
+            "{event}"
+        );
+        let status = api.status(&expected).await;
+        assert_eq!(
+            condition(&status, "Progressing"),
+            ("True", "PromoteLearner")
+        );
+        api
+    })
+    .await;
+    assert!(
+        matches!(
+            result,
+            Err(Error::Membership {
+                step: "PromoteLearner",
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    assert_eq!(
+        calls.len(),
+        1,
+        "tried once, retried on the next reconcile: {calls:?}"
+    );
+}
+
+#[tokio::test]
 async fn fenced_node_is_refused_with_a_warning() {
     let rs = with_cluster(recipestore(3));
     let sts = statefulset(&rs, 3);
@@ -748,7 +806,11 @@ async fn fenced_node_is_refused_with_a_warning() {
         api
     })
     .await;
-    result.unwrap();
+    assert_eq!(
+        result.unwrap(),
+        Action::requeue(REQUEUE_STEADY),
+        "a refusal waits for a person"
+    );
     assert!(calls.is_empty(), "a fenced node is never joined: {calls:?}");
 }
 

@@ -172,3 +172,81 @@ fn crd_shedding_probabilities_are_percentages() {
         (Some(0.0), Some(100.0))
     );
 }
+
+/// A RecipeStore as `kubectl apply` would send it.
+fn recipestore(spec: serde_json::Value) -> RecipeStore {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "recipestore.dev/v1alpha1",
+        "kind": "RecipeStore",
+        "metadata": { "name": "recipes", "namespace": "kitchen" },
+        "spec": spec,
+    }))
+    .expect("a RecipeStore")
+}
+
+fn cel_messages(result: Result<(), kube::core::cel::ValidationErrors>) -> String {
+    match result {
+        Ok(()) => String::new(),
+        Err(errors) => format!("{errors:?}"),
+    }
+}
+
+#[test]
+fn cel_accepts_the_defaults_and_the_full_fixture() {
+    assert_eq!(
+        cel_messages(kube::core::cel::validate_cel(&recipestore(
+            serde_json::json!({})
+        ))),
+        ""
+    );
+    let full: RecipeStore =
+        serde_yaml::from_str(include_str!("../fixtures/full.yaml")).expect("full fixture parses");
+    assert_eq!(cel_messages(kube::core::cel::validate_cel(&full)), "");
+}
+
+#[test]
+fn cel_rejects_election_timeouts_out_of_order() {
+    let rs = recipestore(
+        serde_json::json!({ "raft": { "electionTimeoutMinMs": 2000, "electionTimeoutMaxMs": 1000 } }),
+    );
+    let messages = cel_messages(kube::core::cel::validate_cel(&rs));
+    assert!(
+        messages.contains("electionTimeoutMinMs must be less than"),
+        "{messages}"
+    );
+}
+
+#[test]
+fn cel_rejects_a_heartbeat_too_close_to_the_election_timeout() {
+    let rs = recipestore(serde_json::json!({ "raft": { "heartbeatIntervalMs": 600 } }));
+    let messages = cel_messages(kube::core::cel::validate_cel(&rs));
+    assert!(
+        messages.contains("heartbeatIntervalMs must be less than half"),
+        "{messages}"
+    );
+}
+
+#[test]
+fn cel_rejects_download_worker_bounds_out_of_order() {
+    let rs = recipestore(
+        serde_json::json!({ "queues": { "downloadWorkersMin": 8, "downloadWorkersMax": 4 } }),
+    );
+    let messages = cel_messages(kube::core::cel::validate_cel(&rs));
+    assert!(
+        messages.contains("downloadWorkersMin must not exceed"),
+        "{messages}"
+    );
+}
+
+#[test]
+fn cel_rejects_a_storage_change_but_not_a_replica_change() {
+    let old = recipestore(serde_json::json!({ "storage": { "size": "10Gi" } }));
+    let resized = recipestore(serde_json::json!({ "storage": { "size": "20Gi" } }));
+    let messages = cel_messages(kube::core::cel::validate_cel_update(&resized, &old));
+    assert!(messages.contains("storage is immutable"), "{messages}");
+    let scaled = recipestore(serde_json::json!({ "replicas": 5, "storage": { "size": "10Gi" } }));
+    assert_eq!(
+        cel_messages(kube::core::cel::validate_cel_update(&scaled, &old)),
+        ""
+    );
+}

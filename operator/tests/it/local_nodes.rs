@@ -108,6 +108,9 @@ impl LocalStatefulSet {
             .arg(format!("127.0.0.1:{http_port}"))
             .arg("--advertise-addr")
             .arg("127.0.0.1")
+            // The test machine's CPU is shared with builds: shedding would
+            // refuse the writes this test must see succeed.
+            .args(["--shed-enabled", "false"])
             .args([
                 "--heartbeat-ms",
                 "50",
@@ -291,8 +294,13 @@ type Acknowledged = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 
 /// Uploads recipes through the given nodes until stopped; remembers what
 /// was acknowledged.
-async fn write_continuously(addrs: Vec<String>, stop: Arc<AtomicBool>, acked: Acknowledged) {
+async fn write_continuously(
+    addrs: Vec<String>,
+    stop: Arc<AtomicBool>,
+    acked: Acknowledged,
+) -> Option<String> {
     let mut n = 0u64;
+    let mut last_error = None;
     while !stop.load(Ordering::Relaxed) {
         let addr = &addrs[usize::try_from(n).unwrap() % addrs.len()];
         let name = format!("recipe-{n:05}");
@@ -301,18 +309,24 @@ async fn write_continuously(addrs: Vec<String>, stop: Arc<AtomicBool>, acked: Ac
         let attempt = async {
             let mut client = RecipesClient::connect(format!("http://{addr}"))
                 .await
-                .ok()?;
+                .map_err(|e| format!("connect {addr}: {e}"))?;
             let request = UploadRequest {
                 name: name.clone(),
                 content: content.clone(),
                 if_version: None,
             };
-            client.upload(request).await.ok()
+            client
+                .upload(request)
+                .await
+                .map_err(|e| format!("upload to {addr}: {e}"))
         };
-        if let Ok(Some(_)) = timeout(Duration::from_secs(3), attempt).await {
-            acked.lock().await.push((name, content));
+        match timeout(Duration::from_secs(3), attempt).await {
+            Ok(Ok(_)) => acked.lock().await.push((name, content)),
+            Ok(Err(error)) => last_error = Some(error),
+            Err(_) => last_error = Some(format!("upload to {addr} timed out")),
         }
     }
+    last_error
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -381,13 +395,13 @@ async fn planner_steps_drive_real_nodes_one_three_five_three_without_losing_writ
     assert_eq!(sts.pods.keys().copied().collect::<Vec<_>>(), [0, 1, 2]);
 
     stop.store(true, Ordering::Relaxed);
-    writer.await.unwrap();
+    let last_write_error = writer.await.unwrap();
 
     // Nothing acknowledged is lost.
     let acked = acked.lock().await.clone();
     assert!(
         acked.len() > 10,
-        "writes kept flowing during the changes: {} acknowledged",
+        "writes kept flowing during the changes: {} acknowledged, last error: {last_write_error:?}",
         acked.len()
     );
     let addr = sts.client_addrs([1]).pop().unwrap();
