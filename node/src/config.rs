@@ -8,6 +8,9 @@ use std::time::Duration;
 use clap::Parser;
 use clap::ValueEnum;
 
+use crate::overload::shed::ShedPolicy;
+use crate::overload::shed::Tiers;
+
 /// Default largest recipe content: 1 MiB.
 pub const DEFAULT_MAX_CONTENT_BYTES: usize = 1024 * 1024;
 
@@ -112,6 +115,119 @@ pub struct NodeConfig {
         default_value = "text"
     )]
     pub log_format: LogFormat,
+
+    /// Bytes of recipes kept in the read cache (0 disables it).
+    #[arg(long, env = "RECIPESTORE_CACHE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub cache_bytes: u64,
+
+    #[command(flatten)]
+    pub overload: OverloadConfig,
+}
+
+/// Load shedding and queueing settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OverloadConfig {
+    /// Shed requests under overload; `false` admits everything (for control runs).
+    #[arg(long, env = "RECIPESTORE_SHED_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub shed_enabled: bool,
+
+    /// Uploads are shed outright above this CPU percentage.
+    #[arg(
+        long,
+        env = "RECIPESTORE_SHED_UPLOAD_PRIORITY_CPU",
+        default_value_t = 90.0
+    )]
+    pub shed_upload_priority_cpu: f64,
+
+    /// Probabilistic download shedding: CPU:PROBABILITY tiers, highest first.
+    #[arg(
+        long,
+        env = "RECIPESTORE_SHED_DOWNLOAD_TIERS",
+        default_value = "95:0.25,90:0.10,85:0.05"
+    )]
+    pub shed_download_tiers: Tiers,
+
+    /// Probabilistic upload shedding; `>` makes a lower bound exclusive.
+    #[arg(
+        long,
+        env = "RECIPESTORE_SHED_UPLOAD_TIERS",
+        default_value = "80:0.25,75:0.10,>70:0.05"
+    )]
+    pub shed_upload_tiers: Tiers,
+
+    /// Shed when less memory than this is available to the node, in MiB.
+    #[arg(long, env = "RECIPESTORE_SHED_MEMORY_FLOOR_MIB", default_value_t = 64)]
+    pub shed_memory_floor_mib: u64,
+
+    /// Uploads waiting for a worker before new ones are shed.
+    #[arg(long, env = "RECIPESTORE_UPLOAD_QUEUE_CAPACITY", default_value_t = 256)]
+    pub upload_queue_capacity: usize,
+
+    /// Workers proposing uploads concurrently.
+    #[arg(long, env = "RECIPESTORE_UPLOAD_WORKERS", default_value_t = 64)]
+    pub upload_workers: usize,
+
+    /// Downloads waiting for a worker before new ones are shed.
+    #[arg(
+        long,
+        env = "RECIPESTORE_DOWNLOAD_QUEUE_CAPACITY",
+        default_value_t = 1024
+    )]
+    pub download_queue_capacity: usize,
+
+    /// Download workers kept when idle.
+    #[arg(long, env = "RECIPESTORE_DOWNLOAD_WORKERS_MIN", default_value_t = 4)]
+    pub download_workers_min: usize,
+
+    /// Download workers under a backlog.
+    #[arg(long, env = "RECIPESTORE_DOWNLOAD_WORKERS_MAX", default_value_t = 64)]
+    pub download_workers_max: usize,
+
+    /// How often CPU and memory are sampled, in milliseconds.
+    #[arg(long, env = "RECIPESTORE_CPU_SAMPLE_MS", default_value_t = 250)]
+    pub cpu_sample_ms: u64,
+
+    /// The cgroup v2 directory CPU and memory figures are read from.
+    #[arg(long, env = "RECIPESTORE_CGROUP_DIR", default_value = "/sys/fs/cgroup")]
+    pub cgroup_dir: PathBuf,
+}
+
+impl OverloadConfig {
+    pub fn policy(&self) -> ShedPolicy {
+        ShedPolicy {
+            enabled: self.shed_enabled,
+            upload_priority_cpu: self.shed_upload_priority_cpu,
+            download_tiers: self.shed_download_tiers.clone(),
+            upload_tiers: self.shed_upload_tiers.clone(),
+            memory_floor_bytes: self.shed_memory_floor_mib * 1024 * 1024,
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !(0.0..=100.0).contains(&self.shed_upload_priority_cpu) {
+            return Err("--shed-upload-priority-cpu must be within 0..=100".into());
+        }
+        for (flag, value) in [
+            ("--upload-queue-capacity", self.upload_queue_capacity),
+            ("--upload-workers", self.upload_workers),
+            ("--download-queue-capacity", self.download_queue_capacity),
+            ("--download-workers-min", self.download_workers_min),
+        ] {
+            if value == 0 {
+                return Err(format!("{flag} must be positive"));
+            }
+        }
+        if self.download_workers_max < self.download_workers_min {
+            return Err(format!(
+                "--download-workers-max ({}) must be at least --download-workers-min ({})",
+                self.download_workers_max, self.download_workers_min
+            ));
+        }
+        if self.cpu_sample_ms == 0 {
+            return Err("--cpu-sample-ms must be positive".into());
+        }
+        Ok(())
+    }
 }
 
 impl NodeConfig {
@@ -151,7 +267,7 @@ impl NodeConfig {
         if self.snapshot_logs == 0 {
             return Err("--snapshot-logs must be positive".into());
         }
-        Ok(())
+        self.overload.validate()
     }
 
     fn advertise_host(&self) -> String {
@@ -254,6 +370,33 @@ mod tests {
         assert!(err.contains("at most half"), "{err}");
         parse(&["--id", "0"]).validate().unwrap();
         parse(&["--id", "0"]).raft_config().unwrap();
+        let err = parse(&[
+            "--id",
+            "0",
+            "--download-workers-min",
+            "8",
+            "--download-workers-max",
+            "4",
+        ])
+        .validate()
+        .unwrap_err();
+        assert!(err.contains("at least --download-workers-min"), "{err}");
+    }
+
+    #[test]
+    fn shedding_defaults_are_the_seed_tables_and_can_be_switched_off() {
+        let policy = parse(&["--id", "0"]).overload.policy();
+        assert!(policy.enabled);
+        assert_eq!(policy.download_tiers, Tiers::seed_downloads());
+        assert_eq!(policy.upload_tiers, Tiers::seed_uploads());
+        assert!(
+            !parse(&["--id", "0", "--shed-enabled", "false"])
+                .overload
+                .policy()
+                .enabled
+        );
+        let bad = NodeConfig::try_parse_from(["n", "--id", "0", "--shed-download-tiers", "90:2"]);
+        assert!(bad.unwrap_err().to_string().contains("probability"));
     }
 
     #[test]

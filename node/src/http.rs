@@ -39,7 +39,8 @@ pub async fn serve(
         .context("HTTP server failed")
 }
 
-async fn metrics_text() -> impl IntoResponse {
+async fn metrics_text(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    node.recipes.publish_cache_size();
     (
         [(
             header::CONTENT_TYPE,

@@ -4,6 +4,7 @@
 //! endpoints), the client library used by `recipectl`, and the shared
 //! configuration. `recipestore-node` and `recipectl` are thin binaries on top.
 
+pub mod cache;
 pub mod client;
 pub mod codec;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod local_cluster;
 pub mod metrics;
 pub mod name;
 pub mod node;
+pub mod overload;
 pub mod raft;
 pub mod server;
 

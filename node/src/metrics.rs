@@ -5,6 +5,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use prometheus::Encoder;
+use prometheus::Gauge;
 use prometheus::HistogramOpts;
 use prometheus::HistogramVec;
 use prometheus::IntCounter;
@@ -34,6 +35,17 @@ struct Metrics {
     fsync_seconds: HistogramVec,
     fsync_batch_entries: HistogramVec,
     snapshot_build_seconds: HistogramVec,
+    shed: IntCounterVec,
+    queue_depth: IntGaugeVec,
+    queue_workers: IntGaugeVec,
+    queue_wait_seconds: HistogramVec,
+    cpu_usage: Gauge,
+    memory_available: IntGauge,
+    cache_hits: IntCounter,
+    cache_misses: IntCounter,
+    cache_evictions: IntCounter,
+    cache_bytes: IntGauge,
+    cache_entries: IntGauge,
 }
 
 fn opts(subsystem: &str, name: &str, help: &str) -> Opts {
@@ -157,6 +169,69 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             &[],
         )
         .expect("valid metric"),
+        shed: IntCounterVec::new(
+            opts(
+                "",
+                "shed_requests_total",
+                "Requests shed, by operation and reason.",
+            ),
+            &["op", "reason"],
+        )
+        .expect("valid metric"),
+        queue_depth: IntGaugeVec::new(
+            opts("queue", "depth", "Requests waiting for a worker."),
+            &["queue"],
+        )
+        .expect("valid metric"),
+        queue_workers: IntGaugeVec::new(
+            opts("queue", "workers", "Workers serving the queue."),
+            &["queue"],
+        )
+        .expect("valid metric"),
+        queue_wait_seconds: HistogramVec::new(
+            histogram(
+                "queue",
+                "wait_seconds",
+                "Time requests waited for a worker.",
+                latency_buckets(),
+            ),
+            &["queue"],
+        )
+        .expect("valid metric"),
+        cpu_usage: Gauge::with_opts(opts(
+            "",
+            "cpu_usage_ratio",
+            "Smoothed CPU usage of the node's container as the shedder sees it (0..1).",
+        ))
+        .expect("valid metric"),
+        memory_available: IntGauge::with_opts(opts(
+            "",
+            "memory_available_bytes",
+            "Memory still available to the node's container.",
+        ))
+        .expect("valid metric"),
+        cache_hits: IntCounter::with_opts(opts(
+            "cache",
+            "hits_total",
+            "Reads served from the cache.",
+        ))
+        .expect("valid metric"),
+        cache_misses: IntCounter::with_opts(opts(
+            "cache",
+            "misses_total",
+            "Reads that went to storage.",
+        ))
+        .expect("valid metric"),
+        cache_evictions: IntCounter::with_opts(opts(
+            "cache",
+            "evictions_total",
+            "Entries evicted for space.",
+        ))
+        .expect("valid metric"),
+        cache_bytes: IntGauge::with_opts(opts("cache", "size_bytes", "Bytes held by the cache."))
+            .expect("valid metric"),
+        cache_entries: IntGauge::with_opts(opts("cache", "entries", "Recipes held by the cache."))
+            .expect("valid metric"),
         registry,
     };
     let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -173,6 +248,17 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Box::new(m.fsync_seconds.clone()),
         Box::new(m.fsync_batch_entries.clone()),
         Box::new(m.snapshot_build_seconds.clone()),
+        Box::new(m.shed.clone()),
+        Box::new(m.queue_depth.clone()),
+        Box::new(m.queue_workers.clone()),
+        Box::new(m.queue_wait_seconds.clone()),
+        Box::new(m.cpu_usage.clone()),
+        Box::new(m.memory_available.clone()),
+        Box::new(m.cache_hits.clone()),
+        Box::new(m.cache_misses.clone()),
+        Box::new(m.cache_evictions.clone()),
+        Box::new(m.cache_bytes.clone()),
+        Box::new(m.cache_entries.clone()),
         Box::new(prometheus::process_collector::ProcessCollector::new(
             std::process::id() as i32,
             NAMESPACE,
@@ -193,6 +279,70 @@ pub fn observe_request(op: &str, code: tonic::Code, elapsed: Duration) {
         .request_seconds
         .with_label_values(&labels)
         .observe(elapsed.as_secs_f64());
+}
+
+/// Counts a shed request.
+pub fn observe_shed(op: &str, reason: &str) {
+    METRICS.shed.with_label_values(&[op, reason]).inc();
+}
+
+pub fn observe_queue_depth(queue: &str, depth: usize) {
+    METRICS
+        .queue_depth
+        .with_label_values(&[queue])
+        .set(depth as i64);
+}
+
+pub fn observe_queue_workers(queue: &str, workers: usize) {
+    METRICS
+        .queue_workers
+        .with_label_values(&[queue])
+        .set(workers as i64);
+}
+
+pub fn observe_queue_wait(queue: &str, waited: Duration) {
+    METRICS
+        .queue_wait_seconds
+        .with_label_values(&[queue])
+        .observe(waited.as_secs_f64());
+}
+
+/// Publishes the sampled CPU (percent) and available memory.
+pub fn observe_resources(cpu_percent: f64, memory_available: u64) {
+    METRICS.cpu_usage.set(cpu_percent / 100.0);
+    METRICS
+        .memory_available
+        .set(memory_available.min(i64::MAX as u64) as i64);
+}
+
+pub fn cache_hit() {
+    METRICS.cache_hits.inc();
+}
+
+pub fn cache_miss() {
+    METRICS.cache_misses.inc();
+}
+
+pub fn cache_evicted() {
+    METRICS.cache_evictions.inc();
+}
+
+pub fn observe_cache_size(bytes: u64, entries: u64) {
+    METRICS.cache_bytes.set(bytes as i64);
+    METRICS.cache_entries.set(entries as i64);
+}
+
+/// Makes every labelled family visible from the start, so dashboards and
+/// alerts see zeros rather than "no data" on a quiet node.
+pub fn initialize_labels() {
+    for op in ["upload", "download"] {
+        for reason in crate::overload::shed::ShedReason::ALL {
+            METRICS.shed.with_label_values(&[op, reason.label()]);
+        }
+        METRICS.queue_depth.with_label_values(&[op]);
+        METRICS.queue_workers.with_label_values(&[op]);
+        METRICS.queue_wait_seconds.with_label_values(&[op]);
+    }
 }
 
 /// Records one fsync of the Raft log covering `appends` log appends.

@@ -18,10 +18,12 @@ use tokio::sync::watch;
 use tonic::Status;
 use tonic::transport::Channel;
 
+use crate::cache::RecipeCache;
 use crate::codec;
 use crate::config::NodeConfig;
 use crate::identity::Identity;
 use crate::metrics;
+use crate::overload::Overload;
 use crate::pb;
 use crate::raft::Command;
 use crate::raft::Member;
@@ -50,6 +52,7 @@ pub struct Node {
     pub identity: Arc<Identity>,
     pub config: NodeConfig,
     pub member: Member,
+    pub overload: Overload,
     peer_channels: Mutex<HashMap<String, Channel>>,
 }
 
@@ -289,7 +292,8 @@ impl RunningNode {
                 )
             })?;
         let log_store = LogStore::open(&db)?;
-        let state_machine = StateMachine::open(&db, &config.data_dir.join("snapshots"))?;
+        let cache = RecipeCache::new(config.cache_bytes);
+        let state_machine = StateMachine::open(&db, &config.data_dir.join("snapshots"), cache)?;
         let recipes = state_machine.recipes();
         let raft = typ::Raft::new(
             id,
@@ -311,8 +315,10 @@ impl RunningNode {
             identity,
             config: config.clone(),
             member,
+            overload: Overload::start(&config.overload),
             peer_channels: Mutex::default(),
         });
+        metrics::initialize_labels();
 
         let (stop, stopped) = watch::channel(false);
         let servers = vec![

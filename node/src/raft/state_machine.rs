@@ -37,6 +37,7 @@ use super::typ::LogId;
 use super::typ::Snapshot;
 use super::typ::SnapshotMeta;
 use super::typ::StoredMembership;
+use crate::cache::RecipeCache;
 use crate::codec::decode_io;
 use crate::codec::encode_io;
 use crate::metrics;
@@ -82,18 +83,40 @@ pub struct RecipeSummary {
 }
 
 /// Read access to the applied recipes, shared with the gRPC services.
+///
+/// Reads go through the cache. Coherence: applying an entry (sled write +
+/// cache update) and filling the cache after a miss (sled read + cache
+/// insert) both hold `fill_lock`, so a fill can never put back a value that
+/// an apply has already replaced or deleted.
 #[derive(Clone)]
 pub struct Recipes {
     tree: sled::Tree,
+    cache: RecipeCache,
+    fill_lock: Arc<std::sync::Mutex<()>>,
 }
 
 impl Recipes {
     /// The recipe as of this node's last applied entry.
-    pub fn get(&self, name: &str) -> io::Result<Option<Recipe>> {
-        match self.tree.get(recipe_key(name)).map_err(io_err)? {
-            Some(bytes) => decode_io(&bytes).map(Some),
-            None => Ok(None),
+    pub fn get(&self, name: &str) -> io::Result<Option<Arc<Recipe>>> {
+        if let Some(hit) = self.cache.get(name) {
+            return Ok(Some(hit));
         }
+        let _fill = self.fill_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(recipe) = self.get_stored(name)? else {
+            return Ok(None);
+        };
+        let recipe = Arc::new(recipe);
+        self.cache.insert(name, recipe.clone());
+        Ok(Some(recipe))
+    }
+
+    fn get_stored(&self, name: &str) -> io::Result<Option<Recipe>> {
+        read_meta(&self.tree, &recipe_key(name))
+    }
+
+    /// Publishes the cache's size to the metrics.
+    pub fn publish_cache_size(&self) {
+        self.cache.publish_size();
     }
 
     /// Up to `limit` recipes whose names start with `prefix`, in name order,
@@ -141,6 +164,7 @@ struct SnapshotRecord {
 pub struct StateMachine {
     db: sled::Db,
     tree: sled::Tree,
+    recipes: Recipes,
     snapshot_dir: PathBuf,
     /// Held while applying and while dumping a snapshot, so a snapshot is the
     /// exact state at its last applied id.
@@ -148,12 +172,19 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
-    /// Opens the state machine in `db`, with snapshots under `snapshot_dir`.
-    pub fn open(db: &sled::Db, snapshot_dir: &Path) -> io::Result<Self> {
+    /// Opens the state machine in `db`, with snapshots under `snapshot_dir`
+    /// and reads served through `cache`.
+    pub fn open(db: &sled::Db, snapshot_dir: &Path, cache: RecipeCache) -> io::Result<Self> {
         std::fs::create_dir_all(snapshot_dir)?;
+        let tree = db.open_tree("sm").map_err(io_err)?;
         Ok(Self {
             db: db.clone(),
-            tree: db.open_tree("sm").map_err(io_err)?,
+            recipes: Recipes {
+                tree: tree.clone(),
+                cache,
+                fill_lock: Arc::default(),
+            },
+            tree,
             snapshot_dir: snapshot_dir.to_path_buf(),
             apply_lock: Arc::new(Mutex::new(())),
         })
@@ -161,36 +192,32 @@ impl StateMachine {
 
     /// A read handle for the services.
     pub fn recipes(&self) -> Recipes {
-        Recipes {
-            tree: self.tree.clone(),
-        }
+        self.recipes.clone()
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
         read_meta(&self.tree, key)
     }
 
+    /// Computes the outcome of `command` and stages its write in `batch`;
+    /// returns the cache change to make once the batch is applied.
     fn apply_command(
         &self,
         index: u64,
         command: &Command,
         batch: &mut sled::Batch,
-    ) -> io::Result<Outcome> {
+    ) -> io::Result<(Outcome, Option<CacheChange>)> {
         let (name, if_version) = match command {
             Command::Put {
                 name, if_version, ..
             }
             | Command::Delete { name, if_version } => (name, *if_version),
         };
-        let current = Recipes {
-            tree: self.tree.clone(),
-        }
-        .get(name)?
-        .map(|r| r.version);
+        let current = self.recipes.get_stored(name)?.map(|r| r.version);
         if let Some(expected) = if_version
             && current.unwrap_or(0) != expected
         {
-            return Ok(Outcome::VersionMismatch { expected, current });
+            return Ok((Outcome::VersionMismatch { expected, current }, None));
         }
         Ok(match command {
             Command::Put { name, content, .. } => {
@@ -199,17 +226,27 @@ impl StateMachine {
                     content: content.clone(),
                 };
                 batch.insert(recipe_key(name), encode_io(&recipe)?);
-                Outcome::Written { version: index }
+                let change = CacheChange::Put(name.clone(), Arc::new(recipe));
+                (Outcome::Written { version: index }, Some(change))
             }
             Command::Delete { name, .. } => {
                 if current.is_none() {
-                    return Ok(Outcome::NotFound);
+                    return Ok((Outcome::NotFound, None));
                 }
                 batch.remove(recipe_key(name));
-                Outcome::Deleted { version: index }
+                (
+                    Outcome::Deleted { version: index },
+                    Some(CacheChange::Remove(name.clone())),
+                )
             }
         })
     }
+}
+
+/// How an applied entry changes the cache.
+enum CacheChange {
+    Put(String, Arc<Recipe>),
+    Remove(String),
 }
 
 /// Removes snapshot files other than `keep`; a failure only costs disk space.
@@ -337,19 +374,33 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         while let Some((entry, responder)) = entries.try_next().await? {
             let log_id = entry.log_id();
             let mut batch = sled::Batch::default();
-            let outcome = match &entry.payload {
-                EntryPayload::Blank => Outcome::Applied,
+            let (outcome, change) = match &entry.payload {
+                EntryPayload::Blank => (Outcome::Applied, None),
                 EntryPayload::Normal(command) => {
                     self.apply_command(log_id.index(), command, &mut batch)?
                 }
                 EntryPayload::Membership(membership) => {
                     let stored = StoredMembership::new(Some(log_id), membership.clone());
                     batch.insert(MEMBERSHIP, encode_io(&stored)?);
-                    Outcome::Applied
+                    (Outcome::Applied, None)
                 }
             };
             batch.insert(APPLIED, encode_io(&Some(log_id))?);
-            self.tree.apply_batch(batch).map_err(io_err)?;
+            {
+                let _fill = self
+                    .recipes
+                    .fill_lock
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                self.tree.apply_batch(batch).map_err(io_err)?;
+                match change {
+                    Some(CacheChange::Put(name, recipe)) => {
+                        self.recipes.cache.insert(&name, recipe)
+                    }
+                    Some(CacheChange::Remove(name)) => self.recipes.cache.invalidate(&name),
+                    None => {}
+                }
+            }
             if let Some(responder) = responder {
                 responder.send(outcome);
             }
@@ -375,6 +426,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let file = snapshot_file_name(meta);
         let path = self.snapshot_dir.join(&file);
         let tree = self.tree.clone();
+        let recipes = self.recipes.clone();
         let record = SnapshotRecord {
             meta: meta.clone(),
             file: file.clone(),
@@ -414,7 +466,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let copy = copy.into_inner().map_err(|e| e.into_error())?;
             copy.sync_all()?;
             std::fs::rename(path.with_extension("tmp"), &path)?;
-            tree.apply_batch(batch).map_err(io_err)
+            let _fill = recipes.fill_lock.lock().unwrap_or_else(|e| e.into_inner());
+            tree.apply_batch(batch).map_err(io_err)?;
+            recipes.cache.clear();
+            Ok(())
         })
         .await
         .map_err(io::Error::other)??;

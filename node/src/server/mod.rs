@@ -81,12 +81,16 @@ pub async fn serve_client(
 /// deadline (`grpc-timeout`) less a margin so the reply arrives in time, or
 /// the default wait when the call has none.
 pub fn time_left(metadata: &MetadataMap) -> Duration {
-    let deadline = metadata
+    let deadline = caller_deadline(metadata).unwrap_or(DEFAULT_WAIT);
+    deadline.saturating_sub(deadline / 20 + Duration::from_millis(5))
+}
+
+/// The caller's deadline (`grpc-timeout`), if it set one.
+pub fn caller_deadline(metadata: &MetadataMap) -> Option<Duration> {
+    metadata
         .get("grpc-timeout")
         .and_then(|v| v.to_str().ok())
         .and_then(parse_grpc_timeout)
-        .unwrap_or(DEFAULT_WAIT);
-    deadline.saturating_sub(deadline / 20 + Duration::from_millis(5))
 }
 
 /// Parses a `grpc-timeout` header value: digits followed by a unit.

@@ -1,7 +1,11 @@
-//! The client API `recipestore.v1.Recipes`: validation, consistency levels,
-//! forwarding of writes, and precise status codes.
+//! The client API `recipestore.v1.Recipes`: validation, overload admission,
+//! consistency levels, forwarding of writes, and precise status codes.
+//!
+//! Validation happens before admission, so bad input never takes a queue
+//! slot; everything else runs as a job in the upload or download queue.
 
 use std::sync::Arc;
+use std::time::Duration;
 use std::time::Instant;
 
 use tonic::Code;
@@ -11,10 +15,12 @@ use tonic::Status;
 use tonic::metadata::MetadataValue;
 
 use super::LEADER_METADATA;
+use super::caller_deadline;
 use super::time_left;
 use crate::metrics;
 use crate::name;
 use crate::node::Node;
+use crate::overload::shed::Op;
 use crate::pb;
 use crate::pb::Consistency;
 use crate::raft::Command;
@@ -33,40 +39,40 @@ impl RecipesService {
     pub fn new(node: Arc<Node>) -> Self {
         Self { node }
     }
+}
 
-    /// Attaches the leader hint to an error so smart clients can redirect.
-    fn with_leader(&self, mut status: Status) -> Status {
-        if let Ok(value) = MetadataValue::try_from(self.node.leader_hint()) {
-            status.metadata_mut().insert(LEADER_METADATA, value);
-        }
-        status
+/// Attaches the leader hint to an error so smart clients can redirect.
+fn with_leader(node: &Node, mut status: Status) -> Status {
+    if let Ok(value) = MetadataValue::try_from(node.leader_hint()) {
+        status.metadata_mut().insert(LEADER_METADATA, value);
     }
+    status
+}
 
-    /// Waits for the state a read at `consistency` must observe.
-    async fn prepare_read(
-        &self,
-        consistency: i32,
-        min_version: Option<u64>,
-        wait: std::time::Duration,
-    ) -> Result<(), Status> {
-        let consistency = Consistency::try_from(consistency).map_err(|_| {
-            Status::invalid_argument(format!("unknown consistency level {consistency}"))
-        })?;
-        let started = Instant::now();
-        if let Some(version) = min_version {
-            self.node.await_applied(version, wait).await?;
-        }
-        if consistency != Consistency::Local {
-            let index = self
-                .node
-                .read_index(wait.saturating_sub(started.elapsed()))
-                .await?;
-            self.node
-                .await_applied(index, wait.saturating_sub(started.elapsed()))
-                .await?;
-        }
-        Ok(())
+fn consistency(value: i32) -> Result<Consistency, Status> {
+    Consistency::try_from(value)
+        .map_err(|_| Status::invalid_argument(format!("unknown consistency level {value}")))
+}
+
+/// Waits for the state a read at `consistency` must observe.
+async fn prepare_read(
+    node: &Node,
+    consistency: Consistency,
+    min_version: Option<u64>,
+    wait: Duration,
+) -> Result<(), Status> {
+    let started = Instant::now();
+    if let Some(version) = min_version {
+        node.await_applied(version, wait).await?;
     }
+    if consistency != Consistency::Local {
+        let index = node
+            .read_index(wait.saturating_sub(started.elapsed()))
+            .await?;
+        node.await_applied(index, wait.saturating_sub(started.elapsed()))
+            .await?;
+    }
+    Ok(())
 }
 
 fn storage_failed(e: std::io::Error) -> Status {
@@ -98,6 +104,29 @@ fn outcome_status(outcome: Outcome, name: &str) -> Result<u64, Status> {
     }
 }
 
+/// Proposes `command` through the upload queue; returns the new version.
+async fn write(
+    node: &Arc<Node>,
+    command: Command,
+    metadata: &tonic::metadata::MetadataMap,
+) -> Result<u64, Status> {
+    let wait = time_left(metadata);
+    let name = match &command {
+        Command::Put { name, .. } | Command::Delete { name, .. } => name.clone(),
+    };
+    let job_node = node.clone();
+    let job = async move {
+        let outcome = job_node
+            .write(command, wait)
+            .await
+            .map_err(|s| with_leader(&job_node, s))?;
+        outcome_status(outcome, &name)
+    };
+    node.overload
+        .run(Op::Upload, caller_deadline(metadata), job)
+        .await
+}
+
 #[tonic::async_trait]
 impl pb::recipes_server::Recipes for RecipesService {
     async fn upload(
@@ -105,23 +134,18 @@ impl pb::recipes_server::Recipes for RecipesService {
         request: Request<pb::UploadRequest>,
     ) -> Result<Response<pb::UploadResponse>, Status> {
         observed("upload", async {
-            let wait = time_left(request.metadata());
-            let req = request.into_inner();
+            let (metadata, _, req) = request.into_parts();
             name::validate(&req.name).map_err(Status::invalid_argument)?;
             name::validate_content(&req.content, self.node.config.max_content_bytes)
                 .map_err(Status::invalid_argument)?;
             let command = Command::Put {
-                name: req.name.clone(),
+                name: req.name,
                 content: req.content,
                 if_version: req.if_version,
             };
-            let outcome = self
-                .node
-                .write(command, wait)
-                .await
-                .map_err(|s| self.with_leader(s))?;
+            let version = write(&self.node, command, &metadata).await?;
             Ok(Response::new(pb::UploadResponse {
-                version: outcome_status(outcome, &req.name)?,
+                version,
                 leader: self.node.leader_hint(),
             }))
         })
@@ -133,25 +157,34 @@ impl pb::recipes_server::Recipes for RecipesService {
         request: Request<pb::DownloadRequest>,
     ) -> Result<Response<pb::DownloadResponse>, Status> {
         observed("download", async {
-            let wait = time_left(request.metadata());
-            let req = request.into_inner();
+            let (metadata, _, req) = request.into_parts();
             name::validate(&req.name).map_err(Status::invalid_argument)?;
-            self.prepare_read(req.consistency, req.min_version, wait)
-                .await
-                .map_err(|s| self.with_leader(s))?;
-            let recipe = self
+            let consistency = consistency(req.consistency)?;
+            let wait = time_left(&metadata);
+            let node = self.node.clone();
+            let job = async move {
+                prepare_read(&node, consistency, req.min_version, wait)
+                    .await
+                    .map_err(|s| with_leader(&node, s))?;
+                let recipe = node
+                    .recipes
+                    .get(&req.name)
+                    .map_err(storage_failed)?
+                    .ok_or_else(|| {
+                        Status::not_found(format!("recipe {:?} does not exist", req.name))
+                    })?;
+                Ok(pb::DownloadResponse {
+                    content: recipe.content.clone(),
+                    version: recipe.version,
+                    leader: node.leader_hint(),
+                })
+            };
+            let reply = self
                 .node
-                .recipes
-                .get(&req.name)
-                .map_err(storage_failed)?
-                .ok_or_else(|| {
-                    Status::not_found(format!("recipe {:?} does not exist", req.name))
-                })?;
-            Ok(Response::new(pb::DownloadResponse {
-                content: recipe.content,
-                version: recipe.version,
-                leader: self.node.leader_hint(),
-            }))
+                .overload
+                .run(Op::Download, caller_deadline(&metadata), job)
+                .await?;
+            Ok(Response::new(reply))
         })
         .await
     }
@@ -161,20 +194,15 @@ impl pb::recipes_server::Recipes for RecipesService {
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         observed("delete", async {
-            let wait = time_left(request.metadata());
-            let req = request.into_inner();
+            let (metadata, _, req) = request.into_parts();
             name::validate(&req.name).map_err(Status::invalid_argument)?;
             let command = Command::Delete {
-                name: req.name.clone(),
+                name: req.name,
                 if_version: req.if_version,
             };
-            let outcome = self
-                .node
-                .write(command, wait)
-                .await
-                .map_err(|s| self.with_leader(s))?;
+            let version = write(&self.node, command, &metadata).await?;
             Ok(Response::new(pb::DeleteResponse {
-                version: outcome_status(outcome, &req.name)?,
+                version,
                 leader: self.node.leader_hint(),
             }))
         })
@@ -186,8 +214,7 @@ impl pb::recipes_server::Recipes for RecipesService {
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
         observed("list", async {
-            let wait = time_left(request.metadata());
-            let req = request.into_inner();
+            let (metadata, _, req) = request.into_parts();
             let limit = match req.limit as usize {
                 0 => DEFAULT_LIST_LIMIT,
                 n if n > MAX_LIST_LIMIT => {
@@ -197,41 +224,49 @@ impl pb::recipes_server::Recipes for RecipesService {
                 }
                 n => n,
             };
-            let after = (!req.page_token.is_empty()).then_some(req.page_token.as_str());
-            if let Some(after) = after
-                && !after.starts_with(&req.prefix)
-            {
+            if !req.page_token.is_empty() && !req.page_token.starts_with(&req.prefix) {
                 return Err(Status::invalid_argument(
                     "page_token does not belong to this prefix",
                 ));
             }
-            self.prepare_read(req.consistency, None, wait)
-                .await
-                .map_err(|s| self.with_leader(s))?;
-            // One extra row tells whether another page follows.
-            let mut rows = self
-                .node
-                .recipes
-                .list(&req.prefix, after, limit + 1)
-                .map_err(storage_failed)?;
-            let next_page_token = if rows.len() > limit {
-                rows.truncate(limit);
-                rows.last().map(|r| r.name.clone()).unwrap_or_default()
-            } else {
-                String::new()
+            let consistency = consistency(req.consistency)?;
+            let wait = time_left(&metadata);
+            let node = self.node.clone();
+            let job = async move {
+                prepare_read(&node, consistency, None, wait)
+                    .await
+                    .map_err(|s| with_leader(&node, s))?;
+                let after = (!req.page_token.is_empty()).then_some(req.page_token.as_str());
+                // One extra row tells whether another page follows.
+                let mut rows = node
+                    .recipes
+                    .list(&req.prefix, after, limit + 1)
+                    .map_err(storage_failed)?;
+                let next_page_token = if rows.len() > limit {
+                    rows.truncate(limit);
+                    rows.last().map(|r| r.name.clone()).unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                Ok(pb::ListResponse {
+                    recipes: rows
+                        .into_iter()
+                        .map(|r| pb::RecipeSummary {
+                            name: r.name,
+                            version: r.version,
+                            size_bytes: r.size_bytes,
+                        })
+                        .collect(),
+                    next_page_token,
+                    leader: node.leader_hint(),
+                })
             };
-            Ok(Response::new(pb::ListResponse {
-                recipes: rows
-                    .into_iter()
-                    .map(|r| pb::RecipeSummary {
-                        name: r.name,
-                        version: r.version,
-                        size_bytes: r.size_bytes,
-                    })
-                    .collect(),
-                next_page_token,
-                leader: self.node.leader_hint(),
-            }))
+            let reply = self
+                .node
+                .overload
+                .run(Op::Download, caller_deadline(&metadata), job)
+                .await?;
+            Ok(Response::new(reply))
         })
         .await
     }

@@ -43,10 +43,16 @@ pub struct TestCluster {
 }
 
 impl TestCluster {
-    /// Lays out `count` nodes without starting them.
+    /// Lays out `count` nodes without starting them. The nodes read CPU
+    /// usage from a fake cgroup that reports an idle CPU (see [`FakeCpu`]),
+    /// so a busy test machine does not make them shed.
     pub fn layout(count: u64, extra_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        let cgroup = dir.path().join("cgroup");
+        FakeCpu::create(&cgroup);
+        let cgroup = cgroup.to_string_lossy().into_owned();
         let mut args = FAST_RAFT.to_vec();
+        args.extend_from_slice(&["--cgroup-dir", &cgroup, "--cpu-sample-ms", "50"]);
         args.extend_from_slice(extra_args);
         let binary = std::path::PathBuf::from(env!("CARGO_BIN_EXE_recipestore-node"));
         let cluster =
@@ -99,6 +105,44 @@ impl TestCluster {
     /// A client of one node only.
     pub fn node_client(&self, id: u64) -> Client {
         client_for(&[self.cluster.nodes[id as usize].client_addr()])
+    }
+}
+
+/// A fake cgroup v2 CPU controller: one CPU whose usage the test sets.
+pub struct FakeCpu {
+    stop: Arc<AtomicBool>,
+}
+
+impl FakeCpu {
+    fn create(dir: &std::path::Path) {
+        std::fs::create_dir_all(dir).expect("cgroup dir");
+        std::fs::write(dir.join("cpu.max"), "100000 100000\n").expect("cpu.max");
+        std::fs::write(dir.join("cpu.stat"), "usage_usec 0\n").expect("cpu.stat");
+    }
+
+    /// Reports `percent` CPU usage from now on, until dropped.
+    pub fn busy(cluster: &TestCluster, percent: f64) -> Self {
+        let path = cluster._dir.path().join("cgroup").join("cpu.stat");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            while !flag.load(Ordering::Relaxed) {
+                let usage = (started.elapsed().as_micros() as f64 * percent / 100.0) as u64;
+                let tmp = path.with_extension("tmp");
+                let _ = std::fs::write(&tmp, format!("usage_usec {usage}\n"));
+                let _ = std::fs::rename(&tmp, &path);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = std::fs::write(&path, "usage_usec 0\n");
+        });
+        Self { stop }
+    }
+}
+
+impl Drop for FakeCpu {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 

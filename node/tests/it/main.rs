@@ -1,10 +1,12 @@
 //! Integration tests: real node processes, real sockets, real disks.
 
 mod bad_input;
+mod cache;
 mod cluster;
 mod crash;
 mod fencing;
 mod membership;
+mod overload;
 mod replication;
 mod snapshot;
 mod storage;

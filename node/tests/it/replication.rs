@@ -124,8 +124,16 @@ async fn delete_conditional_writes_and_list_pages_behave_like_a_kv_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_endpoints_report_health_readiness_and_metrics() {
     let c = TestCluster::start(3, &[]).await;
-    c.client()
+    // Node 1 serves an upload and a download, so its request, queue and
+    // cache families all have samples.
+    let client = c.node_client(1);
+    let v = client
         .upload("bread", b"flour, water".to_vec(), None)
+        .await
+        .unwrap()
+        .version;
+    client
+        .download("bread", Consistency::Local, Some(v))
         .await
         .unwrap();
     let http = c.cluster.nodes[1].http_addr();
@@ -145,8 +153,24 @@ async fn http_endpoints_report_health_readiness_and_metrics() {
         "recipestore_raft_members",
         "recipestore_storage_fsync_duration_seconds",
         "recipestore_process_cpu_seconds_total",
+        "recipestore_requests_total{code=\"Ok\",op=\"upload\"}",
+        "recipestore_request_duration_seconds_bucket",
+        "recipestore_shed_requests_total{op=\"download\",reason=\"memory\"}",
+        "recipestore_queue_depth{queue=\"download\"}",
+        "recipestore_queue_wait_seconds_count{queue=\"upload\"}",
+        "recipestore_queue_workers{queue=\"download\"}",
+        "recipestore_cpu_usage_ratio",
+        "recipestore_memory_available_bytes",
+        "recipestore_cache_hits_total",
+        "recipestore_cache_misses_total",
+        "recipestore_cache_evictions_total",
+        "recipestore_cache_size_bytes",
+        "recipestore_cache_entries",
     ] {
-        assert!(metrics.contains(family), "/metrics lacks {family}");
+        assert!(
+            metrics.contains(family),
+            "/metrics lacks {family}:\n{metrics}"
+        );
     }
 
     // A node that belongs to no cluster is alive but not ready.

@@ -1,6 +1,7 @@
 use openraft::StorageError;
 use openraft::testing::log::StoreBuilder;
 use openraft::testing::log::Suite;
+use recipestore::cache::RecipeCache;
 use recipestore::raft::TypeConfig;
 use recipestore::raft::log_store::LogStore;
 use recipestore::raft::state_machine::StateMachine;
@@ -16,7 +17,9 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledStoreBuil
             .open()
             .expect("open sled");
         let log = LogStore::open(&db).expect("log store");
-        let sm = StateMachine::open(&db, &dir.path().join("snapshots")).expect("state machine");
+        let cache = RecipeCache::new(1 << 20);
+        let sm =
+            StateMachine::open(&db, &dir.path().join("snapshots"), cache).expect("state machine");
         Ok((dir, log, sm))
     }
 }

@@ -1,0 +1,127 @@
+//! The read cache: recipes by name, bounded by bytes, in front of sled.
+//!
+//! W-TinyLFU (moka) rather than the seed's ARC: on the seed workload (a few
+//! hot recipes, a long tail uploaded once) frequency-aware admission keeps
+//! one-off uploads from flushing the hot set. The state machine keeps the
+//! cache coherent; see `raft::state_machine::Recipes`.
+
+use std::sync::Arc;
+
+use crate::metrics;
+use crate::raft::state_machine::Recipe;
+
+/// Per-entry overhead counted against the byte budget besides name and content.
+const ENTRY_OVERHEAD_BYTES: u32 = 64;
+
+#[derive(Clone)]
+pub struct RecipeCache {
+    inner: Option<moka::sync::Cache<String, Arc<Recipe>>>,
+}
+
+impl RecipeCache {
+    /// A cache of at most `bytes`; zero disables caching.
+    pub fn new(bytes: u64) -> Self {
+        let inner = (bytes > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(bytes)
+                .weigher(|name: &String, recipe: &Arc<Recipe>| {
+                    let size = name.len() + recipe.content.len();
+                    u32::try_from(size)
+                        .unwrap_or(u32::MAX)
+                        .saturating_add(ENTRY_OVERHEAD_BYTES)
+                })
+                .eviction_listener(|_, _, cause| {
+                    if cause == moka::notification::RemovalCause::Size {
+                        metrics::cache_evicted();
+                    }
+                })
+                .build()
+        });
+        Self { inner }
+    }
+
+    /// The cached recipe, counting a hit or a miss.
+    pub fn get(&self, name: &str) -> Option<Arc<Recipe>> {
+        let hit = self.inner.as_ref()?.get(name);
+        if hit.is_some() {
+            metrics::cache_hit();
+        } else {
+            metrics::cache_miss();
+        }
+        hit
+    }
+
+    pub fn insert(&self, name: &str, recipe: Arc<Recipe>) {
+        if let Some(cache) = &self.inner {
+            cache.insert(name.to_string(), recipe);
+        }
+    }
+
+    pub fn invalidate(&self, name: &str) {
+        if let Some(cache) = &self.inner {
+            cache.invalidate(name);
+        }
+    }
+
+    pub fn clear(&self) {
+        if let Some(cache) = &self.inner {
+            cache.invalidate_all();
+        }
+    }
+
+    /// Publishes size figures (moka settles pending work first).
+    pub fn publish_size(&self) {
+        if let Some(cache) = &self.inner {
+            cache.run_pending_tasks();
+            metrics::observe_cache_size(cache.weighted_size(), cache.entry_count());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recipe(version: u64, size: usize) -> Arc<Recipe> {
+        Arc::new(Recipe {
+            version,
+            content: vec![b'x'; size],
+        })
+    }
+
+    #[test]
+    fn holds_recipes_until_invalidated() {
+        let cache = RecipeCache::new(1 << 20);
+        assert!(cache.get("soup").is_none());
+        cache.insert("soup", recipe(3, 10));
+        assert_eq!(cache.get("soup").unwrap().version, 3);
+        cache.invalidate("soup");
+        assert!(cache.get("soup").is_none());
+        cache.insert("soup", recipe(4, 10));
+        cache.clear();
+        assert!(cache.get("soup").is_none());
+    }
+
+    #[test]
+    fn stays_within_its_byte_budget() {
+        let cache = RecipeCache::new(100_000);
+        for i in 0..1_000 {
+            cache.insert(&format!("r{i}"), recipe(i, 1_000));
+        }
+        let inner = cache.inner.as_ref().unwrap();
+        inner.run_pending_tasks();
+        assert!(
+            inner.weighted_size() <= 100_000,
+            "{}",
+            inner.weighted_size()
+        );
+        assert!(inner.entry_count() > 0);
+    }
+
+    #[test]
+    fn a_zero_budget_disables_the_cache() {
+        let cache = RecipeCache::new(0);
+        cache.insert("soup", recipe(1, 1));
+        assert!(cache.get("soup").is_none());
+    }
+}

@@ -1,0 +1,103 @@
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+
+use recipestore::pb::Consistency;
+use tonic::Code;
+
+use crate::cluster::TestCluster;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_read_returns_a_value_older_than_the_last_acknowledged_write() {
+    let c = TestCluster::start(3, &[]).await;
+    let writers: Vec<_> = (0..3).map(|id| Arc::new(c.node_client(id))).collect();
+    let readers: Vec<_> = (0..3).map(|id| Arc::new(c.node_client(id))).collect();
+    // The highest version any writer has seen acknowledged.
+    let acked = Arc::new(AtomicU64::new(0));
+
+    let mut tasks = Vec::new();
+    for (w, writer) in writers.into_iter().enumerate() {
+        let acked = acked.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..40 {
+                let content = format!("writer {w} round {i}").into_bytes();
+                let v = writer
+                    .upload("hot", content, None)
+                    .await
+                    .expect("upload")
+                    .version;
+                acked.fetch_max(v, Ordering::SeqCst);
+            }
+        }));
+    }
+    for (r, reader) in readers.into_iter().enumerate() {
+        let acked = acked.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..60 {
+                let floor = acked.load(Ordering::SeqCst);
+                // Linearizable: at least every write acknowledged before the read began.
+                match reader
+                    .download("hot", Consistency::Linearizable, None)
+                    .await
+                {
+                    Ok(read) => assert!(
+                        read.version >= floor,
+                        "node {r}: read {} < acked {floor}",
+                        read.version
+                    ),
+                    Err(e) => assert_eq!(e.code(), Code::NotFound, "{e}"),
+                }
+                // Read-your-writes on any node through min_version, served from the cache.
+                if floor > 0 {
+                    let read = reader
+                        .download("hot", Consistency::Local, Some(floor))
+                        .await
+                        .expect("local read");
+                    assert!(
+                        read.version >= floor,
+                        "node {r}: local read {} < {floor}",
+                        read.version
+                    );
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+
+    // Every node converges on the last write, and a delete is seen everywhere.
+    let client = c.client();
+    let last = client
+        .download("hot", Consistency::Linearizable, None)
+        .await
+        .unwrap();
+    for id in 0..3 {
+        let local = c
+            .node_client(id)
+            .download("hot", Consistency::Local, Some(last.version))
+            .await
+            .unwrap();
+        assert_eq!(
+            (local.version, &local.content),
+            (last.version, &last.content)
+        );
+    }
+    let deleted = client.delete("hot", None).await.unwrap().version;
+    for id in 0..3 {
+        let node = c.node_client(id);
+        // Waits until the node has applied the delete (the name is irrelevant).
+        node.download("any", Consistency::Local, Some(deleted))
+            .await
+            .unwrap_err();
+        let err = node
+            .download("hot", Consistency::Local, None)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            Code::NotFound,
+            "node {id} still serves a deleted recipe"
+        );
+    }
+}

@@ -1,0 +1,268 @@
+use std::sync::Arc;
+use std::time::Duration;
+use std::time::Instant;
+
+use recipestore::client::Client;
+use recipestore::client::RETRY_AFTER_METADATA;
+use recipestore::client::RetryPolicy;
+use recipestore::pb::Consistency;
+use tonic::Code;
+
+use crate::cluster::FakeCpu;
+use crate::cluster::TestCluster;
+use crate::cluster::eventually;
+use crate::cluster::http_get;
+
+/// A client that never retries, so sheds are visible.
+fn single_shot(endpoint: String) -> Client {
+    let policy = RetryPolicy {
+        max_attempts: 1,
+        ..RetryPolicy::default()
+    };
+    Client::with_policy(&[endpoint], policy, Duration::from_secs(5)).unwrap()
+}
+
+/// The value of one sample line (`name{labels} value`) on a node's /metrics.
+async fn metric(c: &TestCluster, node: u64, series: &str) -> f64 {
+    let (_, text) = http_get(&c.cluster.nodes[node as usize].http_addr(), "/metrics")
+        .await
+        .expect("metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn await_cpu_above(c: &TestCluster, node: u64, ratio: f64) {
+    eventually(
+        Duration::from_secs(10),
+        "the sampled CPU to rise",
+        || async { (metric(c, node, "recipestore_cpu_usage_ratio").await > ratio).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_high_cpu_uploads_are_shed_without_effect_while_downloads_keep_flowing() {
+    let c = TestCluster::start(3, &[]).await;
+    let leader = c.leader().await;
+    let client = c.client();
+    client
+        .upload("congee", b"rice, water, ginger".to_vec(), None)
+        .await
+        .unwrap();
+
+    let _cpu = FakeCpu::busy(&c, 97.0);
+    let endpoint = c.cluster.nodes[leader as usize].client_addr();
+    await_cpu_above(&c, leader, 0.9).await;
+    let node = single_shot(endpoint);
+
+    let err = node
+        .upload("shed-me", b"x".to_vec(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+    assert!(err.message().contains("cpu_priority"), "{}", err.message());
+    let hint = err
+        .metadata()
+        .get(RETRY_AFTER_METADATA)
+        .expect("a retry-after hint");
+    assert!(hint.to_str().unwrap().parse::<u64>().unwrap() > 0);
+
+    // Downloads are shed only probabilistically (25 % at >= 95 % CPU).
+    let mut ok = 0;
+    for _ in 0..100 {
+        match node.download("congee", Consistency::Local, None).await {
+            Ok(reply) => {
+                assert_eq!(reply.content, b"rice, water, ginger");
+                ok += 1;
+            }
+            Err(e) => assert_eq!(e.code(), Code::ResourceExhausted, "{e}"),
+        }
+    }
+    assert!(
+        (50..100).contains(&ok),
+        "{ok} of 100 downloads served at 97 % CPU"
+    );
+    assert!(
+        metric(
+            &c,
+            leader,
+            "recipestore_shed_requests_total{op=\"upload\",reason=\"cpu_priority\"}"
+        )
+        .await
+            >= 1.0
+    );
+    assert!(
+        metric(
+            &c,
+            leader,
+            "recipestore_shed_requests_total{op=\"download\",reason=\"cpu_probabilistic\"}"
+        )
+        .await
+            >= 1.0
+    );
+
+    // The shed upload left no trace.
+    let err = client
+        .download("shed-me", Consistency::Linearizable, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_deadline_cannot_be_met_is_refused_before_it_queues() {
+    let c = TestCluster::start(3, &[]).await;
+    let leader = c.leader().await;
+    let endpoint = c.cluster.nodes[leader as usize].client_addr();
+    let node = single_shot(endpoint.clone());
+    // Teach the upload queue its service time (a replicated, fsync'd write).
+    for i in 0..10 {
+        node.upload(&format!("warm-{i}"), b"x".to_vec(), None)
+            .await
+            .unwrap();
+    }
+    let queued_before = metric(
+        &c,
+        leader,
+        "recipestore_queue_wait_seconds_count{queue=\"upload\"}",
+    )
+    .await;
+
+    let hurried = Client::with_policy(
+        &[endpoint],
+        RetryPolicy {
+            max_attempts: 1,
+            ..RetryPolicy::default()
+        },
+        Duration::from_micros(300),
+    )
+    .unwrap();
+    let err = hurried
+        .upload("too-late", b"x".to_vec(), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.code(),
+            Code::ResourceExhausted | Code::DeadlineExceeded | Code::Cancelled
+        ),
+        "{err}"
+    );
+    eventually(
+        Duration::from_secs(5),
+        "the deadline shed to be counted",
+        || async {
+            let shed = metric(
+                &c,
+                leader,
+                "recipestore_shed_requests_total{op=\"upload\",reason=\"deadline\"}",
+            )
+            .await;
+            (shed >= 1.0).then_some(())
+        },
+    )
+    .await;
+    let queued_after = metric(
+        &c,
+        leader,
+        "recipestore_queue_wait_seconds_count{queue=\"upload\"}",
+    )
+    .await;
+    assert_eq!(
+        queued_after, queued_before,
+        "the shed request never entered the queue"
+    );
+    let err = node
+        .download("too-late", Consistency::Linearizable, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_is_bounded_by_the_queue_not_by_memory_or_latency() {
+    let c = TestCluster::start(
+        3,
+        &[
+            "--download-queue-capacity",
+            "4",
+            "--download-workers-min",
+            "1",
+            "--download-workers-max",
+            "2",
+        ],
+    )
+    .await;
+    let client = c.client();
+    client
+        .upload("ramen", b"noodles, broth".to_vec(), None)
+        .await
+        .unwrap();
+    let endpoint = c.cluster.nodes[0].client_addr();
+    let node = Arc::new(single_shot(endpoint));
+
+    let started = Instant::now();
+    let mut calls = Vec::new();
+    for _ in 0..300 {
+        let node = node.clone();
+        calls.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let result = node
+                .download("ramen", Consistency::Linearizable, None)
+                .await;
+            (result.map(|_| ()).map_err(|e| e.code()), t.elapsed())
+        }));
+    }
+    let (mut ok, mut shed) = (0, 0);
+    for call in calls {
+        let (result, took) = call.await.unwrap();
+        match result {
+            Ok(()) => ok += 1,
+            Err(Code::ResourceExhausted) => shed += 1,
+            Err(code) => panic!("unexpected {code:?}"),
+        }
+        assert!(took < Duration::from_secs(5), "a call took {took:?}");
+    }
+    assert!(ok > 0 && shed > 0, "{ok} served, {shed} shed");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        metric(
+            &c,
+            0,
+            "recipestore_shed_requests_total{op=\"download\",reason=\"queue_full\"}"
+        )
+        .await
+            >= 1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_backs_off_as_told_and_succeeds_once_the_node_recovers() {
+    let c = TestCluster::start(3, &[]).await;
+    let leader = c.leader().await;
+    let cpu = FakeCpu::busy(&c, 97.0);
+    await_cpu_above(&c, leader, 0.9).await;
+
+    let endpoint = c.cluster.nodes[leader as usize].client_addr();
+    let client =
+        Client::with_policy(&[endpoint], RetryPolicy::default(), Duration::from_secs(5)).unwrap();
+    let started = Instant::now();
+    let upload = tokio::spawn(async move { client.upload("patient", b"ok".to_vec(), None).await });
+    let series = "recipestore_shed_requests_total{op=\"upload\",reason=\"cpu_priority\"}";
+    eventually(
+        Duration::from_secs(10),
+        "two sheds of the retried upload",
+        || async { (metric(&c, leader, series).await >= 2.0).then_some(()) },
+    )
+    .await;
+    drop(cpu);
+    let reply = upload.await.unwrap().expect("the retried upload succeeds");
+    assert!(reply.version > 0);
+    // Two sheds, each with a 500 ms retry-after hint the client honoured.
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "{:?}",
+        started.elapsed()
+    );
+}
