@@ -71,6 +71,11 @@ pub struct World {
 #[instrument(skip(rs, ctx), fields(name = %rs.name_any(), namespace = rs.namespace().unwrap_or_default()))]
 pub async fn reconcile(rs: Arc<RecipeStore>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_started();
+    if rs.metadata.deletion_timestamp.is_some() {
+        // Owner references let the garbage collector remove the children;
+        // nothing outside Kubernetes needs cleaning up.
+        return Ok(Action::await_change());
+    }
     let topology = build::topology(&rs)?;
 
     let world = dereference(&rs, &topology, &ctx).await?;

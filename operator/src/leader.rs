@@ -76,3 +76,117 @@ impl Leadership {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use http::{Method, Request, Response, StatusCode};
+    use kube::client::Body;
+    use serde_json::{Value, json};
+    use tower_test::mock::{self, Handle};
+
+    use super::*;
+
+    /// Merges a patch into a stored object the way the API server would for
+    /// the fields a Lease has: objects merge, `null` removes.
+    fn merge(target: &mut Value, patch: &Value) {
+        match (target, patch) {
+            (Value::Object(t), Value::Object(p)) => {
+                for (k, v) in p {
+                    if v.is_null() {
+                        t.remove(k);
+                    } else {
+                        merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                    }
+                }
+            }
+            (t, p) => *t = p.clone(),
+        }
+    }
+
+    /// A one-object API server holding the Lease.
+    async fn serve_lease(
+        mut handle: Handle<Request<Body>, Response<Body>>,
+        lease: Arc<Mutex<Option<Value>>>,
+    ) {
+        while let Some((request, send)) = handle.next_request().await {
+            let method = request.method().clone();
+            let bytes = request.into_body().collect_bytes().await.unwrap();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let mut stored = lease.lock().unwrap();
+            let reply = match method {
+                Method::GET => stored.clone(),
+                Method::POST => {
+                    let mut created = body;
+                    created["metadata"]["resourceVersion"] = json!("1");
+                    *stored = Some(created);
+                    stored.clone()
+                }
+                Method::PATCH => {
+                    let mut object = stored.clone().unwrap_or_else(|| body.clone());
+                    merge(&mut object, &body);
+                    let version = object["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap_or("0")
+                        .parse::<u64>()
+                        .unwrap();
+                    object["metadata"]["resourceVersion"] = json!((version + 1).to_string());
+                    *stored = Some(object);
+                    stored.clone()
+                }
+                Method::DELETE => stored.take(),
+                _ => None,
+            };
+            let response = match reply {
+                Some(object) => {
+                    Response::builder().body(Body::from(serde_json::to_vec(&object).unwrap()))
+                }
+                None => Response::builder()
+                    .status(StatusCode::NOT_FOUND)
+                    .body(Body::from(
+                        serde_json::to_vec(
+                            &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                        "reason": "NotFound", "code": 404, "message": "not found"}),
+                        )
+                        .unwrap(),
+                    )),
+            };
+            send.send_response(response.unwrap());
+        }
+    }
+
+    #[tokio::test]
+    async fn acquires_a_free_lease_and_releases_it() {
+        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let lease = Arc::new(Mutex::new(None));
+        tokio::spawn(serve_lease(handle, lease.clone()));
+        let client = Client::new(service, "ops");
+        let config = LeaseConfig {
+            namespace: "ops".to_owned(),
+            name: "recipestore-operator".to_owned(),
+            identity: "operator-a".to_owned(),
+            duration_seconds: 15,
+            grace_seconds: 5,
+        };
+
+        let leadership = tokio::time::timeout(Duration::from_secs(10), acquire(client, &config))
+            .await
+            .expect("a free lease is taken at once")
+            .expect("lease acquired");
+        let holder = |lease: &Mutex<Option<Value>>| {
+            lease
+                .lock()
+                .unwrap()
+                .as_ref()
+                .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_owned))
+        };
+        assert_eq!(holder(&lease).as_deref(), Some("operator-a"));
+
+        tokio::time::timeout(Duration::from_secs(10), leadership.release())
+            .await
+            .expect("release finishes");
+        assert_eq!(holder(&lease), None, "a released lease has no holder");
+    }
+}

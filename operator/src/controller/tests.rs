@@ -557,6 +557,42 @@ async fn first_apply_adds_a_service_monitor_when_its_crd_exists() {
 }
 
 #[tokio::test]
+async fn disabled_service_monitor_is_removed() {
+    let mut rs = recipestore(3);
+    rs.spec.monitoring.service_monitor.enabled = false;
+    let state = ApiState {
+        service_monitor_crd: true,
+        statefulset: None,
+        pods: vec![],
+    };
+    let expected = rs.clone();
+    let (result, _) = reconcile_with(rs, FakeAdmin::default(), move |mut api| async move {
+        api.dereference(&state).await;
+        api.apply_children(false).await;
+        api.expect(
+            "delete ServiceMonitor",
+            Method::DELETE,
+            &format!("/apis/monitoring.coreos.com/v1/namespaces/{NS}/servicemonitors/{NAME}"),
+            Reply::NotFound,
+        )
+        .await;
+        api.status(&expected).await;
+        api
+    })
+    .await;
+    result.unwrap();
+}
+
+#[tokio::test]
+async fn deleted_recipestore_is_left_to_the_garbage_collector() {
+    let mut rs = recipestore(3);
+    rs.metadata.deletion_timestamp = Some(now());
+    let (result, calls) = reconcile_with(rs, FakeAdmin::default(), |api| async move { api }).await;
+    assert_eq!(result.unwrap(), Action::await_change());
+    assert!(calls.is_empty());
+}
+
+#[tokio::test]
 async fn bootstrap_initializes_ordinal_zero_and_records_an_event() {
     let rs = recipestore(3);
     let sts = statefulset(&rs, 3);
