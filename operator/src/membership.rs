@@ -10,7 +10,9 @@
 //! 1. Not initialized anywhere: initialize ordinal 0 alone, once. If the
 //!    resource already recorded a cluster id but every reachable node is empty,
 //!    the data is gone: refuse rather than silently start a new cluster.
-//! 2. No unique, current leader: wait. Nothing changes membership without one.
+//! 2. No current leader of the cluster (highest term, in touch with its
+//!    quorum): wait. Nothing changes membership without one. If no node
+//!    holds the recorded cluster any more, refuse whatever cluster they hold.
 //! 3. A learner inside the desired ordinals: promote it once caught up.
 //! 4. The StatefulSet has pods above the highest voter and above the desired
 //!    count: shrink it (the removal of those voters is already committed).
@@ -19,8 +21,9 @@
 //! 6. A desired pod that is running, reachable and not yet a member: add it as
 //!    a learner. A node that belongs to another cluster is refused.
 //!
-//! Every membership change keeps a healthy majority of the new voter set, and
-//! at most one voter is added or removed per step. A pod that is down or
+//! Every membership change keeps a healthy (caught-up) majority of both the
+//! current and the new voter set, since joint consensus needs both, and at
+//! most one voter is added or removed per step. A pod that is down or
 //! restarting changes nothing: scale-in is decided by `desired_replicas` alone.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -516,13 +519,19 @@ fn find_leader<'a>(observed: &'a Observed, policy: &Policy) -> Option<&'a NodeSt
                 .as_ref()
                 .is_none_or(|c| *c == n.cluster_id)
     });
+    let recorded_is_gone = observed
+        .recorded_cluster_id
+        .as_ref()
+        .is_some_and(|c| !observed.nodes.values().any(|n| n.cluster_id == *c));
     let leader = candidates.max_by_key(|n| (n.term, n.id)).or_else(|| {
-        // Recorded cluster has no leader among answering nodes: fall back to
-        // any leader so that a foreign cluster is reported, not ignored.
+        // No answering node holds the recorded cluster: whatever leads the
+        // nodes now is another cluster, to be reported rather than ignored.
+        // While any node still holds the recorded cluster, its leader is
+        // merely not elected or not answering yet.
         observed
             .nodes
             .values()
-            .filter(|n| n.role == Role::Leader)
+            .filter(|n| recorded_is_gone && n.role == Role::Leader)
             .max_by_key(|n| (n.term, n.id))
     })?;
     let newest_term = observed

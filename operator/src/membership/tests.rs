@@ -365,6 +365,18 @@ fn planner_table() {
             }),
         ),
         (
+            "waits for the recorded cluster's leader rather than report a fenced node's own cluster",
+            {
+                let mut w = World::new(3, 3).cluster(0, &[0, 1], &[]).unreachable(0);
+                let mut foreign = node(2, "c-other", Role::Leader);
+                foreign.voters = vec![member(2)];
+                foreign.term = 9;
+                w.observed.nodes.insert(2, foreign);
+                w
+            },
+            Wait(NoLeader),
+        ),
+        (
             "leaves a learner beyond the desired ordinals unpromoted and shrinks past it",
             World::new(3, 4).cluster(0, &[0, 1, 2], &[3]),
             ShrinkStatefulSet { from: 4, to: 3 },
