@@ -40,7 +40,7 @@ use crate::admin::NodeAdmin;
 use crate::build::{self, Resources};
 use crate::membership::{self, Observed, Plan, Policy, Step};
 use crate::metrics::Metrics;
-use crate::topology::Topology;
+use crate::topology::{MANAGED_BY_LABEL, Topology};
 use crate::{Error, FIELD_MANAGER, RecipeStore, RecipeStoreSpec, Result, executor, status};
 
 /// Requeue while a change is under way: membership moves one step per pass.
@@ -464,23 +464,15 @@ fn now() -> Time {
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
     let stores: Api<RecipeStore> = Api::all(client.clone());
+    // Children carry our managed-by label: watching only those keeps the
+    // caches small in clusters with many unrelated objects.
+    let children =
+        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={FIELD_MANAGER}"));
     Controller::new(stores, watcher::Config::default().any_semantic())
-        .owns(
-            Api::<StatefulSet>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .owns(
-            Api::<Service>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .owns(
-            Api::<ConfigMap>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .owns(
-            Api::<PodDisruptionBudget>::all(client),
-            watcher::Config::default(),
-        )
+        .owns(Api::<StatefulSet>::all(client.clone()), children.clone())
+        .owns(Api::<Service>::all(client.clone()), children.clone())
+        .owns(Api::<ConfigMap>::all(client.clone()), children.clone())
+        .owns(Api::<PodDisruptionBudget>::all(client), children)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

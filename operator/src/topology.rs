@@ -20,6 +20,9 @@ pub const HTTP_PORT_NAME: &str = "http";
 /// ServiceMonitor scrapes each pod once.
 pub const SERVICE_ROLE_LABEL: &str = "recipestore.dev/service";
 
+/// Label naming the operator on every object it owns.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+
 /// Where one RecipeStore's objects live and what they are called.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Topology {
@@ -111,10 +114,7 @@ impl Topology {
     pub fn labels(&self) -> BTreeMap<String, String> {
         let mut labels = self.selector_labels();
         labels.insert("app.kubernetes.io/component".to_owned(), "node".to_owned());
-        labels.insert(
-            "app.kubernetes.io/managed-by".to_owned(),
-            crate::FIELD_MANAGER.to_owned(),
-        );
+        labels.insert(MANAGED_BY_LABEL.to_owned(), crate::FIELD_MANAGER.to_owned());
         labels
     }
 }
