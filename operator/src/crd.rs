@@ -495,7 +495,9 @@ pub struct RecipeStoreStatus {
     pub members: Vec<MemberStatus>,
     #[serde(default)]
     pub phase: Phase,
+    /// `Available`, `Progressing` and `Degraded`, one of each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
 }
 

@@ -250,3 +250,14 @@ fn cel_rejects_a_storage_change_but_not_a_replica_change() {
         ""
     );
 }
+
+#[test]
+fn crd_status_conditions_merge_by_type() {
+    let crd = crd_from_disk();
+    let conditions = property(schema(&crd), &["status", "conditions"]);
+    assert_eq!(conditions.x_kubernetes_list_type.as_deref(), Some("map"));
+    assert_eq!(
+        conditions.x_kubernetes_list_map_keys,
+        Some(vec!["type".to_owned()])
+    );
+}
