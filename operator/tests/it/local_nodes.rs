@@ -11,7 +11,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::time::Duration;
 
 use recipestore_operator::admin::proto::recipes_client::RecipesClient;
@@ -35,18 +35,23 @@ fn node_binary() -> Option<PathBuf> {
     candidates.into_iter().flatten().find(|p| p.is_file())
 }
 
+/// A port that is free now and stays free until a node binds it: taken below
+/// the kernel's ephemeral range (32768 and up on Linux), so that the many
+/// outgoing connections of the test cannot grab it first.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + u16::try_from(std::process::id() % 400).unwrap() * 30;
+    loop {
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 12_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// One "pod": a node process with its own ports and data directory.
 struct LocalNode {
     member: Member,
-    http_port: u16,
     child: Child,
 }
 
@@ -124,14 +129,7 @@ impl LocalStatefulSet {
             .kill_on_drop(true)
             .spawn()
             .expect("node binary starts");
-        self.pods.insert(
-            id,
-            LocalNode {
-                member,
-                http_port,
-                child,
-            },
-        );
+        self.pods.insert(id, LocalNode { member, child });
     }
 
     /// Kills a pod's process; the StatefulSet controller would restart it.
@@ -189,16 +187,21 @@ impl LocalStatefulSet {
             .collect()
     }
 
-    fn log_tail(&self) -> String {
+    /// Each node's process state and the end of its log, for failure messages.
+    fn log_tail(&mut self) -> String {
         let mut out = String::new();
-        for id in self.addresses.keys() {
+        let ids: Vec<NodeId> = self.addresses.keys().copied().collect();
+        for id in ids {
             let log = std::fs::read_to_string(self.root.path().join(format!("node-{id}.log")))
                 .unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(15).collect();
-            out.push_str(&format!(
-                "--- node {id} (http port {:?})\n",
-                self.pods.get(id).map(|n| n.http_port)
-            ));
+            let process = match self.pods.get_mut(&id).map(|n| n.child.try_wait()) {
+                None => "not running".to_owned(),
+                Some(Ok(None)) => "running".to_owned(),
+                Some(Ok(Some(exit))) => format!("exited: {exit}"),
+                Some(Err(error)) => format!("unknown: {error}"),
+            };
+            out.push_str(&format!("--- node {id} ({process})\n"));
             for line in tail.into_iter().rev() {
                 out.push_str(line);
                 out.push('\n');
@@ -243,11 +246,12 @@ impl Driver {
         let deadline = Instant::now() + CONVERGE_WITHIN;
         let mut ticks = interval(RECONCILE_EVERY);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut last = String::new();
         loop {
             ticks.tick().await;
             assert!(
                 Instant::now() < deadline,
-                "no convergence to {desired} voters; steps so far: {:?}\n{}",
+                "no convergence to {desired} voters; steps so far: {:?}\nlast round: {last}\n{}",
                 self.steps,
                 sts.log_tail()
             );
@@ -256,8 +260,16 @@ impl Driver {
                 match executor::advance(&self.admin, observed, &self.policy).await {
                     Ok(done) => done,
                     // A failed step is retried from a fresh observation, as a requeue would.
-                    Err(_) => continue,
+                    Err(error) => {
+                        last = format!("{error}: {:?}", std::error::Error::source(&error));
+                        continue;
+                    }
                 };
+            last = format!(
+                "{:?}; nodes answering: {:?}",
+                plan.step,
+                observed.nodes.keys()
+            );
             if plan.cluster_id.is_some() {
                 self.cluster_id.clone_from(&plan.cluster_id);
             }
