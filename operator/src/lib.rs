@@ -4,7 +4,9 @@
 //! - [`crd`]: the `RecipeStore` resource.
 //! - [`controller`]: the reconcile pipeline (dereference → validate → build →
 //!   apply → update_status).
-//! - [`build`]: pure builders of the owned objects.
+//! - [`build`]: pure builders of the owned objects; [`topology`]: their
+//!   names, labels, ports and addresses.
+//! - [`status`]: status and conditions computed from observed state.
 //! - [`membership`], [`executor`], [`admin`]: membership planning and its
 //!   execution through the nodes' admin API, free of Kubernetes types.
 //! - [`metrics`], [`telemetry`], [`leader`], [`http`]: the operator process.
