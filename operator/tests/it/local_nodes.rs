@@ -392,13 +392,16 @@ async fn planner_steps_drive_real_nodes_one_three_five_three_without_losing_writ
         Stopped::Converged
     ));
 
-    // 5 → 3 voters; the operator "crashes" right after the first removal and
-    // a new one, with no memory, finishes the change from observed state.
+    // 5 → 3 voters; the operator "crashes" right after the first removal,
+    // a voter that stays is killed and restarted meanwhile, and a new
+    // operator, with no memory, finishes the change from observed state.
     let removed_one = |s: &Step| matches!(s, Step::RemoveVoter { .. });
     assert!(matches!(
         driver.run(&mut sts, 3, removed_one).await,
         Stopped::Interrupted
     ));
+    sts.kill(1).await;
+    sts.start(1);
     let mut restarted = Driver::new(driver.cluster_id.clone());
     assert!(matches!(
         restarted.run(&mut sts, 3, |_| false).await,
