@@ -1,5 +1,7 @@
 //! Shared helpers of the end-to-end suites.
 
+pub mod docker;
+
 use std::path::PathBuf;
 
 /// The directory holding the workspace's built binaries: `RECIPESTORE_BIN_DIR`,

@@ -122,7 +122,16 @@ impl Node {
                 .await_leader(deadline.saturating_duration_since(Instant::now()))
                 .await?;
             let reply = if leader_id == self.id {
-                self.propose(command.clone()).await
+                let left = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(left, self.propose(command.clone())).await {
+                    Ok(reply) => reply,
+                    Err(_) => {
+                        metrics::proposal_failed("timeout");
+                        return Err(Status::deadline_exceeded(
+                            "the write was not committed within the deadline; it may still commit",
+                        ));
+                    }
+                }
             } else {
                 self.forward_write(&leader, &command, deadline).await?
             };
@@ -211,7 +220,14 @@ impl Node {
                 .await_leader(deadline.saturating_duration_since(Instant::now()))
                 .await?;
             let result = if leader_id == self.id {
-                self.local_read_index().await
+                let left = deadline.saturating_duration_since(Instant::now());
+                tokio::time::timeout(left, self.local_read_index())
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Status::unavailable(
+                            "a quorum did not confirm leadership in time",
+                        ))
+                    })
             } else {
                 let mut client = network::transport_client(self.peer_channel(&leader.peer_addr)?);
                 let mut request = tonic::Request::new(pb::ReadIndexRequest {

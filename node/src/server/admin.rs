@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::ChangeMembers;
 use openraft::ServerState;
 use openraft::error::ClientWriteError;
 use openraft::error::RaftError;
@@ -345,6 +346,36 @@ impl pb::admin_server::Admin for Admin {
             .node
             .raft
             .change_membership(voters, req.retain_removed_as_learners)
+            .await
+            .map_err(membership_failed)?;
+        let membership = response.membership.unwrap_or_default();
+        Ok(Response::new(membership_reply(
+            response.log_id.index(),
+            &membership,
+        )))
+    }
+
+    async fn remove_learner(
+        &self,
+        request: Request<pb::RemoveLearnerRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        if let Some(mut leader) = self.leader_client(&request).await? {
+            return leader.remove_learner(Self::forwarded(request)).await;
+        }
+        let id = request.into_inner().id;
+        if self.node.raft.voter_ids().any(|v| v == id) {
+            return Err(Status::failed_precondition(format!(
+                "node {id} is a voter; remove it from the voters with ChangeMembership first"
+            )));
+        }
+        if !self.node.raft.learner_ids().any(|l| l == id) {
+            return Err(Status::not_found(format!("node {id} is not a member")));
+        }
+        let change = ChangeMembers::RemoveNodes(BTreeSet::from([id]));
+        let response = self
+            .node
+            .raft
+            .change_membership(change, false)
             .await
             .map_err(membership_failed)?;
         let membership = response.membership.unwrap_or_default();

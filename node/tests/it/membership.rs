@@ -109,3 +109,37 @@ async fn leadership_transfers_on_request_and_on_graceful_shutdown() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_can_be_removed_but_a_voter_must_leave_the_voters_first() {
+    let mut c = TestCluster::start(3, &[]).await;
+    let learner = c.cluster.push_node();
+    learner.start().unwrap();
+    let member = learner.member();
+    let mut admin = c.cluster.nodes[2].admin().unwrap();
+    admin
+        .add_learner(pb::AddLearnerRequest {
+            member: Some(member),
+            blocking: true,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("add learner: {e}\n{}", c.logs()));
+
+    let err = admin
+        .remove_learner(pb::RemoveLearnerRequest { id: 1 })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    let reply = admin
+        .remove_learner(pb::RemoveLearnerRequest { id: 3 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reply.learners.is_empty(), "{:?}", reply.learners);
+    assert_eq!(reply.voters.len(), 3);
+    let err = admin
+        .remove_learner(pb::RemoveLearnerRequest { id: 3 })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
+}

@@ -35,7 +35,7 @@ pub enum MemberCommand {
     },
     /// Make a learner a voter.
     Promote { id: u64 },
-    /// Remove a member (voter or learner) from the cluster.
+    /// Remove a member: a voter leaves the voters, a learner leaves the cluster.
     Remove { id: u64 },
 }
 
@@ -277,7 +277,18 @@ pub async fn member(
                     );
                 }
                 voters.push(id);
+            } else if current.learners.iter().any(|m| m.id == id) {
+                let reply = call(peers, |mut c| async move {
+                    c.remove_learner(request(pb::RemoveLearnerRequest { id }, timeout))
+                        .await
+                })
+                .await?;
+                print_membership(&reply.into_inner(), output);
+                return Ok(());
             } else {
+                if !voters.contains(&id) {
+                    anyhow::bail!("node {id} is not a member");
+                }
                 voters.retain(|v| *v != id);
                 if voters.is_empty() {
                     anyhow::bail!("node {id} is the last voter; a cluster cannot remove it");

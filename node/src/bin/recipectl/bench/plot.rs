@@ -58,7 +58,9 @@ fn draw_run(path: &Path, report: &RunReport) -> DrawResult {
         (FONT, 22),
     )?;
     let panels = body.split_evenly((3, 1));
-    let secs = &report.per_second;
+    // The last bucket only holds stragglers completing after the run.
+    let whole = report.seconds.ceil() as usize;
+    let secs: Vec<_> = report.per_second.iter().filter(|s| s.t < whole).collect();
     let t_max = (secs.len().max(1)) as f64;
     let x = |t: usize| t as f64 + 0.5;
 
