@@ -269,6 +269,9 @@ async fn timed(target: &Target, client: usize, op: Op, deadline: Duration) -> Ou
         .unwrap_or(Outcome::Deadline)
 }
 
+/// How long setup keeps retrying one upload.
+const SETUP_PATIENCE: Duration = Duration::from_secs(60);
+
 /// Uploads `ops` with `concurrency` in flight and the library's default
 /// retries; the setup of the read and seed workloads. Returns the upload
 /// latency recorder.
@@ -291,6 +294,7 @@ pub async fn preload(
                     return anyhow::Ok(());
                 };
                 let mut attempt = 0;
+                let first = Instant::now();
                 loop {
                     let sent = started.elapsed();
                     let outcome = timed(&target, client, op.clone(), deadline).await;
@@ -299,9 +303,11 @@ pub async fn preload(
                         break;
                     }
                     attempt += 1;
+                    // A busy cluster may shed uploads for a while: keep
+                    // trying for up to a minute.
                     anyhow::ensure!(
-                        attempt < 20,
-                        "cannot upload {} during setup: {outcome:?}",
+                        first.elapsed() < SETUP_PATIENCE,
+                        "cannot upload {} during setup within {SETUP_PATIENCE:?}: {outcome:?}",
                         op.key
                     );
                     tokio::time::sleep(RetryPolicy::default().backoff(attempt)).await;

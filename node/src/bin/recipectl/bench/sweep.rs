@@ -44,6 +44,8 @@ pub struct SweepReport {
     pub capacity_run: Option<RunReport>,
     pub points: Vec<Point>,
     pub runs: Vec<RunReport>,
+    /// Clusters that could not be measured, and why.
+    pub failed: Vec<String>,
 }
 
 pub fn point(label: &str, factor: f64, run: &RunReport) -> Point {
@@ -93,6 +95,7 @@ pub async fn run(
     let mut capacity_run = None;
     let mut points = Vec::new();
     let mut runs = Vec::new();
+    let mut failed = Vec::new();
     for (i, (label, eps)) in clusters.iter().enumerate() {
         let clients = args.clients.max(args.capacity_clients);
         let target = super::connect(
@@ -103,7 +106,17 @@ pub async fn run(
             args.consistency(),
         )
         .await?;
-        let (_, mix) = super::prepare(args, &target, Profile::Sweep, clients).await?;
+        let mix = match super::prepare(args, &target, Profile::Sweep, clients).await {
+            Ok((_, mix)) => mix,
+            // The control cluster's results still stand without this one.
+            Err(e) if i > 0 => {
+                let reason = format!("{label}: setup failed: {e:#}");
+                eprintln!("{reason}");
+                failed.push(reason);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if i == 0 && args.capacity.is_none() {
             let report = super::measure(
                 args,
@@ -151,6 +164,7 @@ pub async fn run(
         capacity_run,
         points,
         runs,
+        failed,
     };
     if output == Output::Text {
         println!();
@@ -232,7 +246,8 @@ mod tests {
                 capacity: 100.0,
                 capacity_run: None,
                 points,
-                runs: Vec::new()
+                runs: Vec::new(),
+                failed: Vec::new(),
             })
             .contains("2.0x")
         );

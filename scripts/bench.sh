@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# The benchmark in one command: builds release binaries, starts a local
+# 3-node RecipeStore cluster and a 3-member etcd cluster on loopback, runs the
+# write/read comparison on both (printing the ratios), the seed workload, the
+# overload sweep (a second cluster with shedding off as the control) and the
+# replicas x clients grid, and writes JSON results and PNG plots to
+# docs/bench/. Everything it starts is stopped on exit.
+#
+#   scripts/bench.sh                     # everything (about 10 minutes)
+#   BENCH_SKIP=grid,sweep scripts/bench.sh
+#
+# Environment: BENCH_DURATION (seconds per measured run, default 10),
+# BENCH_CLIENTS (default 64), BENCH_SEED_RATE (seed base rate, req/s,
+# default 1500; spikes offer 3.5x), BENCH_SEED_DURATION (default 60), BENCH_OUT (default
+# docs/bench), BENCH_SKIP (comma list of compare,seed,sweep,grid,fsync).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+out=${BENCH_OUT:-docs/bench}
+duration=${BENCH_DURATION:-10}
+clients=${BENCH_CLIENTS:-64}
+seed_rate=${BENCH_SEED_RATE:-1500}
+seed_duration=${BENCH_SEED_DURATION:-60}
+skip=",${BENCH_SKIP:-},"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+ctl=$CARGO_TARGET_DIR/release/recipectl
+work=$(mktemp -d -t recipestore-bench.XXXXXX)
+mkdir -p "$out"
+
+wants() { [[ $skip != *",$1,"* ]]; }
+
+pids=()
+stop_all() {
+  trap - EXIT INT TERM
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap stop_all EXIT
+trap 'stop_all; exit 130' INT
+trap 'stop_all; exit 143' TERM
+
+# Stops one process started here (its id is the last of pids).
+stop_last() {
+  local pid=${pids[-1]}
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  unset 'pids[-1]'
+}
+
+# start_store NAME BASE_PORT [VAR=value...]: a 3-node cluster in the
+# background; sets `endpoints` to its client endpoints once it has a leader.
+start_store() {
+  local name=$1 port=$2
+  shift 2
+  env "$@" "$ctl" local up --nodes 3 --data-dir "$work/$name" --base-port "$port" \
+    >"$work/$name.out" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 300); do
+    if [[ -s $work/$name/endpoints ]]; then
+      endpoints=$(cat "$work/$name/endpoints")
+      return
+    fi
+    sleep 0.1
+  done
+  echo "cluster $name did not start:" >&2
+  cat "$work/$name.out" >&2
+  exit 1
+}
+
+echo "--- build"
+cargo build --release --locked -p recipestore --bin recipectl --bin recipestore-node
+
+echo "--- machine"
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "kernel: $(uname -r)"
+  echo "cpus: $(nproc) ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))"
+  echo "memory: $(free -h | awk '/^Mem:/ {print $2}')"
+  echo "disk: $(df -h "$work" | awk 'NR==2 {print $1" ("$2", "$5" used)"}'), filesystem $(stat -f -c %T "$work")"
+  echo "etcd: $(etcd --version 2>/dev/null | head -1 || echo 'not installed yet')"
+  echo "rustc: $(rustc --version)"
+} | tee "$out/machine.txt"
+
+if wants fsync; then
+  echo "--- fsync loop (200 x write 1 KiB + fsync, same disk)"
+  python3 - "$work/fsync.dat" <<'EOF' | tee "$out/fsync.json"
+import json, os, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+block = b"r" * 1024
+lat = []
+for _ in range(200):
+    t = time.perf_counter()
+    os.write(fd, block)
+    os.fsync(fd)
+    lat.append((time.perf_counter() - t) * 1000)
+os.close(fd)
+lat.sort()
+pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]
+print(json.dumps({"iterations": len(lat), "mean_ms": sum(lat) / len(lat),
+                  "p50_ms": pick(0.5), "p99_ms": pick(0.99), "max_ms": lat[-1],
+                  "fsyncs_per_sec": len(lat) / (sum(lat) / 1000)}))
+EOF
+fi
+
+echo "--- RecipeStore clusters: shedding on (default) and off (control)"
+start_store shed-on 27070
+store=$endpoints
+echo "shedding on:  $store"
+start_store shed-off 27170 RECIPESTORE_SHED_ENABLED=false
+control=$endpoints
+echo "shedding off: $control"
+
+if wants compare; then
+  echo "--- etcd cluster"
+  scripts/etcd-cluster.sh --data-dir "$work/etcd" --base-port 23790 >"$work/etcd.out" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 150); do [[ -s $work/etcd/endpoints ]] && break; sleep 0.2; done
+  [[ -s $work/etcd/endpoints ]] || { cat "$work/etcd.out" >&2; exit 1; }
+  etcd_endpoints=$(cat "$work/etcd/endpoints")
+  echo "endpoints: $etcd_endpoints"
+  # etcd has no load shedding, so capacity is compared with the control
+  # cluster: on two cores a saturating run drives the CPU past the shedding
+  # thresholds and the default cluster would shed most uploads instead.
+  echo "--- compare: RecipeStore (shedding off) vs etcd"
+  "$ctl" bench --profile compare --endpoints "$control" --etcd-endpoints "$etcd_endpoints" \
+    --clients "$clients" --duration "$duration" --json-out "$out/compare.json"
+  stop_last
+fi
+
+# A step that fails is reported and the others still run.
+failed_steps=()
+
+if wants seed; then
+  # Shedding keys on the CPU of the container, or of the host when there is
+  # no quota: on a shared machine the default cluster may shed every upload,
+  # so the seed runs on the control cluster too.
+  for run in "shed-off:$control" "shed-on:$store"; do
+    name=${run%%:*}
+    echo "--- seed workload ($name)"
+    "$ctl" bench --profile seed --endpoints "${run#*:}" --clients "$clients" \
+      --rate "$seed_rate" --duration "$seed_duration" \
+      --plot "$out/seed-$name.png" --json-out "$out/seed-$name.json" ||
+      failed_steps+=("seed ($name)")
+  done
+fi
+
+if wants sweep; then
+  echo "--- overload sweep: shedding off (control, capacity) vs on"
+  "$ctl" bench --profile sweep --endpoints "$control" --label "shedding off" \
+    --baseline-endpoints "$store" --baseline-label "shedding on" \
+    --clients "$clients" --duration "$duration" \
+    --plot "$out/sweep.png" --json-out "$out/sweep.json" ||
+    failed_steps+=("sweep")
+fi
+
+if wants grid; then
+  # The grid starts its own clusters: stop the shared ones first. It
+  # measures latency by size, so its clusters run with shedding off.
+  stop_last
+  stop_last
+  echo "--- grid: replicas x nodes x clients"
+  RECIPESTORE_SHED_ENABLED=false "$ctl" bench --profile grid \
+    --grid-replicas 1,3,5 --grid-nodes 1,3,5 \
+    --grid-clients 1,16,64 --duration 5 --base-port 28000 \
+    --json-out "$out/grid.json" || failed_steps+=("grid")
+fi
+
+if [[ ${#failed_steps[@]} -gt 0 ]]; then
+  echo "--- failed: ${failed_steps[*]}; other results in $out/" >&2
+  exit 1
+fi
+echo "--- done: results in $out/"
