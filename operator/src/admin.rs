@@ -68,6 +68,11 @@ pub trait NodeAdmin: Send + Sync {
         addr: &'a str,
         to: NodeId,
     ) -> BoxFuture<'a, Result<(), AdminError>>;
+    fn remove_learner<'a>(
+        &'a self,
+        addr: &'a str,
+        id: NodeId,
+    ) -> BoxFuture<'a, Result<(), AdminError>>;
 }
 
 /// [`NodeAdmin`] over gRPC. Connects per call: the operator talks to each node
@@ -184,6 +189,21 @@ impl NodeAdmin for GrpcAdmin {
                 .change_membership(request)
                 .await
                 .map_err(call_error("ChangeMembership", addr))?;
+            Ok(())
+        })
+    }
+
+    fn remove_learner<'a>(
+        &'a self,
+        addr: &'a str,
+        id: NodeId,
+    ) -> BoxFuture<'a, Result<(), AdminError>> {
+        Box::pin(async move {
+            self.client(addr)
+                .await?
+                .remove_learner(proto::RemoveLearnerRequest { id })
+                .await
+                .map_err(call_error("RemoveLearner", addr))?;
             Ok(())
         })
     }

@@ -53,6 +53,7 @@ pub async fn execute(admin: &dyn NodeAdmin, plan: &Plan) -> Result<(), AdminErro
                 .change_membership(leader("ChangeMembership")?, voters.clone())
                 .await?
         }
+        Step::RemoveLearner { id } => admin.remove_learner(leader("RemoveLearner")?, *id).await?,
         Step::TransferLeadership { to, .. } => {
             admin
                 .transfer_leadership(leader("TransferLeadership")?, *to)

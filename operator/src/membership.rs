@@ -14,11 +14,13 @@
 //!    quorum): wait. Nothing changes membership without one. If no node
 //!    holds the recorded cluster any more, refuse whatever cluster they hold.
 //! 3. A learner inside the desired ordinals: promote it once caught up.
-//! 4. The StatefulSet has pods above the highest voter and above the desired
+//! 4. A learner above the desired ordinals (a scale-out reversed midway):
+//!    remove it. Learners do not vote, so this never touches quorum.
+//! 5. The StatefulSet has pods above the highest voter and above the desired
 //!    count: shrink it (the removal of those voters is already committed).
-//! 5. A voter above the desired ordinals: remove the highest one, moving
+//! 6. A voter above the desired ordinals: remove the highest one, moving
 //!    leadership away first if it is the leader.
-//! 6. A desired pod that is running, reachable and not yet a member: add it as
+//! 7. A desired pod that is running, reachable and not yet a member: add it as
 //!    a learner. A node that belongs to another cluster is refused.
 //!
 //! Every membership change keeps a healthy (caught-up) majority of both the
@@ -148,6 +150,8 @@ pub enum Step {
         id: NodeId,
         voters: BTreeSet<NodeId>,
     },
+    /// Drop a learner that is no longer wanted.
+    RemoveLearner { id: NodeId },
     /// Hand leadership away from a voter that is about to be removed.
     TransferLeadership { from: NodeId, to: NodeId },
     /// Drop one voter: `voters` is the new voter set.
@@ -224,6 +228,7 @@ impl Step {
             Step::Initialize { .. } => "Initialize",
             Step::AddLearner { .. } => "AddLearner",
             Step::PromoteLearner { .. } => "PromoteLearner",
+            Step::RemoveLearner { .. } => "RemoveLearner",
             Step::TransferLeadership { .. } => "TransferLeadership",
             Step::RemoveVoter { .. } => "RemoveVoter",
             Step::ShrinkStatefulSet { .. } => "ShrinkStatefulSet",
@@ -274,6 +279,12 @@ impl fmt::Display for Step {
                 write!(
                     f,
                     "promoting caught-up learner {id} to voter; voters become {voters:?}"
+                )
+            }
+            Step::RemoveLearner { id } => {
+                write!(
+                    f,
+                    "removing learner {id}, which is above the desired replicas"
                 )
             }
             Step::TransferLeadership { from, to } => {
@@ -411,7 +422,13 @@ pub fn plan(observed: &Observed, policy: &Policy) -> Plan {
         return plan;
     }
 
-    // Rule 4: drop pods whose members are already gone, never below `desired`
+    // Rule 4: a learner that should not exist leaves, highest first.
+    if let Some(&id) = learners.iter().rev().find(|id| !in_desired(**id)) {
+        plan.step = Step::RemoveLearner { id };
+        return plan;
+    }
+
+    // Rule 5: drop pods whose members are already gone, never below `desired`
     // and never below the highest voter.
     let highest_voter = voters.iter().next_back().copied();
     let needed = highest_voter.map_or(0, |v| u32::try_from(v + 1).unwrap_or(u32::MAX));
@@ -425,7 +442,7 @@ pub fn plan(observed: &Observed, policy: &Policy) -> Plan {
         return plan;
     }
 
-    // Rule 5: remove the highest voter beyond the desired ordinals.
+    // Rule 6: remove the highest voter beyond the desired ordinals.
     if let Some(id) = highest_voter.filter(|v| !in_desired(*v)) {
         let mut next = voters.clone();
         next.remove(&id);
@@ -457,7 +474,7 @@ pub fn plan(observed: &Observed, policy: &Policy) -> Plan {
         return plan;
     }
 
-    // Rule 6: add the lowest desired ordinal that is not a member yet.
+    // Rule 7: add the lowest desired ordinal that is not a member yet.
     let missing = (0..u64::from(desired)).find(|id| !voters.contains(id) && !learners.contains(id));
     if let Some(id) = missing {
         plan.step = match (observed.pods.get(&id), observed.nodes.get(&id)) {

@@ -217,6 +217,14 @@ impl NodeAdmin for FakeAdmin {
     ) -> BoxFuture<'a, Result<(), AdminError>> {
         self.record(format!("TransferLeadership {addr} {to}"))
     }
+
+    fn remove_learner<'a>(
+        &'a self,
+        addr: &'a str,
+        id: NodeId,
+    ) -> BoxFuture<'a, Result<(), AdminError>> {
+        self.record(format!("RemoveLearner {addr} {id}"))
+    }
 }
 
 // ---------- the verifier ----------

@@ -377,8 +377,18 @@ fn planner_table() {
             Wait(NoLeader),
         ),
         (
-            "leaves a learner beyond the desired ordinals unpromoted and shrinks past it",
+            "removes a learner beyond the desired ordinals instead of promoting it",
             World::new(3, 4).cluster(0, &[0, 1, 2], &[3]),
+            RemoveLearner { id: 3 },
+        ),
+        (
+            "removes the highest unwanted learner first",
+            World::new(3, 5).cluster(0, &[0, 1, 2], &[3, 4]),
+            RemoveLearner { id: 4 },
+        ),
+        (
+            "shrinks past a pod once its learner is gone",
+            World::new(3, 4).cluster(0, &[0, 1, 2], &[]),
             ShrinkStatefulSet { from: 4, to: 3 },
         ),
         (
