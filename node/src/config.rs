@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use clap::ValueEnum;
 
+use crate::overload::cpu::Fallback;
 use crate::overload::shed::ShedPolicy;
 use crate::overload::shed::Tiers;
 
@@ -186,6 +187,16 @@ pub struct OverloadConfig {
     /// How often CPU and memory are sampled, in milliseconds.
     #[arg(long, env = "RECIPESTORE_CPU_SAMPLE_MS", default_value_t = 250)]
     pub cpu_sample_ms: u64,
+
+    /// What CPU usage means without a cgroup CPU controller: the host's, or
+    /// this process's own (for machines shared with unrelated work).
+    #[arg(
+        long,
+        env = "RECIPESTORE_CPU_FALLBACK",
+        value_enum,
+        default_value = "host"
+    )]
+    pub cpu_fallback: Fallback,
 
     /// The cgroup v2 directory CPU and memory figures are read from.
     #[arg(long, env = "RECIPESTORE_CGROUP_DIR", default_value = "/sys/fs/cgroup")]

@@ -1,6 +1,7 @@
 //! Resource sampling: the container's CPU usage from cgroup v2 (`cpu.stat`
 //! against the `cpu.max` quota, else the CPUs available), falling back to
-//! the host's `/proc/stat`; and the memory available to the container.
+//! the host's `/proc/stat` (or, on a machine shared with other work, this
+//! process's own CPU time); and the memory available to the container.
 //! Sampled on an interval and smoothed, so one busy tick does not shed.
 
 use std::path::Path;
@@ -16,10 +17,21 @@ const SMOOTHING: f64 = 0.5;
 /// A cumulative CPU reading.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Reading {
-    /// Microseconds of CPU used by the cgroup, with the CPUs it may use.
-    Cgroup { usage_usec: u64, cpus: f64 },
+    /// Microseconds of CPU used (by the cgroup, or by this process), with
+    /// the CPUs it may use.
+    Used { usage_usec: u64, cpus: f64 },
     /// Busy and total jiffies of the host.
     Host { busy: u64, total: u64 },
+}
+
+/// What to measure when there is no cgroup CPU controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fallback {
+    /// The whole host's CPU usage.
+    Host,
+    /// This process's CPU time against the CPUs available: for machines
+    /// shared with unrelated work, whose load the node should not shed for.
+    Process,
 }
 
 /// Where CPU and memory figures come from.
@@ -27,14 +39,19 @@ enum Reading {
 pub struct Source {
     cgroup_dir: PathBuf,
     proc_dir: PathBuf,
+    fallback: Fallback,
 }
+
+/// Clock ticks per second of `/proc/<pid>/stat` times (USER_HZ, fixed by the ABI).
+const USER_HZ: u64 = 100;
 
 impl Source {
     /// `cgroup_dir` is normally `/sys/fs/cgroup`, `proc_dir` `/proc`.
-    pub fn new(cgroup_dir: &Path, proc_dir: &Path) -> Self {
+    pub fn new(cgroup_dir: &Path, proc_dir: &Path, fallback: Fallback) -> Self {
         Self {
             cgroup_dir: cgroup_dir.to_path_buf(),
             proc_dir: proc_dir.to_path_buf(),
+            fallback,
         }
     }
 
@@ -46,7 +63,15 @@ impl Source {
                 .ok()
                 .and_then(|max| parse_cpu_max(&max));
             let cpus = quota.unwrap_or_else(available_cpus);
-            return Some(Reading::Cgroup { usage_usec, cpus });
+            return Some(Reading::Used { usage_usec, cpus });
+        }
+        if self.fallback == Fallback::Process {
+            let stat = std::fs::read_to_string(self.proc_dir.join("self/stat")).ok()?;
+            let ticks = parse_process_ticks(&stat)?;
+            return Some(Reading::Used {
+                usage_usec: ticks * (1_000_000 / USER_HZ),
+                cpus: available_cpus(),
+            });
         }
         let stat = std::fs::read_to_string(self.proc_dir.join("stat")).ok()?;
         let (busy, total) = parse_proc_stat(&stat)?;
@@ -110,6 +135,17 @@ fn parse_proc_stat(stat: &str) -> Option<(u64, u64)> {
     Some((total - idle, total))
 }
 
+/// User plus system clock ticks from `/proc/self/stat` (fields 14 and 15,
+/// counted after the parenthesised command name, which may hold spaces).
+fn parse_process_ticks(stat: &str) -> Option<u64> {
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    // after_comm starts at field 3 (state), so fields 14 and 15 are 11 and 12.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
 fn parse_mem_available(meminfo: &str) -> Option<u64> {
     let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -120,8 +156,8 @@ fn parse_mem_available(meminfo: &str) -> Option<u64> {
 fn usage_percent(previous: Reading, current: Reading, elapsed: Duration) -> Option<f64> {
     let percent = match (previous, current) {
         (
-            Reading::Cgroup { usage_usec: a, .. },
-            Reading::Cgroup {
+            Reading::Used { usage_usec: a, .. },
+            Reading::Used {
                 usage_usec: b,
                 cpus,
             },
@@ -247,11 +283,11 @@ mod tests {
         write("cpu.max", "50000 100000\n"); // half a CPU
         write("memory.max", "1000000\n");
         write("memory.current", "400000\n");
-        let source = Source::new(dir.path(), Path::new("/nonexistent"));
+        let source = Source::new(dir.path(), Path::new("/nonexistent"), Fallback::Host);
         let first = source.read().unwrap();
         assert_eq!(
             first,
-            Reading::Cgroup {
+            Reading::Used {
                 usage_usec: 0,
                 cpus: 0.5
             }
@@ -267,7 +303,7 @@ mod tests {
         write("cpu.max", "max 100000\n");
         assert_eq!(
             source.read().unwrap(),
-            Reading::Cgroup {
+            Reading::Used {
                 usage_usec: 400000,
                 cpus: available_cpus()
             }
@@ -278,23 +314,48 @@ mod tests {
     fn falls_back_to_the_host_and_clamps() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("stat"), "cpu  0 0 0 100 0 0 0 0\n").unwrap();
-        let source = Source::new(Path::new("/nonexistent"), dir.path());
+        let source = Source::new(Path::new("/nonexistent"), dir.path(), Fallback::Host);
         let first = source.read().unwrap();
         std::fs::write(dir.path().join("stat"), "cpu  30 0 20 150 0 0 0 0\n").unwrap();
         let second = source.read().unwrap();
         let p = usage_percent(first, second, Duration::from_secs(1)).unwrap();
         assert!((p - 50.0).abs() < 1e-9, "{p}");
-        let over = Reading::Cgroup {
+        let over = Reading::Used {
             usage_usec: 10_000_000,
             cpus: 1.0,
         };
-        let start = Reading::Cgroup {
+        let start = Reading::Used {
             usage_usec: 0,
             cpus: 1.0,
         };
         assert_eq!(
             usage_percent(start, over, Duration::from_secs(1)),
             Some(100.0)
+        );
+    }
+
+    #[test]
+    fn the_process_fallback_counts_only_this_process() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("self")).unwrap();
+        let write = |ticks: u64| {
+            let stat =
+                format!("42 (recipe store) S 1 42 42 0 -1 4194560 0 0 0 0 {ticks} 0 0 0 20 0 1 0");
+            std::fs::write(dir.path().join("self/stat"), stat).unwrap();
+        };
+        write(0);
+        // A busy host does not matter: only this process's time counts.
+        std::fs::write(dir.path().join("stat"), "cpu  1000 0 0 0 0 0 0 0\n").unwrap();
+        let source = Source::new(Path::new("/nonexistent"), dir.path(), Fallback::Process);
+        let first = source.read().unwrap();
+        write(50); // half a CPU-second
+        let second = source.read().unwrap();
+        let p = usage_percent(first, second, Duration::from_secs(1)).unwrap();
+        let expected = 50.0 / available_cpus();
+        assert!((p - expected).abs() < 1e-9, "{p} != {expected}");
+        assert_eq!(
+            parse_process_ticks("1 (a) b) R 0 0 0 0 0 0 0 0 0 0 7 8 0"),
+            Some(15)
         );
     }
 
@@ -307,7 +368,11 @@ mod tests {
         std::fs::write(dir.path().join("cpu.max"), "100000 100000\n").unwrap();
         write(0);
         let gauges = Gauges::default();
-        let mut sampler = Sampler::new(Source::new(dir.path(), Path::new("/nonexistent")));
+        let mut sampler = Sampler::new(Source::new(
+            dir.path(),
+            Path::new("/nonexistent"),
+            Fallback::Host,
+        ));
         sampler.sample(&gauges);
         assert_eq!(gauges.cpu_percent(), 0.0);
         // Ten CPU-seconds used: a full CPU for any interval this test can take.

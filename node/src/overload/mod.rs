@@ -50,7 +50,11 @@ impl Overload {
     /// Starts the resource sampler and both worker pools.
     pub fn start(config: &OverloadConfig) -> Self {
         let gauges = Arc::new(Gauges::default());
-        let source = cpu::Source::new(&config.cgroup_dir, std::path::Path::new("/proc"));
+        let source = cpu::Source::new(
+            &config.cgroup_dir,
+            std::path::Path::new("/proc"),
+            config.cpu_fallback,
+        );
         let mut sampler = cpu::Sampler::new(source);
         sampler.sample(&gauges);
         let sampler = sampler.spawn(gauges.clone(), Duration::from_millis(config.cpu_sample_ms));
