@@ -398,6 +398,31 @@ fn rbac_grants_no_wildcards_no_secrets_and_no_deletes_of_store_objects() {
 }
 
 #[test]
+fn watching_one_namespace_grants_a_role_there_and_nothing_cluster_wide() {
+    let objects = render(&["watchNamespace=recipes"]);
+    assert!(of_kind(&objects, "ClusterRole").is_empty());
+    assert!(of_kind(&objects, "ClusterRoleBinding").is_empty());
+    let roles = of_kind(&objects, "Role");
+    let store_role = roles
+        .iter()
+        .find(|r| r["metadata"]["namespace"] == "recipes")
+        .expect("a Role in the watched namespace");
+    let role: Role = typed(store_role);
+    assert!(
+        role.rules
+            .expect("rules")
+            .iter()
+            .any(|r| { r.resources.iter().flatten().any(|x| x == "recipestores") })
+    );
+    let deployment = one(&objects, "Deployment");
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .expect("env");
+    assert!(env.iter().any(|e| e["name"] == "RECIPESTORE_OPERATOR_WATCH_NAMESPACE"
+        && e["value"] == "recipes"));
+}
+
+#[test]
 fn the_chart_crd_is_the_generated_crd() {
     let generated: Value = serde_yaml::from_str(
         &std::fs::read_to_string(workspace_root().join("crds/recipestore.yaml"))

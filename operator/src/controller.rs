@@ -458,21 +458,31 @@ fn now() -> Time {
     Time(Timestamp::now())
 }
 
-/// Runs the controller until a shutdown signal. Owned objects trigger a
-/// reconcile of their RecipeStore when they change (pods through their
-/// StatefulSet's status).
-pub async fn run(ctx: Arc<Context>) {
+/// Runs the controller until a shutdown signal, over every namespace or
+/// only `namespace`. Owned objects trigger a reconcile of their RecipeStore
+/// when they change (pods through their StatefulSet's status).
+pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     let client = ctx.client.clone();
-    let stores: Api<RecipeStore> = Api::all(client.clone());
+    fn api<K>(client: &kube::Client, namespace: &Option<String>) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let stores: Api<RecipeStore> = api(&client, &namespace);
     // Children carry our managed-by label: watching only those keeps the
     // caches small in clusters with many unrelated objects.
     let children =
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={FIELD_MANAGER}"));
     Controller::new(stores, watcher::Config::default().any_semantic())
-        .owns(Api::<StatefulSet>::all(client.clone()), children.clone())
-        .owns(Api::<Service>::all(client.clone()), children.clone())
-        .owns(Api::<ConfigMap>::all(client.clone()), children.clone())
-        .owns(Api::<PodDisruptionBudget>::all(client), children)
+        .owns(api::<StatefulSet>(&client, &namespace), children.clone())
+        .owns(api::<Service>(&client, &namespace), children.clone())
+        .owns(api::<ConfigMap>(&client, &namespace), children.clone())
+        .owns(api::<PodDisruptionBudget>(&client, &namespace), children)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -55,6 +55,9 @@ struct Args {
         default_value_t = 15
     )]
     lease_duration_seconds: u64,
+    /// Watch only this namespace (empty: every namespace).
+    #[arg(long, env = "RECIPESTORE_OPERATOR_WATCH_NAMESPACE", default_value = "")]
+    watch_namespace: String,
     /// Learners this many entries behind the leader, or fewer, count as caught up.
     #[arg(long, env = "RECIPESTORE_OPERATOR_MAX_CATCH_UP_LAG", default_value_t = Policy::default().max_catch_up_lag)]
     max_catch_up_lag: u64,
@@ -124,7 +127,7 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let outcome = tokio::select! {
-        () = controller::run(ctx) => {
+        () = controller::run(ctx, Some(args.watch_namespace.clone()).filter(|ns| !ns.is_empty())) => {
             info!("controller stopped on a shutdown signal");
             Ok(())
         }
