@@ -11,6 +11,7 @@ use openraft::ChangeMembers;
 use openraft::ServerState;
 use openraft::error::ClientWriteError;
 use openraft::error::RaftError;
+use openraft::raft::ClientWriteResponse;
 use tonic::Request;
 use tonic::Response;
 use tonic::Status;
@@ -21,6 +22,7 @@ use crate::node::Node;
 use crate::pb;
 use crate::pb::admin_client::AdminClient;
 use crate::raft::Member;
+use crate::raft::TypeConfig;
 use crate::raft::typ;
 
 pub struct Admin {
@@ -69,13 +71,11 @@ fn members_of(
     (v, l)
 }
 
-fn membership_reply(
-    log_index: u64,
-    membership: &openraft::Membership<u64, Member>,
-) -> pb::MembershipResponse {
-    let (voters, learners) = members_of(membership);
+/// The reply to a committed membership change.
+fn membership_reply(response: ClientWriteResponse<TypeConfig>) -> pb::MembershipResponse {
+    let (voters, learners) = members_of(&response.membership.unwrap_or_default());
     pb::MembershipResponse {
-        log_index,
+        log_index: response.log_id.index(),
         voters,
         learners,
     }
@@ -320,11 +320,7 @@ impl pb::admin_server::Admin for Admin {
                     ))
                 })?;
         }
-        let membership = response.membership.unwrap_or_default();
-        Ok(Response::new(membership_reply(
-            response.log_id.index(),
-            &membership,
-        )))
+        Ok(Response::new(membership_reply(response)))
     }
 
     async fn change_membership(
@@ -348,11 +344,7 @@ impl pb::admin_server::Admin for Admin {
             .change_membership(voters, req.retain_removed_as_learners)
             .await
             .map_err(membership_failed)?;
-        let membership = response.membership.unwrap_or_default();
-        Ok(Response::new(membership_reply(
-            response.log_id.index(),
-            &membership,
-        )))
+        Ok(Response::new(membership_reply(response)))
     }
 
     async fn remove_learner(
@@ -378,11 +370,7 @@ impl pb::admin_server::Admin for Admin {
             .change_membership(change, false)
             .await
             .map_err(membership_failed)?;
-        let membership = response.membership.unwrap_or_default();
-        Ok(Response::new(membership_reply(
-            response.log_id.index(),
-            &membership,
-        )))
+        Ok(Response::new(membership_reply(response)))
     }
 
     async fn transfer_leadership(
