@@ -120,15 +120,17 @@ impl FakeCpu {
         std::fs::write(dir.join("cpu.stat"), "usage_usec 0\n").expect("cpu.stat");
     }
 
-    /// Reports `percent` CPU usage from now on, until dropped.
-    pub fn busy(cluster: &TestCluster, percent: f64) -> Self {
+    /// Reports a saturated CPU from now on, until dropped. Usage grows at
+    /// twice wall-clock speed, so the node reads 100 % even when this writer
+    /// lags behind its schedule on a loaded machine.
+    pub fn saturated(cluster: &TestCluster) -> Self {
         let path = cluster._dir.path().join("cgroup").join("cpu.stat");
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         std::thread::spawn(move || {
             let started = Instant::now();
             while !flag.load(Ordering::Relaxed) {
-                let usage = (started.elapsed().as_micros() as f64 * percent / 100.0) as u64;
+                let usage = started.elapsed().as_micros() as u64 * 2;
                 let tmp = path.with_extension("tmp");
                 let _ = std::fs::write(&tmp, format!("usage_usec {usage}\n"));
                 let _ = std::fs::rename(&tmp, &path);

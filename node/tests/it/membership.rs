@@ -50,7 +50,13 @@ async fn three_to_five_to_three_voters_with_writes_running_loses_nothing() {
         .unwrap()
         .into_inner();
     assert_eq!(reply.voters.len(), 5);
-    assert_eq!(voters(&c, 4).await, BTreeSet::from([0, 1, 2, 3, 4]));
+    // The newest voter learns the membership it belongs to by replication.
+    eventually(
+        Duration::from_secs(10),
+        "node 4 to see five voters",
+        || async { (voters(&c, 4).await == BTreeSet::from([0, 1, 2, 3, 4])).then_some(()) },
+    )
+    .await;
     writer.await_progress(10, Duration::from_secs(30)).await;
 
     // Scale in: remove the two highest ids, one at a time, then stop them.
