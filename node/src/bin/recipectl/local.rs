@@ -51,7 +51,12 @@ pub async fn run(command: LocalCommand) -> anyhow::Result<()> {
         Some(b) => b,
         None => default_node_binary()?,
     };
-    let mut cluster = LocalCluster::new(&binary, &data_dir, base_port, nodes, &[])?;
+    // All nodes share this machine: each sheds for its own CPU use, not for
+    // its siblings' or the rest of the machine's (an explicit
+    // RECIPESTORE_CPU_FALLBACK in the environment still wins).
+    let fallback = std::env::var("RECIPESTORE_CPU_FALLBACK").unwrap_or_else(|_| "process".into());
+    let args = ["--cpu-fallback", fallback.as_str()];
+    let mut cluster = LocalCluster::new(&binary, &data_dir, base_port, nodes, &args)?;
     let mut terminate = signal(SignalKind::terminate())?;
     cluster.start_all()?;
     let started = async {
