@@ -150,10 +150,13 @@ impl WorkQueue {
             return Err(NotRun::Closed);
         }
         tokio::select! {
-            result = result_rx => result.map_err(|_| NotRun::Closed),
-            // The sender is dropped unused when the job runs: only an
-            // explicit signal means the job expired.
+            // Only an explicit signal means the job expired (the sender is
+            // dropped unused when the job runs). An expired job is dropped
+            // right after the signal, which also closes `result_rx`: check
+            // the signal first.
+            biased;
             Ok(()) = expired_rx => Err(NotRun::Expired),
+            result = result_rx => result.map_err(|_| NotRun::Closed),
         }
     }
 
