@@ -28,12 +28,28 @@ pub const FAST_RAFT: &[&str] = &[
     "1200",
 ];
 
-/// Each cluster gets its own range of 100 ports.
+/// Each cluster gets its own free range of 100 ports, below the kernel's
+/// range for outgoing connections (32768 and up), so no client socket can
+/// take a port a node is about to listen on.
 fn next_base_port() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let slot = NEXT.fetch_add(1, Ordering::Relaxed);
+    const FIRST: u32 = 10_000;
+    const SLOTS: u32 = 220;
     // Spread concurrent test runs apart by process id.
-    21_000 + (std::process::id() % 20) as u16 * 1_000 + slot * 100
+    let start = std::process::id() % SLOTS;
+    loop {
+        let slot = u32::from(NEXT.fetch_add(1, Ordering::Relaxed));
+        assert!(slot < SLOTS, "no free port range left");
+        let base = (FIRST + (start + slot) % SLOTS * 100) as u16;
+        let free = (0..10u16).all(|node| {
+            (0..3u16).all(|offset| {
+                std::net::TcpListener::bind(("127.0.0.1", base + node * 10 + offset)).is_ok()
+            })
+        });
+        if free {
+            return base;
+        }
+    }
 }
 
 pub struct TestCluster {
