@@ -130,10 +130,6 @@ impl Client {
         })
     }
 
-    pub fn endpoints(&self) -> &[String] {
-        &self.endpoints
-    }
-
     fn pick(&self, prefer_leader: bool) -> usize {
         if prefer_leader && let Some(i) = *self.leader.lock().unwrap_or_else(|e| e.into_inner()) {
             return i;
@@ -281,11 +277,6 @@ impl Client {
             async move { c.list(req).await.map(|r| r.into_inner()) }
         })
         .await
-    }
-
-    /// A call to one endpoint without retries, for probing specific nodes.
-    pub fn endpoint_client(&self, index: usize) -> RecipesClient<Channel> {
-        RecipesClient::new(self.channels[index % self.channels.len()].clone())
     }
 }
 

@@ -84,11 +84,6 @@ impl Overload {
         }
     }
 
-    /// The smoothed CPU usage the shedder sees.
-    pub fn cpu_percent(&self) -> f64 {
-        self.gauges.cpu_percent()
-    }
-
     /// Admits `job` for `op` or sheds it, then runs it through the op's
     /// queue. `deadline` is the caller's remaining time, when it set one.
     pub async fn run<T, F>(&self, op: Op, deadline: Option<Duration>, job: F) -> Result<T, Status>
