@@ -184,6 +184,20 @@ pub struct OverloadConfig {
     #[arg(long, env = "RECIPESTORE_DOWNLOAD_WORKERS_MAX", default_value_t = 64)]
     pub download_workers_max: usize,
 
+    /// In a standing queue, requests that waited longer than this many
+    /// milliseconds for a worker are shed (`queue_delay`).
+    #[arg(long, env = "RECIPESTORE_QUEUE_DELAY_TARGET_MS", default_value_t = 20)]
+    pub queue_delay_target_ms: u64,
+
+    /// A queue that has not been empty for this many milliseconds is
+    /// standing (a burst shorter than this is absorbed).
+    #[arg(
+        long,
+        env = "RECIPESTORE_QUEUE_DELAY_INTERVAL_MS",
+        default_value_t = 100
+    )]
+    pub queue_delay_interval_ms: u64,
+
     /// How often CPU and memory are sampled, in milliseconds.
     #[arg(long, env = "RECIPESTORE_CPU_SAMPLE_MS", default_value_t = 250)]
     pub cpu_sample_ms: u64,
@@ -234,8 +248,14 @@ impl OverloadConfig {
                 self.download_workers_max, self.download_workers_min
             ));
         }
-        if self.cpu_sample_ms == 0 {
-            return Err("--cpu-sample-ms must be positive".into());
+        for (flag, value) in [
+            ("--cpu-sample-ms", self.cpu_sample_ms),
+            ("--queue-delay-target-ms", self.queue_delay_target_ms),
+            ("--queue-delay-interval-ms", self.queue_delay_interval_ms),
+        ] {
+            if value == 0 {
+                return Err(format!("{flag} must be positive"));
+            }
         }
         Ok(())
     }

@@ -59,6 +59,10 @@ impl Overload {
         sampler.sample(&gauges);
         let sampler = sampler.spawn(gauges.clone(), Duration::from_millis(config.cpu_sample_ms));
         let idle_timeout = Duration::from_secs(2);
+        let delay_target = config
+            .shed_enabled
+            .then(|| Duration::from_millis(config.queue_delay_target_ms));
+        let delay_interval = Duration::from_millis(config.queue_delay_interval_ms);
         Self {
             policy: config.policy(),
             gauges,
@@ -69,6 +73,8 @@ impl Overload {
                     min_workers: config.upload_workers,
                     max_workers: config.upload_workers,
                     idle_timeout,
+                    delay_target,
+                    delay_interval,
                 },
             ),
             downloads: WorkQueue::new(
@@ -78,6 +84,8 @@ impl Overload {
                     min_workers: config.download_workers_min,
                     max_workers: config.download_workers_max,
                     idle_timeout,
+                    delay_target,
+                    delay_interval,
                 },
             ),
             sampler,
@@ -111,6 +119,7 @@ impl Overload {
         match queue.run(deadline_at, job).await {
             Ok(result) => result,
             Err(NotRun::Expired) => Err(shed_status(op, ShedReason::Deadline, &load)),
+            Err(NotRun::Overdue) => Err(shed_status(op, ShedReason::QueueDelay, &load)),
             Err(NotRun::Closed) => Err(Status::unavailable("the node is shutting down")),
         }
     }

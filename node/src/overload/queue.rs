@@ -3,11 +3,18 @@
 //! recent wait and service times, so the shedder can predict whether a
 //! request would miss its deadline. A queue's pool may grow under a backlog
 //! and shrink back when workers sit idle.
+//!
+//! Queue delay is controlled as in CoDel: a queue that has not been empty
+//! for a whole interval is a standing queue, not a burst, and a job that
+//! then waited longer than the target is dropped when dequeued. Overload
+//! thus shows as time spent waiting, whatever its cause (CPU, a slow
+//! leader, a saturated disk), and the jobs that do run are fresh.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -26,8 +33,8 @@ struct Queued {
     /// When the caller stops waiting; a job taken after it is dropped.
     deadline: Option<Instant>,
     run: Job,
-    /// Told when the job is dropped unrun because its deadline passed.
-    expired: oneshot::Sender<()>,
+    /// Told why, when the job is dropped unrun.
+    dropped: oneshot::Sender<NotRun>,
 }
 
 /// How a queue is sized.
@@ -38,6 +45,11 @@ pub struct QueueConfig {
     pub max_workers: usize,
     /// An idle worker above the minimum exits after this long.
     pub idle_timeout: Duration,
+    /// Drop jobs that waited longer than this in a standing queue; `None`
+    /// lets jobs wait until their own deadline.
+    pub delay_target: Option<Duration>,
+    /// A queue not empty for this long is standing.
+    pub delay_interval: Duration,
 }
 
 /// Why a submitted job did not run.
@@ -45,6 +57,8 @@ pub struct QueueConfig {
 pub enum NotRun {
     /// Its deadline passed while it waited.
     Expired,
+    /// It waited longer than the delay target in a standing queue.
+    Overdue,
     /// The queue is shutting down.
     Closed,
 }
@@ -58,6 +72,35 @@ struct Shared {
     busy: AtomicUsize,
     /// Smoothed service time of a job, in microseconds.
     service_us: Mutex<f64>,
+    /// The reference point of `last_empty_us`.
+    epoch: Instant,
+    /// When the queue was last seen empty, in microseconds since `epoch`.
+    last_empty_us: AtomicU64,
+}
+
+impl Shared {
+    fn mark_empty(&self) {
+        let now = self.epoch.elapsed().as_micros() as u64;
+        self.last_empty_us.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// Whether the queue has held jobs for the whole delay interval.
+    fn standing(&self, now: Instant) -> bool {
+        let last_empty =
+            self.epoch + Duration::from_micros(self.last_empty_us.load(Ordering::Relaxed));
+        now.saturating_duration_since(last_empty) >= self.config.delay_interval
+    }
+
+    /// Why a dequeued job should not run, if it should not: a job whose
+    /// caller has given up, or that has outwaited a standing queue's
+    /// target, is not worth a worker's time.
+    fn drop_reason(&self, queued: &Queued, now: Instant, waited: Duration) -> Option<NotRun> {
+        if queued.deadline.is_some_and(|d| now >= d) {
+            return Some(NotRun::Expired);
+        }
+        let target = self.config.delay_target?;
+        (waited > target && self.standing(now)).then_some(NotRun::Overdue)
+    }
 }
 
 /// A bounded queue with its worker pool.
@@ -82,6 +125,8 @@ impl WorkQueue {
                 workers: AtomicUsize::new(0),
                 busy: AtomicUsize::new(0),
                 service_us: Mutex::new(1_000.0),
+                epoch: Instant::now(),
+                last_empty_us: AtomicU64::new(0),
             }),
         };
         for _ in 0..config.min_workers.max(1) {
@@ -133,16 +178,18 @@ impl WorkQueue {
         F: Future<Output = T> + Send + 'static,
     {
         let (result_tx, result_rx) = oneshot::channel();
-        let (expired_tx, expired_rx) = oneshot::channel();
+        let (dropped_tx, dropped_rx) = oneshot::channel();
         let queued = Queued {
             enqueued: Instant::now(),
             deadline,
             run: Box::pin(async move {
                 let _ = result_tx.send(job.await);
             }),
-            expired: expired_tx,
+            dropped: dropped_tx,
         };
-        self.shared.depth.fetch_add(1, Ordering::Relaxed);
+        if self.shared.depth.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.shared.mark_empty();
+        }
         metrics::observe_queue_depth(self.name(), self.depth());
         self.grow_if_backlogged();
         if self.sender.send(queued).await.is_err() {
@@ -150,12 +197,12 @@ impl WorkQueue {
             return Err(NotRun::Closed);
         }
         tokio::select! {
-            // Only an explicit signal means the job expired (the sender is
-            // dropped unused when the job runs). An expired job is dropped
+            // Only an explicit signal means the job was dropped unrun (the
+            // sender is dropped unused when the job runs). The job is dropped
             // right after the signal, which also closes `result_rx`: check
             // the signal first.
             biased;
-            Ok(()) = expired_rx => Err(NotRun::Expired),
+            Ok(why) = dropped_rx => Err(why),
             result = result_rx => result.map_err(|_| NotRun::Closed),
         }
     }
@@ -205,12 +252,15 @@ impl WorkQueue {
                 };
                 let depth = shared.depth.fetch_sub(1, Ordering::Relaxed) - 1;
                 metrics::observe_queue_depth(shared.name, depth);
-                let waited = queued.enqueued.elapsed();
+                let now = Instant::now();
+                let waited = now - queued.enqueued;
                 metrics::observe_queue_wait(shared.name, waited);
-                // Checked again after the queue: a job whose caller has
-                // given up is not worth a worker's time.
-                if queued.deadline.is_some_and(|d| Instant::now() >= d) {
-                    let _ = queued.expired.send(());
+                let dropped = shared.drop_reason(&queued, now, waited);
+                if depth == 0 {
+                    shared.mark_empty();
+                }
+                if let Some(why) = dropped {
+                    let _ = queued.dropped.send(why);
                     continue;
                 }
                 shared.busy.fetch_add(1, Ordering::Relaxed);
@@ -239,6 +289,8 @@ mod tests {
             min_workers: min,
             max_workers: max,
             idle_timeout: Duration::from_millis(100),
+            delay_target: None,
+            delay_interval: Duration::from_millis(100),
         }
     }
 
@@ -314,6 +366,75 @@ mod tests {
         assert_eq!(result, Err(NotRun::Expired));
         assert_eq!(ran.load(Ordering::Relaxed), 0);
         assert_eq!(blocker.await.unwrap(), Ok(()));
+    }
+
+    /// Holds a one-worker queue's worker until the returned gate gets a
+    /// permit, then queues a job that counts its runs, waits `held` and
+    /// releases the worker: the queued job's fate and run count.
+    async fn queued_behind_a_busy_worker(
+        q: &WorkQueue,
+        held: Duration,
+    ) -> (Result<(), NotRun>, usize) {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let blocker = {
+            let (q, gate) = (q.clone(), gate.clone());
+            tokio::spawn(async move {
+                q.run(None, async move {
+                    let _permit = gate.acquire().await;
+                })
+                .await
+            })
+        };
+        wait_for("the single worker to be busy", || {
+            q.shared.busy.load(Ordering::Relaxed) == 1
+        })
+        .await;
+        let ran = Arc::new(AtomicUsize::new(0));
+        let counter = ran.clone();
+        let queued = q.run(None, async move {
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+        let releaser = async {
+            wait_for("the job to queue", || q.depth() == 1).await;
+            // The queue's state depends on time passing: let it.
+            tokio::time::sleep(held).await;
+            gate.add_permits(1);
+        };
+        let (result, ()) = tokio::join!(queued, releaser);
+        assert_eq!(blocker.await.unwrap(), Ok(()));
+        (result, ran.load(Ordering::Relaxed))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_standing_queue_drops_jobs_that_waited_past_the_target() {
+        let q = WorkQueue::new(
+            "standing",
+            QueueConfig {
+                delay_target: Some(Duration::from_millis(10)),
+                delay_interval: Duration::from_millis(30),
+                ..config(8, 1, 1)
+            },
+        );
+        let (result, runs) = queued_behind_a_busy_worker(&q, Duration::from_millis(80)).await;
+        assert_eq!(result, Err(NotRun::Overdue));
+        assert_eq!(runs, 0);
+        // Once it has drained, the queue serves again.
+        assert_eq!(q.run(None, async { 7 }).await, Ok(7));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_shorter_than_the_interval_waits_past_the_target() {
+        let q = WorkQueue::new(
+            "burst",
+            QueueConfig {
+                delay_target: Some(Duration::from_millis(10)),
+                delay_interval: Duration::from_secs(30),
+                ..config(8, 1, 1)
+            },
+        );
+        let (result, runs) = queued_behind_a_busy_worker(&q, Duration::from_millis(80)).await;
+        assert_eq!(result, Ok(()));
+        assert_eq!(runs, 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

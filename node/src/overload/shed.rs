@@ -31,15 +31,19 @@ pub enum ShedReason {
     CpuProbabilistic,
     Deadline,
     QueueFull,
+    /// Waited past the delay target in a standing queue (decided by the
+    /// queue when the request reaches a worker, not by [`decide`]).
+    QueueDelay,
     Memory,
 }
 
 impl ShedReason {
-    pub const ALL: [ShedReason; 5] = [
+    pub const ALL: [ShedReason; 6] = [
         ShedReason::CpuPriority,
         ShedReason::CpuProbabilistic,
         ShedReason::Deadline,
         ShedReason::QueueFull,
+        ShedReason::QueueDelay,
         ShedReason::Memory,
     ];
 
@@ -49,6 +53,7 @@ impl ShedReason {
             ShedReason::CpuProbabilistic => "cpu_probabilistic",
             ShedReason::Deadline => "deadline",
             ShedReason::QueueFull => "queue_full",
+            ShedReason::QueueDelay => "queue_delay",
             ShedReason::Memory => "memory",
         }
     }
