@@ -3,7 +3,9 @@
 //! Calls go round-robin over the endpoints. UNAVAILABLE and
 //! RESOURCE_EXHAUSTED are retried with exponential backoff and full jitter,
 //! within a retry budget so a struggling cluster is not hit by a retry storm,
-//! and never sooner than a server's retry-after hint. The server answers
+//! and never sooner than a server's retry-after hint. When a node refuses
+//! much of what this client sends, the client refuses the excess itself
+//! (adaptive throttling, see [`crate::throttle`]). The server answers
 //! UNAVAILABLE only when a write was not proposed, so retrying is safe; an
 //! unconditional upload repeated after a lost reply stores the same content.
 
@@ -11,6 +13,7 @@ use std::sync::Mutex;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use std::time::Instant;
 
 use rand::Rng;
 use tonic::Code;
@@ -20,12 +23,15 @@ use tonic::transport::Endpoint;
 
 use crate::pb;
 use crate::pb::recipes_client::RecipesClient;
+use crate::throttle::Throttle;
 
 /// Metadata key with the server's suggested wait before a retry, in milliseconds.
 pub const RETRY_AFTER_METADATA: &str = "x-recipestore-retry-after-ms";
+/// Metadata key set on a RESOURCE_EXHAUSTED the client made itself.
+pub const THROTTLED_METADATA: &str = "x-recipestore-throttled";
 const LEADER_METADATA: &str = crate::server::LEADER_METADATA;
 
-/// How calls are retried.
+/// How calls are retried and throttled.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
     /// Attempts per call, the first included.
@@ -36,6 +42,9 @@ pub struct RetryPolicy {
     pub budget: f64,
     /// Tokens earned back per successful call.
     pub earn_per_success: f64,
+    /// Adaptive throttling: requests sent to a node per request it accepts
+    /// before this client refuses some itself; `None` never throttles.
+    pub throttle_ratio: Option<f64>,
 }
 
 impl Default for RetryPolicy {
@@ -46,6 +55,7 @@ impl Default for RetryPolicy {
             max_delay: Duration::from_secs(2),
             budget: 20.0,
             earn_per_success: 0.2,
+            throttle_ratio: Some(DEFAULT_THROTTLE_RATIO),
         }
     }
 }
@@ -61,9 +71,19 @@ impl RetryPolicy {
     }
 }
 
+/// Stricter than the SRE book's 2, because a node refusing half of what it
+/// is sent spends much of its time refusing; above 1 / (1 - 0.25), so a node
+/// shedding by the seed's top probabilistic tier (25 %) is not starved.
+pub const DEFAULT_THROTTLE_RATIO: f64 = 1.4;
+
 /// Whether a failed call may be retried.
 pub fn is_retryable(status: &Status) -> bool {
     matches!(status.code(), Code::Unavailable | Code::ResourceExhausted)
+}
+
+/// Whether this client refused the call itself (adaptive throttling).
+pub fn is_throttled(status: &Status) -> bool {
+    status.metadata().contains_key(THROTTLED_METADATA)
 }
 
 /// The server's retry-after hint on a status, if any.
@@ -78,10 +98,24 @@ pub fn retry_after(status: &Status) -> Option<Duration> {
         .map(Duration::from_millis)
 }
 
+/// The answer to a call this client refused itself.
+fn throttled(endpoint: &str) -> Status {
+    let mut status = Status::resource_exhausted(format!(
+        "not sent: {endpoint} has been refusing most requests, so this client throttles itself"
+    ));
+    status.metadata_mut().insert(
+        THROTTLED_METADATA,
+        tonic::metadata::MetadataValue::from_static("client"),
+    );
+    status
+}
+
 /// A client for a RecipeStore cluster.
 pub struct Client {
     endpoints: Vec<String>,
     channels: Vec<Channel>,
+    /// One per endpoint, when throttling.
+    throttles: Vec<Throttle>,
     next: AtomicUsize,
     policy: RetryPolicy,
     tokens: Mutex<f64>,
@@ -119,9 +153,20 @@ impl Client {
                     .connect_lazy())
             })
             .collect::<anyhow::Result<_>>()?;
+        if let Some(ratio) = policy.throttle_ratio {
+            anyhow::ensure!(
+                ratio.is_finite() && ratio >= 1.0,
+                "the throttle ratio must be at least 1, not {ratio}"
+            );
+        }
+        let throttles = policy
+            .throttle_ratio
+            .map(|ratio| endpoints.iter().map(|_| Throttle::new(ratio)).collect())
+            .unwrap_or_default();
         Ok(Self {
             endpoints: endpoints.to_vec(),
             channels,
+            throttles,
             next: AtomicUsize::new(0),
             tokens: Mutex::new(policy.budget),
             policy,
@@ -171,7 +216,18 @@ impl Client {
             let client = RecipesClient::new(self.channels[i].clone())
                 .max_decoding_message_size(64 * 1024 * 1024)
                 .max_encoding_message_size(64 * 1024 * 1024);
-            match call(client, self.timeout).await {
+            let result = match self.throttles.get(i) {
+                Some(throttle) => match throttle.admit(Instant::now(), rand::random()) {
+                    Some(ticket) => {
+                        let result = call(client, self.timeout).await;
+                        ticket.answered(Instant::now(), &result);
+                        result
+                    }
+                    None => Err(throttled(&self.endpoints[i])),
+                },
+                None => call(client, self.timeout).await,
+            };
+            match result {
                 Ok(v) => {
                     self.earn();
                     return Ok(v);

@@ -17,6 +17,7 @@ pub mod node;
 pub mod overload;
 pub mod raft;
 pub mod server;
+pub mod throttle;
 
 /// Code generated from `proto/recipestore/v1/*.proto`.
 pub mod pb {

@@ -85,7 +85,15 @@ pub async fn run(
             (TargetKind::Recipestore, endpoints),
             (TargetKind::Etcd, args.etcd_endpoints.as_slice()),
         ] {
-            let target = super::connect(args, eps, kind, w.clients, w.consistency).await?;
+            let target = super::connect(
+                args,
+                eps,
+                kind,
+                w.clients,
+                w.consistency,
+                args.throttle_ratio,
+            )
+            .await?;
             let (_, mix) = super::prepare(args, &target, w.profile, w.clients).await?;
             let pacing = if args.rate > 0.0 {
                 Pacing::Open(Schedule::constant(args.rate))

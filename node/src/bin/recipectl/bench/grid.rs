@@ -114,6 +114,7 @@ pub async fn run(args: &BenchArgs, output: Output) -> anyhow::Result<serde_json:
                         TargetKind::Recipestore,
                         clients,
                         args.consistency(),
+                        args.throttle_ratio,
                     )
                     .await?;
                     let (_, mix) = super::prepare(args, &target, profile, clients).await?;

@@ -18,6 +18,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use recipestore::client::Client;
 use recipestore::client::RetryPolicy;
+use recipestore::client::is_throttled;
 use recipestore::pb::Consistency;
 use tonic::Code;
 
@@ -41,18 +42,14 @@ pub enum Target {
 
 impl Target {
     /// RecipeStore with `connections` independent clients, each starting its
-    /// round-robin at a different endpoint; `retries` beyond the first attempt.
+    /// round-robin at a different endpoint.
     pub fn store(
         endpoints: &[String],
         connections: usize,
-        retries: u32,
+        policy: RetryPolicy,
         deadline: Duration,
         consistency: Consistency,
     ) -> anyhow::Result<Self> {
-        let policy = RetryPolicy {
-            max_attempts: retries + 1,
-            ..RetryPolicy::default()
-        };
         let clients = (0..connections.max(1))
             .map(|i| {
                 let mut rotated = endpoints.to_vec();
@@ -87,6 +84,7 @@ impl Target {
                 };
                 match result {
                     Ok(()) => Outcome::Ok,
+                    Err(status) if is_throttled(&status) => Outcome::Throttled,
                     Err(status) => classify(status.code()),
                 }
             }

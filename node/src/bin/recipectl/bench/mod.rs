@@ -20,6 +20,7 @@ use clap::Args;
 use clap::ValueEnum;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use recipestore::client::RetryPolicy;
 use recipestore::pb::Consistency;
 use serde::Serialize;
 
@@ -93,6 +94,10 @@ pub struct BenchArgs {
     /// Retries of a shed or unavailable request (0 makes every shed visible).
     #[arg(long, default_value_t = 0)]
     retries: u32,
+    /// Client-side adaptive throttling: requests sent to a node per request
+    /// it accepts before a client refuses some itself (0 turns it off).
+    #[arg(long, default_value_t = recipestore::client::DEFAULT_THROTTLE_RATIO)]
+    throttle_ratio: f64,
     /// Client connections (at most one per client; default: min(clients, 64)).
     #[arg(long)]
     connections: Option<usize>,
@@ -150,6 +155,9 @@ pub struct BenchArgs {
     /// sweep: name of the second cluster.
     #[arg(long, default_value = "shedding off")]
     baseline_label: String,
+    /// sweep: --throttle-ratio of the second cluster's clients.
+    #[arg(long, default_value_t = recipestore::client::DEFAULT_THROTTLE_RATIO)]
+    baseline_throttle_ratio: f64,
 
     /// grid: voters of each cluster.
     #[arg(long, value_delimiter = ',', default_value = "1,3,5")]
@@ -179,6 +187,15 @@ impl BenchArgs {
             (_, crate::ConsistencyArg::Linearizable) => "linearizable",
             (TargetKind::Etcd, crate::ConsistencyArg::Local) => "serializable",
             (TargetKind::Recipestore, crate::ConsistencyArg::Local) => "local",
+        }
+    }
+
+    /// The client policy of a run whose clients throttle at `ratio`.
+    fn policy(&self, ratio: f64) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.retries + 1,
+            throttle_ratio: (ratio > 0.0).then_some(ratio),
+            ..RetryPolicy::default()
         }
     }
 
@@ -230,6 +247,7 @@ pub async fn run(
                 args.target,
                 args.clients,
                 args.consistency(),
+                args.throttle_ratio,
             )
             .await?;
             let report = single(&args, target, args.profile, args.clients, output).await?;
@@ -260,20 +278,22 @@ pub async fn run(
     Ok(())
 }
 
-/// Connections to the system under test.
+/// Connections to the system under test; RecipeStore clients throttle at
+/// `throttle_ratio` (0: never).
 async fn connect(
     args: &BenchArgs,
     endpoints: &[String],
     kind: TargetKind,
     clients: usize,
     consistency: Consistency,
+    throttle_ratio: f64,
 ) -> anyhow::Result<Arc<Target>> {
     let connections = args.connections(clients);
     Ok(Arc::new(match kind {
         TargetKind::Recipestore => Target::store(
             endpoints,
             connections,
-            args.retries,
+            args.policy(throttle_ratio),
             args.deadline(),
             consistency,
         )?,

@@ -16,6 +16,8 @@ pub enum Outcome {
     Ok,
     /// RESOURCE_EXHAUSTED: the server shed it.
     Shed,
+    /// Refused by the client's own adaptive throttle, never sent.
+    Throttled,
     /// No answer within the deadline (client timer or DEADLINE_EXCEEDED).
     Deadline,
     /// Any other error.
@@ -39,6 +41,7 @@ pub struct KindStats {
     /// OK but after the deadline (a client gave up on it already).
     pub late: u64,
     pub shed: u64,
+    pub throttled: u64,
     pub deadline: u64,
     pub errors: u64,
     pub dropped: u64,
@@ -52,6 +55,7 @@ impl Default for KindStats {
             good: 0,
             late: 0,
             shed: 0,
+            throttled: 0,
             deadline: 0,
             errors: 0,
             dropped: 0,
@@ -62,13 +66,20 @@ impl Default for KindStats {
 
 impl KindStats {
     pub fn sent(&self) -> u64 {
-        self.good + self.late + self.shed + self.deadline + self.errors + self.dropped
+        self.good
+            + self.late
+            + self.shed
+            + self.throttled
+            + self.deadline
+            + self.errors
+            + self.dropped
     }
 
     fn add(&mut self, other: &KindStats) {
         self.good += other.good;
         self.late += other.late;
         self.shed += other.shed;
+        self.throttled += other.throttled;
         self.deadline += other.deadline;
         self.errors += other.errors;
         self.dropped += other.dropped;
@@ -134,6 +145,7 @@ impl Recorder {
             }
             Outcome::Ok => stats.late += 1,
             Outcome::Shed => stats.shed += 1,
+            Outcome::Throttled => stats.throttled += 1,
             Outcome::Deadline => stats.deadline += 1,
             Outcome::Error => stats.errors += 1,
             Outcome::Dropped => stats.dropped += 1,
@@ -190,6 +202,7 @@ pub struct KindReport {
     pub good: u64,
     pub late: u64,
     pub shed: u64,
+    pub throttled: u64,
     pub deadline_exceeded: u64,
     pub errors: u64,
     pub dropped: u64,
@@ -206,6 +219,7 @@ impl KindReport {
             good: stats.good,
             late: stats.late,
             shed: stats.shed,
+            throttled: stats.throttled,
             deadline_exceeded: stats.deadline,
             errors: stats.errors,
             dropped: stats.dropped,
@@ -222,6 +236,7 @@ pub struct SecondReport {
     pub offered: u64,
     pub good: u64,
     pub shed: u64,
+    pub throttled: u64,
     pub deadline_exceeded: u64,
     pub errors: u64,
     pub p50_ms: f64,
@@ -276,6 +291,7 @@ impl RunReport {
                     offered: s.offered,
                     good: all.good,
                     shed: all.shed,
+                    throttled: all.throttled,
                     deadline_exceeded: all.deadline + all.late,
                     errors: all.errors + all.dropped,
                     p50_ms: summary.p50_ms,
@@ -319,11 +335,12 @@ impl RunReport {
             self.consistency,
         );
         out.push_str(&format!(
-            "{:<9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
+            "{:<9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
             "op",
             "sent",
             "good",
             "shed",
+            "thrott",
             "late",
             "dl-exc",
             "errors",
@@ -339,11 +356,12 @@ impl RunReport {
                 continue;
             }
             out.push_str(&format!(
-                "{:<9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7} {:>10.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}\n",
+                "{:<9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7} {:>7} {:>10.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}\n",
                 k.op,
                 k.sent,
                 k.good,
                 k.shed,
+                k.throttled,
                 k.late,
                 k.deadline_exceeded,
                 k.errors + k.dropped,

@@ -28,6 +28,8 @@ pub struct Point {
     /// capacity, if higher).
     pub fraction_of_peak: f64,
     pub shed_per_sec: f64,
+    /// Refused by the clients' own throttles, per second.
+    pub throttled_per_sec: f64,
     /// Answers past the deadline or none at all, per second.
     pub late_per_sec: f64,
     pub errors_per_sec: f64,
@@ -57,6 +59,7 @@ pub fn point(label: &str, factor: f64, run: &RunReport) -> Point {
         goodput_per_sec: run.total.goodput,
         fraction_of_peak: 0.0,
         shed_per_sec: run.total.shed as f64 / secs,
+        throttled_per_sec: run.total.throttled as f64 / secs,
         late_per_sec: (run.total.deadline_exceeded + run.total.late) as f64 / secs,
         errors_per_sec: (run.total.errors + run.total.dropped) as f64 / secs,
         download_p50_ms: run.download.latency.p50_ms,
@@ -87,16 +90,20 @@ pub async fn run(
     output: Output,
 ) -> anyhow::Result<serde_json::Value> {
     anyhow::ensure!(!args.factors.is_empty(), "--factors is empty");
-    let mut clusters = vec![(args.label.clone(), endpoints.to_vec())];
+    let mut clusters = vec![(args.label.clone(), endpoints.to_vec(), args.throttle_ratio)];
     if !args.baseline_endpoints.is_empty() {
-        clusters.push((args.baseline_label.clone(), args.baseline_endpoints.clone()));
+        clusters.push((
+            args.baseline_label.clone(),
+            args.baseline_endpoints.clone(),
+            args.baseline_throttle_ratio,
+        ));
     }
     let mut capacity = args.capacity.unwrap_or(0.0);
     let mut capacity_run = None;
     let mut points = Vec::new();
     let mut runs = Vec::new();
     let mut failed = Vec::new();
-    for (i, (label, eps)) in clusters.iter().enumerate() {
+    for (i, (label, eps, throttle_ratio)) in clusters.iter().enumerate() {
         let clients = args.clients.max(args.capacity_clients);
         let target = super::connect(
             args,
@@ -104,6 +111,7 @@ pub async fn run(
             TargetKind::Recipestore,
             clients,
             args.consistency(),
+            *throttle_ratio,
         )
         .await?;
         let mix = match super::prepare(args, &target, Profile::Sweep, clients).await {
@@ -178,7 +186,7 @@ pub async fn run(
 
 pub fn table(report: &SweepReport) -> String {
     let mut out = format!(
-        "capacity {:.0} good req/s (seed mix)\n{:<14} {:>6} {:>9} {:>9} {:>7} {:>8} {:>8} {:>7} {:>9} {:>9}\n",
+        "capacity {:.0} good req/s (seed mix)\n{:<14} {:>6} {:>9} {:>9} {:>7} {:>8} {:>8} {:>8} {:>7} {:>9} {:>9}\n",
         report.capacity,
         "cluster",
         "load",
@@ -186,6 +194,7 @@ pub fn table(report: &SweepReport) -> String {
         "goodput/s",
         "of peak",
         "shed/s",
+        "thrott/s",
         "late/s",
         "errs/s",
         "dl p50 ms",
@@ -193,13 +202,14 @@ pub fn table(report: &SweepReport) -> String {
     );
     for p in &report.points {
         out.push_str(&format!(
-            "{:<14} {:>5.1}x {:>9.0} {:>9.0} {:>6.0}% {:>8.0} {:>8.0} {:>7.0} {:>9.2} {:>9.2}\n",
+            "{:<14} {:>5.1}x {:>9.0} {:>9.0} {:>6.0}% {:>8.0} {:>8.0} {:>8.0} {:>7.0} {:>9.2} {:>9.2}\n",
             p.label,
             p.factor,
             p.offered_per_sec,
             p.goodput_per_sec,
             p.fraction_of_peak * 100.0,
             p.shed_per_sec,
+            p.throttled_per_sec,
             p.late_per_sec,
             p.errors_per_sec,
             p.download_p50_ms,
@@ -221,6 +231,7 @@ mod tests {
             goodput_per_sec: goodput,
             fraction_of_peak: 0.0,
             shed_per_sec: 0.0,
+            throttled_per_sec: 0.0,
             late_per_sec: 0.0,
             errors_per_sec: 0.0,
             download_p50_ms: 0.0,
