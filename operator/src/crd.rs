@@ -243,6 +243,16 @@ pub struct QueueSpec {
     #[serde(default = "default_download_workers_max")]
     #[schemars(range(min = 1))]
     pub download_workers_max: u32,
+    /// In a standing queue, requests that waited longer than this for a
+    /// worker are shed (default 20).
+    #[serde(default = "default_queue_delay_target_ms")]
+    #[schemars(range(min = 1))]
+    pub delay_target_ms: u32,
+    /// A queue not empty for this long is standing; shorter bursts are
+    /// absorbed (default 100).
+    #[serde(default = "default_queue_delay_interval_ms")]
+    #[schemars(range(min = 1))]
+    pub delay_interval_ms: u32,
 }
 
 /// Read cache of a node.
@@ -380,6 +390,12 @@ fn default_upload_workers() -> u32 {
 fn default_download_workers_min() -> u32 {
     4
 }
+fn default_queue_delay_target_ms() -> u32 {
+    20
+}
+fn default_queue_delay_interval_ms() -> u32 {
+    100
+}
 fn default_download_workers_max() -> u32 {
     64
 }
@@ -432,6 +448,8 @@ impl Default for QueueSpec {
             upload_workers: default_upload_workers(),
             download_workers_min: default_download_workers_min(),
             download_workers_max: default_download_workers_max(),
+            delay_target_ms: default_queue_delay_target_ms(),
+            delay_interval_ms: default_queue_delay_interval_ms(),
         }
     }
 }

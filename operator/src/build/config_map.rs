@@ -17,6 +17,8 @@
 //! | `RECIPESTORE_UPLOAD_WORKERS` | `--upload-workers` | `queues.uploadWorkers` |
 //! | `RECIPESTORE_DOWNLOAD_WORKERS_MIN` | `--download-workers-min` | `queues.downloadWorkersMin` |
 //! | `RECIPESTORE_DOWNLOAD_WORKERS_MAX` | `--download-workers-max` | `queues.downloadWorkersMax` |
+//! | `RECIPESTORE_QUEUE_DELAY_TARGET_MS` | `--queue-delay-target-ms` | `queues.delayTargetMs` |
+//! | `RECIPESTORE_QUEUE_DELAY_INTERVAL_MS` | `--queue-delay-interval-ms` | `queues.delayIntervalMs` |
 //! | `RECIPESTORE_CACHE_BYTES` | `--cache-bytes` | `cache.sizeMib` × 2²⁰ |
 
 use std::collections::BTreeMap;
@@ -73,6 +75,11 @@ pub fn node_env(rs: &RecipeStore) -> BTreeMap<String, String> {
         (
             "DOWNLOAD_WORKERS_MAX",
             queues.download_workers_max.to_string(),
+        ),
+        ("QUEUE_DELAY_TARGET_MS", queues.delay_target_ms.to_string()),
+        (
+            "QUEUE_DELAY_INTERVAL_MS",
+            queues.delay_interval_ms.to_string(),
         ),
         ("CACHE_BYTES", cache_bytes.to_string()),
     ];
