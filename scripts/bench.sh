@@ -29,6 +29,19 @@ mkdir -p "$out"
 
 wants() { [[ $skip != *",$1,"* ]]; }
 
+# The servers (nodes, etcd) and the load generator get separate CPUs, as
+# they would separate machines: sharing them, the generator starves the
+# nodes it measures, and overload shows up as the generator's own lag
+# rather than as the servers' behaviour. Half the CPUs each (1 and 1 here).
+cpus=$(nproc)
+if ((cpus >= 2)); then
+  pin_load=(taskset -c "0-$((cpus / 2 - 1))")
+  pin_servers=(taskset -c "$((cpus / 2))-$((cpus - 1))")
+else
+  pin_load=()
+  pin_servers=()
+fi
+
 pids=()
 stop_all() {
   trap - EXIT INT TERM
@@ -53,7 +66,7 @@ stop_last() {
 start_store() {
   local name=$1 port=$2
   shift 2
-  env "$@" "$ctl" local up --nodes 3 --data-dir "$work/$name" --base-port "$port" \
+  env "$@" "${pin_servers[@]}" "$ctl" local up --nodes 3 --data-dir "$work/$name" --base-port "$port" \
     >"$work/$name.out" 2>&1 &
   pids+=($!)
   for _ in $(seq 1 300); do
@@ -116,7 +129,7 @@ echo "shedding off: $control"
 
 if wants compare; then
   echo "--- etcd cluster"
-  scripts/etcd-cluster.sh --data-dir "$work/etcd" --base-port 23790 >"$work/etcd.out" 2>&1 &
+  "${pin_servers[@]}" scripts/etcd-cluster.sh --data-dir "$work/etcd" --base-port 23790 >"$work/etcd.out" 2>&1 &
   pids+=($!)
   for _ in $(seq 1 150); do [[ -s $work/etcd/endpoints ]] && break; sleep 0.2; done
   [[ -s $work/etcd/endpoints ]] || { cat "$work/etcd.out" >&2; exit 1; }
@@ -126,7 +139,7 @@ if wants compare; then
   # cluster: on two cores a saturating run drives the CPU past the shedding
   # thresholds and the default cluster would shed most uploads instead.
   echo "--- compare: RecipeStore (shedding off) vs etcd"
-  "$ctl" bench --profile compare --endpoints "$control" --etcd-endpoints "$etcd_endpoints" \
+  "${pin_load[@]}" "$ctl" bench --profile compare --endpoints "$control" --etcd-endpoints "$etcd_endpoints" \
     --clients "$clients" --duration "$duration" --json-out "$out/compare.json"
   stop_last
 fi
@@ -138,10 +151,12 @@ if wants seed; then
   # Shedding keys on the CPU of the container, or of the host when there is
   # no quota: on a shared machine the default cluster may shed every upload,
   # so the seed runs on the control cluster too.
-  for run in "shed-off:$control" "shed-on:$store"; do
-    name=${run%%:*}
+  # The control runs without any overload protection: its clients do not
+  # throttle themselves either.
+  for run in "shed-off|$control|--throttle-ratio=0" "shed-on|$store|"; do
+    IFS='|' read -r name eps extra <<<"$run"
     echo "--- seed workload ($name)"
-    "$ctl" bench --profile seed --endpoints "${run#*:}" --clients "$clients" \
+    "${pin_load[@]}" "$ctl" bench --profile seed --endpoints "$eps" ${extra:+"$extra"} --clients "$clients" \
       --rate "$seed_rate" --duration "$seed_duration" \
       --plot "$out/seed-$name.png" --json-out "$out/seed-$name.json" ||
       failed_steps+=("seed ($name)")
@@ -149,8 +164,8 @@ if wants seed; then
 fi
 
 if wants sweep; then
-  echo "--- overload sweep: shedding off (control, capacity) vs on"
-  "$ctl" bench --profile sweep --endpoints "$control" --label "shedding off" \
+  echo "--- overload sweep: no protection (control, capacity) vs shedding and throttling"
+  "${pin_load[@]}" "$ctl" bench --profile sweep --endpoints "$control" --label "shedding off" --throttle-ratio 0 \
     --baseline-endpoints "$store" --baseline-label "shedding on" \
     --clients "$clients" --duration "$duration" \
     --plot "$out/sweep.png" --json-out "$out/sweep.json" ||
@@ -158,8 +173,9 @@ if wants sweep; then
 fi
 
 if wants grid; then
-  # The grid starts its own clusters: stop the shared ones first. It
-  # measures latency by size, so its clusters run with shedding off.
+  # The grid starts its own clusters (unpinned: they and the generator
+  # share every CPU): stop the shared ones first. It measures latency by
+  # size, so its clusters run with shedding off.
   stop_last
   stop_last
   echo "--- grid: replicas x nodes x clients"

@@ -20,9 +20,9 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-if ! command -v etcd >/dev/null; then
-  echo "installing etcd-server" >&2
-  apt-get update -qq >/dev/null && apt-get install -y -qq etcd-server >/dev/null
+if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then
+  echo "installing etcd-server and etcd-client" >&2
+  apt-get update -qq >/dev/null && apt-get install -y -qq etcd-server etcd-client >/dev/null
 fi
 
 rm -rf "$data_dir"

@@ -101,7 +101,7 @@ pub fn retry_after(status: &Status) -> Option<Duration> {
 /// The answer to a call this client refused itself.
 fn throttled(endpoint: &str) -> Status {
     let mut status = Status::resource_exhausted(format!(
-        "not sent: {endpoint} has been refusing most requests, so this client throttles itself"
+        "not sent: {endpoint} has been refusing many requests, so this client throttles itself"
     ));
     status.metadata_mut().insert(
         THROTTLED_METADATA,
