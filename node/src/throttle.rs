@@ -18,6 +18,10 @@ use tonic::Status;
 
 /// Counts lose half their weight over this long: recent behaviour counts.
 const HALF_LIFE: Duration = Duration::from_secs(1);
+/// Below this many recent requests a client never refuses one: too few to
+/// judge the node by, and too few to load it. A command-line upload retried
+/// after a shed or two is not refused by its own client.
+const MIN_REQUESTS: f64 = 20.0;
 
 /// The throttle of one node, as seen by one client.
 #[derive(Debug)]
@@ -65,7 +69,7 @@ impl Throttle {
         let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         c.decay_to(now);
         let refuse = ((c.requests - self.ratio * c.accepts) / (c.requests + 1.0)).max(0.0);
-        if coin < refuse {
+        if c.requests >= MIN_REQUESTS && coin < refuse {
             c.requests += 1.0;
             return None;
         }
@@ -196,6 +200,30 @@ mod tests {
             }
         }
         (sent, accepted)
+    }
+
+    #[test]
+    fn a_client_making_few_requests_is_never_refused() {
+        let t = Throttle::new(1.2);
+        let now = Instant::now();
+        for _ in 0..10 {
+            assert!(send(
+                &t,
+                now,
+                0.0,
+                &Err::<(), _>(Status::resource_exhausted("shed"))
+            ));
+        }
+        // Many more, and it is.
+        for _ in 0..100 {
+            send(
+                &t,
+                now,
+                0.0,
+                &Err::<(), _>(Status::resource_exhausted("shed")),
+            );
+        }
+        assert!(t.admit(now, 0.0).is_none());
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::time::Instant;
 use recipestore::client::Client;
 use recipestore::client::RETRY_AFTER_METADATA;
 use recipestore::client::RetryPolicy;
+use recipestore::client::is_throttled;
 use recipestore::pb::Consistency;
 use tonic::Code;
 
@@ -265,4 +266,36 @@ async fn the_client_backs_off_as_told_and_succeeds_once_the_node_recovers() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_refused_again_and_again_stops_sending_to_that_node() {
+    let c = TestCluster::start(3, &[]).await;
+    let leader = c.leader().await;
+    let _cpu = FakeCpu::saturated(&c);
+    await_cpu_above(&c, leader, 0.9).await;
+    let node = single_shot(c.cluster.nodes[leader as usize].client_addr());
+
+    let calls = 200;
+    let mut throttled = 0;
+    for i in 0..calls {
+        let err = node
+            .upload(&format!("refused-{i}"), b"x".to_vec(), None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+        throttled += usize::from(is_throttled(&err));
+    }
+    assert!(
+        throttled > calls / 2,
+        "only {throttled} of {calls} throttled"
+    );
+    // Exactly the calls the client did not throttle reached the node.
+    let shed = metric(
+        &c,
+        leader,
+        "recipestore_shed_requests_total{op=\"upload\",reason=\"cpu_priority\"}",
+    )
+    .await;
+    assert_eq!(shed as usize, calls - throttled);
 }
