@@ -73,7 +73,7 @@ impl RetryPolicy {
 
 /// Stricter than the SRE book's 2, because a node refusing half of what it
 /// is sent spends much of its time refusing; above 1 / (1 - 0.25), so a node
-/// shedding by the seed's top probabilistic tier (25 %) is not starved.
+/// shedding by the seed's top probabilistic tier (25 %) is never throttled.
 pub const DEFAULT_THROTTLE_RATIO: f64 = 1.4;
 
 /// Whether a failed call may be retried.

@@ -136,7 +136,9 @@ async fn a_request_whose_deadline_cannot_be_met_is_refused_before_it_queues() {
             max_attempts: 1,
             ..RetryPolicy::default()
         },
-        Duration::from_micros(300),
+        // Shorter than the learned service time of an fsync'd, replicated
+        // write, long enough to reach the node on a loaded machine.
+        Duration::from_millis(1),
     )
     .unwrap();
     let err = hurried
