@@ -331,48 +331,12 @@ mod tests {
         assert_eq!(q.depth(), 0);
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_job_whose_deadline_passed_in_the_queue_is_not_run() {
-        let q = WorkQueue::new("deadline", config(8, 1, 1));
-        let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let blocker = {
-            let (q, gate) = (q.clone(), gate.clone());
-            tokio::spawn(async move {
-                q.run(None, async move {
-                    let _permit = gate.acquire().await;
-                })
-                .await
-            })
-        };
-        wait_for("the single worker to be busy", || {
-            q.shared.busy.load(Ordering::Relaxed) == 1
-        })
-        .await;
-        let ran = Arc::new(AtomicUsize::new(0));
-        let counter = ran.clone();
-        let late = q.run(
-            Some(Instant::now() + Duration::from_millis(20)),
-            async move {
-                counter.fetch_add(1, Ordering::Relaxed);
-            },
-        );
-        let releaser = async {
-            // Release the worker only after the queued job's deadline.
-            wait_for("the deadline to pass", || q.depth() == 1).await;
-            tokio::time::sleep(Duration::from_millis(40)).await;
-            gate.add_permits(1);
-        };
-        let (result, ()) = tokio::join!(late, releaser);
-        assert_eq!(result, Err(NotRun::Expired));
-        assert_eq!(ran.load(Ordering::Relaxed), 0);
-        assert_eq!(blocker.await.unwrap(), Ok(()));
-    }
-
-    /// Holds a one-worker queue's worker until the returned gate gets a
-    /// permit, then queues a job that counts its runs, waits `held` and
-    /// releases the worker: the queued job's fate and run count.
+    /// Keeps a one-worker queue's worker busy, queues behind it a job that
+    /// counts its runs (with `deadline` from now, if any), and frees the
+    /// worker after `held`: the queued job's fate and its run count.
     async fn queued_behind_a_busy_worker(
         q: &WorkQueue,
+        deadline: Option<Duration>,
         held: Duration,
     ) -> (Result<(), NotRun>, usize) {
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
@@ -391,7 +355,7 @@ mod tests {
         .await;
         let ran = Arc::new(AtomicUsize::new(0));
         let counter = ran.clone();
-        let queued = q.run(None, async move {
+        let queued = q.run(deadline.map(|d| Instant::now() + d), async move {
             counter.fetch_add(1, Ordering::Relaxed);
         });
         let releaser = async {
@@ -406,6 +370,19 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_whose_deadline_passed_in_the_queue_is_not_run() {
+        let q = WorkQueue::new("deadline", config(8, 1, 1));
+        let (result, runs) = queued_behind_a_busy_worker(
+            &q,
+            Some(Duration::from_millis(20)),
+            Duration::from_millis(40),
+        )
+        .await;
+        assert_eq!(result, Err(NotRun::Expired));
+        assert_eq!(runs, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_standing_queue_drops_jobs_that_waited_past_the_target() {
         let q = WorkQueue::new(
             "standing",
@@ -415,7 +392,7 @@ mod tests {
                 ..config(8, 1, 1)
             },
         );
-        let (result, runs) = queued_behind_a_busy_worker(&q, Duration::from_millis(80)).await;
+        let (result, runs) = queued_behind_a_busy_worker(&q, None, Duration::from_millis(80)).await;
         assert_eq!(result, Err(NotRun::Overdue));
         assert_eq!(runs, 0);
         // Once it has drained, the queue serves again.
@@ -432,7 +409,7 @@ mod tests {
                 ..config(8, 1, 1)
             },
         );
-        let (result, runs) = queued_behind_a_busy_worker(&q, Duration::from_millis(80)).await;
+        let (result, runs) = queued_behind_a_busy_worker(&q, None, Duration::from_millis(80)).await;
         assert_eq!(result, Ok(()));
         assert_eq!(runs, 1);
     }
