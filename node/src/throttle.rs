@@ -3,12 +3,15 @@
 //! what a client sends, the client refuses the excess itself, at no cost to
 //! the node (the idea of the SRE book's "Handling Overload").
 //!
-//! Per node, the client keeps the fraction of new requests it sends. Each
-//! answer nudges it: an accepted request raises it by `GAIN * (ratio - 1)`,
-//! a refused one lowers it by `GAIN` (both relative), so it settles where
-//! the node accepts `1 / ratio` of what it is sent: an overloaded node sees
-//! about `ratio` times what it can serve. Between answers it recovers
-//! towards 1 with a half-life, so a quiet spell forgets old refusals.
+//! Per node, the client keeps the fraction of new requests it sends and a
+//! running average of the share of sent requests the node accepted. Each
+//! answer multiplies the fraction by `(ratio * accepted share) ^ GAIN`, so
+//! it settles where the node accepts `1 / ratio` of what it is sent: an
+//! overloaded node sees about `ratio` times what it can serve. Steering by
+//! the averaged share rather than by each answer keeps a node's random
+//! refusals (a probabilistic CPU tier) from throttling a client by chance.
+//! Between answers the fraction recovers towards 1 with a half-life, so a
+//! quiet spell forgets old refusals.
 //!
 //! The SRE book's formula also counts the requests the client refused
 //! itself; when a node sheds a fixed share whatever its load (a CPU tier
@@ -23,8 +26,10 @@ use std::time::Instant;
 use tonic::Code;
 use tonic::Status;
 
-/// Relative step of the sent fraction per answer.
-const GAIN: f64 = 0.1;
+/// Exponent of the per-answer correction of the sent fraction.
+const GAIN: f64 = 0.05;
+/// Weight of each answer in the accepted share.
+const SHARE_WEIGHT: f64 = 0.05;
 /// The refused fraction halves over this long without answers.
 const HALF_LIFE: Duration = Duration::from_secs(1);
 /// Always send at least this fraction, so recovery is noticed.
@@ -41,6 +46,8 @@ pub struct Throttle {
 struct State {
     /// The fraction of new requests sent.
     send: f64,
+    /// Running average of the sent requests the node accepted.
+    accepted: f64,
     at: Instant,
 }
 
@@ -61,6 +68,7 @@ impl Throttle {
             ratio,
             state: Mutex::new(State {
                 send: 1.0,
+                accepted: 1.0,
                 at: Instant::now(),
             }),
         }
@@ -84,11 +92,8 @@ impl Throttle {
     fn count(&self, now: Instant, accepted: bool) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.recover_to(now);
-        let step = if accepted {
-            1.0 + GAIN * (self.ratio - 1.0)
-        } else {
-            1.0 - GAIN
-        };
+        state.accepted += SHARE_WEIGHT * (f64::from(u8::from(accepted)) - state.accepted);
+        let step = (self.ratio * state.accepted).powf(GAIN);
         state.send = (state.send * step).clamp(FLOOR, 1.0);
     }
 }
