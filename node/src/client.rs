@@ -81,6 +81,18 @@ pub fn is_retryable(status: &Status) -> bool {
     matches!(status.code(), Code::Unavailable | Code::ResourceExhausted)
 }
 
+/// On a version mismatch (FAILED_PRECONDITION), the version the recipe was
+/// found at; `Some(0)` when it was absent.
+pub fn current_version(status: &Status) -> Option<u64> {
+    status
+        .metadata()
+        .get(crate::server::CURRENT_VERSION_METADATA)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// Whether this client refused the call itself (adaptive throttling).
 pub fn is_throttled(status: &Status) -> bool {
     status.metadata().contains_key(THROTTLED_METADATA)

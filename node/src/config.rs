@@ -340,6 +340,13 @@ impl NodeConfig {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_logs),
             max_in_snapshot_log_to_keep: self.logs_to_keep,
             enable_pre_vote: Some(true),
+            // A restarted leader must win a new election, in a new term.
+            // Restoring its leadership in the old term would let it assign
+            // log ids of that term again: entries it had replicated before
+            // its own fsync returned may be gone from its disk (power loss),
+            // and followers keep their entry under a matching id, so the
+            // same id would name two different entries.
+            enable_leader_restore: Some(false),
             ..Default::default()
         };
         config

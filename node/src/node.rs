@@ -224,8 +224,8 @@ impl Node {
                 tokio::time::timeout(left, self.local_read_index())
                     .await
                     .unwrap_or_else(|_| {
-                        Err(Status::unavailable(
-                            "a quorum did not confirm leadership in time",
+                        Err(Status::deadline_exceeded(
+                            "a quorum did not confirm leadership within the deadline",
                         ))
                     })
             } else {
@@ -242,12 +242,17 @@ impl Node {
                     .read_index(request)
                     .await
                     .map(|r| r.into_inner().index)
+                    .map_err(|status| read_index_failure(&leader, &status))
             };
             match result {
                 Ok(index) => return Ok(index),
-                Err(status)
-                    if status.code() == tonic::Code::Unavailable && Instant::now() < deadline =>
-                {
+                Err(status) if Instant::now() >= deadline => {
+                    return Err(Status::deadline_exceeded(format!(
+                        "no read index within the deadline: {}",
+                        status.message()
+                    )));
+                }
+                Err(status) if status.code() == tonic::Code::Unavailable => {
                     let mut m = self.raft.metrics();
                     let _ = tokio::time::timeout(Duration::from_millis(50), m.changed()).await;
                 }
@@ -264,6 +269,25 @@ impl Node {
                 "cannot confirm leadership: {e}"
             ))),
         }
+    }
+}
+
+/// What a failed ReadIndex call to the leader means to our caller. A read
+/// has no effect, so every failure of the peer call, whatever its code (a
+/// timeout shows as CANCELLED, a broken connection as UNKNOWN, an HTTP/2
+/// error even as RESOURCE_EXHAUSTED), is UNAVAILABLE: not executed, safe to
+/// retry. Passing the peer's code on would break the client contract, where
+/// RESOURCE_EXHAUSTED means a shed and UNKNOWN a write that may have run.
+/// Only a refusal by the leader's own checks keeps its code: it would refuse
+/// a retry the same way.
+fn read_index_failure(leader: &Member, status: &Status) -> Status {
+    match status.code() {
+        tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument => status.clone(),
+        _ => Status::unavailable(format!(
+            "the leader at {} did not give a read index: {}",
+            leader.peer_addr,
+            status.message()
+        )),
     }
 }
 
@@ -464,5 +488,40 @@ async fn snapshot_periodically(
         if applied > snapshot && node.raft.trigger().snapshot().await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+
+    #[test]
+    fn a_failed_read_index_call_is_unavailable_whatever_the_peer_said() {
+        let leader = Member {
+            peer_addr: "10.0.0.1:7071".into(),
+            client_addr: "10.0.0.1:7070".into(),
+        };
+        // What a follower saw from the leader's ReadIndex RPC under faults.
+        for peer in [
+            Status::cancelled("Timeout expired"),
+            Status::unknown("transport error"),
+            Status::resource_exhausted("h2 protocol error: stream no longer needed"),
+            Status::unavailable("cannot confirm leadership"),
+            Status::internal("h2 protocol error"),
+            Status::deadline_exceeded("deadline has elapsed"),
+        ] {
+            let mapped = read_index_failure(&leader, &peer);
+            assert_eq!(mapped.code(), Code::Unavailable, "{peer:?}");
+            assert!(mapped.message().contains("10.0.0.1:7071"), "{mapped:?}");
+            assert!(mapped.message().contains(peer.message()), "{mapped:?}");
+        }
+        // The leader's own refusals would repeat on a retry: kept as they are.
+        let refused = Status::failed_precondition("cluster id mismatch");
+        assert_eq!(
+            read_index_failure(&leader, &refused).code(),
+            Code::FailedPrecondition
+        );
     }
 }

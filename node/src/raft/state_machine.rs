@@ -2,10 +2,14 @@
 //! last applied log id and membership, and snapshots as files.
 //!
 //! Recipes, the applied id and the membership share one tree so each entry is
-//! applied in one atomic batch. The state machine is not fsync'd per entry:
-//! the log is durable, and on restart openraft re-applies whatever the state
-//! machine had not persisted. Snapshots are written to a temporary file,
-//! fsync'd and renamed, then recorded in the tree.
+//! applied in one atomic batch. The state machine is not fsync'd per entry
+//! (sled syncs it in the background): what it loses in a crash is rebuilt
+//! from durable parts. The log keeps every entry after the last snapshot, and
+//! a snapshot is durable before openraft purges the log behind it: it is
+//! written to a temporary file, fsync'd, renamed and its directory fsync'd,
+//! and it carries its own metadata, so the newest snapshot file *is* the
+//! current snapshot. At start-up openraft installs it when the state machine
+//! is behind it, then re-applies the log.
 
 use std::fs::File;
 use std::io;
@@ -44,9 +48,14 @@ use crate::metrics;
 
 const APPLIED: &[u8] = b"m/applied";
 const MEMBERSHIP: &[u8] = b"m/membership";
-const SNAPSHOT: &[u8] = b"m/snapshot";
 const RECIPE_PREFIX: &[u8] = b"r/";
-const SNAPSHOT_MAGIC: &[u8; 8] = b"RSSNAP01";
+/// A snapshot file: this magic, its metadata as one record, then the
+/// recipes as name/value record pairs.
+const SNAPSHOT_MAGIC: &[u8; 8] = b"RSSNAP02";
+/// The first format, without metadata, still sent by a leader of an older
+/// release during an upgrade.
+const SNAPSHOT_MAGIC_V1: &[u8; 8] = b"RSSNAP01";
+const SNAPSHOT_SUFFIX: &str = ".snap";
 
 fn io_err(e: sled::Error) -> io::Error {
     io::Error::other(e)
@@ -153,16 +162,8 @@ impl Recipes {
     }
 }
 
-/// Where the current snapshot lives.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct SnapshotRecord {
-    meta: SnapshotMeta,
-    file: String,
-}
-
 /// The state machine openraft drives.
 pub struct StateMachine {
-    db: sled::Db,
     tree: sled::Tree,
     recipes: Recipes,
     snapshot_dir: PathBuf,
@@ -178,7 +179,6 @@ impl StateMachine {
         std::fs::create_dir_all(snapshot_dir)?;
         let tree = db.open_tree("sm").map_err(io_err)?;
         Ok(Self {
-            db: db.clone(),
             recipes: Recipes {
                 tree: tree.clone(),
                 cache,
@@ -263,16 +263,23 @@ fn remove_stale_snapshots(dir: &Path, keep: &str) {
 
 fn snapshot_file_name(meta: &SnapshotMeta) -> String {
     match &meta.last_log_id {
-        Some(id) => format!("{}-{}.snap", id.committed_leader_id().term, id.index()),
-        None => "empty.snap".to_string(),
+        Some(id) => format!(
+            "{}-{}-{}{SNAPSHOT_SUFFIX}",
+            id.committed_leader_id().term,
+            id.committed_leader_id().node_id,
+            id.index()
+        ),
+        None => format!("empty{SNAPSHOT_SUFFIX}"),
     }
 }
 
-/// Writes every recipe of `tree` to `path` (through a temporary file, fsync'd).
-fn write_snapshot_file(tree: &sled::Tree, path: &Path) -> io::Result<u64> {
+/// Writes `meta` and every recipe of `tree` to `path`, durably: through a
+/// temporary file that is fsync'd, renamed, and its directory fsync'd.
+fn write_snapshot_file(tree: &sled::Tree, meta: &SnapshotMeta, path: &Path) -> io::Result<u64> {
     let tmp = path.with_extension("tmp");
     let mut out = BufWriter::new(File::create(&tmp)?);
     out.write_all(SNAPSHOT_MAGIC)?;
+    write_record(&mut out, &encode_io(meta)?)?;
     let mut count = 0u64;
     for kv in tree.scan_prefix(RECIPE_PREFIX) {
         let (key, value) = kv.map_err(io_err)?;
@@ -280,15 +287,69 @@ fn write_snapshot_file(tree: &sled::Tree, path: &Path) -> io::Result<u64> {
         write_record(&mut out, &value)?;
         count += 1;
     }
-    let file = out.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
+    persist(out, &tmp, path)?;
     Ok(count)
 }
 
+/// Makes a written snapshot file durable under its final name.
+fn persist(out: BufWriter<File>, tmp: &Path, path: &Path) -> io::Result<()> {
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    // The snapshot replaces the log entries it covers, which openraft purges
+    // as soon as this returns: its bytes must be on stable storage first...
+    file.sync_all()?;
+    std::fs::rename(tmp, path)?;
+    // ...and so must its name, or a power loss would leave the purged log
+    // with no snapshot to stand for it.
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Reads a snapshot's magic and, in the current format, its metadata.
+fn read_snapshot_header(input: &mut impl Read) -> io::Result<Option<SnapshotMeta>> {
+    let mut magic = [0u8; 8];
+    input.read_exact(&mut magic)?;
+    match &magic {
+        SNAPSHOT_MAGIC => {
+            let meta = read_record(input)?.ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "snapshot ends before its metadata",
+                )
+            })?;
+            decode_io(&meta).map(Some)
+        }
+        SNAPSHOT_MAGIC_V1 => Ok(None),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a RecipeStore snapshot",
+        )),
+    }
+}
+
+/// The newest complete snapshot in `dir`: the one covering the highest log
+/// id. Temporary files of an interrupted write are not snapshots.
+fn newest_snapshot(dir: &Path) -> io::Result<Option<(SnapshotMeta, PathBuf)>> {
+    let mut newest: Option<(SnapshotMeta, PathBuf)> = None;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if !path.to_string_lossy().ends_with(SNAPSHOT_SUFFIX) {
+            continue;
+        }
+        let mut input = BufReader::new(File::open(&path)?);
+        let Some(meta) = read_snapshot_header(&mut input)? else {
+            continue;
+        };
+        if newest
+            .as_ref()
+            .is_none_or(|(best, _)| meta.last_log_id > best.last_log_id)
+        {
+            newest = Some((meta, path));
+        }
+    }
+    Ok(newest)
+}
 fn write_record(out: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
     out.write_all(&(bytes.len() as u32).to_be_bytes())?;
     out.write_all(bytes)
@@ -309,7 +370,6 @@ fn read_record(input: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
 
 /// Builds snapshots from a consistent view of the state machine.
 pub struct SnapshotBuilder {
-    db: sled::Db,
     tree: sled::Tree,
     snapshot_dir: PathBuf,
     apply_lock: Arc<Mutex<()>>,
@@ -331,21 +391,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let file = snapshot_file_name(&meta);
         let path = self.snapshot_dir.join(&file);
         let tree = self.tree.clone();
-        let write_path = path.clone();
-        tokio::task::spawn_blocking(move || write_snapshot_file(&tree, &write_path))
+        let (write_meta, write_path) = (meta.clone(), path.clone());
+        tokio::task::spawn_blocking(move || write_snapshot_file(&tree, &write_meta, &write_path))
             .await
             .map_err(io::Error::other)??;
-        let record = SnapshotRecord {
-            meta: meta.clone(),
-            file: file.clone(),
-        };
-        self.tree
-            .insert(SNAPSHOT, encode_io(&record)?)
-            .map_err(io_err)?;
         drop(guard);
-        // openraft purges the log behind this snapshot next: the state it
-        // covers must be on disk first.
-        self.db.flush_async().await.map_err(io_err)?;
         remove_stale_snapshots(&self.snapshot_dir, &file);
         metrics::observe_snapshot_build(started.elapsed());
         Ok(Snapshot {
@@ -410,7 +460,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
-            db: self.db.clone(),
             tree: self.tree.clone(),
             snapshot_dir: self.snapshot_dir.clone(),
             apply_lock: self.apply_lock.clone(),
@@ -427,28 +476,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let path = self.snapshot_dir.join(&file);
         let tree = self.tree.clone();
         let recipes = self.recipes.clone();
-        let record = SnapshotRecord {
-            meta: meta.clone(),
-            file: file.clone(),
-        };
         let meta = meta.clone();
         tokio::task::spawn_blocking(move || -> io::Result<()> {
             let mut input = BufReader::new(snapshot);
-            let mut magic = [0u8; 8];
-            input.read_exact(&mut magic)?;
-            if &magic != SNAPSHOT_MAGIC {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "not a RecipeStore snapshot",
-                ));
-            }
+            // The metadata openraft hands over is authoritative; a copy in
+            // the file (the sender's) describes the same snapshot.
+            read_snapshot_header(&mut input)?;
             // Replace the whole state in one atomic batch.
             let mut batch = sled::Batch::default();
             for key in tree.scan_prefix(RECIPE_PREFIX).keys() {
                 batch.remove(key.map_err(io_err)?);
             }
-            let mut copy = BufWriter::new(File::create(path.with_extension("tmp"))?);
+            let tmp = path.with_extension("tmp");
+            let mut copy = BufWriter::new(File::create(&tmp)?);
             copy.write_all(SNAPSHOT_MAGIC)?;
+            write_record(&mut copy, &encode_io(&meta)?)?;
             while let Some(name) = read_record(&mut input)? {
                 let value = read_record(&mut input)?.ok_or_else(|| {
                     io::Error::new(
@@ -462,10 +504,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             batch.insert(APPLIED, encode_io(&meta.last_log_id)?);
             batch.insert(MEMBERSHIP, encode_io(&meta.last_membership)?);
-            batch.insert(SNAPSHOT, encode_io(&record)?);
-            let copy = copy.into_inner().map_err(|e| e.into_error())?;
-            copy.sync_all()?;
-            std::fs::rename(path.with_extension("tmp"), &path)?;
+            // Durable before the state machine moves past the log it
+            // replaces: openraft may purge that log once this returns.
+            persist(copy, &tmp, &path)?;
             let _fill = recipes.fill_lock.lock().unwrap_or_else(|e| e.into_inner());
             tree.apply_batch(batch).map_err(io_err)?;
             recipes.cache.clear();
@@ -473,20 +514,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         })
         .await
         .map_err(io::Error::other)??;
-        // The installed state replaces log entries that may be purged next.
-        self.db.flush_async().await.map_err(io_err)?;
         remove_stale_snapshots(&self.snapshot_dir, &file);
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        let Some(record) = self.read_meta::<SnapshotRecord>(SNAPSHOT)? else {
+        let dir = self.snapshot_dir.clone();
+        let Some((meta, path)) = tokio::task::spawn_blocking(move || newest_snapshot(&dir))
+            .await
+            .map_err(io::Error::other)??
+        else {
             return Ok(None);
         };
-        let file = File::open(self.snapshot_dir.join(&record.file))?;
         Ok(Some(Snapshot {
-            meta: record.meta,
-            snapshot: file,
+            meta,
+            snapshot: File::open(path)?,
         }))
     }
 }

@@ -78,6 +78,25 @@ fn membership_reply(response: ClientWriteResponse<TypeConfig>) -> pb::Membership
         log_index: response.log_id.index(),
         voters,
         learners,
+        changed: true,
+    }
+}
+
+/// The reply to a membership call that found nothing to change: the
+/// membership in effect on this node (the leader), unchanged.
+fn unchanged_reply(node: &Node) -> pb::MembershipResponse {
+    let metrics = node.raft.metrics();
+    let m = metrics.borrow_watched();
+    let (voters, learners) = members_of(m.membership_config.membership());
+    pb::MembershipResponse {
+        log_index: m
+            .membership_config
+            .log_id()
+            .as_ref()
+            .map_or(0, |l| l.index()),
+        voters,
+        learners,
+        changed: false,
     }
 }
 
@@ -292,6 +311,25 @@ impl pb::admin_server::Admin for Admin {
             .ok_or_else(|| Status::invalid_argument("member is required"))?;
         let node = validate_member(&member)?;
         self.check_not_fenced(&member).await?;
+        if let Some(existing) = self
+            .node
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .get_node(&member.id)
+        {
+            if *existing != node {
+                return Err(Status::failed_precondition(format!(
+                    "node {} is already a member at {existing}, not {node}; remove it first to move it",
+                    member.id
+                )));
+            }
+            if !req.blocking {
+                return Ok(Response::new(unchanged_reply(&self.node)));
+            }
+        }
         let response = self
             .node
             .raft
@@ -364,6 +402,62 @@ impl pb::admin_server::Admin for Admin {
             return Err(Status::not_found(format!("node {id} is not a member")));
         }
         let change = ChangeMembers::RemoveNodes(BTreeSet::from([id]));
+        let response = self
+            .node
+            .raft
+            .change_membership(change, false)
+            .await
+            .map_err(membership_failed)?;
+        Ok(Response::new(membership_reply(response)))
+    }
+
+    async fn promote(
+        &self,
+        request: Request<pb::PromoteRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        if let Some(mut leader) = self.leader_client(&request).await? {
+            return leader.promote(Self::forwarded(request)).await;
+        }
+        let id = request.into_inner().id;
+        if self.node.raft.voter_ids().any(|v| v == id) {
+            return Ok(Response::new(unchanged_reply(&self.node)));
+        }
+        if !self.node.raft.learner_ids().any(|l| l == id) {
+            return Err(Status::not_found(format!(
+                "node {id} is not a learner; add it as a learner first"
+            )));
+        }
+        let change = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
+        let response = self
+            .node
+            .raft
+            .change_membership(change, false)
+            .await
+            .map_err(membership_failed)?;
+        Ok(Response::new(membership_reply(response)))
+    }
+
+    async fn remove_member(
+        &self,
+        request: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        if let Some(mut leader) = self.leader_client(&request).await? {
+            return leader.remove_member(Self::forwarded(request)).await;
+        }
+        let id = request.into_inner().id;
+        let voters: BTreeSet<u64> = self.node.raft.voter_ids().collect();
+        let change = if voters.contains(&id) {
+            if voters.len() == 1 {
+                return Err(Status::failed_precondition(format!(
+                    "node {id} is the last voter; a cluster cannot remove it"
+                )));
+            }
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else if self.node.raft.learner_ids().any(|l| l == id) {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        } else {
+            return Ok(Response::new(unchanged_reply(&self.node)));
+        };
         let response = self
             .node
             .raft

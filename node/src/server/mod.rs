@@ -23,6 +23,9 @@ use crate::raft::network::MAX_PEER_MESSAGE_BYTES;
 
 /// Metadata key carrying the leader's client address on errors.
 pub const LEADER_METADATA: &str = "x-recipestore-leader";
+/// Metadata key carrying, on a version mismatch, the version the recipe was
+/// found at (0: absent), so a client can retry its conditional write.
+pub const CURRENT_VERSION_METADATA: &str = "x-recipestore-current-version";
 /// Metadata key marking a call already forwarded once, to stop loops.
 pub const FORWARDED_METADATA: &str = "x-recipestore-forwarded";
 

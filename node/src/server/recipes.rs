@@ -14,6 +14,7 @@ use tonic::Response;
 use tonic::Status;
 use tonic::metadata::MetadataValue;
 
+use super::CURRENT_VERSION_METADATA;
 use super::LEADER_METADATA;
 use super::caller_deadline;
 use super::time_left;
@@ -92,12 +93,17 @@ fn outcome_status(outcome: Outcome, name: &str) -> Result<u64, Status> {
     match outcome {
         Outcome::Written { version } | Outcome::Deleted { version } => Ok(version),
         Outcome::VersionMismatch { expected, current } => {
-            Err(Status::failed_precondition(match current {
+            let mut status = Status::failed_precondition(match current {
                 Some(current) => format!("recipe {name:?} is at version {current}, not {expected}"),
                 None => {
                     format!("recipe {name:?} does not exist, so it is not at version {expected}")
                 }
-            }))
+            });
+            status.metadata_mut().insert(
+                CURRENT_VERSION_METADATA,
+                MetadataValue::from(current.unwrap_or(0)),
+            );
+            Err(status)
         }
         Outcome::NotFound => Err(Status::not_found(format!("recipe {name:?} does not exist"))),
         Outcome::Applied => Err(Status::internal("write produced no recipe outcome")),

@@ -149,3 +149,81 @@ async fn a_learner_can_be_removed_but_a_voter_must_leave_the_voters_first() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_and_remove_are_computed_by_the_leader_and_idempotent() {
+    let mut c = TestCluster::start(3, &[]).await;
+    let leader = c.leader().await;
+    // Ask a follower each time: the leader computes every change.
+    let via = (leader + 1) % 3;
+    let learner = c.cluster.push_node();
+    learner.start().unwrap();
+    let member = learner.member();
+    let mut admin = c.cluster.nodes[via as usize].admin().unwrap();
+    let add = pb::AddLearnerRequest {
+        member: Some(member.clone()),
+        blocking: true,
+    };
+    let first = admin.add_learner(add.clone()).await.unwrap().into_inner();
+    assert!(first.changed);
+    // Adding it again, as a retry after a lost reply would, changes nothing.
+    let again = admin
+        .add_learner(pb::AddLearnerRequest {
+            blocking: false,
+            ..add
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!again.changed, "{again:?}");
+    assert!(again.learners.iter().any(|m| m.id == 3));
+    // The same id at another address is a different node: refused.
+    let moved = pb::Member {
+        peer_addr: "127.0.0.1:1".into(),
+        ..member
+    };
+    let err = admin
+        .add_learner(pb::AddLearnerRequest {
+            member: Some(moved),
+            blocking: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+
+    let promoted = admin
+        .promote(pb::PromoteRequest { id: 3 })
+        .await
+        .unwrap_or_else(|e| panic!("promote: {e}\n{}", c.logs()))
+        .into_inner();
+    assert!(promoted.changed);
+    let ids: BTreeSet<u64> = promoted.voters.iter().map(|m| m.id).collect();
+    assert_eq!(ids, BTreeSet::from([0, 1, 2, 3]));
+    let again = admin
+        .promote(pb::PromoteRequest { id: 3 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!again.changed);
+    let err = admin
+        .promote(pb::PromoteRequest { id: 9 })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
+
+    let removed = admin
+        .remove_member(pb::RemoveMemberRequest { id: 3 })
+        .await
+        .unwrap_or_else(|e| panic!("remove: {e}\n{}", c.logs()))
+        .into_inner();
+    assert!(removed.changed);
+    let ids: BTreeSet<u64> = removed.voters.iter().map(|m| m.id).collect();
+    assert_eq!(ids, BTreeSet::from([0, 1, 2]));
+    assert!(removed.learners.is_empty(), "{:?}", removed.learners);
+    let again = admin
+        .remove_member(pb::RemoveMemberRequest { id: 3 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!again.changed);
+}

@@ -65,7 +65,31 @@ fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
 }
 
 /// Calls the first peer that answers, retrying UNAVAILABLE with backoff.
-async fn call<T, F, Fut>(peers: &[String], mut f: F) -> anyhow::Result<T>
+async fn call<T, F, Fut>(peers: &[String], f: F) -> anyhow::Result<T>
+where
+    F: FnMut(AdminClient<Channel>) -> Fut,
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
+    call_with_retry(peers, is_retryable, f).await
+}
+
+/// Calls an idempotent membership RPC: one whose repetition after an
+/// unknown outcome (a lost reply, a broken connection) is safe and answers
+/// what the first call did, so UNKNOWN is retried too.
+async fn call_idempotent<T, F, Fut>(peers: &[String], f: F) -> anyhow::Result<T>
+where
+    F: FnMut(AdminClient<Channel>) -> Fut,
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
+    let retryable = |s: &tonic::Status| is_retryable(s) || s.code() == tonic::Code::Unknown;
+    call_with_retry(peers, retryable, f).await
+}
+
+async fn call_with_retry<T, F, Fut>(
+    peers: &[String],
+    retryable: impl Fn(&tonic::Status) -> bool,
+    mut f: F,
+) -> anyhow::Result<T>
 where
     F: FnMut(AdminClient<Channel>) -> Fut,
     Fut: Future<Output = Result<T, tonic::Status>>,
@@ -76,7 +100,7 @@ where
         let peer = &peers[attempt as usize % peers.len()];
         match f(admin_client(peer)?).await {
             Ok(v) => return Ok(v),
-            Err(status) if is_retryable(&status) => {
+            Err(status) if retryable(&status) => {
                 last = Some(status);
                 tokio::time::sleep(policy.backoff(attempt)).await;
             }
@@ -199,11 +223,16 @@ fn print_membership(reply: &pb::MembershipResponse, output: Output) {
     if output == Output::Json {
         println!(
             "{}",
-            serde_json::json!({"log_index": reply.log_index, "voters": voters, "learners": learners})
+            serde_json::json!({"log_index": reply.log_index, "voters": voters, "learners": learners, "changed": reply.changed})
+        );
+    } else if reply.changed {
+        println!(
+            "committed at index {}: voters {voters:?}, learners {learners:?}",
+            reply.log_index
         );
     } else {
         println!(
-            "committed at index {}: voters {voters:?}, learners {learners:?}",
+            "nothing to change: voters {voters:?}, learners {learners:?} (membership of index {})",
             reply.log_index
         );
     }
@@ -252,7 +281,7 @@ pub async fn member(
                 peer_addr,
                 client_addr,
             };
-            let reply = call(peers, |mut c| {
+            let reply = call_idempotent(peers, |mut c| {
                 let req = pb::AddLearnerRequest {
                     member: Some(member.clone()),
                     blocking: !no_wait,
@@ -262,44 +291,17 @@ pub async fn member(
             .await?;
             print_membership(&reply.into_inner(), output);
         }
-        MemberCommand::Promote { id } | MemberCommand::Remove { id } => {
-            let promote = matches!(command, MemberCommand::Promote { .. });
-            let current = call(peers, |mut c| async move {
-                c.status(request(pb::StatusRequest {}, timeout)).await
+        MemberCommand::Promote { id } => {
+            let reply = call_idempotent(peers, |mut c| async move {
+                c.promote(request(pb::PromoteRequest { id }, timeout)).await
             })
-            .await?
-            .into_inner();
-            let mut voters: Vec<u64> = current.voters.iter().map(|m| m.id).collect();
-            if promote {
-                if !current.learners.iter().any(|m| m.id == id) {
-                    anyhow::bail!(
-                        "node {id} is not a learner; add it with `member add-learner` first"
-                    );
-                }
-                voters.push(id);
-            } else if current.learners.iter().any(|m| m.id == id) {
-                let reply = call(peers, |mut c| async move {
-                    c.remove_learner(request(pb::RemoveLearnerRequest { id }, timeout))
-                        .await
-                })
-                .await?;
-                print_membership(&reply.into_inner(), output);
-                return Ok(());
-            } else {
-                if !voters.contains(&id) {
-                    anyhow::bail!("node {id} is not a member");
-                }
-                voters.retain(|v| *v != id);
-                if voters.is_empty() {
-                    anyhow::bail!("node {id} is the last voter; a cluster cannot remove it");
-                }
-            }
-            let reply = call(peers, |mut c| {
-                let req = pb::ChangeMembershipRequest {
-                    voters: voters.clone(),
-                    retain_removed_as_learners: false,
-                };
-                async move { c.change_membership(request(req, timeout)).await }
+            .await?;
+            print_membership(&reply.into_inner(), output);
+        }
+        MemberCommand::Remove { id } => {
+            let reply = call_idempotent(peers, |mut c| async move {
+                c.remove_member(request(pb::RemoveMemberRequest { id }, timeout))
+                    .await
             })
             .await?;
             print_membership(&reply.into_inner(), output);
