@@ -140,6 +140,21 @@ impl NodeProcess {
         let _ = child.wait();
     }
 
+    /// Sends `signal` to the running process (SIGSTOP and SIGCONT pause and
+    /// resume it); a stopped node is left alone.
+    pub fn signal(&self, signal: Signal) -> anyhow::Result<()> {
+        if let Some(child) = &self.child {
+            kill(Pid::from_raw(child.id() as i32), signal)
+                .with_context(|| format!("cannot send {signal} to node {}", self.id))?;
+        }
+        Ok(())
+    }
+
+    /// Where this node keeps its Raft log.
+    pub fn raft_log_dir(&self) -> PathBuf {
+        crate::node::raft_log_dir(&self.data_dir)
+    }
+
     /// The exit status if the process has exited on its own.
     /// Reports it once: the node then counts as stopped.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {

@@ -297,6 +297,11 @@ fn is_connect_failure(status: &Status) -> bool {
         && (status.message().contains("connect") || status.message().contains("transport"))
 }
 
+/// Where a node with data directory `data_dir` keeps its Raft log.
+pub fn raft_log_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("raft-log")
+}
+
 /// A started node; dropping it does not stop it, [`RunningNode::shutdown`] does.
 pub struct RunningNode {
     pub node: Arc<Node>,
@@ -331,7 +336,12 @@ impl RunningNode {
                     config.data_dir.display()
                 )
             })?;
-        let log_store = LogStore::open(&db)?;
+        let log_dir = raft_log_dir(&config.data_dir);
+        let log_store = LogStore::open(&log_dir)
+            .with_context(|| format!("failed to open the raft log in {}", log_dir.display()))?;
+        log_store
+            .import_sled_log(&db)
+            .context("failed to move the raft log out of the database")?;
         let cache = RecipeCache::new(config.cache_bytes);
         let state_machine = StateMachine::open(&db, &config.data_dir.join("snapshots"), cache)?;
         let recipes = state_machine.recipes();

@@ -1,15 +1,37 @@
-//! The Raft log, vote and committed/purged log ids on sled.
+//! The Raft log, the vote and the last purged log id, on a durable log of
+//! segment files ([`recipestore_wal::Log`]).
 //!
-//! Everything lives in one tree so that a purge (new purged id + removed
-//! entries) is a single atomic batch. Appends are written at once and
-//! acknowledged to openraft only after an fsync; a dedicated flusher task
-//! coalesces the appends that arrive while a flush is running into the next
-//! one (group commit), so throughput is not bounded by one fsync per entry.
+//! What each sync protects:
+//! - **An entry counts only once it is on stable storage.** `append` writes
+//!   the entries and hands openraft's callback to the flusher thread, which
+//!   calls it only after an `fdatasync` that covers them. The leader counts
+//!   its own copy towards a quorum, and a follower acknowledges an entry to
+//!   the leader, only through that callback; so an acknowledged write is on
+//!   the disks of a quorum. The flusher completes every callback that queued
+//!   up while the previous `fdatasync` ran with the next one (group commit).
+//! - **A vote is durable before it is acted on** (`save_vote` returns after
+//!   the meta file is replaced and synced): a node that forgot its vote
+//!   could vote twice in one term.
+//! - **A truncation is durable before entries are appended in its place**:
+//!   otherwise a crash could bring back the conflicting entries behind new
+//!   ones, two entries for one log id on one disk.
+//! - **A purge is recorded before entries go**, and openraft purges only
+//!   behind a snapshot that is itself durable (see the state machine), so a
+//!   crash never leaves a gap between the snapshot and the log.
+//!
+//! The committed log id is not persisted. Openraft needs it only to restore
+//! a leader without an election or to re-apply at start-up; leader restore
+//! is off (see the configuration), and a restarted node learns the commit
+//! index from the leader and applies the rest then.
 
 use std::fmt::Debug;
 use std::io;
 use std::ops::Bound;
 use std::ops::RangeBounds;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::mpsc;
 use std::time::Instant;
 
 use openraft::LogState;
@@ -18,7 +40,10 @@ use openraft::RaftLogReader;
 use openraft::entry::RaftEntry;
 use openraft::storage::IOFlushed;
 use openraft::storage::RaftLogStorage;
-use tokio::sync::mpsc;
+use recipestore_wal::Log;
+use recipestore_wal::Options;
+use serde::Deserialize;
+use serde::Serialize;
 
 use super::TypeConfig;
 use super::typ::Entry;
@@ -28,70 +53,153 @@ use crate::codec::decode_io;
 use crate::codec::encode_io;
 use crate::metrics;
 
-const VOTE: &[u8] = b"m/vote";
-const COMMITTED: &[u8] = b"m/committed";
-const PURGED: &[u8] = b"m/purged";
-const LOG_PREFIX: u8 = b'l';
-
-/// A log key sorts by index: the prefix byte, then the big-endian index.
-fn log_key(index: u64) -> [u8; 9] {
-    let mut key = [LOG_PREFIX; 9];
-    key[1..].copy_from_slice(&index.to_be_bytes());
-    key
+/// What the log keeps beside its entries, replaced atomically as a whole.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Meta {
+    vote: Option<Vote>,
+    last_purged: Option<LogId>,
 }
 
-fn io_err(e: sled::Error) -> io::Error {
-    io::Error::other(e)
+struct Inner {
+    log: Log,
+    meta: Meta,
 }
 
-/// The sled-backed Raft log. Cloning shares the same tree and flusher.
-#[derive(Clone)]
-pub struct LogStore {
-    db: sled::Db,
-    tree: sled::Tree,
-    flush_requests: mpsc::UnboundedSender<IOFlushed<TypeConfig>>,
-}
-
-impl LogStore {
-    /// Opens the log in `db` and starts its flusher on the current runtime.
-    pub fn open(db: &sled::Db) -> io::Result<Self> {
-        let tree = db.open_tree("raft").map_err(io_err)?;
-        let (flush_requests, pending) = mpsc::unbounded_channel();
-        tokio::spawn(flush_loop(db.clone(), pending));
-        Ok(Self {
-            db: db.clone(),
-            tree,
-            flush_requests,
-        })
+impl Inner {
+    fn save_meta(&mut self, meta: Meta) -> io::Result<()> {
+        self.log.set_meta(&encode_io(&meta)?)?;
+        self.meta = meta;
+        Ok(())
     }
 
-    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
-        match self.tree.get(key).map_err(io_err)? {
+    fn entry(&self, index: u64) -> io::Result<Option<Entry>> {
+        match self.log.read(index)? {
             Some(bytes) => decode_io(&bytes).map(Some),
             None => Ok(None),
         }
     }
+}
 
-    async fn flush(&self) -> io::Result<()> {
-        let started = Instant::now();
-        self.db.flush_async().await.map_err(io_err)?;
-        metrics::observe_fsync(started.elapsed(), 1);
+fn lock(inner: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
+    inner.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The Raft log. Cloning shares the same log and flusher.
+#[derive(Clone)]
+pub struct LogStore {
+    inner: Arc<Mutex<Inner>>,
+    flush_requests: mpsc::Sender<IOFlushed<TypeConfig>>,
+}
+
+impl LogStore {
+    /// Opens (or creates) the log in `dir` and starts its flusher thread,
+    /// which stops when the last clone is dropped.
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        let (log, recovery) = Log::open(dir, Options::default())?;
+        if recovery.torn_tail.is_some() {
+            tracing::warn!(%recovery, "cut a torn write at the end of the raft log");
+        } else {
+            tracing::info!(%recovery, "opened the raft log");
+        }
+        let meta = match log.meta() {
+            Some(bytes) => decode_io(bytes)?,
+            None => Meta::default(),
+        };
+        let inner = Arc::new(Mutex::new(Inner { log, meta }));
+        let (flush_requests, pending) = mpsc::channel();
+        let flusher = inner.clone();
+        std::thread::Builder::new()
+            .name("raft-log-flusher".into())
+            .spawn(move || flush_loop(&flusher, &pending))?;
+        Ok(Self {
+            inner,
+            flush_requests,
+        })
+    }
+
+    /// Moves the log that releases up to 0.1 kept in sled's `raft` tree
+    /// into this log, then drops the tree. Crash-safe: the meta is written
+    /// last, and an import that finds no meta starts over.
+    pub fn import_sled_log(&self, db: &sled::Db) -> io::Result<()> {
+        const TREE: &[u8] = b"raft";
+        if !db.tree_names().iter().any(|name| name == TREE) {
+            return Ok(());
+        }
+        let tree = db.open_tree(TREE).map_err(io::Error::other)?;
+        let mut inner = lock(&self.inner);
+        if inner.log.meta().is_none() {
+            let read = |key: &[u8]| -> io::Result<Option<sled::IVec>> {
+                tree.get(key).map_err(io::Error::other)
+            };
+            let meta = Meta {
+                vote: read(b"m/vote")?.map(|v| decode_io(&v)).transpose()?,
+                last_purged: read(b"m/purged")?.map(|v| decode_io(&v)).transpose()?,
+            };
+            inner.log.truncate_all()?;
+            if let Some(purged) = meta.last_purged {
+                inner.log.purge_through(purged.index())?;
+            }
+            let mut count = 0u64;
+            for kv in tree.scan_prefix(b"l") {
+                let (_, value) = kv.map_err(io::Error::other)?;
+                let entry: Entry = decode_io(&value)?;
+                inner.log.append(entry.index(), &value)?;
+                count += 1;
+            }
+            inner.log.sync()?;
+            inner.save_meta(meta)?;
+            tracing::info!(entries = count, "moved the raft log out of sled");
+        }
+        drop(inner);
+        db.drop_tree(TREE).map_err(io::Error::other)?;
         Ok(())
+    }
+
+    /// Runs blocking log I/O off the async workers.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Inner) -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&mut lock(&inner)))
+            .await
+            .map_err(io::Error::other)?
     }
 }
 
+/// Every entry in the log of a stopped node, in index order, with its log
+/// id: for tools and checks that compare logs across nodes.
+pub fn read_entries(dir: &Path) -> io::Result<Vec<Entry>> {
+    let (log, _) = Log::open(dir, Options::default())?;
+    let (Some(first), Some(last)) = (log.first_index(), log.last_index()) else {
+        return Ok(Vec::new());
+    };
+    (first..=last)
+        .map(|index| match log.read(index)? {
+            Some(bytes) => decode_io(&bytes),
+            None => Err(io::Error::other(format!("entry {index} is missing"))),
+        })
+        .collect()
+}
+
 /// Completes appends in batches: every callback that queued up while the
-/// previous fsync ran is covered by the next one.
-async fn flush_loop(db: sled::Db, mut pending: mpsc::UnboundedReceiver<IOFlushed<TypeConfig>>) {
-    let mut batch = Vec::new();
-    while pending.recv_many(&mut batch, 4096).await > 0 {
+/// previous fdatasync ran is covered by the next one.
+fn flush_loop(inner: &Mutex<Inner>, pending: &mpsc::Receiver<IOFlushed<TypeConfig>>) {
+    while let Ok(first) = pending.recv() {
+        let mut batch = vec![first];
+        batch.extend(pending.try_iter());
+        // Every entry whose append returned before this call is covered.
+        let handle = lock(inner).log.sync_handle();
         let started = Instant::now();
-        let result = db.flush_async().await;
+        let result = handle.sync();
         metrics::observe_fsync(started.elapsed(), batch.len());
-        for callback in batch.drain(..) {
+        for callback in batch {
             let result = match &result {
-                Ok(_) => Ok(()),
-                Err(e) => Err(io::Error::other(format!("failed to fsync raft log: {e}"))),
+                Ok(()) => Ok(()),
+                Err(e) => Err(io::Error::new(
+                    e.kind(),
+                    format!("failed to fsync the raft log: {e}"),
+                )),
             };
             callback.io_completed(result);
         }
@@ -103,27 +211,35 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
+        let inner = lock(&self.inner);
+        let (Some(first), Some(last)) = (inner.log.first_index(), inner.log.last_index()) else {
+            return Ok(Vec::new());
+        };
         let start = match range.start_bound() {
-            Bound::Included(i) => log_key(*i),
-            Bound::Excluded(i) => log_key(i.saturating_add(1)),
-            Bound::Unbounded => log_key(0),
-        };
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i.saturating_add(1),
+            Bound::Unbounded => first,
+        }
+        .max(first);
         let end = match range.end_bound() {
-            Bound::Included(i) => Bound::Included(log_key(*i)),
-            Bound::Excluded(i) => Bound::Excluded(log_key(*i)),
-            Bound::Unbounded => Bound::Included(log_key(u64::MAX)),
-        };
-        self.tree
-            .range::<[u8; 9], _>((Bound::Included(start), end))
-            .map(|kv| {
-                let (_, value) = kv.map_err(io_err)?;
-                decode_io(&value)
-            })
-            .collect()
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) if *i == 0 => return Ok(Vec::new()),
+            Bound::Excluded(i) => i - 1,
+            Bound::Unbounded => last,
+        }
+        .min(last);
+        let mut entries = Vec::new();
+        for index in start..=end {
+            match inner.entry(index)? {
+                Some(entry) => entries.push(entry),
+                None => break,
+            }
+        }
+        Ok(entries)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        self.read_meta(VOTE)
+        Ok(lock(&self.inner).meta.vote)
     }
 }
 
@@ -131,17 +247,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
-        let last_purged_log_id: Option<LogId> = self.read_meta(PURGED)?;
-        let last_entry = self
-            .tree
-            .range(log_key(0)..=log_key(u64::MAX))
-            .next_back()
-            .transpose()
-            .map_err(io_err)?;
-        let last_log_id = match last_entry {
-            Some((_, value)) => Some(decode_io::<Entry>(&value)?.log_id()),
-            None => last_purged_log_id,
-        };
+        let inner = lock(&self.inner);
+        let last_purged_log_id = inner.meta.last_purged;
+        let last_log_id = match inner.log.last_index() {
+            Some(index) => inner.entry(index)?.map(|e| e.log_id()),
+            None => None,
+        }
+        .or(last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -153,22 +265,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        self.tree.insert(VOTE, encode_io(vote)?).map_err(io_err)?;
-        // A vote must survive a crash before it is acted on.
-        self.flush().await
-    }
-
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        // Not flushed on purpose: a lost committed id is recomputed by the
-        // leader; saving it lets a restart re-apply up to it sooner.
-        self.tree
-            .insert(COMMITTED, encode_io(&committed)?)
-            .map_err(io_err)?;
-        Ok(())
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        Ok(self.read_meta::<Option<LogId>>(COMMITTED)?.flatten())
+        let vote = *vote;
+        self.blocking(move |inner| {
+            let meta = Meta {
+                vote: Some(vote),
+                ..inner.meta.clone()
+            };
+            inner.save_meta(meta)
+        })
+        .await
     }
 
     async fn append<I>(
@@ -180,33 +285,38 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
-        for entry in entries {
-            batch.insert(&log_key(entry.index()), encode_io(&entry)?);
+        let encoded = entries
+            .into_iter()
+            .map(|entry| Ok((entry.index(), encode_io(&entry)?)))
+            .collect::<io::Result<Vec<_>>>()?;
+        {
+            let mut inner = lock(&self.inner);
+            for (index, bytes) in &encoded {
+                inner.log.append(*index, bytes)?;
+            }
         }
-        self.tree.apply_batch(batch).map_err(io_err)?;
         self.flush_requests
             .send(callback)
-            .map_err(|_| io::Error::other("raft log flusher stopped"))
+            .map_err(|_| io::Error::other("the raft log flusher stopped"))
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
-        let from = last_log_id.map_or(0, |id| id.index() + 1);
-        let mut batch = sled::Batch::default();
-        for key in self.tree.range(log_key(from)..=log_key(u64::MAX)).keys() {
-            batch.remove(key.map_err(io_err)?);
-        }
-        self.tree.apply_batch(batch).map_err(io_err)?;
-        // Conflicting entries must not reappear after a crash.
-        self.flush().await
+        self.blocking(move |inner| match last_log_id {
+            Some(id) => inner.log.truncate_after(id.index()),
+            None => inner.log.truncate_all(),
+        })
+        .await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        let mut batch = sled::Batch::default();
-        batch.insert(PURGED, encode_io(&log_id)?);
-        for key in self.tree.range(log_key(0)..=log_key(log_id.index())).keys() {
-            batch.remove(key.map_err(io_err)?);
-        }
-        self.tree.apply_batch(batch).map_err(io_err)
+        self.blocking(move |inner| {
+            let meta = Meta {
+                last_purged: Some(log_id),
+                ..inner.meta.clone()
+            };
+            inner.save_meta(meta)?;
+            inner.log.purge_through(log_id.index())
+        })
+        .await
     }
 }

@@ -7,16 +7,16 @@ use recipestore::raft::log_store::LogStore;
 use recipestore::raft::state_machine::StateMachine;
 use tempfile::TempDir;
 
-struct SledStoreBuilder;
+struct NodeStoreBuilder;
 
-impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledStoreBuilder {
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for NodeStoreBuilder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = sled::Config::new()
             .path(dir.path().join("db"))
             .open()
             .expect("open sled");
-        let log = LogStore::open(&db).expect("log store");
+        let log = LogStore::open(&dir.path().join("raft-log")).expect("log store");
         let cache = RecipeCache::new(1 << 20);
         let sm =
             StateMachine::open(&db, &dir.path().join("snapshots"), cache).expect("state machine");
@@ -25,8 +25,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledStoreBuil
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sled_storage_passes_the_openraft_suite() {
-    Suite::test_all(SledStoreBuilder)
+async fn storage_passes_the_openraft_suite() {
+    Suite::test_all(NodeStoreBuilder)
         .await
         .expect("openraft storage suite");
 }

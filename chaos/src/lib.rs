@@ -1,0 +1,13 @@
+//! Fault injection for RecipeStore: real node processes on loopback, a
+//! workload of concurrent clients whose every operation is recorded, faults
+//! (SIGKILL, SIGSTOP, membership changes) while it runs, and after each run
+//! a linearizability check of the history and a comparison of the nodes'
+//! Raft logs on disk.
+
+pub mod faults;
+pub mod history;
+pub mod linearizability;
+pub mod local_reads;
+pub mod logs;
+pub mod run;
+pub mod workload;

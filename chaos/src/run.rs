@@ -1,0 +1,320 @@
+//! One fault-injection run: a cluster of real node processes on loopback,
+//! the recorded workload, faults of one kind until the time is up, then
+//! heal, read every key through every node, stop the nodes, compare their
+//! Raft logs on disk and check the history.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::path::PathBuf;
+use std::time::Duration;
+use std::time::Instant;
+
+use rand::Rng;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use recipestore::local_cluster::LocalCluster;
+use recipestore::pb::Consistency;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::faults;
+use crate::faults::Fault;
+use crate::history;
+use crate::history::Call;
+use crate::history::Op;
+use crate::history::Outcome;
+use crate::linearizability;
+use crate::local_reads;
+use crate::logs;
+use crate::workload;
+use crate::workload::Recorder;
+use crate::workload::WorkloadConfig;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub fault: Fault,
+    pub duration: Duration,
+    pub seed: u64,
+    pub workload: WorkloadConfig,
+    /// The `recipestore-node` binary.
+    pub node_binary: PathBuf,
+    /// Flags passed to every node.
+    pub node_args: Vec<String>,
+}
+
+/// What a run found.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub fault: String,
+    pub seed: u64,
+    pub faults_injected: usize,
+    pub operations: usize,
+    pub ok: usize,
+    pub failed: usize,
+    pub unknown: usize,
+    /// Longest stretch without a successful write, in milliseconds.
+    pub longest_write_gap_ms: u64,
+    /// Linearizability violations and LOCAL read violations, explained.
+    pub violations: Vec<String>,
+    /// Keys whose check ran out of budget.
+    pub inconclusive: Vec<String>,
+    /// Log ids two nodes hold with different entries.
+    pub divergent_log_ids: Vec<String>,
+    /// The history, saved when something was found.
+    pub history_file: Option<PathBuf>,
+}
+
+impl RunReport {
+    pub fn is_clean(&self) -> bool {
+        self.violations.is_empty() && self.divergent_log_ids.is_empty()
+    }
+}
+
+/// The `recipestore-node` binary beside the running executable (a test's
+/// `deps/` folder counts as beside `target/<profile>/`), or
+/// `$RECIPESTORE_NODE_BINARY`.
+pub fn node_binary() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("RECIPESTORE_NODE_BINARY") {
+        return Ok(path.into());
+    }
+    let exe = std::env::current_exe()?;
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("recipestore-node"))
+        .find(|path| path.exists())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "recipestore-node not found beside {}; build it or set RECIPESTORE_NODE_BINARY",
+                exe.display()
+            )
+        })
+}
+
+/// A free range of ports for `nodes` nodes, below the ephemeral range.
+pub fn free_base_port(rng: &mut impl Rng, nodes: u64) -> u16 {
+    loop {
+        let base = rng.random_range(200..320u16) * 100;
+        let free = (0..nodes as u16).all(|node| {
+            (0..3u16).all(|offset| {
+                std::net::TcpListener::bind(("127.0.0.1", base + node * 10 + offset)).is_ok()
+            })
+        });
+        if free {
+            return base;
+        }
+    }
+}
+
+/// Runs one fault-injection run in `dir` (which keeps the nodes' data and
+/// logs, and the history when something was found).
+pub async fn run(config: &RunConfig, dir: &Path) -> anyhow::Result<RunReport> {
+    let mut rng = StdRng::seed_from_u64(config.seed);
+    let args: Vec<&str> = config.node_args.iter().map(String::as_str).collect();
+    let base = free_base_port(&mut rng, config.fault.nodes());
+    let mut cluster = LocalCluster::new(&config.node_binary, dir, base, 3, &args)?;
+    cluster.start_all()?;
+    cluster.initialize(Duration::from_secs(30)).await?;
+    cluster.wait_for_leader(Duration::from_secs(30)).await?;
+    while (cluster.nodes.len() as u64) < config.fault.nodes() {
+        cluster.push_node().start()?;
+    }
+
+    let recorder = Recorder::new();
+    let (stop, stopped) = watch::channel(false);
+    let endpoints = cluster.client_endpoints();
+    let clients: Vec<_> = (0..config.workload.clients)
+        .map(|id| {
+            tokio::spawn(workload::run_client(
+                id,
+                endpoints.clone(),
+                config.workload.clone(),
+                config.seed.wrapping_mul(1000).wrapping_add(u64::from(id)),
+                recorder.clone(),
+                stopped.clone(),
+            ))
+        })
+        .collect();
+
+    let deadline = Instant::now() + config.duration;
+    let mut faults_injected = 0;
+    let mut fault_log = Vec::new();
+    while Instant::now() < deadline {
+        // Faults are spaced out, not synchronized with anything.
+        tokio::time::sleep(Duration::from_millis(rng.random_range(300..1500))).await;
+        if let Some(line) = faults::inject(config.fault, &mut cluster, &mut rng).await? {
+            faults_injected += 1;
+            fault_log.push(line);
+        }
+    }
+    let _ = stop.send(true);
+    for client in clients {
+        client.await??;
+    }
+
+    heal(&mut cluster)?;
+    cluster.wait_for_leader(Duration::from_secs(60)).await?;
+    read_everything(&cluster, &recorder, &config.workload).await?;
+    await_convergence(&cluster, Duration::from_secs(60)).await?;
+    cluster.stop_all(Duration::from_secs(10));
+
+    let dirs: Vec<(u64, PathBuf)> = cluster
+        .nodes
+        .iter()
+        .map(|n| (n.id, n.raft_log_dir()))
+        .collect();
+    let node_logs = logs::read_logs(dirs.iter().map(|(id, dir)| (*id, dir.as_path())))?;
+    let divergent_log_ids: Vec<String> = logs::divergent_log_ids(&node_logs)?
+        .into_iter()
+        .map(|d| format!("{}: {:?}", d.log_id, d.holders))
+        .collect();
+
+    let ops = recorder.ops();
+    let mut report = check(config, &ops, faults_injected, divergent_log_ids);
+    if !report.is_clean() {
+        let path = dir.join("history.jsonl");
+        history::save_jsonl(&path, &ops)?;
+        std::fs::write(dir.join("faults.txt"), fault_log.join("\n"))?;
+        report.history_file = Some(path);
+    }
+    Ok(report)
+}
+
+/// Resumes paused nodes and starts stopped ones.
+fn heal(cluster: &mut LocalCluster) -> anyhow::Result<()> {
+    for node in &cluster.nodes {
+        node.signal(nix::sys::signal::Signal::SIGCONT)?;
+    }
+    cluster.start_all()
+}
+
+/// Reads every key linearizably through every node, recording the reads:
+/// each must see every write acknowledged before it.
+async fn read_everything(
+    cluster: &LocalCluster,
+    recorder: &Recorder,
+    workload: &WorkloadConfig,
+) -> anyhow::Result<()> {
+    for node in &cluster.nodes {
+        let client = workload::workload_client(&[node.client_addr()], Duration::from_secs(10))?;
+        let reader = 1000 + node.id as u32;
+        for k in 0..workload.keys {
+            let key = workload::key_name(k);
+            let call = Call::Get { key: key.clone() };
+            let run = client.download(&key, Consistency::Linearizable, None);
+            recorder.record(reader, call, run, workload::found).await;
+        }
+    }
+    Ok(())
+}
+
+/// Polls until every member has applied everything the leader committed.
+async fn await_convergence(cluster: &LocalCluster, wait: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let mut applied = BTreeMap::new();
+        let mut members = Vec::new();
+        let mut committed = 0;
+        for node in &cluster.nodes {
+            if let Ok(status) = node.status().await {
+                applied.insert(node.id, status.applied_index);
+                if status.leader_id == Some(node.id) {
+                    committed = status.committed_index;
+                    members = status
+                        .voters
+                        .iter()
+                        .chain(&status.learners)
+                        .map(|m| m.id)
+                        .collect();
+                }
+            }
+        }
+        if committed > 0
+            && members
+                .iter()
+                .all(|id| applied.get(id).is_some_and(|a| *a >= committed))
+        {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "members did not converge within {wait:?}: applied {applied:?}, leader committed {committed}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn check(
+    config: &RunConfig,
+    ops: &[Op],
+    faults_injected: usize,
+    divergent_log_ids: Vec<String>,
+) -> RunReport {
+    let (mut ok, mut failed, mut unknown) = (0, 0, 0);
+    for op in ops {
+        match op.outcome {
+            Outcome::Failed { .. } => failed += 1,
+            Outcome::Unknown { .. } => unknown += 1,
+            _ => ok += 1,
+        }
+    }
+    let mut write_times: Vec<u64> = ops
+        .iter()
+        .filter(|op| {
+            matches!(
+                op.outcome,
+                Outcome::Written { .. } | Outcome::Deleted { .. }
+            )
+        })
+        .filter_map(|op| op.complete_ns)
+        .collect();
+    write_times.sort_unstable();
+    let longest_write_gap_ms = write_times
+        .windows(2)
+        .map(|w| (w[1] - w[0]) / 1_000_000)
+        .max()
+        .unwrap_or(0);
+
+    let linear = linearizability::check(ops);
+    let mut violations: Vec<String> = linear
+        .violations()
+        .map(|(key, v)| format!("{key}: {}", v.explanation))
+        .collect();
+    violations.extend(linear.cross_key.iter().map(|v| v.explanation.clone()));
+    violations.extend(
+        linear
+            .malformed
+            .iter()
+            .map(|(i, why)| format!("op {i} malformed: {why}")),
+    );
+    let local = local_reads::check(ops);
+    violations.extend(
+        local
+            .violations
+            .iter()
+            .map(|v| format!("LOCAL read {}: {}", v.op, v.explanation)),
+    );
+    let inconclusive = linear
+        .keys
+        .iter()
+        .filter_map(|(key, r)| match &r.verdict {
+            linearizability::Verdict::Inconclusive(why) => Some(format!("{key}: {why}")),
+            _ => None,
+        })
+        .collect();
+    RunReport {
+        fault: config.fault.to_string(),
+        seed: config.seed,
+        faults_injected,
+        operations: ops.len(),
+        ok,
+        failed,
+        unknown,
+        longest_write_gap_ms,
+        violations,
+        inconclusive,
+        divergent_log_ids,
+        history_file: None,
+    }
+}
