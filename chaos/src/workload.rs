@@ -30,6 +30,9 @@ use crate::history::ListEntry;
 use crate::history::Op;
 use crate::history::Outcome;
 
+/// How long a client waits after a definite failure before its next call.
+const FAILURE_PAUSE: Duration = Duration::from_millis(20);
+
 /// Shape of the workload.
 #[derive(Debug, Clone)]
 pub struct WorkloadConfig {
@@ -151,8 +154,11 @@ pub async fn run_client(
 ) -> anyhow::Result<()> {
     let client = workload_client(&endpoints, config.timeout)?;
     let mut rng = StdRng::seed_from_u64(seed);
-    // The newest version this client saw per key, for conditions and
-    // LOCAL reads' `min_version`.
+    // Per key: the version this client last saw it at (0: absent), for
+    // conditions; and the highest version it has seen, which a LOCAL read
+    // passes as `min_version` so that it never goes back in time (a key
+    // seen absent may have been deleted at any later index).
+    let mut current = vec![0u64; config.keys];
     let mut seen = vec![0u64; config.keys];
     let mut sequence = 0u64;
     while !*stop.borrow_and_update() {
@@ -163,7 +169,7 @@ pub async fn run_client(
         let outcome = match dice {
             0..40 => {
                 let value = format!("c{id}-{sequence}");
-                let if_version = (dice >= 25).then_some(seen[k]);
+                let if_version = (dice >= 25).then_some(current[k]);
                 let call = Call::Put {
                     key: key.clone(),
                     value: value.clone(),
@@ -180,7 +186,7 @@ pub async fn run_client(
                     .await
             }
             40..50 => {
-                let if_version = (dice >= 45).then_some(seen[k]);
+                let if_version = (dice >= 45).then_some(current[k]);
                 let call = Call::Delete {
                     key: key.clone(),
                     if_version,
@@ -234,10 +240,21 @@ pub async fn run_client(
             }
         };
         match outcome {
-            Outcome::Written { version }
-            | Outcome::Deleted { version }
-            | Outcome::Found { version, .. } => seen[k] = seen[k].max(version),
-            Outcome::VersionMismatch { current } => seen[k] = current.unwrap_or(0),
+            Outcome::Written { version } | Outcome::Found { version, .. } => {
+                current[k] = version;
+                seen[k] = seen[k].max(version);
+            }
+            Outcome::Deleted { version } => {
+                current[k] = 0;
+                seen[k] = seen[k].max(version);
+            }
+            Outcome::VersionMismatch { current: found } => {
+                current[k] = found.unwrap_or(0);
+                seen[k] = seen[k].max(current[k]);
+            }
+            Outcome::Absent | Outcome::NotFound => current[k] = 0,
+            // A node that is down answers at once: pace the retries.
+            Outcome::Failed { .. } => tokio::time::sleep(FAILURE_PAUSE).await,
             _ => {}
         }
     }

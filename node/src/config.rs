@@ -67,23 +67,30 @@ pub struct NodeConfig {
     #[arg(long, env = "RECIPESTORE_MAX_CONTENT_BYTES", default_value_t = DEFAULT_MAX_CONTENT_BYTES)]
     pub max_content_bytes: usize,
 
+    // Timings. Openraft's followers honour the leader's lease for
+    // `election-timeout-max` after its last heartbeat, then wait a random
+    // election timeout before the pre-vote: a dead leader is replaced after
+    // max + [min, max). The defaults put that at 750-900 ms, with 7
+    // heartbeats missed before anyone moves, so a leader briefly starved of
+    // CPU keeps its place.
     /// Leader heartbeat interval, in milliseconds.
-    #[arg(long, env = "RECIPESTORE_HEARTBEAT_MS", default_value_t = 150)]
+    #[arg(long, env = "RECIPESTORE_HEARTBEAT_MS", default_value_t = 100)]
     pub heartbeat_ms: u64,
 
     /// Lower bound of the randomized election timeout, in milliseconds.
     #[arg(
         long,
         env = "RECIPESTORE_ELECTION_TIMEOUT_MIN_MS",
-        default_value_t = 1000
+        default_value_t = 300
     )]
     pub election_timeout_min_ms: u64,
 
-    /// Upper bound of the randomized election timeout, in milliseconds.
+    /// Upper bound of the randomized election timeout, in milliseconds; also
+    /// the leader lease followers honour.
     #[arg(
         long,
         env = "RECIPESTORE_ELECTION_TIMEOUT_MAX_MS",
-        default_value_t = 2000
+        default_value_t = 450
     )]
     pub election_timeout_max_ms: u64,
 
@@ -283,9 +290,9 @@ impl NodeConfig {
                 self.election_timeout_min_ms, self.election_timeout_max_ms
             ));
         }
-        if self.heartbeat_ms * 2 > self.election_timeout_min_ms {
+        if self.heartbeat_ms * 2 >= self.election_timeout_min_ms {
             return Err(format!(
-                "--heartbeat-ms ({}) must be at most half of --election-timeout-min-ms ({})",
+                "--heartbeat-ms ({}) must be less than half of --election-timeout-min-ms ({})",
                 self.heartbeat_ms, self.election_timeout_min_ms
             ));
         }
@@ -402,10 +409,10 @@ mod tests {
         .validate()
         .unwrap_err();
         assert!(err.contains("must be less than"), "{err}");
-        let err = parse(&["--id", "0", "--heartbeat-ms", "600"])
+        let err = parse(&["--id", "0", "--heartbeat-ms", "200"])
             .validate()
             .unwrap_err();
-        assert!(err.contains("at most half"), "{err}");
+        assert!(err.contains("less than half"), "{err}");
         parse(&["--id", "0"]).validate().unwrap();
         parse(&["--id", "0"]).raft_config().unwrap();
         let err = parse(&[

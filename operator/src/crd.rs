@@ -165,11 +165,11 @@ pub struct RaftSpec {
     #[serde(default = "default_heartbeat_ms")]
     #[schemars(range(min = 10))]
     pub heartbeat_interval_ms: u64,
-    /// Lower bound of the election timeout (default 1000).
+    /// Lower bound of the election timeout (default 300).
     #[serde(default = "default_election_min_ms")]
     #[schemars(range(min = 50))]
     pub election_timeout_min_ms: u64,
-    /// Upper bound of the election timeout (default 2000).
+    /// Upper bound of the election timeout (default 450).
     #[serde(default = "default_election_max_ms")]
     #[schemars(range(min = 100))]
     pub election_timeout_max_ms: u64,
@@ -347,10 +347,10 @@ fn default_heartbeat_ms() -> u64 {
     100
 }
 fn default_election_min_ms() -> u64 {
-    1000
+    300
 }
 fn default_election_max_ms() -> u64 {
-    2000
+    450
 }
 fn default_true() -> bool {
     true

@@ -78,7 +78,7 @@ fn minimal_spec_gets_documented_defaults() {
             rs.spec.raft.election_timeout_min_ms,
             rs.spec.raft.election_timeout_max_ms
         ),
-        (1000, 2000)
+        (300, 450)
     );
     assert!(rs.spec.shedding.enabled);
     assert!(rs.spec.monitoring.service_monitor.enabled);
@@ -133,8 +133,8 @@ fn config_map_carries_node_settings_as_env() {
     let data = r.config_map.data.unwrap();
     let expected: BTreeMap<String, String> = [
         ("RECIPESTORE_HEARTBEAT_MS", "100"),
-        ("RECIPESTORE_ELECTION_TIMEOUT_MIN_MS", "1000"),
-        ("RECIPESTORE_ELECTION_TIMEOUT_MAX_MS", "2000"),
+        ("RECIPESTORE_ELECTION_TIMEOUT_MIN_MS", "300"),
+        ("RECIPESTORE_ELECTION_TIMEOUT_MAX_MS", "450"),
         ("RECIPESTORE_SHED_ENABLED", "true"),
         ("RECIPESTORE_SHED_UPLOAD_PRIORITY_CPU", "90"),
         ("RECIPESTORE_SHED_DOWNLOAD_TIERS", "95:0.25,90:0.10,85:0.05"),

@@ -928,7 +928,7 @@ fn validate_names_the_broken_rule() {
         ("replicas", |s| s.replicas = 0),
         ("image", |s| s.image.clear()),
         ("electionTimeoutMinMs must be less", |s| {
-            s.raft.election_timeout_max_ms = 1000
+            s.raft.election_timeout_max_ms = 200
         }),
         ("heartbeatIntervalMs", |s| {
             s.raft.heartbeat_interval_ms = 500

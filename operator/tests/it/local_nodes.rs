@@ -420,9 +420,17 @@ async fn planner_steps_drive_real_nodes_one_three_five_three_without_losing_writ
         acked.len()
     );
     let addr = sts.client_addrs([1]).pop().unwrap();
-    let mut client = RecipesClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    // Node 1 was restarted during the change: poll until it listens.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut client = loop {
+        match RecipesClient::connect(format!("http://{addr}")).await {
+            Ok(client) => break client,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("node 1 does not listen at {addr}: {e}"),
+        }
+    };
     for (name, content) in &acked {
         let request = DownloadRequest {
             name: name.clone(),
