@@ -12,7 +12,8 @@
 # Environment: BENCH_DURATION (seconds per measured run, default 10),
 # BENCH_CLIENTS (default 64), BENCH_SEED_RATE (seed base rate, req/s,
 # default 1500; spikes offer 3.5x), BENCH_SEED_DURATION (default 60), BENCH_OUT (default
-# docs/bench), BENCH_SKIP (comma list of compare,seed,sweep,grid,fsync).
+# docs/bench), BENCH_SKIP (comma list of compare,seed,sweep,grid,fsync,failover),
+# BENCH_FAILOVER_REPS (leader kills per system, default 10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -114,6 +115,14 @@ print(json.dumps({"iterations": len(lat), "mean_ms": sum(lat) / len(lat),
                   "p50_ms": pick(0.5), "p99_ms": pick(0.99), "max_ms": lat[-1],
                   "fsyncs_per_sec": len(lat) / (sum(lat) / 1000)}))
 EOF
+fi
+
+if wants failover; then
+  echo "--- failover: SIGKILL the leader, time the first write through the survivors (RecipeStore, then etcd)"
+  cargo build --release --locked -p recipestore-chaos --bin chaos
+  command -v etcd >/dev/null || apt-get install -y -qq etcd-server >/dev/null
+  "${pin_servers[@]}" "$CARGO_TARGET_DIR/release/chaos" failover --reps "${BENCH_FAILOVER_REPS:-10}" \
+    --dir "$work/failover" | tee "$out/failover.txt"
 fi
 
 echo "--- RecipeStore clusters: shedding on (default) and off (control)"

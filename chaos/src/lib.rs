@@ -2,8 +2,9 @@
 //! workload of concurrent clients whose every operation is recorded, faults
 //! (SIGKILL, SIGSTOP, membership changes) while it runs, and after each run
 //! a linearizability check of the history and a comparison of the nodes'
-//! Raft logs on disk.
+//! Raft logs on disk; and failover time beside etcd.
 
+pub mod failover;
 pub mod faults;
 pub mod history;
 pub mod linearizability;

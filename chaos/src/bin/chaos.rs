@@ -4,15 +4,35 @@
 use std::time::Duration;
 
 use clap::Parser;
+use recipestore_chaos::failover;
 use recipestore_chaos::faults::Fault;
 use recipestore_chaos::run;
 use recipestore_chaos::run::RunConfig;
 use recipestore_chaos::workload::WorkloadConfig;
 
-/// Runs a workload under faults and checks the history and the Raft logs.
+/// Fault injection and failover measurement on local clusters.
 #[derive(Debug, Parser)]
 #[command(name = "chaos")]
-struct Cli {
+enum Cli {
+    /// Run a workload under faults; check the history and the Raft logs.
+    Run(RunArgs),
+    /// SIGKILL the leader repeatedly, on RecipeStore and on etcd (3 members
+    /// each, loopback), and time the first write through the survivors.
+    Failover {
+        /// Leader kills per system.
+        #[arg(long, default_value_t = 10)]
+        reps: usize,
+        /// Skip etcd (when it is not installed).
+        #[arg(long)]
+        no_etcd: bool,
+        /// Where the clusters keep their data.
+        #[arg(long, default_value = "./chaos-runs")]
+        dir: std::path::PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
     /// Fault to inject (kill-node, kill-leader, kill-all, pause-node,
     /// pause-leader, membership), or `all` to take turns.
     #[arg(long, default_value = "all")]
@@ -45,7 +65,47 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    match Cli::parse() {
+        Cli::Run(args) => run_faults(args).await,
+        Cli::Failover { reps, no_etcd, dir } => measure_failover(reps, no_etcd, &dir).await,
+    }
+}
+
+async fn measure_failover(reps: usize, no_etcd: bool, dir: &std::path::Path) -> anyhow::Result<()> {
+    anyhow::ensure!(reps > 0, "--reps must be positive");
+    std::fs::create_dir_all(dir)?;
+    let store_dir = tempfile::tempdir_in(dir)?;
+    let ours = failover::recipestore(&run::node_binary()?, store_dir.path(), reps).await?;
+    let mut results = vec![ours];
+    if !no_etcd {
+        let etcd_dir = tempfile::tempdir_in(dir)?;
+        results.push(failover::etcd(etcd_dir.path(), reps).await?);
+    }
+    for r in &results {
+        let (min, max) = (
+            r.millis.iter().min().copied().unwrap_or(0),
+            r.millis.iter().max().copied().unwrap_or(0),
+        );
+        println!(
+            "{:<12} median {:>5} ms  min {:>5} ms  max {:>5} ms  all {:?}",
+            r.system,
+            r.median(),
+            min,
+            max,
+            r.millis
+        );
+    }
+    if let [ours, etcd] = &results[..] {
+        println!(
+            "ratio of medians (recipestore / etcd): {:.2}",
+            ours.median() as f64 / etcd.median().max(1) as f64
+        );
+    }
+    println!("{}", serde_json::to_string(&results)?);
+    Ok(())
+}
+
+async fn run_faults(cli: RunArgs) -> anyhow::Result<()> {
     let faults: Vec<Fault> = if cli.fault == "all" {
         Fault::ALL.to_vec()
     } else {
