@@ -11,6 +11,8 @@ use rand::rngs::StdRng;
 use recipestore::local_cluster::LocalCluster;
 use recipestore::pb;
 
+use crate::network::Network;
+
 /// A kind of fault; a run injects one kind repeatedly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Fault {
@@ -28,16 +30,30 @@ pub enum Fault {
     /// Add a learner, promote it, remove a random voter (often the
     /// leader), over and over, while the workload runs.
     Membership,
+    /// Cut the leader off from every other node for 0.5-4 s (clients still
+    /// reach it).
+    IsolateLeader,
+    /// Cut a random node off from the others for 0.5-4 s.
+    IsolateNode,
+    /// Cut the link between the leader and one follower for 0.5-4 s; the
+    /// other follower still sees both (a bridge).
+    Bridge,
+    /// Five voters split 3/2 at random for 0.5-4 s.
+    Split,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 6] = [
+    pub const ALL: [Fault; 10] = [
         Fault::KillNode,
         Fault::KillLeader,
         Fault::KillAll,
         Fault::PauseNode,
         Fault::PauseLeader,
         Fault::Membership,
+        Fault::IsolateLeader,
+        Fault::IsolateNode,
+        Fault::Bridge,
+        Fault::Split,
     ];
 
     pub fn name(self) -> &'static str {
@@ -48,13 +64,30 @@ impl Fault {
             Fault::PauseNode => "pause-node",
             Fault::PauseLeader => "pause-leader",
             Fault::Membership => "membership",
+            Fault::IsolateLeader => "isolate-leader",
+            Fault::IsolateNode => "isolate-node",
+            Fault::Bridge => "bridge",
+            Fault::Split => "split",
         }
+    }
+
+    /// Voters the cluster starts with.
+    pub fn voters(self) -> u64 {
+        if self == Fault::Split { 5 } else { 3 }
     }
 
     /// Node processes the cluster lays out: membership runs keep a spare
     /// that takes turns with the voters.
     pub fn nodes(self) -> u64 {
-        if self == Fault::Membership { 4 } else { 3 }
+        self.voters() + u64::from(self == Fault::Membership)
+    }
+
+    /// Whether the nodes need network namespaces of their own.
+    pub fn partitions(self) -> bool {
+        matches!(
+            self,
+            Fault::IsolateLeader | Fault::IsolateNode | Fault::Bridge | Fault::Split
+        )
     }
 }
 
@@ -108,8 +141,13 @@ fn downtime(rng: &mut StdRng) -> Duration {
 pub async fn inject(
     kind: Fault,
     cluster: &mut LocalCluster,
+    network: Option<&Network>,
     rng: &mut StdRng,
 ) -> anyhow::Result<Option<String>> {
+    if kind.partitions() {
+        let network = network.ok_or_else(|| anyhow::anyhow!("{kind} needs a network"))?;
+        return partition(kind, cluster, network, rng).await;
+    }
     match kind {
         Fault::KillNode | Fault::KillLeader => {
             let target = if kind == Fault::KillLeader {
@@ -147,7 +185,65 @@ pub async fn inject(
             Ok(Some(format!("paused node {id} for {pause:?}")))
         }
         Fault::Membership => change_membership(cluster, rng).await,
+        Fault::IsolateLeader | Fault::IsolateNode | Fault::Bridge | Fault::Split => {
+            unreachable!("partitions are handled above")
+        }
     }
+}
+
+/// Cuts links between nodes as `kind` says, waits, heals.
+async fn partition(
+    kind: Fault,
+    cluster: &LocalCluster,
+    network: &Network,
+    rng: &mut StdRng,
+) -> anyhow::Result<Option<String>> {
+    let ids: Vec<u64> = cluster.nodes.iter().map(|n| n.id).collect();
+    let leader = leader(cluster, Duration::from_secs(3)).await;
+    let cuts: Vec<(u64, u64)> = match kind {
+        Fault::IsolateLeader | Fault::IsolateNode => {
+            let target = if kind == Fault::IsolateLeader {
+                let Some(leader) = leader else {
+                    return Ok(None);
+                };
+                leader
+            } else {
+                ids[rng.random_range(0..ids.len())]
+            };
+            ids.iter()
+                .filter(|id| **id != target)
+                .map(|id| (target, *id))
+                .collect()
+        }
+        Fault::Bridge => {
+            let Some(leader) = leader else {
+                return Ok(None);
+            };
+            let followers: Vec<u64> = ids.iter().copied().filter(|id| *id != leader).collect();
+            vec![(leader, followers[rng.random_range(0..followers.len())])]
+        }
+        Fault::Split => {
+            let mut shuffled = ids.clone();
+            for i in (1..shuffled.len()).rev() {
+                shuffled.swap(i, rng.random_range(0..=i));
+            }
+            let (minority, majority) = shuffled.split_at(2);
+            minority
+                .iter()
+                .flat_map(|a| majority.iter().map(move |b| (*a, *b)))
+                .collect()
+        }
+        _ => unreachable!("not a partition"),
+    };
+    let length = Duration::from_millis(rng.random_range(500..4000));
+    for (a, b) in &cuts {
+        network.cut(*a, *b)?;
+    }
+    tokio::time::sleep(length).await;
+    network.heal()?;
+    Ok(Some(format!(
+        "cut {cuts:?} for {length:?} (leader was {leader:?})"
+    )))
 }
 
 /// One membership step: bring the member that is not a voter in as a

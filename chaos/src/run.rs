@@ -26,6 +26,7 @@ use crate::history::Outcome;
 use crate::linearizability;
 use crate::local_reads;
 use crate::logs;
+use crate::network::Network;
 use crate::workload;
 use crate::workload::Recorder;
 use crate::workload::WorkloadConfig;
@@ -112,14 +113,28 @@ pub fn free_base_port(rng: &mut impl Rng, nodes: u64) -> u16 {
 pub async fn run(config: &RunConfig, dir: &Path) -> anyhow::Result<RunReport> {
     let mut rng = StdRng::seed_from_u64(config.seed);
     let args: Vec<&str> = config.node_args.iter().map(String::as_str).collect();
-    let base = free_base_port(&mut rng, config.fault.nodes());
-    let mut cluster = LocalCluster::new(&config.node_binary, dir, base, 3, &args)?;
+    let fault = config.fault;
+    let network = fault
+        .partitions()
+        .then(|| Network::create(fault.nodes()))
+        .transpose()?;
+    let base = free_base_port(&mut rng, fault.nodes());
+    let mut cluster = LocalCluster::new(&config.node_binary, dir, base, fault.voters(), &args)?;
+    while (cluster.nodes.len() as u64) < fault.nodes() {
+        cluster.push_node();
+    }
+    if let Some(network) = &network {
+        for node in &mut cluster.nodes {
+            node.place(&network.host(node.id), &network.launcher(node.id));
+        }
+    }
+    // The nodes beyond the voters are spares: started, not members.
+    let spares = cluster.nodes.split_off(fault.voters() as usize);
     cluster.start_all()?;
     cluster.initialize(Duration::from_secs(30)).await?;
     cluster.wait_for_leader(Duration::from_secs(30)).await?;
-    while (cluster.nodes.len() as u64) < config.fault.nodes() {
-        cluster.push_node().start()?;
-    }
+    cluster.nodes.extend(spares);
+    cluster.start_all()?;
 
     let recorder = Recorder::new();
     let (stop, stopped) = watch::channel(false);
@@ -143,7 +158,7 @@ pub async fn run(config: &RunConfig, dir: &Path) -> anyhow::Result<RunReport> {
     while Instant::now() < deadline {
         // Faults are spaced out, not synchronized with anything.
         tokio::time::sleep(Duration::from_millis(rng.random_range(300..1500))).await;
-        if let Some(line) = faults::inject(config.fault, &mut cluster, &mut rng).await? {
+        if let Some(line) = faults::inject(fault, &mut cluster, network.as_ref(), &mut rng).await? {
             faults_injected += 1;
             fault_log.push(line);
         }
@@ -153,6 +168,9 @@ pub async fn run(config: &RunConfig, dir: &Path) -> anyhow::Result<RunReport> {
         client.await??;
     }
 
+    if let Some(network) = &network {
+        network.heal()?;
+    }
     heal(&mut cluster)?;
     cluster.wait_for_leader(Duration::from_secs(60)).await?;
     read_everything(&cluster, &recorder, &config.workload).await?;

@@ -33,6 +33,11 @@ pub struct NodeProcess {
     log_file: PathBuf,
     binary: PathBuf,
     extra_args: Vec<String>,
+    /// The IP the node listens on and is reached at.
+    host: String,
+    /// A command the node's command line is appended to, to start it
+    /// elsewhere (e.g. `ip netns exec NAME`); empty to run it directly.
+    launcher: Vec<String>,
     child: Option<Child>,
 }
 
@@ -48,8 +53,18 @@ impl NodeProcess {
             log_file: data_root.join(format!("node-{id}.log")),
             binary: binary.to_path_buf(),
             extra_args: Vec::new(),
+            host: "127.0.0.1".into(),
+            launcher: Vec::new(),
             child: None,
         }
+    }
+
+    /// Runs the node at `host` (an IP of this machine or of a network
+    /// namespace), started through `launcher`; loopback and no launcher by
+    /// default.
+    pub fn place(&mut self, host: &str, launcher: &[String]) {
+        self.host = host.to_string();
+        self.launcher = launcher.to_vec();
     }
 
     /// Extra flags passed on every start (e.g. Raft timings in tests).
@@ -59,15 +74,15 @@ impl NodeProcess {
     }
 
     pub fn client_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.client_port)
+        format!("{}:{}", self.host, self.client_port)
     }
 
     pub fn peer_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.peer_port)
+        format!("{}:{}", self.host, self.peer_port)
     }
 
     pub fn http_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.http_port)
+        format!("{}:{}", self.host, self.http_port)
     }
 
     pub fn member(&self) -> pb::Member {
@@ -80,7 +95,14 @@ impl NodeProcess {
 
     /// The command that starts this node, with `data_dir` as its data.
     pub fn command(&self, data_dir: &Path) -> Command {
-        let mut command = Command::new(&self.binary);
+        let mut command = match self.launcher.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(&self.binary);
+                command
+            }
+            None => Command::new(&self.binary),
+        };
         command
             .arg("--id")
             .arg(self.id.to_string())
