@@ -131,9 +131,11 @@ echo "--- RecipeStore clusters: shedding on (default) and off (control)"
 # for load the node did not cause. Measure the node's own CPU instead.
 start_store shed-on 27070 RECIPESTORE_CPU_FALLBACK=process
 store=$endpoints
+store_peers=$(cat "$work/shed-on/peers")
 echo "shedding on:  $store"
 start_store shed-off 27170 RECIPESTORE_SHED_ENABLED=false
 control=$endpoints
+control_peers=$(cat "$work/shed-off/peers")
 echo "shedding off: $control"
 
 if wants compare; then
@@ -172,16 +174,27 @@ if wants seed; then
   done
 fi
 
+# The highest Raft term among the members of the cluster with admin ports
+# $1: an election anywhere raises it.
+max_term() {
+  "$ctl" --peers "$1" --output json status |
+    python3 -c 'import json, sys; print(max(row.get("term", 0) for row in json.load(sys.stdin)))'
+}
+
 if wants sweep; then
   # The protected cluster goes first (and its capacity is the reference), so
   # its figures do not depend on how the control, on the same CPU, recovers
   # from its collapse.
   echo "--- overload sweep: shedding and throttling (capacity) vs no protection (control)"
+  terms_before="$(max_term "$store_peers") $(max_term "$control_peers")"
   "${pin_load[@]}" "$ctl" bench --profile sweep --endpoints "$store" --label "shedding on" \
     --baseline-endpoints "$control" --baseline-label "shedding off" --baseline-throttle-ratio 0 \
     --clients "$clients" --duration "$duration" \
     --plot "$out/sweep.png" --json-out "$out/sweep.json" ||
     failed_steps+=("sweep")
+  read -r on_before off_before <<<"$terms_before"
+  echo "elections during the sweep (term changes): shedding on $(($(max_term "$store_peers") - on_before)), shedding off $(($(max_term "$control_peers") - off_before))" |
+    tee "$out/sweep-elections.txt"
 fi
 
 if wants grid; then

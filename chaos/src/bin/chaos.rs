@@ -8,6 +8,7 @@ use recipestore_chaos::failover;
 use recipestore_chaos::faults::Fault;
 use recipestore_chaos::run;
 use recipestore_chaos::run::RunConfig;
+use recipestore_chaos::run::RunReport;
 use recipestore_chaos::workload::WorkloadConfig;
 
 /// Fault injection and failover measurement on local clusters.
@@ -118,6 +119,7 @@ async fn run_faults(cli: RunArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cli.dir)?;
     let node_binary = run::node_binary()?;
     let mut dirty = 0;
+    let mut reports = Vec::new();
     if !cli.json {
         println!(
             "{:<13} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7} {:>8} {:>9} {:>10}",
@@ -176,7 +178,43 @@ async fn run_faults(cli: RunArgs) -> anyhow::Result<()> {
             }
             eprintln!("  kept in {}", kept.display());
         }
+        reports.push(report);
+    }
+    if !cli.json {
+        print_summary(&reports);
     }
     anyhow::ensure!(dirty == 0, "{dirty} of {} runs found violations", cli.runs);
     Ok(())
+}
+
+/// Totals per fault, as a Markdown table.
+fn print_summary(reports: &[RunReport]) {
+    println!();
+    println!(
+        "| fault | runs | faults injected | operations | ok | failed | unknown | ok share | median / max write gap (ms) | violations | divergent log ids |"
+    );
+    println!("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+    let mut faults: Vec<&str> = reports.iter().map(|r| r.fault.as_str()).collect();
+    faults.sort_unstable();
+    faults.dedup();
+    for fault in faults {
+        let runs: Vec<&RunReport> = reports.iter().filter(|r| r.fault == fault).collect();
+        let sum = |f: fn(&RunReport) -> usize| runs.iter().map(|r| f(r)).sum::<usize>();
+        let mut gaps: Vec<u64> = runs.iter().map(|r| r.longest_write_gap_ms).collect();
+        gaps.sort_unstable();
+        let operations = sum(|r| r.operations);
+        println!(
+            "| {fault} | {} | {} | {operations} | {} | {} | {} | {:.1} % | {} / {} | {} | {} |",
+            runs.len(),
+            sum(|r| r.faults_injected),
+            sum(|r| r.ok),
+            sum(|r| r.failed),
+            sum(|r| r.unknown),
+            100.0 * sum(|r| r.ok) as f64 / operations.max(1) as f64,
+            gaps[gaps.len() / 2],
+            gaps[gaps.len() - 1],
+            sum(|r| r.violations.len()),
+            sum(|r| r.divergent_log_ids.len()),
+        );
+    }
 }
