@@ -26,7 +26,10 @@ pub enum LogFormat {
 #[command(
     name = "recipestore-node",
     version,
-    about = "A RecipeStore node: Raft-replicated recipe storage"
+    about = "A RecipeStore node: Raft-replicated recipe storage",
+    // A flag given twice takes its last value, so a wrapper's defaults can
+    // be overridden by appending flags.
+    args_override_self = true
 )]
 pub struct NodeConfig {
     /// Node id, unique in the cluster. Mutually exclusive with --pod-name.
@@ -381,6 +384,13 @@ mod tests {
     fn parse(args: &[&str]) -> NodeConfig {
         NodeConfig::try_parse_from(std::iter::once("recipestore-node").chain(args.iter().copied()))
             .unwrap()
+    }
+
+    #[test]
+    fn a_flag_given_twice_takes_its_last_value() {
+        let c = parse(&["--id", "0", "--shed-enabled=false", "--shed-enabled=true"]);
+        assert!(c.overload.shed_enabled);
+        assert_eq!(parse(&["--id", "0", "--id", "2"]).node_id(), Ok(2));
     }
 
     #[test]

@@ -31,7 +31,7 @@ async fn every_fault_leaves_a_linearizable_history_and_identical_logs() {
             seed,
             workload: WorkloadConfig::default(),
             node_binary: node_binary.clone(),
-            node_args: vec!["--shed-enabled=false".into()],
+            node_args: Vec::new(),
         };
         let dir = tempfile::tempdir().expect("tempdir");
         let report = run::run(&config, dir.path())
