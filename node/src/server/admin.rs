@@ -161,6 +161,21 @@ impl Admin {
         forwarded
     }
 
+    /// Commits a membership change on this node, the leader.
+    async fn commit_membership(
+        &self,
+        change: impl Into<ChangeMembers<u64, Member>>,
+        retain_removed_as_learners: bool,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let response = self
+            .node
+            .raft
+            .change_membership(change, retain_removed_as_learners)
+            .await
+            .map_err(membership_failed)?;
+        Ok(Response::new(membership_reply(response)))
+    }
+
     /// Refuses to add a node whose data belongs to another cluster.
     async fn check_not_fenced(&self, member: &pb::Member) -> Result<(), Status> {
         let ours = self.node.identity.cluster_id().unwrap_or_default();
@@ -376,13 +391,8 @@ impl pb::admin_server::Admin for Admin {
         if voters.len() != req.voters.len() {
             return Err(Status::invalid_argument("voters must not repeat an id"));
         }
-        let response = self
-            .node
-            .raft
-            .change_membership(voters, req.retain_removed_as_learners)
+        self.commit_membership(voters, req.retain_removed_as_learners)
             .await
-            .map_err(membership_failed)?;
-        Ok(Response::new(membership_reply(response)))
     }
 
     async fn remove_learner(
@@ -402,13 +412,7 @@ impl pb::admin_server::Admin for Admin {
             return Err(Status::not_found(format!("node {id} is not a member")));
         }
         let change = ChangeMembers::RemoveNodes(BTreeSet::from([id]));
-        let response = self
-            .node
-            .raft
-            .change_membership(change, false)
-            .await
-            .map_err(membership_failed)?;
-        Ok(Response::new(membership_reply(response)))
+        self.commit_membership(change, false).await
     }
 
     async fn promote(
@@ -428,13 +432,7 @@ impl pb::admin_server::Admin for Admin {
             )));
         }
         let change = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
-        let response = self
-            .node
-            .raft
-            .change_membership(change, false)
-            .await
-            .map_err(membership_failed)?;
-        Ok(Response::new(membership_reply(response)))
+        self.commit_membership(change, false).await
     }
 
     async fn remove_member(
@@ -458,13 +456,7 @@ impl pb::admin_server::Admin for Admin {
         } else {
             return Ok(Response::new(unchanged_reply(&self.node)));
         };
-        let response = self
-            .node
-            .raft
-            .change_membership(change, false)
-            .await
-            .map_err(membership_failed)?;
-        Ok(Response::new(membership_reply(response)))
+        self.commit_membership(change, false).await
     }
 
     async fn transfer_leadership(
