@@ -25,9 +25,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
-};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::watcher;
@@ -38,6 +36,7 @@ use tracing::{info, instrument, warn};
 
 use crate::admin::NodeAdmin;
 use crate::build::{self, Resources};
+use crate::integrations::Integrations;
 use crate::membership::{self, Observed, Plan, Policy, Step};
 use crate::metrics::Metrics;
 use crate::topology::{MANAGED_BY_LABEL, Topology};
@@ -59,6 +58,8 @@ pub struct Context {
     pub metrics: Metrics,
     pub admin: Arc<dyn NodeAdmin>,
     pub policy: Policy,
+    /// Optional APIs found by discovery, outside the reconcile.
+    pub integrations: Arc<Integrations>,
 }
 
 /// What dereference found.
@@ -125,7 +126,7 @@ pub fn error_policy(rs: Arc<RecipeStore>, error: &Error, ctx: Arc<Context>) -> A
 
 /// Step 1: read the StatefulSet, its pods and the nodes' own view.
 async fn dereference(rs: &RecipeStore, topology: &Topology, ctx: &Context) -> Result<World> {
-    let service_monitor = discover_service_monitor(&ctx.client).await?;
+    let service_monitor = ctx.integrations.service_monitor();
 
     let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &topology.namespace);
     let statefulset = statefulsets
@@ -173,20 +174,6 @@ async fn dereference(rs: &RecipeStore, topology: &Topology, ctx: &Context) -> Re
         statefulset,
         service_monitor,
     })
-}
-
-/// The ServiceMonitor API when the Prometheus operator's CRD is installed.
-async fn discover_service_monitor(client: &Client) -> Result<Option<ApiResource>> {
-    let gvk = GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor");
-    match kube::discovery::pinned_kind(client, &gvk).await {
-        Ok((api, _)) => Ok(Some(api)),
-        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(None),
-        Err(kube::Error::Discovery(_)) => Ok(None),
-        Err(source) => Err(Error::Kube {
-            action: "discover ServiceMonitor API",
-            source,
-        }),
-    }
 }
 
 /// Step 2: what the schema and CEL rules should already have refused, checked

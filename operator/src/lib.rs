@@ -17,6 +17,7 @@ pub mod controller;
 pub mod crd;
 pub mod executor;
 pub mod http;
+pub mod integrations;
 pub mod leader;
 pub mod membership;
 pub mod metrics;

@@ -11,6 +11,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use prometheus::Registry;
 use recipestore_operator::admin::GrpcAdmin;
 use recipestore_operator::controller::{self, Context};
+use recipestore_operator::integrations::Integrations;
 use recipestore_operator::leader::{self, LeaseConfig};
 use recipestore_operator::membership::Policy;
 use recipestore_operator::metrics::Metrics;
@@ -103,6 +104,13 @@ async fn main() -> anyhow::Result<()> {
     };
     metrics.set_leader(true);
 
+    let integrations = Arc::new(Integrations::default());
+    integrations.refresh(&client).await;
+    tokio::spawn({
+        let integrations = integrations.clone();
+        let client = client.clone();
+        async move { integrations.refresh_periodically(client).await }
+    });
     let ctx = Arc::new(Context {
         recorder: Recorder::new(
             client.clone(),
@@ -118,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
             max_catch_up_lag: args.max_catch_up_lag,
             ..Policy::default()
         },
+        integrations,
     });
 
     let lost = async {

@@ -10,6 +10,7 @@ use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::apps::v1::StatefulSetStatus;
 use k8s_openapi::api::core::v1::PodStatus;
 use kube::client::Body;
+use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::events::Reporter;
 use serde_json::Value;
 use tokio::task::JoinHandle;
@@ -231,7 +232,6 @@ impl NodeAdmin for FakeAdmin {
 
 /// What the mocked API server knows before the reconcile.
 struct ApiState {
-    service_monitor_crd: bool,
     statefulset: Option<StatefulSet>,
     pods: Vec<Pod>,
 }
@@ -309,22 +309,6 @@ impl ApiServerVerifier {
     }
 
     async fn dereference(&mut self, state: &ApiState) {
-        let discovery = if state.service_monitor_crd {
-            Reply::Json(json!({
-                "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "monitoring.coreos.com/v1",
-                "resources": [{"name": "servicemonitors", "singularName": "servicemonitor", "namespaced": true,
-                               "kind": "ServiceMonitor", "verbs": ["get", "list", "patch", "delete"]}]
-            }))
-        } else {
-            Reply::NotFound
-        };
-        self.expect(
-            "discover ServiceMonitor",
-            Method::GET,
-            "/apis/monitoring.coreos.com/v1",
-            discovery,
-        )
-        .await;
         let sts = match &state.statefulset {
             Some(s) => Reply::Json(serde_json::to_value(s).unwrap()),
             None => Reply::NotFound,
@@ -478,6 +462,33 @@ async fn reconcile_with<F>(
 where
     F: Future<Output = ApiServerVerifier> + Send + 'static,
 {
+    reconcile_in(rs, admin, Integrations::default(), script).await
+}
+
+/// [`reconcile_with`] on a cluster with the Prometheus operator's
+/// ServiceMonitor API.
+async fn reconcile_with_service_monitor<F>(
+    rs: RecipeStore,
+    admin: FakeAdmin,
+    script: impl FnOnce(ApiServerVerifier) -> F,
+) -> (Result<Action>, Vec<String>)
+where
+    F: Future<Output = ApiServerVerifier> + Send + 'static,
+{
+    let gvk = GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor");
+    let api = ApiResource::from_gvk_with_plural(&gvk, "servicemonitors");
+    reconcile_in(rs, admin, Integrations::known(Some(api)), script).await
+}
+
+async fn reconcile_in<F>(
+    rs: RecipeStore,
+    admin: FakeAdmin,
+    integrations: Integrations,
+    script: impl FnOnce(ApiServerVerifier) -> F,
+) -> (Result<Action>, Vec<String>)
+where
+    F: Future<Output = ApiServerVerifier> + Send + 'static,
+{
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let admin = Arc::new(admin);
@@ -493,6 +504,7 @@ where
         metrics: Metrics::register(&prometheus::Registry::new()).unwrap(),
         admin: admin.clone(),
         policy: Policy::default(),
+        integrations: Arc::new(integrations),
     });
     let verifier: JoinHandle<()> = tokio::spawn({
         let script = script(ApiServerVerifier(handle));
@@ -514,7 +526,6 @@ where
 async fn first_apply_creates_every_object_and_waits_for_pods() {
     let rs = recipestore(3);
     let state = ApiState {
-        service_monitor_crd: false,
         statefulset: None,
         pods: vec![],
     };
@@ -549,18 +560,18 @@ async fn first_apply_creates_every_object_and_waits_for_pods() {
 async fn first_apply_adds_a_service_monitor_when_its_crd_exists() {
     let rs = recipestore(3);
     let state = ApiState {
-        service_monitor_crd: true,
         statefulset: None,
         pods: vec![],
     };
     let expected = rs.clone();
-    let (result, _) = reconcile_with(rs, FakeAdmin::default(), move |mut api| async move {
-        api.dereference(&state).await;
-        api.apply_children(true).await;
-        api.status(&expected).await;
-        api
-    })
-    .await;
+    let (result, _) =
+        reconcile_with_service_monitor(rs, FakeAdmin::default(), move |mut api| async move {
+            api.dereference(&state).await;
+            api.apply_children(true).await;
+            api.status(&expected).await;
+            api
+        })
+        .await;
     result.unwrap();
 }
 
@@ -569,25 +580,25 @@ async fn disabled_service_monitor_is_removed() {
     let mut rs = recipestore(3);
     rs.spec.monitoring.service_monitor.enabled = false;
     let state = ApiState {
-        service_monitor_crd: true,
         statefulset: None,
         pods: vec![],
     };
     let expected = rs.clone();
-    let (result, _) = reconcile_with(rs, FakeAdmin::default(), move |mut api| async move {
-        api.dereference(&state).await;
-        api.apply_children(false).await;
-        api.expect(
-            "delete ServiceMonitor",
-            Method::DELETE,
-            &format!("/apis/monitoring.coreos.com/v1/namespaces/{NS}/servicemonitors/{NAME}"),
-            Reply::NotFound,
-        )
+    let (result, _) =
+        reconcile_with_service_monitor(rs, FakeAdmin::default(), move |mut api| async move {
+            api.dereference(&state).await;
+            api.apply_children(false).await;
+            api.expect(
+                "delete ServiceMonitor",
+                Method::DELETE,
+                &format!("/apis/monitoring.coreos.com/v1/namespaces/{NS}/servicemonitors/{NAME}"),
+                Reply::NotFound,
+            )
+            .await;
+            api.status(&expected).await;
+            api
+        })
         .await;
-        api.status(&expected).await;
-        api
-    })
-    .await;
     result.unwrap();
 }
 
@@ -605,7 +616,6 @@ async fn bootstrap_initializes_ordinal_zero_and_records_an_event() {
     let rs = recipestore(3);
     let sts = statefulset(&rs, 3);
     let state = ApiState {
-        service_monitor_crd: false,
         statefulset: Some(sts),
         pods: vec![pod(0), pod(1), pod(2)],
     };
@@ -629,7 +639,6 @@ async fn status_update_reports_leader_members_and_conditions() {
     let rs = with_cluster(recipestore(3));
     let sts = statefulset(&rs, 3);
     let state = ApiState {
-        service_monitor_crd: false,
         statefulset: Some(sts),
         pods: vec![pod(0), pod(1), pod(2)],
     };
@@ -672,7 +681,6 @@ async fn scale_out_step_adds_the_next_pod_as_learner() {
     let rs = with_cluster(recipestore(3));
     let sts = statefulset(&rs, 3);
     let state = ApiState {
-        service_monitor_crd: false,
         statefulset: Some(sts),
         pods: vec![pod(0), pod(1), pod(2)],
     };
@@ -698,7 +706,6 @@ async fn scale_out_step_promotes_a_caught_up_learner() {
     let rs = with_cluster(recipestore(3));
     let sts = statefulset(&rs, 3);
     let state = ApiState {
-        service_monitor_crd: false,
         statefulset: Some(sts),
         pods: vec![pod(0), pod(1), pod(2)],
     };
@@ -725,7 +732,6 @@ async fn scale_in_step_removes_the_highest_voter_before_the_statefulset_shrinks(
     let sts = statefulset(&rs, 5);
     let pods = (0..5).map(pod).collect();
     let state = ApiState {
-        service_monitor_crd: false,
         statefulset: Some(sts),
         pods,
     };
@@ -760,7 +766,6 @@ async fn scale_in_step_shrinks_the_statefulset_once_the_voter_is_gone() {
     let sts = statefulset(&rs, 5);
     let pods = (0..5).map(pod).collect();
     let state = ApiState {
-        service_monitor_crd: false,
         statefulset: Some(sts),
         pods,
     };
@@ -787,7 +792,6 @@ async fn failed_step_is_reported_and_status_still_written() {
     let rs = with_cluster(recipestore(3));
     let sts = statefulset(&rs, 3);
     let state = ApiState {
-        service_monitor_crd: false,
         statefulset: Some(sts),
         pods: vec![pod(0), pod(1), pod(2)],
     };
@@ -832,7 +836,6 @@ async fn fenced_node_is_refused_with_a_warning() {
     let rs = with_cluster(recipestore(3));
     let sts = statefulset(&rs, 3);
     let state = ApiState {
-        service_monitor_crd: false,
         statefulset: Some(sts),
         pods: vec![pod(0), pod(1), pod(2)],
     };
@@ -863,7 +866,6 @@ async fn invalid_spec_is_reported_and_nothing_is_applied() {
     let mut rs = recipestore(3);
     rs.spec.raft.election_timeout_min_ms = 3000;
     let state = ApiState {
-        service_monitor_crd: false,
         statefulset: None,
         pods: vec![],
     };
@@ -895,7 +897,6 @@ async fn changed_storage_size_is_refused_against_the_existing_statefulset() {
     resized.spec.storage.size =
         k8s_openapi::apimachinery::pkg::api::resource::Quantity("20Gi".to_owned());
     let state = ApiState {
-        service_monitor_crd: false,
         statefulset: Some(sts),
         pods: vec![],
     };
@@ -962,6 +963,7 @@ async fn error_policy_counts_and_backs_off() {
         metrics: Metrics::register(&registry).unwrap(),
         admin: Arc::new(FakeAdmin::default()),
         policy: Policy::default(),
+        integrations: Arc::default(),
     });
     let rs = Arc::new(recipestore(3));
     assert_eq!(
