@@ -6,6 +6,9 @@ use std::time::Duration;
 use clap::Parser;
 use recipestore_chaos::failover;
 use recipestore_chaos::faults::Fault;
+use recipestore_chaos::history;
+use recipestore_chaos::linearizability;
+use recipestore_chaos::local_reads;
 use recipestore_chaos::run;
 use recipestore_chaos::run::RunConfig;
 use recipestore_chaos::run::RunReport;
@@ -17,6 +20,12 @@ use recipestore_chaos::workload::WorkloadConfig;
 enum Cli {
     /// Run a workload under faults; check the history and the Raft logs.
     Run(RunArgs),
+    /// Check a history a run kept (`history.jsonl`) again, and explain
+    /// what is wrong with it.
+    Check {
+        /// The history, one operation per line.
+        history: std::path::PathBuf,
+    },
     /// SIGKILL the leader repeatedly, on RecipeStore and on etcd (3 members
     /// each, loopback), and time the first write through the survivors.
     Failover {
@@ -68,8 +77,27 @@ struct RunArgs {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse() {
         Cli::Run(args) => run_faults(args).await,
+        Cli::Check { history } => check_history(&history),
         Cli::Failover { reps, no_etcd, dir } => measure_failover(reps, no_etcd, &dir).await,
     }
+}
+
+fn check_history(path: &std::path::Path) -> anyhow::Result<()> {
+    let ops = history::load_jsonl(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let linear = linearizability::check(&ops);
+    let local = local_reads::check(&ops);
+    println!("{linear}");
+    for violation in &local.violations {
+        println!("LOCAL read {}: {}", violation.op, violation.explanation);
+    }
+    anyhow::ensure!(
+        linear.is_ok() && local.is_ok(),
+        "{} is not a correct history",
+        path.display()
+    );
+    println!("{} operations, linearizable", ops.len());
+    Ok(())
 }
 
 async fn measure_failover(reps: usize, no_etcd: bool, dir: &std::path::Path) -> anyhow::Result<()> {
