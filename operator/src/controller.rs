@@ -379,6 +379,27 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     causes.join(": ")
 }
 
+/// Most bytes the events API accepts in an Event's `action`.
+const MAX_EVENT_ACTION_BYTES: usize = 128;
+
+/// An Event's `action`: the step and what it says. The recorder folds
+/// events with the same type, reason and action into one series that keeps
+/// the first note, so an action shared by different steps ("adding node 1",
+/// then "adding node 2") would show only the first; with the note in the
+/// action each distinct step is an Event of its own, and only a repeat of
+/// the very same step counts up.
+fn event_action(action: &str, note: &str) -> String {
+    let mut full = format!("{action}: {note}");
+    if full.len() > MAX_EVENT_ACTION_BYTES {
+        let mut end = MAX_EVENT_ACTION_BYTES;
+        while !full.is_char_boundary(end) {
+            end -= 1;
+        }
+        full.truncate(end);
+    }
+    full
+}
+
 async fn publish(
     ctx: &Context,
     rs: &RecipeStore,
@@ -390,8 +411,8 @@ async fn publish(
     let event = Event {
         type_,
         reason: reason.to_owned(),
+        action: event_action(action, &note),
         note: Some(note),
-        action: action.to_owned(),
         secondary: None,
     };
     ctx.recorder

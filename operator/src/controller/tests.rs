@@ -946,6 +946,82 @@ fn validate_names_the_broken_rule() {
     }
 }
 
+/// Two membership steps with the same reason are two Events, each with its
+/// own message; the same step again counts up its own Event.
+#[tokio::test]
+async fn each_step_is_an_event_of_its_own() {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let ctx = Context {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.to_owned(),
+                instance: None,
+            },
+        ),
+        client,
+        metrics: Metrics::register(&prometheus::Registry::new()).unwrap(),
+        admin: Arc::new(FakeAdmin::default()),
+        policy: Policy::default(),
+        integrations: Arc::default(),
+    };
+    let server = tokio::spawn(async move {
+        let mut api = ApiServerVerifier(handle);
+        let path = format!("/apis/events.k8s.io/v1/namespaces/{NS}/events");
+        let mut notes = Vec::new();
+        for _ in 0..2 {
+            let seen = api
+                .expect("new Event", Method::POST, &path, Reply::Echo)
+                .await;
+            notes.push(seen.body["note"].clone());
+        }
+        // The repeat of the first step updates that step's series.
+        let (seen, send) = api.next("the repeat").await;
+        assert_eq!(seen.method, Method::PATCH, "{}", seen.path);
+        send.send_response(
+            Response::builder()
+                .status(StatusCode::OK)
+                .body(Body::from(serde_json::to_vec(&seen.body).unwrap()))
+                .unwrap(),
+        );
+        (api, notes)
+    });
+    let rs = recipestore(3);
+    for node in [1, 2, 1] {
+        let note = format!("adding node {node} as a learner");
+        publish(
+            &ctx,
+            &rs,
+            EventType::Normal,
+            "AddLearner",
+            "Membership",
+            note,
+        )
+        .await
+        .unwrap();
+    }
+    drop(ctx);
+    let (api, notes) = server.await.unwrap();
+    assert_eq!(
+        notes,
+        [
+            json!("adding node 1 as a learner"),
+            json!("adding node 2 as a learner")
+        ]
+    );
+    api.expect_no_more().await;
+}
+
+#[test]
+fn event_actions_fit_the_events_api_limit() {
+    let long = "é".repeat(200);
+    let action = event_action("Membership", &long);
+    assert!(action.len() <= MAX_EVENT_ACTION_BYTES);
+    assert!(action.starts_with("Membership: é"));
+    assert_eq!(event_action("Validate", "bad"), "Validate: bad");
+}
+
 #[tokio::test]
 async fn error_policy_counts_and_backs_off() {
     let (service, _handle) = mock::pair::<Request<Body>, Response<Body>>();
