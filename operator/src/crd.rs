@@ -552,7 +552,8 @@ pub enum Phase {
     Scaling,
     /// No leader, a fenced node, or another condition that needs attention.
     Degraded,
-    /// The spec is invalid; nothing is changed until it is fixed.
+    /// The spec is invalid and the store was never created. A refused
+    /// change to a running store shows in the Degraded condition instead.
     Failed,
 }
 

@@ -183,7 +183,10 @@ pub fn compute(inputs: &Inputs<'_>) -> RecipeStoreStatus {
     }
 }
 
-/// Status for a spec that cannot be run: nothing else is looked at.
+/// Status for a spec that cannot be run. The refusal is a condition; the
+/// phase goes on describing the store as last observed (a running store
+/// keeps serving on its previous spec), and is `Failed` only for a store
+/// that never got past `Pending`, which this spec cannot create.
 pub fn invalid(
     generation: Option<i64>,
     topology: &Topology,
@@ -217,7 +220,10 @@ pub fn invalid(
     status.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
     status.observed_generation = generation;
     status.selector = topology.selector_string();
-    status.phase = Phase::Failed;
+    status.phase = match previous.map(|p| p.phase) {
+        Some(Phase::Pending | Phase::Failed) | None => Phase::Failed,
+        Some(phase) => phase,
+    };
     status
 }
 
@@ -393,14 +399,18 @@ mod tests {
     }
 
     #[test]
-    fn invalid_spec_fails_but_keeps_what_is_known() {
+    fn a_refused_spec_is_a_condition_and_the_phase_still_describes_the_store() {
         let running = compute_at(&observed(3, &[0, 1, 2], &[], &[]), None, at(10));
+        assert_eq!(running.phase, Phase::Running);
         let status = invalid(Some(3), &topology(), "bad timings", Some(&running), &at(20));
-        assert_eq!(status.phase, Phase::Failed);
+        assert_eq!(status.phase, Phase::Running, "the store still serves");
         assert_eq!(status.leader.as_deref(), Some("rs-0"));
         assert_eq!(condition(&status, DEGRADED).reason, "InvalidSpec");
         assert_eq!(condition(&status, DEGRADED).message, "bad timings");
         assert_eq!(condition(&status, AVAILABLE).status, "True");
         assert_eq!(status.observed_generation, Some(3));
+        // A store this spec never created has failed.
+        let new = invalid(Some(1), &topology(), "bad timings", None, &at(20));
+        assert_eq!(new.phase, Phase::Failed);
     }
 }
