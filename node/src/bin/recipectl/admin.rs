@@ -112,35 +112,78 @@ where
     })))
 }
 
-/// Status of every member reachable from `peers`, keyed by node id, with
-/// the error text of members that did not answer.
+/// A member's status and the address it answered at.
+pub struct Reached {
+    pub addr: String,
+    pub status: pb::StatusResponse,
+}
+
+async fn status_at(addr: &str, timeout: Duration) -> Result<pb::StatusResponse, String> {
+    let mut client = admin_client(addr).map_err(|e| e.to_string())?;
+    client
+        .status(request(pb::StatusRequest {}, timeout))
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+}
+
+/// Why a member could not be reached at its advertised address: a name
+/// that does not resolve from here (an in-cluster DNS name seen through a
+/// port-forward, say) is told apart from a member that is down.
+async fn unreachable(addr: &str, error: String) -> String {
+    match tokio::net::lookup_host(addr).await {
+        Ok(_) => error,
+        Err(_) => format!(
+            "its advertised address {addr} does not resolve from here; pass an address that reaches it in --peers"
+        ),
+    }
+}
+
+/// Status of every member, keyed by node id, with why a member did not
+/// answer. The addresses in `peers` are used as given (a port-forward or a
+/// load balancer works); members not reached through them are dialled at
+/// the address they advertise.
 pub async fn cluster_status(
     peers: &[String],
     timeout: Duration,
-) -> anyhow::Result<BTreeMap<u64, Result<pb::StatusResponse, String>>> {
-    let first = call(peers, |mut c| async move {
-        c.status(request(pb::StatusRequest {}, timeout)).await
-    })
-    .await?
-    .into_inner();
-    let mut members: BTreeMap<u64, String> = first
-        .voters
-        .iter()
-        .chain(&first.learners)
+) -> anyhow::Result<BTreeMap<u64, Result<Reached, String>>> {
+    let mut out = BTreeMap::new();
+    let mut last_error = None;
+    for addr in peers {
+        match status_at(addr, timeout).await {
+            Ok(status) => {
+                out.insert(
+                    status.id,
+                    Ok(Reached {
+                        addr: addr.clone(),
+                        status,
+                    }),
+                );
+            }
+            Err(e) => last_error = Some(format!("{addr}: {e}")),
+        }
+    }
+    let members: BTreeMap<u64, String> = out
+        .values()
+        .filter_map(|r| r.as_ref().ok())
+        .flat_map(|r| r.status.voters.iter().chain(&r.status.learners))
         .map(|m| (m.id, m.peer_addr.clone()))
         .collect();
-    members.insert(first.id, first.peer_addr.clone());
-    let mut out = BTreeMap::new();
+    if members.is_empty() && out.is_empty() {
+        anyhow::bail!(
+            "no peer answered: {}",
+            last_error.unwrap_or_else(|| "no peers given".into())
+        );
+    }
     for (id, addr) in members {
-        let status = match admin_client(&addr) {
-            Ok(mut c) => c
-                .status(request(pb::StatusRequest {}, timeout))
-                .await
-                .map(|r| r.into_inner())
-                .map_err(|s| format!("{:?}: {}", s.code(), s.message())),
-            Err(e) => Err(e.to_string()),
+        if out.contains_key(&id) {
+            continue;
+        }
+        let reached = match status_at(&addr, timeout).await {
+            Ok(status) => Ok(Reached { addr, status }),
+            Err(e) => Err(unreachable(&addr, e).await),
         };
-        out.insert(id, status);
+        out.insert(id, reached);
     }
     Ok(out)
 }
@@ -161,7 +204,7 @@ pub async fn status(peers: &[String], timeout: Duration, output: Output) -> anyh
     if output == Output::Json {
         let rows: Vec<_> = statuses
             .iter()
-            .map(|(id, s)| match s {
+            .map(|(id, s)| match s.as_ref().map(|r| &r.status) {
                 Ok(s) => serde_json::json!({
                     "id": id, "role": role_name(s.role), "term": s.term, "leader": s.leader_id,
                     "last_log_index": s.last_log_index, "committed_index": s.committed_index,
@@ -182,7 +225,7 @@ pub async fn status(peers: &[String], timeout: Duration, output: Output) -> anyh
         "ID", "ROLE", "TERM", "LEADER", "LAST_LOG", "COMMITTED", "APPLIED", "SNAPSHOT"
     );
     for (id, s) in &statuses {
-        match s {
+        match s.as_ref().map(|r| &r.status) {
             Ok(s) => println!(
                 "{:<4} {:<10} {:>6} {:>7} {:>10} {:>10} {:>10} {:>10}  {}",
                 id,
@@ -319,7 +362,7 @@ pub async fn snapshot(
     let SnapshotCommand::Trigger = command;
     for (id, status) in cluster_status(peers, timeout).await? {
         let result = match status {
-            Ok(s) => match admin_client(&s.peer_addr) {
+            Ok(reached) => match admin_client(&reached.addr) {
                 Ok(mut c) => c
                     .trigger_snapshot(request(pb::TriggerSnapshotRequest {}, timeout))
                     .await
