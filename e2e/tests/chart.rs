@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
@@ -253,6 +254,7 @@ fn check_types(objects: &[Value]) {
     for object in objects {
         match kind(object) {
             "Deployment" => drop(typed::<Deployment>(object)),
+            "Lease" => drop(typed::<Lease>(object)),
             "ServiceAccount" => drop(typed::<ServiceAccount>(object)),
             "Service" => drop(typed::<Service>(object)),
             "ClusterRole" => drop(typed::<ClusterRole>(object)),
@@ -301,6 +303,7 @@ fn default_values_render_the_operator_rbac_and_crd() {
         ("ClusterRoleBinding", 1),
         ("CustomResourceDefinition", 1),
         ("Deployment", 1),
+        ("Lease", 1),
         ("Role", 1),
         ("RoleBinding", 1),
         ("Service", 1),
@@ -369,7 +372,16 @@ fn the_operator_runs_two_replicas_that_elect_a_leader_through_a_lease() {
         .filter(|r| r.resource_names.is_some())
         .collect();
     assert_eq!(named.len(), 1);
-    assert_eq!(named[0].resource_names.as_deref(), Some(&[lease][..]));
+    assert_eq!(
+        named[0].resource_names.as_deref(),
+        Some(&[lease.clone()][..])
+    );
+    // The chart makes the Lease itself, so `helm uninstall` removes it.
+    let made = one(&objects, "Lease");
+    assert_eq!(name(made), lease);
+    assert_eq!(made["metadata"]["namespace"], NAMESPACE);
+    let without = render(&["leaderElection.enabled=false"]);
+    assert!(of_kind(&without, "Lease").is_empty());
     assert_eq!(
         pod.service_account_name.as_deref(),
         name(one(&objects, "ServiceAccount")).into()
