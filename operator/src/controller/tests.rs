@@ -452,6 +452,29 @@ fn condition<'a>(status: &'a RecipeStoreStatus, type_: &str) -> (&'a str, &'a st
     (c.status.as_str(), c.reason.as_str())
 }
 
+/// A context on the mocked API server, with metrics in `registry`.
+fn context(
+    client: Client,
+    registry: &prometheus::Registry,
+    admin: Arc<FakeAdmin>,
+    integrations: Integrations,
+) -> Context {
+    Context {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.to_owned(),
+                instance: None,
+            },
+        ),
+        client,
+        metrics: Metrics::register(registry).unwrap(),
+        admin,
+        policy: Policy::default(),
+        integrations: Arc::new(integrations),
+    }
+}
+
 /// Runs one reconcile of `rs` against `state` and `admin`, with `script`
 /// playing the API server. Returns the reconcile result and the admin calls.
 async fn reconcile_with<F>(
@@ -492,20 +515,12 @@ where
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let admin = Arc::new(admin);
-    let ctx = Arc::new(Context {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: FIELD_MANAGER.to_owned(),
-                instance: None,
-            },
-        ),
+    let ctx = Arc::new(context(
         client,
-        metrics: Metrics::register(&prometheus::Registry::new()).unwrap(),
-        admin: admin.clone(),
-        policy: Policy::default(),
-        integrations: Arc::new(integrations),
-    });
+        &prometheus::Registry::new(),
+        admin.clone(),
+        integrations,
+    ));
     let verifier: JoinHandle<()> = tokio::spawn({
         let script = script(ApiServerVerifier(handle));
         async move { script.await.expect_no_more().await }
@@ -952,20 +967,12 @@ fn validate_names_the_broken_rule() {
 async fn each_step_is_an_event_of_its_own() {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
-    let ctx = Context {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: FIELD_MANAGER.to_owned(),
-                instance: None,
-            },
-        ),
+    let ctx = context(
         client,
-        metrics: Metrics::register(&prometheus::Registry::new()).unwrap(),
-        admin: Arc::new(FakeAdmin::default()),
-        policy: Policy::default(),
-        integrations: Arc::default(),
-    };
+        &prometheus::Registry::new(),
+        Arc::new(FakeAdmin::default()),
+        Integrations::default(),
+    );
     let server = tokio::spawn(async move {
         let mut api = ApiServerVerifier(handle);
         let path = format!("/apis/events.k8s.io/v1/namespaces/{NS}/events");
@@ -1027,20 +1034,12 @@ async fn error_policy_counts_and_backs_off() {
     let (service, _handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let registry = prometheus::Registry::new();
-    let ctx = Arc::new(Context {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: FIELD_MANAGER.to_owned(),
-                instance: None,
-            },
-        ),
+    let ctx = Arc::new(context(
         client,
-        metrics: Metrics::register(&registry).unwrap(),
-        admin: Arc::new(FakeAdmin::default()),
-        policy: Policy::default(),
-        integrations: Arc::default(),
-    });
+        &registry,
+        Arc::new(FakeAdmin::default()),
+        Integrations::default(),
+    ));
     let rs = Arc::new(recipestore(3));
     assert_eq!(
         error_policy(rs.clone(), &Error::InvalidSpec("x".into()), ctx.clone()),
