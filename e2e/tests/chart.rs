@@ -299,8 +299,8 @@ fn default_values_render_the_operator_rbac_and_crd() {
     let objects = render(&[]);
     check_types(&objects);
     let expected: BTreeMap<String, usize> = [
-        ("ClusterRole", 1),
-        ("ClusterRoleBinding", 1),
+        ("ClusterRole", 2),
+        ("ClusterRoleBinding", 2),
         ("CustomResourceDefinition", 1),
         ("Deployment", 1),
         ("Lease", 1),
@@ -391,8 +391,11 @@ fn the_operator_runs_two_replicas_that_elect_a_leader_through_a_lease() {
 #[test]
 fn rbac_grants_no_wildcards_no_secrets_and_no_deletes_of_store_objects() {
     let objects = render(EVERYTHING);
-    let role: ClusterRole = typed(one(&objects, "ClusterRole"));
-    for rule in role.rules.expect("rules") {
+    let rules: Vec<PolicyRule> = of_kind(&objects, "ClusterRole")
+        .into_iter()
+        .flat_map(|role| typed::<ClusterRole>(role).rules.expect("rules"))
+        .collect();
+    for rule in rules {
         let resources = rule.resources.clone().unwrap_or_default();
         for item in rule
             .verbs
@@ -410,11 +413,26 @@ fn rbac_grants_no_wildcards_no_secrets_and_no_deletes_of_store_objects() {
 }
 
 #[test]
-fn watching_one_namespace_grants_a_role_there_and_nothing_cluster_wide() {
+fn watching_one_namespace_grants_a_role_there_and_cluster_wide_only_a_read_of_its_crd() {
     let objects = render(&["watchNamespace=recipes"]);
-    assert!(of_kind(&objects, "ClusterRole").is_empty());
-    assert!(of_kind(&objects, "ClusterRoleBinding").is_empty());
+    // Cluster-wide, only its own CRD may be read.
+    let cluster_roles = of_kind(&objects, "ClusterRole");
+    assert_eq!(cluster_roles.len(), 1);
+    let crd_check: ClusterRole = typed(cluster_roles[0]);
+    let rules = crd_check.rules.expect("rules");
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(rules[0].verbs, ["get"]);
+    assert_eq!(
+        rules[0].resource_names.as_deref(),
+        Some(&["recipestores.recipestore.dev".to_owned()][..])
+    );
+    assert_eq!(of_kind(&objects, "ClusterRoleBinding").len(), 1);
     let roles = of_kind(&objects, "Role");
+    // The operator's own namespace gets the Events on its Pod.
+    assert!(
+        roles.iter().any(|r| r["metadata"]["namespace"] == NAMESPACE
+            && r["rules"][0]["resources"][0] == "events")
+    );
     let store_role = roles
         .iter()
         .find(|r| r["metadata"]["namespace"] == "recipes")

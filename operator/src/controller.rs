@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -72,39 +72,62 @@ pub struct World {
 #[instrument(skip(rs, ctx), fields(name = %rs.name_any(), namespace = rs.namespace().unwrap_or_default()))]
 pub async fn reconcile(rs: Arc<RecipeStore>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_started();
+    let result = reconcile_pass(&rs, &ctx).await;
+    // A refused API call (RBAC, an admission webhook, a field the API server
+    // finds invalid) is told on the resource, where `kubectl describe`
+    // shows it; refused specs and failed steps have their own Events.
+    if let Err(error @ (Error::Kube { .. } | Error::MissingObjectKey(_))) = &result {
+        let note = format!("{error}: {}", error_chain(error));
+        if let Err(publish_error) = publish(
+            &ctx,
+            &rs,
+            EventType::Warning,
+            "ReconcileFailed",
+            "Reconcile",
+            note,
+        )
+        .await
+        {
+            warn!(error = %publish_error, "failed to record the failure as an Event");
+        }
+    }
+    result
+}
+
+async fn reconcile_pass(rs: &RecipeStore, ctx: &Context) -> Result<Action> {
     if rs.metadata.deletion_timestamp.is_some() {
         // Owner references let the garbage collector remove the children;
         // nothing outside Kubernetes needs cleaning up.
         return Ok(Action::await_change());
     }
-    let topology = build::topology(&rs)?;
+    let topology = build::topology(rs)?;
 
-    let world = dereference(&rs, &topology, &ctx).await?;
+    let world = dereference(rs, &topology, ctx).await?;
 
     if let Err(problem) = validate(&rs.spec, world.statefulset.as_ref()) {
-        report_invalid(&rs, &topology, &ctx, &problem).await?;
+        report_invalid(rs, &topology, ctx, &problem).await?;
         return Err(Error::InvalidSpec(problem));
     }
 
     let plan = membership::plan(&world.membership, &ctx.policy);
     let resources = build::build(
-        &rs,
+        rs,
         plan.statefulset_replicas,
         world.service_monitor.as_ref(),
     )?;
 
     apply(
-        &rs,
+        rs,
         &topology,
-        &ctx,
+        ctx,
         &resources,
         world.service_monitor.as_ref(),
     )
     .await?;
     // A failed step still gets its status written: what was observed is true.
-    let performed = perform(&rs, &ctx, &plan).await;
+    let performed = perform(rs, ctx, &plan).await;
 
-    update_status(&rs, &topology, &ctx, &world, &plan).await?;
+    update_status(rs, &topology, ctx, &world, &plan).await?;
     performed?;
 
     Ok(match plan.step {
@@ -440,8 +463,39 @@ async fn update_status(
         policy: &ctx.policy,
         previous: rs.status.as_ref(),
         now: now(),
+        service_monitor_api: rs
+            .spec
+            .monitoring
+            .service_monitor
+            .enabled
+            .then_some(world.service_monitor.is_some()),
     });
+    log_monitoring_change(rs.status.as_ref(), &status);
     patch_status(rs, topology, ctx, &status).await
+}
+
+/// Says in the log when the Monitoring condition changes, so that a
+/// ServiceMonitor the spec asks for and the cluster cannot take is noticed.
+fn log_monitoring_change(
+    previous: Option<&crate::RecipeStoreStatus>,
+    next: &crate::RecipeStoreStatus,
+) {
+    let monitoring = |s: &crate::RecipeStoreStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == status::MONITORING)
+            .map(|c| (c.status.clone(), c.message.clone()))
+    };
+    let now = monitoring(next);
+    if previous.and_then(monitoring) != now
+        && let Some((state, message)) = now
+    {
+        if state == "True" {
+            info!("{message}");
+        } else {
+            warn!("{message}");
+        }
+    }
 }
 
 async fn patch_status(
@@ -466,10 +520,19 @@ fn now() -> Time {
     Time(Timestamp::now())
 }
 
-/// Runs the controller until a shutdown signal, over every namespace or
-/// only `namespace`. Owned objects trigger a reconcile of their RecipeStore
-/// when they change (pods through their StatefulSet's status).
-pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
+/// How long a shutdown waits for reconciles under way to finish. Below the
+/// pod's 30 s termination grace period, so the Lease is still released.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Runs the controller over every namespace or only `namespace` until
+/// `shutdown` completes, then lets reconciles under way finish (at most
+/// [`SHUTDOWN_GRACE`]). Owned objects trigger a reconcile of their
+/// RecipeStore when they change (pods through their StatefulSet's status).
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Clone + Send + Sync + 'static,
+) {
     let client = ctx.client.clone();
     fn api<K>(client: &kube::Client, namespace: &Option<String>) -> Api<K>
     where
@@ -486,20 +549,38 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     // caches small in clusters with many unrelated objects.
     let children =
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={FIELD_MANAGER}"));
-    Controller::new(stores, watcher::Config::default().any_semantic())
+    let controller = Controller::new(stores, watcher::Config::default().any_semantic())
         .owns(api::<StatefulSet>(&client, &namespace), children.clone())
         .owns(api::<Service>(&client, &namespace), children.clone())
         .owns(api::<ConfigMap>(&client, &namespace), children.clone())
-        .owns(api::<PodDisruptionBudget>(&client, &namespace), children)
-        .shutdown_on_signal()
+        .owns(api::<PodDisruptionBudget>(&client, &namespace), children);
+    let store = controller.store();
+    let running = controller
+        .graceful_shutdown_on(shutdown.clone())
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(object = %object.name, "reconciled"),
                 Err(error) => tracing::debug!(error = %error, "reconcile loop error"),
             }
-        })
-        .await;
+        });
+    // The controller's graceful shutdown waits for its cache to fill before
+    // it can end, and a cache whose watch keeps failing (the CRD removed,
+    // RBAC missing, the API server away) never fills: bound the wait.
+    let bounded = async {
+        shutdown.await;
+        if store.wait_until_ready().now_or_never().is_none() {
+            info!("shutting down: nothing was reconciled yet");
+            return;
+        }
+        info!(grace = ?SHUTDOWN_GRACE, "shutting down: letting reconciles under way finish");
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+        warn!("reconciles did not finish within the shutdown grace; stopping them");
+    };
+    tokio::select! {
+        () = running => info!("controller stopped"),
+        () = bounded => {}
+    }
 }
 
 #[cfg(test)]

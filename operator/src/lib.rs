@@ -21,6 +21,7 @@ pub mod integrations;
 pub mod leader;
 pub mod membership;
 pub mod metrics;
+pub mod preflight;
 pub mod status;
 pub mod telemetry;
 pub mod topology;

@@ -6,17 +6,24 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{ArgAction, Parser};
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use prometheus::Registry;
 use recipestore_operator::admin::GrpcAdmin;
 use recipestore_operator::controller::{self, Context};
+use recipestore_operator::http::Readiness;
 use recipestore_operator::integrations::Integrations;
 use recipestore_operator::leader::{self, LeaseConfig};
 use recipestore_operator::membership::Policy;
 use recipestore_operator::metrics::Metrics;
+use recipestore_operator::preflight::{self, SelfReport};
 use recipestore_operator::telemetry::{self, LogFormat};
 use recipestore_operator::{FIELD_MANAGER, http};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::oneshot;
 use tracing::{error, info};
 
@@ -64,19 +71,58 @@ struct Args {
     max_catch_up_lag: u64,
 }
 
+/// Completes at the first SIGTERM or SIGINT. Registered before anything
+/// else, so a stop request is never missed, and shared by every phase.
+fn shutdown_signal() -> anyhow::Result<Shared<BoxFuture<'static, ()>>> {
+    let mut terminate = signal(SignalKind::terminate()).context("failed to listen for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("failed to listen for SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => info!("SIGTERM received; shutting down"),
+            _ = interrupt.recv() => info!("SIGINT received; shutting down"),
+        }
+    }
+    .boxed()
+    .shared())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init(args.log_format);
+    let shutdown = shutdown_signal()?;
 
     let registry = Registry::new();
     let metrics = Metrics::register(&registry).context("failed to register metrics")?;
+    let readiness = Arc::new(Readiness::not_yet("checking the RecipeStore CRD"));
+    let listener = TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("failed to listen on {}", args.http_addr))?;
     let (stop_http, http_stopped) = oneshot::channel::<()>();
-    let http = tokio::spawn(http::serve(args.http_addr, registry, async {
+    let http = tokio::spawn(http::serve(listener, registry, readiness.clone(), async {
         let _ = http_stopped.await;
     }));
-    info!(addr = %args.http_addr, "serving /metrics and /healthz");
+    info!(addr = %args.http_addr, "serving /metrics, /healthz and /readyz");
 
+    let outcome = operate(&args, metrics, &readiness, shutdown).await;
+
+    let _ = stop_http.send(());
+    match http.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => error!(%error, "HTTP server failed"),
+        Err(error) => error!(%error, "HTTP server task failed"),
+    }
+    outcome
+}
+
+/// Checks the CRD, takes the leader Lease and runs the controller until
+/// `shutdown`, or until the Lease is lost.
+async fn operate(
+    args: &Args,
+    metrics: Metrics,
+    readiness: &Readiness,
+    shutdown: Shared<BoxFuture<'static, ()>>,
+) -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
         .context("failed to create a Kubernetes client")?;
@@ -84,6 +130,30 @@ async fn main() -> anyhow::Result<()> {
         .identity
         .clone()
         .unwrap_or_else(|| format!("{FIELD_MANAGER}-{}", std::process::id()));
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: FIELD_MANAGER.to_owned(),
+            instance: Some(identity.clone()),
+        },
+    );
+    let own_pod = args.identity.as_ref().map(|name| ObjectReference {
+        api_version: Some("v1".to_owned()),
+        kind: Some("Pod".to_owned()),
+        name: Some(name.clone()),
+        namespace: Some(args.lease_namespace.clone()),
+        ..ObjectReference::default()
+    });
+    // Until the controller runs there is nothing to finish: a stop request
+    // ends each waiting phase at once.
+    let report = SelfReport {
+        recorder: recorder.clone(),
+        pod: own_pod,
+    };
+    tokio::select! {
+        () = preflight::wait_until_installed(&client, readiness, &report) => {}
+        () = shutdown.clone() => return Ok(()),
+    }
 
     let mut leadership = if args.leader_election {
         let config = LeaseConfig {
@@ -94,9 +164,10 @@ async fn main() -> anyhow::Result<()> {
             grace_seconds: (args.lease_duration_seconds / 3).max(1),
         };
         info!(lease = %config.name, namespace = %config.namespace, %identity, "waiting for the leader Lease");
-        let held = leader::acquire(client.clone(), &config)
-            .await
-            .context("leader election failed")?;
+        let held = tokio::select! {
+            held = leader::acquire(client.clone(), &config) => held.context("leader election failed")?,
+            () = shutdown.clone() => return Ok(()),
+        };
         info!("holding the leader Lease; starting the controller");
         Some(held)
     } else {
@@ -112,13 +183,7 @@ async fn main() -> anyhow::Result<()> {
         async move { integrations.refresh_periodically(client).await }
     });
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: FIELD_MANAGER.to_owned(),
-                instance: Some(identity),
-            },
-        ),
+        recorder,
         client,
         metrics: metrics.clone(),
         admin: Arc::new(GrpcAdmin::default()),
@@ -135,11 +200,9 @@ async fn main() -> anyhow::Result<()> {
             None => std::future::pending().await,
         }
     };
+    let watch_namespace = Some(args.watch_namespace.clone()).filter(|ns| !ns.is_empty());
     let outcome = tokio::select! {
-        () = controller::run(ctx, Some(args.watch_namespace.clone()).filter(|ns| !ns.is_empty())) => {
-            info!("controller stopped on a shutdown signal");
-            Ok(())
-        }
+        () = controller::run(ctx, watch_namespace, shutdown) => Ok(()),
         () = lost => {
             // Another replica may already reconcile: stop at once and let the
             // pod restart into a follower.
@@ -148,15 +211,8 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     metrics.set_leader(false);
-
     if let Some(held) = leadership {
         held.release().await;
-    }
-    let _ = stop_http.send(());
-    match http.await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => error!(%error, "HTTP server failed"),
-        Err(error) => error!(%error, "HTTP server task failed"),
     }
     outcome
 }

@@ -11,6 +11,9 @@ use crate::topology::Topology;
 pub const AVAILABLE: &str = "Available";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
+/// Whether the ServiceMonitor the spec asks for exists; absent when the
+/// spec asks for none.
+pub const MONITORING: &str = "Monitoring";
 
 /// What the status is computed from.
 pub struct Inputs<'a> {
@@ -24,6 +27,9 @@ pub struct Inputs<'a> {
     pub policy: &'a Policy,
     pub previous: Option<&'a RecipeStoreStatus>,
     pub now: Time,
+    /// When the spec asks for a ServiceMonitor: whether the cluster serves
+    /// the ServiceMonitor API (so the operator applied one).
+    pub service_monitor_api: Option<bool>,
 }
 
 /// A condition before timestamps are attached.
@@ -162,6 +168,31 @@ pub fn compute(inputs: &Inputs<'_>) -> RecipeStoreStatus {
         Phase::Running
     };
 
+    let monitoring = inputs.service_monitor_api.map(|served| {
+        if served {
+            Verdict {
+                type_: MONITORING,
+                status: true,
+                reason: "ServiceMonitorApplied",
+                message: format!(
+                    "ServiceMonitor {} selects the store's metrics Service",
+                    inputs.topology.statefulset()
+                ),
+            }
+        } else {
+            Verdict {
+                type_: MONITORING,
+                status: false,
+                reason: "ServiceMonitorAPIMissing",
+                message: "monitoring.serviceMonitor.enabled is true, but the cluster does not \
+                    serve monitoring.coreos.com/v1 ServiceMonitor (the Prometheus operator is \
+                    not installed), so none was created; the store runs without it and one is \
+                    created within 5 minutes of the API appearing"
+                    .to_owned(),
+            }
+        }
+    });
+
     let previous = inputs
         .previous
         .map(|s| s.conditions.as_slice())
@@ -176,10 +207,16 @@ pub fn compute(inputs: &Inputs<'_>) -> RecipeStoreStatus {
         cluster_id: plan.cluster_id.clone(),
         members,
         phase,
-        conditions: [available, progressing, degraded]
-            .into_iter()
-            .map(|v| condition(v, previous, inputs.generation, &inputs.now))
-            .collect(),
+        conditions: [
+            Some(available),
+            Some(progressing),
+            Some(degraded),
+            monitoring,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|v| condition(v, previous, inputs.generation, &inputs.now))
+        .collect(),
     }
 }
 
@@ -328,6 +365,7 @@ mod tests {
             policy: &policy,
             previous,
             now,
+            service_monitor_api: None,
         })
     }
 
@@ -396,6 +434,47 @@ mod tests {
         let flipped = compute_at(&lagging, Some(&again), at(30));
         assert_eq!(condition(&flipped, DEGRADED).last_transition_time, at(30));
         assert_eq!(condition(&flipped, AVAILABLE).last_transition_time, at(10));
+    }
+
+    #[test]
+    fn a_wanted_service_monitor_is_a_condition_whether_or_not_its_api_is_served() {
+        let observed = observed(3, &[0, 1, 2], &[], &[]);
+        let policy = Policy::default();
+        let plan = membership::plan(&observed, &policy);
+        let with = |service_monitor_api| {
+            compute(&Inputs {
+                generation: Some(2),
+                topology: &topology(),
+                pods: 3,
+                ready_pods: 3,
+                observed: &observed,
+                plan: &plan,
+                policy: &policy,
+                previous: None,
+                now: at(10),
+                service_monitor_api,
+            })
+        };
+        let missing = with(Some(false));
+        let condition_of = |status: &RecipeStoreStatus| {
+            status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == MONITORING)
+                .map(|c| (c.status.clone(), c.reason.clone()))
+        };
+        assert_eq!(
+            condition_of(&missing),
+            Some(("False".to_owned(), "ServiceMonitorAPIMissing".to_owned()))
+        );
+        // A missing optional API does not make the store less available.
+        assert_eq!(missing.phase, Phase::Running);
+        assert_eq!(condition(&missing, AVAILABLE).status, "True");
+        assert_eq!(
+            condition_of(&with(Some(true))),
+            Some(("True".to_owned(), "ServiceMonitorApplied".to_owned()))
+        );
+        assert_eq!(condition_of(&with(None)), None);
     }
 
     #[test]

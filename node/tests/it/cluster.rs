@@ -136,21 +136,30 @@ impl FakeCpu {
         std::fs::write(dir.join("cpu.stat"), "usage_usec 0\n").expect("cpu.stat");
     }
 
-    /// Reports a saturated CPU from now on, until dropped. Usage grows at
-    /// twice wall-clock speed, so the node reads 100 % even when this writer
-    /// lags behind its schedule on a loaded machine.
+    /// Reports a saturated CPU from now on, until dropped.
+    ///
+    /// The node reads 0 % for any sample interval in which this writer did
+    /// not run, so the writer must not fall behind on a loaded machine: usage
+    /// grows at a thousand times wall-clock speed (one write per interval,
+    /// however late, reads as 100 %), it writes every 2 ms against the
+    /// node's 50 ms interval, and it asks for the highest scheduling
+    /// priority it is allowed (as root, nice -20), so the test's own load
+    /// does not starve it.
     pub fn saturated(cluster: &TestCluster) -> Self {
         let path = cluster._dir.path().join("cgroup").join("cpu.stat");
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         std::thread::spawn(move || {
+            // SAFETY: setpriority only reads its integer arguments; `who` 0
+            // is the calling thread. Failing (not root) leaves nice at 0.
+            unsafe { nix::libc::setpriority(nix::libc::PRIO_PROCESS, 0, -20) };
             let started = Instant::now();
             while !flag.load(Ordering::Relaxed) {
-                let usage = started.elapsed().as_micros() as u64 * 2;
+                let usage = started.elapsed().as_micros() as u64 * 1000;
                 let tmp = path.with_extension("tmp");
                 let _ = std::fs::write(&tmp, format!("usage_usec {usage}\n"));
                 let _ = std::fs::rename(&tmp, &path);
-                std::thread::sleep(Duration::from_millis(10));
+                std::thread::sleep(Duration::from_millis(2));
             }
             let _ = std::fs::write(&path, "usage_usec 0\n");
         });

@@ -130,39 +130,45 @@ async fn a_request_whose_deadline_cannot_be_met_is_refused_before_it_queues() {
     )
     .await;
 
+    // A 1 ms deadline is shorter than the learned service time of an
+    // fsync'd, replicated write, so a request that reaches the node with it
+    // is refused before it queues. The client gives up at the same
+    // deadline, so on a loaded machine an attempt may never reach the node:
+    // send until one is counted.
     let hurried = Client::with_policy(
         &[endpoint],
         RetryPolicy {
             max_attempts: 1,
             ..RetryPolicy::default()
         },
-        // Shorter than the learned service time of an fsync'd, replicated
-        // write, long enough to reach the node on a loaded machine.
         Duration::from_millis(1),
     )
     .unwrap();
-    let err = hurried
-        .upload("too-late", b"x".to_vec(), None)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err.code(),
-            Code::ResourceExhausted | Code::DeadlineExceeded | Code::Cancelled
-        ),
-        "{err}"
-    );
+    let mut sent = Vec::new();
     eventually(
-        Duration::from_secs(5),
-        "the deadline shed to be counted",
-        || async {
-            let shed = metric(
-                &c,
-                leader,
-                "recipestore_shed_requests_total{op=\"upload\",reason=\"deadline\"}",
-            )
-            .await;
-            (shed >= 1.0).then_some(())
+        Duration::from_secs(10),
+        "a hurried upload to reach the node and be refused",
+        || {
+            let key = format!("too-late-{}", sent.len());
+            sent.push(key.clone());
+            let (c, hurried) = (&c, &hurried);
+            async move {
+                let err = hurried.upload(&key, b"x".to_vec(), None).await.unwrap_err();
+                assert!(
+                    matches!(
+                        err.code(),
+                        Code::ResourceExhausted | Code::DeadlineExceeded | Code::Cancelled
+                    ),
+                    "{err}"
+                );
+                let shed = metric(
+                    c,
+                    leader,
+                    "recipestore_shed_requests_total{op=\"upload\",reason=\"deadline\"}",
+                )
+                .await;
+                (shed >= 1.0).then_some(())
+            }
         },
     )
     .await;
@@ -176,11 +182,13 @@ async fn a_request_whose_deadline_cannot_be_met_is_refused_before_it_queues() {
         queued_after, queued_before,
         "the shed request never entered the queue"
     );
-    let err = node
-        .download("too-late", Consistency::Linearizable, None)
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
+    for key in &sent {
+        let err = node
+            .download(key, Consistency::Linearizable, None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{key} was written");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

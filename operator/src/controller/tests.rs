@@ -283,10 +283,22 @@ impl ApiServerVerifier {
         let (code, body) = match reply {
             Reply::Json(v) => (StatusCode::OK, v),
             Reply::Echo => (StatusCode::OK, seen.body.clone()),
-            Reply::NotFound => (
-                StatusCode::NOT_FOUND,
-                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
-            ),
+            // What the API server answers for a missing object of a served
+            // resource: /apis/{group}/{version}/namespaces/{ns}/{plural}/{name}.
+            Reply::NotFound => {
+                let segments: Vec<&str> = seen.path.split('/').collect();
+                let (group, plural, name) = (segments[2], segments[6], segments[7]);
+                (
+                    StatusCode::NOT_FOUND,
+                    json!({
+                        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                        "message": format!("{plural}.{group} \"{name}\" not found"),
+                        "reason": "NotFound",
+                        "details": {"name": name, "group": group, "kind": plural},
+                        "code": 404,
+                    }),
+                )
+            }
         };
         send.send_response(
             Response::builder()

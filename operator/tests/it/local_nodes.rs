@@ -7,11 +7,10 @@
 //! passes, since the operator crate cannot build the node binary itself.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use recipestore_operator::admin::proto::recipes_client::RecipesClient;
@@ -23,6 +22,8 @@ use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 use tokio::time::{Instant, MissedTickBehavior, interval, timeout};
 
+use crate::free_port;
+
 const CONVERGE_WITHIN: Duration = Duration::from_secs(90);
 /// How often the stand-in operator reconciles, like the controller's requeue.
 const RECONCILE_EVERY: Duration = Duration::from_millis(200);
@@ -33,20 +34,6 @@ fn node_binary() -> Option<PathBuf> {
         Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/recipestore-node")),
     ];
     candidates.into_iter().flatten().find(|p| p.is_file())
-}
-
-/// A port that is free now and stays free until a node binds it: taken below
-/// the kernel's ephemeral range (32768 and up on Linux), so that the many
-/// outgoing connections of the test cannot grab it first.
-fn free_port() -> u16 {
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20_000 + u16::try_from(std::process::id() % 400).unwrap() * 30;
-    loop {
-        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 12_000;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
 }
 
 /// One "pod": a node process with its own ports and data directory.

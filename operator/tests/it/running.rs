@@ -1,0 +1,361 @@
+//! The operator binary, run as a cluster runs it, against the fake API
+//! server: what it does without its CRD, with an outdated one, without the
+//! Prometheus operator, and how fast it stops.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+use kube::CustomResourceExt;
+use recipestore_operator::RecipeStore;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::api_server::{ApiServer, CRD_NAME};
+use crate::free_port;
+
+const OPERATOR_NAMESPACE: &str = "recipestore-system";
+const POD: &str = "recipestore-operator-7d9f-x2x4q";
+
+struct Operator {
+    child: Child,
+    http: String,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Operator {
+    fn start(api: &ApiServer) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let http = format!("127.0.0.1:{}", free_port());
+        let log = dir.path().join("operator.log");
+        let out = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_recipestore-operator"))
+            .args(["--http-addr", &http, "--leader-election", "false"])
+            .env("KUBECONFIG", api.kubeconfig(dir.path()))
+            .env("POD_NAME", POD)
+            .env("POD_NAMESPACE", OPERATOR_NAMESPACE)
+            .env("RUST_LOG", "info")
+            .stdout(out.try_clone().expect("log file"))
+            .stderr(out)
+            .spawn()
+            .expect("start the operator");
+        Self {
+            child,
+            http,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `GET /readyz`: the status code and body, once the server answers.
+    async fn readyz(&self) -> Option<(u16, String)> {
+        let mut stream = tokio::net::TcpStream::connect(&self.http).await.ok()?;
+        stream
+            .write_all(b"GET /readyz HTTP/1.0\r\nHost: operator\r\n\r\n")
+            .await
+            .ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.ok()?;
+        let code = response.split(' ').nth(1)?.parse().ok()?;
+        let body = response.split_once("\r\n\r\n")?.1.to_owned();
+        Some((code, body))
+    }
+
+    fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, at most `within`.
+    async fn exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the operator did not exit within {within:?}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing after `wait`.
+async fn eventually<T, F, Fut>(operator: &Operator, wait: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + wait;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {wait:?} waiting for {what}\n--- operator log ---\n{}",
+            operator.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn crd() -> Value {
+    serde_json::to_value(RecipeStore::crd()).expect("crd")
+}
+
+/// Events recorded on the operator's own Pod, as (reason, note).
+fn events_on_own_pod(api: &ApiServer) -> Vec<(String, String)> {
+    api.all("events")
+        .iter()
+        .filter(|e| e["regarding"]["kind"] == "Pod" && e["regarding"]["name"] == POD)
+        .map(|e| {
+            (
+                e["reason"].as_str().unwrap_or_default().to_owned(),
+                e["note"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn without_its_crd_the_operator_is_not_ready_says_why_and_starts_once_it_is_installed() {
+    let api = ApiServer::start().await;
+    let operator = Operator::start(&api);
+
+    let (code, body) = eventually(&operator, WAIT, "/readyz to refuse", || async {
+        operator
+            .readyz()
+            .await
+            .filter(|(_, body)| body.contains(CRD_NAME))
+    })
+    .await;
+    assert_eq!(code, 503);
+    assert!(body.contains("is not installed"), "{body}");
+    assert!(body.contains("kubectl apply --server-side"), "{body}");
+    let events = eventually(
+        &operator,
+        WAIT,
+        "an Event on the operator's Pod",
+        || async { Some(events_on_own_pod(&api)).filter(|e| !e.is_empty()) },
+    )
+    .await;
+    assert_eq!(events[0].0, "CRDMissing", "{events:?}");
+    assert!(
+        operator.log().contains("is not installed"),
+        "{}",
+        operator.log()
+    );
+
+    api.put("customresourcedefinitions", crd());
+    eventually(&operator, WAIT, "/readyz to accept", || async {
+        operator.readyz().await.filter(|(code, _)| *code == 200)
+    })
+    .await;
+    eventually(
+        &operator,
+        WAIT,
+        "the RecipeStores to be watched",
+        || async {
+            api.requests()
+                .iter()
+                .any(|r| r.contains("/recipestores?") && r.contains("watch=true"))
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        events_on_own_pod(&api)
+            .iter()
+            .any(|(reason, _)| reason == "CRDReady")
+    );
+}
+
+#[tokio::test]
+async fn an_outdated_crd_is_refused_naming_the_fields_it_lacks() {
+    let api = ApiServer::start().await;
+    let mut old = crd();
+    let spec = &mut old["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    spec["properties"].as_object_mut().unwrap().remove("queues");
+    api.put("customresourcedefinitions", old);
+    let operator = Operator::start(&api);
+
+    let (code, body) = eventually(&operator, WAIT, "/readyz to refuse", || async {
+        operator
+            .readyz()
+            .await
+            .filter(|(_, body)| body.contains("older"))
+    })
+    .await;
+    assert_eq!(code, 503);
+    assert!(body.contains("spec.queues"), "{body}");
+    let events = eventually(
+        &operator,
+        WAIT,
+        "an Event on the operator's Pod",
+        || async { Some(events_on_own_pod(&api)).filter(|e| !e.is_empty()) },
+    )
+    .await;
+    assert_eq!(events[0].0, "CRDOutdated");
+    assert!(events[0].1.contains("spec.queues"), "{events:?}");
+    // Nothing is watched, so nothing is pruned by an old schema.
+    assert!(
+        !api.requests()
+            .iter()
+            .any(|r| r.contains("/apis/recipestore.dev/")),
+        "{:#?}",
+        api.requests()
+    );
+}
+
+#[tokio::test]
+async fn a_stop_request_while_waiting_for_the_crd_ends_the_operator_at_once() {
+    let api = ApiServer::start().await;
+    let mut operator = Operator::start(&api);
+    eventually(&operator, WAIT, "/readyz to answer", || operator.readyz()).await;
+    operator.terminate();
+    assert!(operator.exit(Duration::from_secs(5)).await.success());
+}
+
+/// The controller's own graceful shutdown waits for its cache to fill, which
+/// a watch that keeps failing never does.
+#[tokio::test]
+async fn a_stop_request_while_the_watches_fail_ends_the_operator_promptly() {
+    let api = ApiServer::start().await;
+    api.put("customresourcedefinitions", crd());
+    api.forbid("recipestores");
+    let mut operator = Operator::start(&api);
+    eventually(
+        &operator,
+        WAIT,
+        "a refused list of RecipeStores",
+        || async {
+            api.requests()
+                .iter()
+                .any(|r| r.starts_with("GET /apis/recipestore.dev/v1alpha1/recipestores"))
+                .then_some(())
+        },
+    )
+    .await;
+    operator.terminate();
+    assert!(operator.exit(Duration::from_secs(5)).await.success());
+    assert!(
+        operator.log().contains("forbidden"),
+        "the refusal is logged:\n{}",
+        operator.log()
+    );
+}
+
+fn example_store() -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../charts/recipestore-operator/examples/recipestore.yaml");
+    let mut store: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(path).expect("example")).expect("yaml");
+    store["metadata"]["namespace"] = json!("recipes");
+    store
+}
+
+/// The README's example on a cluster without the Prometheus operator: the
+/// example asks for a ServiceMonitor, which the cluster cannot take.
+#[tokio::test]
+async fn without_the_prometheus_operator_the_example_store_gets_its_objects_and_a_condition() {
+    let api = ApiServer::start().await;
+    api.put("customresourcedefinitions", crd());
+    let store = example_store();
+    assert_eq!(
+        store["spec"]["monitoring"]["serviceMonitor"]["enabled"],
+        json!(true),
+        "the example asks for a ServiceMonitor"
+    );
+    api.put("recipestores", store);
+    let mut operator = Operator::start(&api);
+
+    let status = eventually(&operator, WAIT, "the store's status", || async {
+        api.get("recipestores", "recipes", "cookbook")
+            .and_then(|s| s.get("status").cloned())
+            .filter(|s| s["conditions"].as_array().is_some_and(|c| !c.is_empty()))
+    })
+    .await;
+    for (plural, name) in [
+        ("configmaps", "cookbook-config"),
+        ("services", "cookbook"),
+        ("services", "cookbook-peers"),
+        ("poddisruptionbudgets", "cookbook"),
+        ("statefulsets", "cookbook"),
+    ] {
+        assert!(
+            api.get(plural, "recipes", name).is_some(),
+            "{plural}/{name} was not created\n{}",
+            operator.log()
+        );
+    }
+    let monitoring = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Monitoring")
+        .unwrap_or_else(|| panic!("no Monitoring condition: {status}"));
+    assert_eq!(monitoring["status"], "False");
+    assert_eq!(monitoring["reason"], "ServiceMonitorAPIMissing");
+    assert!(
+        !api.requests()
+            .iter()
+            .any(|r| r.contains("/apis/monitoring.coreos.com")),
+        "nothing asks for the missing group: {:#?}",
+        api.requests()
+    );
+    assert!(
+        !operator.log().contains("reconcile failed"),
+        "{}",
+        operator.log()
+    );
+
+    operator.terminate();
+    assert!(operator.exit(Duration::from_secs(25)).await.success());
+}
+
+#[tokio::test]
+async fn an_object_the_api_server_refuses_is_told_on_the_store_with_the_field() {
+    let api = ApiServer::start().await;
+    api.put("customresourcedefinitions", crd());
+    api.put("recipestores", example_store());
+    let field = "spec.template.spec.containers[0].resources.requests";
+    api.reject(
+        "statefulsets",
+        field,
+        "Invalid value: \"250m\": exceeds the namespace's LimitRange",
+    );
+    let operator = Operator::start(&api);
+
+    let note = eventually(&operator, WAIT, "a ReconcileFailed Event", || async {
+        api.all("events").into_iter().find_map(|e| {
+            (e["regarding"]["name"] == "cookbook" && e["reason"] == "ReconcileFailed")
+                .then(|| e["note"].as_str().unwrap_or_default().to_owned())
+        })
+    })
+    .await;
+    assert!(note.contains("apply StatefulSet"), "{note}");
+    assert!(note.contains(field), "{note}");
+    assert!(note.contains("LimitRange"), "{note}");
+}
