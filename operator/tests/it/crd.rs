@@ -1,5 +1,6 @@
-//! The generated CustomResourceDefinition: current on disk, installable, and
-//! carrying the scale subresource and the CEL rules users rely on.
+//! The generated CustomResourceDefinition: current on disk, installable on
+//! the oldest supported Kubernetes (1.30, see the README), and carrying the
+//! scale subresource and the CEL rules users rely on.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps, ValidationRule,
@@ -260,4 +261,204 @@ fn crd_status_conditions_merge_by_type() {
         conditions.x_kubernetes_list_map_keys,
         Some(vec!["type".to_owned()])
     );
+}
+
+/// The version's schema as JSON, the form the API server and kube-cel read.
+fn schema_json() -> serde_json::Value {
+    serde_json::to_value(schema(&crd_from_disk())).expect("schema serializes")
+}
+
+/// Calls `visit` with every node of `schema` and its dotted path.
+fn walk(schema: &serde_json::Value, path: &str, visit: &mut dyn FnMut(&str, &serde_json::Value)) {
+    visit(path, schema);
+    for (name, property) in schema["properties"].as_object().into_iter().flatten() {
+        walk(property, &format!("{path}.{name}"), visit);
+    }
+    if schema["items"].is_object() {
+        walk(&schema["items"], &format!("{path}[]"), visit);
+    }
+    if schema["additionalProperties"].is_object() {
+        walk(
+            &schema["additionalProperties"],
+            &format!("{path}{{}}"),
+            visit,
+        );
+    }
+}
+
+/// What the API server's structural validation checks of `value` against
+/// `schema`: types, bounds, enums and required fields, recursively.
+fn structural_errors(
+    schema: &serde_json::Value,
+    value: &serde_json::Value,
+    path: &str,
+) -> Vec<String> {
+    use serde_json::Value;
+    let mut errors = Vec::new();
+    let int_or_string = schema["x-kubernetes-int-or-string"] == true;
+    let type_ok = match (schema["type"].as_str(), value) {
+        _ if int_or_string => value.is_i64() || value.is_string(),
+        (None, _) => true,
+        (Some("object"), Value::Object(_))
+        | (Some("array"), Value::Array(_))
+        | (Some("string"), Value::String(_))
+        | (Some("boolean"), Value::Bool(_)) => true,
+        (Some("integer"), v) => v.is_i64() || v.is_u64(),
+        (Some("number"), v) => v.is_number(),
+        _ => false,
+    };
+    if !type_ok {
+        errors.push(format!("{path}: {value} is not of type {}", schema["type"]));
+        return errors;
+    }
+    if let Some(number) = value.as_f64() {
+        if schema["minimum"].as_f64().is_some_and(|min| number < min) {
+            errors.push(format!(
+                "{path}: {number} is below the minimum {}",
+                schema["minimum"]
+            ));
+        }
+        if schema["maximum"].as_f64().is_some_and(|max| number > max) {
+            errors.push(format!(
+                "{path}: {number} is above the maximum {}",
+                schema["maximum"]
+            ));
+        }
+    }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(value)
+    {
+        errors.push(format!("{path}: {value} is not one of {allowed:?}"));
+    }
+    if let Value::Object(fields) = value {
+        for required in schema["required"].as_array().into_iter().flatten() {
+            let required = required.as_str().unwrap_or_default();
+            if !fields.contains_key(required) {
+                errors.push(format!("{path}: required field {required} is missing"));
+            }
+        }
+        for (name, field) in fields {
+            match schema["properties"].get(name) {
+                Some(property) => errors.extend(structural_errors(
+                    property,
+                    field,
+                    &format!("{path}.{name}"),
+                )),
+                None if schema["additionalProperties"].is_object() => {
+                    errors.extend(structural_errors(
+                        &schema["additionalProperties"],
+                        field,
+                        &format!("{path}.{name}"),
+                    ))
+                }
+                None if schema["x-kubernetes-preserve-unknown-fields"] == true => {}
+                None => errors.push(format!("{path}: unknown field {name} would be pruned")),
+            }
+        }
+    }
+    if let Value::Array(items) = value {
+        for (i, item) in items.iter().enumerate() {
+            errors.extend(structural_errors(
+                &schema["items"],
+                item,
+                &format!("{path}[{i}]"),
+            ));
+        }
+    }
+    errors
+}
+
+#[test]
+fn the_schema_is_structural() {
+    // Every node says its type (or is an int-or-string, or keeps unknown
+    // fields), as apiextensions.k8s.io/v1 requires of every CRD.
+    let mut untyped = Vec::new();
+    walk(&schema_json(), "", &mut |path, node| {
+        let typed = node["type"].is_string()
+            || node["x-kubernetes-int-or-string"] == true
+            || node["x-kubernetes-preserve-unknown-fields"] == true;
+        if !typed {
+            untyped.push(path.to_owned());
+        }
+    });
+    assert!(untyped.is_empty(), "nodes without a type: {untyped:?}");
+}
+
+#[test]
+fn every_default_is_valid_against_its_own_schema_and_rules() {
+    // The API server refuses a CRD whose defaults fail their own schema, and
+    // a default that breaks a CEL rule makes every object that omits the
+    // field invalid (the heartbeat default once did).
+    let validator = kube_cel::Validator::new();
+    let mut problems = Vec::new();
+    let mut defaults = 0;
+    walk(&schema_json(), "", &mut |path, node| {
+        let Some(default) = node.get("default") else {
+            return;
+        };
+        defaults += 1;
+        problems.extend(structural_errors(node, default, path));
+        if let Err(errors) = validator.validate(node, default, None) {
+            problems.push(format!("{path}: {errors:?}"));
+        }
+    });
+    assert!(defaults > 10, "only {defaults} defaults found");
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn an_empty_spec_defaulted_by_the_api_server_is_a_valid_store() {
+    let schema = schema_json();
+    let object = serde_json::json!({
+        "apiVersion": "recipestore.dev/v1alpha1",
+        "kind": "RecipeStore",
+        "metadata": {"name": "cookbook"},
+        "spec": {},
+    });
+    let defaulted = kube_cel::apply_defaults(&schema, &object);
+    let errors = structural_errors(&schema["properties"]["spec"], &defaulted["spec"], "spec");
+    assert!(errors.is_empty(), "{errors:#?}");
+    kube_cel::Validator::new()
+        .validate(&schema, &object, None)
+        .expect("the defaulted store passes every CEL rule");
+    // What the API server stores is what the operator reads.
+    let store: RecipeStore = serde_json::from_value(defaulted).expect("parses");
+    assert_eq!(store.spec, recipestore(serde_json::json!({})).spec);
+}
+
+#[test]
+fn every_cel_rule_compiles_uses_only_its_scope_and_stays_within_the_cost_budget() {
+    let mut rules_seen = 0;
+    let mut problems = Vec::new();
+    walk(&schema_json(), "", &mut |path, node| {
+        let Some(rules) = node["x-kubernetes-validations"].as_array() else {
+            return;
+        };
+        let compiled = kube_cel::compile_schema(node);
+        for error in compiled.compilation_errors() {
+            problems.push(format!("{path}: {error:?}"));
+        }
+        for rule in rules {
+            rules_seen += 1;
+            // Fields of a rule that 1.30 does not have generally available
+            // (optionalOldSelf) would be dropped or refused there.
+            for key in rule.as_object().into_iter().flatten().map(|(k, _)| k) {
+                if !["rule", "message", "messageExpression"].contains(&key.as_str()) {
+                    problems.push(format!(
+                        "{path}: rule field {key} is newer than Kubernetes 1.30"
+                    ));
+                }
+            }
+            let text = rule["rule"].as_str().unwrap_or_default();
+            for warning in
+                kube_cel::analyze_rule(text, &compiled, kube_cel::ScopeContext::CrdValidation)
+            {
+                if warning.kind != kube_cel::WarningKind::MissingBounds {
+                    problems.push(format!("{path}: {text}: {}", warning.message));
+                }
+            }
+        }
+    });
+    assert_eq!(rules_seen, 4);
+    assert!(problems.is_empty(), "{problems:#?}");
 }
