@@ -359,3 +359,64 @@ async fn an_object_the_api_server_refuses_is_told_on_the_store_with_the_field() 
     assert!(note.contains(field), "{note}");
     assert!(note.contains("LimitRange"), "{note}");
 }
+
+/// etcd compacts, the API server restarts: the operator's watches resume
+/// from a version the server no longer has, get `410 Expired`, and must
+/// list again to find the store created meanwhile.
+#[tokio::test]
+async fn a_store_created_while_the_watch_history_expired_is_found_by_listing_again() {
+    let api = ApiServer::start().await;
+    api.put("customresourcedefinitions", crd());
+    api.put("recipestores", example_store());
+    let operator = Operator::start(&api);
+    eventually(&operator, WAIT, "the first store's StatefulSet", || async {
+        api.get("statefulsets", "recipes", "cookbook")
+    })
+    .await;
+
+    let mut second = example_store();
+    second["metadata"]["name"] = json!("pantry");
+    api.restart_after("recipestores", second);
+    eventually(
+        &operator,
+        WAIT,
+        "the second store's StatefulSet",
+        || async { api.get("statefulsets", "recipes", "pantry") },
+    )
+    .await;
+    assert!(
+        api.requests().iter().any(|r| r
+            .starts_with("GET /apis/recipestore.dev/v1alpha1/recipestores?")
+            && !r.contains("watch=true")),
+        "listed again"
+    );
+}
+
+/// Someone else (a person with `kubectl apply --server-side`, another
+/// controller) applied the StatefulSet's pod image: the operator's apply
+/// takes the field back instead of failing on the conflict.
+#[tokio::test]
+async fn fields_another_manager_applied_are_taken_back() {
+    let api = ApiServer::start().await;
+    api.put("customresourcedefinitions", crd());
+    api.put("recipestores", example_store());
+    let operator = Operator::start(&api);
+    let ours = eventually(&operator, WAIT, "the StatefulSet", || async {
+        api.get("statefulsets", "recipes", "cookbook")
+    })
+    .await;
+    let image = |sts: &Value| sts["spec"]["template"]["spec"]["containers"][0]["image"].clone();
+    let our_image = image(&ours);
+    assert!(our_image.is_string(), "{ours}");
+
+    let mut theirs = ours.clone();
+    theirs["spec"]["template"]["spec"]["containers"][0]["image"] = json!("elsewhere/node:9");
+    api.apply_as("kubectl", "statefulsets", theirs);
+    eventually(&operator, WAIT, "the operator's image back", || async {
+        let now = api.get("statefulsets", "recipes", "cookbook")?;
+        let manager = api.manager_of("statefulsets", "recipes", "cookbook");
+        (image(&now) == our_image && manager.as_deref() == Some("recipestore-operator"))
+            .then_some(())
+    })
+    .await;
+}
