@@ -304,9 +304,25 @@ async fn apply(
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, api_resource);
         match &resources.service_monitor {
             Some(object) => {
-                api.patch(&object.name_any(), &apply_params(), &Patch::Apply(object))
+                match api
+                    .patch(&object.name_any(), &apply_params(), &Patch::Apply(object))
                     .await
-                    .map_err(Error::kube("apply ServiceMonitor"))?;
+                {
+                    Ok(_) => {}
+                    // The API went away since it was discovered (the
+                    // Prometheus operator was uninstalled): look again and
+                    // go on without it; the status says so.
+                    Err(kube::Error::Api(status)) if status.code == 404 => {
+                        warn!("the ServiceMonitor API is gone; looking for optional APIs again");
+                        ctx.integrations.refresh(client).await;
+                    }
+                    Err(source) => {
+                        return Err(Error::Kube {
+                            action: "apply ServiceMonitor",
+                            source,
+                        });
+                    }
+                }
             }
             // Turned off in the spec: remove the one this operator created.
             None if !rs.spec.monitoring.service_monitor.enabled => {
@@ -315,7 +331,8 @@ async fn apply(
                     .await
                 {
                     Ok(_) => {}
-                    Err(kube::Error::Api(status)) if status.is_not_found() => {}
+                    // Either the object or (a plain-text 404) the API is gone.
+                    Err(kube::Error::Api(status)) if status.code == 404 => {}
                     Err(source) => {
                         return Err(Error::Kube {
                             action: "delete ServiceMonitor",
@@ -463,12 +480,13 @@ async fn update_status(
         policy: &ctx.policy,
         previous: rs.status.as_ref(),
         now: now(),
+        // Read again: applying may have found the API gone.
         service_monitor_api: rs
             .spec
             .monitoring
             .service_monitor
             .enabled
-            .then_some(world.service_monitor.is_some()),
+            .then(|| ctx.integrations.service_monitor().is_some()),
     });
     log_monitoring_change(rs.status.as_ref(), &status);
     patch_status(rs, topology, ctx, &status).await

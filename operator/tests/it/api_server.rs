@@ -47,7 +47,6 @@ struct Kind {
     namespaced: bool,
 }
 
-const RECIPESTORES: &str = "recipestores";
 const CRDS: &str = "customresourcedefinitions";
 pub const CRD_NAME: &str = "recipestores.recipestore.dev";
 
@@ -108,15 +107,29 @@ const KINDS: &[Kind] = &[
         kind: "CustomResourceDefinition",
         namespaced: false,
     },
-    // Served only while its CRD is installed.
+    // Custom resources: served only while their CRD is installed.
     Kind {
         group: "recipestore.dev",
         version: "v1alpha1",
-        plural: RECIPESTORES,
+        plural: "recipestores",
         kind: "RecipeStore",
         namespaced: true,
     },
+    Kind {
+        group: "monitoring.coreos.com",
+        version: "v1",
+        plural: "servicemonitors",
+        kind: "ServiceMonitor",
+        namespaced: true,
+    },
 ];
+
+/// The CRD that must exist for a custom resource to be served.
+fn crd_of(kind: &Kind) -> Option<String> {
+    // Built-in groups are unqualified ("apps") or end in .k8s.io.
+    (kind.group.contains('.') && !kind.group.ends_with(".k8s.io"))
+        .then(|| format!("{}.{}", kind.plural, kind.group))
+}
 
 impl Kind {
     fn api_version(&self) -> String {
@@ -282,6 +295,36 @@ impl ApiServer {
         self.put_locked(&mut store, plural, object);
         store.compacted = store.revision;
         store.history.clear();
+    }
+
+    /// Deletes an object; a CRD takes its custom resources with it.
+    pub fn delete(&self, plural: &str, namespace: &str, name: &str) {
+        let mut store = self.store();
+        let mut doomed = vec![(
+            kind_of(plural).plural,
+            namespace.to_owned(),
+            name.to_owned(),
+        )];
+        if plural == CRDS {
+            let kinds: Vec<&str> = KINDS
+                .iter()
+                .filter(|k| crd_of(k).as_deref() == Some(name))
+                .map(|k| k.plural)
+                .collect();
+            doomed.extend(
+                store
+                    .objects
+                    .keys()
+                    .filter(|key| kinds.contains(&key.0))
+                    .cloned(),
+            );
+        }
+        for key in doomed {
+            if let Some(object) = store.objects.remove(&key) {
+                store.revision += 1;
+                record(&self.shared, &mut store, "DELETED", key, object);
+            }
+        }
     }
 
     pub fn get(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
@@ -553,10 +596,7 @@ struct Target {
 }
 
 fn served(store: &Store, kind: &Kind) -> bool {
-    kind.plural != RECIPESTORES
-        || store
-            .objects
-            .contains_key(&(CRDS, String::new(), CRD_NAME.to_owned()))
+    crd_of(kind).is_none_or(|crd| store.objects.contains_key(&(CRDS, String::new(), crd)))
 }
 
 fn group_versions(store: &Store) -> BTreeSet<(&'static str, &'static str)> {

@@ -420,3 +420,54 @@ async fn fields_another_manager_applied_are_taken_back() {
     })
     .await;
 }
+
+/// The Prometheus operator is there when the store is created and is
+/// uninstalled later: the store gets its ServiceMonitor, then goes on
+/// without it, with no failed reconcile.
+#[tokio::test]
+async fn a_service_monitor_api_that_goes_away_is_noticed_without_a_failed_reconcile() {
+    let monitoring_crd = "servicemonitors.monitoring.coreos.com";
+    let api = ApiServer::start().await;
+    api.put("customresourcedefinitions", crd());
+    api.put(
+        "customresourcedefinitions",
+        json!({"metadata": {"name": monitoring_crd}, "spec": {"group": "monitoring.coreos.com"}}),
+    );
+    api.put("recipestores", example_store());
+    let operator = Operator::start(&api);
+    eventually(&operator, WAIT, "the ServiceMonitor", || async {
+        api.get("servicemonitors", "recipes", "cookbook")
+    })
+    .await;
+    eventually(&operator, WAIT, "Monitoring to be True", || async {
+        (monitoring_condition(&api)? == "True").then_some(())
+    })
+    .await;
+
+    api.delete("customresourcedefinitions", "", monitoring_crd);
+    eventually(&operator, WAIT, "Monitoring to be False", || async {
+        (monitoring_condition(&api)? == "False").then_some(())
+    })
+    .await;
+    assert!(
+        !operator.log().contains("reconcile failed"),
+        "{}",
+        operator.log()
+    );
+    assert!(
+        !api.all("events")
+            .iter()
+            .any(|e| e["reason"] == "ReconcileFailed"),
+        "{:#?}",
+        api.all("events")
+    );
+}
+
+fn monitoring_condition(api: &ApiServer) -> Option<String> {
+    let store = api.get("recipestores", "recipes", "cookbook")?;
+    store["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Monitoring")
+        .and_then(|c| c["status"].as_str().map(str::to_owned))
+}
