@@ -54,8 +54,8 @@ const NODE_ARGS: &[&str] = &[
     "1",
     "--download-workers-max",
     "1",
-    "--cache-bytes",
-    "16384",
+    "--cache-mib",
+    "1",
 ];
 
 fn dashboards_dir() -> PathBuf {
@@ -117,10 +117,10 @@ fn client(endpoints: &[String], attempts: u32) -> Client {
     Client::with_policy(endpoints, policy, Duration::from_secs(5)).expect("client")
 }
 
-/// About 2 KiB, so that the 16 KiB cache holds only a few recipes.
+/// About 200 KiB, so that the 1 MiB cache holds only a few recipes.
 fn recipe(name: &str) -> Vec<u8> {
     format!("{name}: rice, eggs, soy sauce. ")
-        .repeat(64)
+        .repeat(6400)
         .into_bytes()
 }
 

@@ -8,9 +8,9 @@ use std::time::Duration;
 use clap::Parser;
 use clap::ValueEnum;
 
+use recipestore_settings::NodeSettings;
+
 use crate::overload::cpu::Fallback;
-use crate::overload::shed::ShedPolicy;
-use crate::overload::shed::Tiers;
 
 /// Default largest recipe content: 1 MiB.
 pub const DEFAULT_MAX_CONTENT_BYTES: usize = 1024 * 1024;
@@ -70,33 +70,6 @@ pub struct NodeConfig {
     #[arg(long, env = "RECIPESTORE_MAX_CONTENT_BYTES", default_value_t = DEFAULT_MAX_CONTENT_BYTES)]
     pub max_content_bytes: usize,
 
-    // Timings. Openraft's followers honour the leader's lease for
-    // `election-timeout-max` after its last heartbeat, then wait a random
-    // election timeout before the pre-vote: a dead leader is replaced after
-    // max + [min, max). The defaults put that at 750-900 ms, with 7
-    // heartbeats missed before anyone moves, so a leader briefly starved of
-    // CPU keeps its place.
-    /// Leader heartbeat interval, in milliseconds.
-    #[arg(long, env = "RECIPESTORE_HEARTBEAT_MS", default_value_t = 100)]
-    pub heartbeat_ms: u64,
-
-    /// Lower bound of the randomized election timeout, in milliseconds.
-    #[arg(
-        long,
-        env = "RECIPESTORE_ELECTION_TIMEOUT_MIN_MS",
-        default_value_t = 300
-    )]
-    pub election_timeout_min_ms: u64,
-
-    /// Upper bound of the randomized election timeout, in milliseconds; also
-    /// the leader lease followers honour.
-    #[arg(
-        long,
-        env = "RECIPESTORE_ELECTION_TIMEOUT_MAX_MS",
-        default_value_t = 450
-    )]
-    pub election_timeout_max_ms: u64,
-
     /// Build a snapshot after this many log entries since the last one.
     #[arg(long, env = "RECIPESTORE_SNAPSHOT_LOGS", default_value_t = 10_000)]
     pub snapshot_logs: u64,
@@ -127,87 +100,18 @@ pub struct NodeConfig {
     )]
     pub log_format: LogFormat,
 
-    /// Bytes of recipes kept in the read cache (0 disables it).
-    #[arg(long, env = "RECIPESTORE_CACHE_BYTES", default_value_t = 64 * 1024 * 1024)]
-    pub cache_bytes: u64,
+    /// The settings a RecipeStore resource exposes (Raft timings, load
+    /// shedding, queues, cache): defaults and rules shared with the CRD.
+    #[command(flatten)]
+    pub settings: NodeSettings,
 
     #[command(flatten)]
-    pub overload: OverloadConfig,
+    pub sampling: SamplingConfig,
 }
 
-/// Load shedding and queueing settings.
+/// How the load that shedding decides on is measured.
 #[derive(Debug, Clone, clap::Args)]
-pub struct OverloadConfig {
-    /// Shed requests under overload; `false` admits everything (for control runs).
-    #[arg(long, env = "RECIPESTORE_SHED_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
-    pub shed_enabled: bool,
-
-    /// Uploads are shed outright above this CPU percentage.
-    #[arg(
-        long,
-        env = "RECIPESTORE_SHED_UPLOAD_PRIORITY_CPU",
-        default_value_t = 90.0
-    )]
-    pub shed_upload_priority_cpu: f64,
-
-    /// Probabilistic download shedding: CPU:PROBABILITY tiers, highest first.
-    #[arg(
-        long,
-        env = "RECIPESTORE_SHED_DOWNLOAD_TIERS",
-        default_value = "95:0.25,90:0.10,85:0.05"
-    )]
-    pub shed_download_tiers: Tiers,
-
-    /// Probabilistic upload shedding; `>` makes a lower bound exclusive.
-    #[arg(
-        long,
-        env = "RECIPESTORE_SHED_UPLOAD_TIERS",
-        default_value = "80:0.25,75:0.10,>70:0.05"
-    )]
-    pub shed_upload_tiers: Tiers,
-
-    /// Shed when less memory than this is available to the node, in MiB.
-    #[arg(long, env = "RECIPESTORE_SHED_MEMORY_FLOOR_MIB", default_value_t = 64)]
-    pub shed_memory_floor_mib: u64,
-
-    /// Uploads waiting for a worker before new ones are shed.
-    #[arg(long, env = "RECIPESTORE_UPLOAD_QUEUE_CAPACITY", default_value_t = 256)]
-    pub upload_queue_capacity: usize,
-
-    /// Workers proposing uploads concurrently.
-    #[arg(long, env = "RECIPESTORE_UPLOAD_WORKERS", default_value_t = 64)]
-    pub upload_workers: usize,
-
-    /// Downloads waiting for a worker before new ones are shed.
-    #[arg(
-        long,
-        env = "RECIPESTORE_DOWNLOAD_QUEUE_CAPACITY",
-        default_value_t = 1024
-    )]
-    pub download_queue_capacity: usize,
-
-    /// Download workers kept when idle.
-    #[arg(long, env = "RECIPESTORE_DOWNLOAD_WORKERS_MIN", default_value_t = 4)]
-    pub download_workers_min: usize,
-
-    /// Download workers under a backlog.
-    #[arg(long, env = "RECIPESTORE_DOWNLOAD_WORKERS_MAX", default_value_t = 64)]
-    pub download_workers_max: usize,
-
-    /// In a standing queue, requests that waited longer than this many
-    /// milliseconds for a worker are shed (`queue_delay`).
-    #[arg(long, env = "RECIPESTORE_QUEUE_DELAY_TARGET_MS", default_value_t = 20)]
-    pub queue_delay_target_ms: u64,
-
-    /// A queue that has not been empty for this many milliseconds is
-    /// standing (a burst shorter than this is absorbed).
-    #[arg(
-        long,
-        env = "RECIPESTORE_QUEUE_DELAY_INTERVAL_MS",
-        default_value_t = 100
-    )]
-    pub queue_delay_interval_ms: u64,
-
+pub struct SamplingConfig {
     /// How often CPU and memory are sampled, in milliseconds.
     #[arg(long, env = "RECIPESTORE_CPU_SAMPLE_MS", default_value_t = 250)]
     pub cpu_sample_ms: u64,
@@ -227,50 +131,6 @@ pub struct OverloadConfig {
     pub cgroup_dir: PathBuf,
 }
 
-impl OverloadConfig {
-    pub fn policy(&self) -> ShedPolicy {
-        ShedPolicy {
-            enabled: self.shed_enabled,
-            upload_priority_cpu: self.shed_upload_priority_cpu,
-            download_tiers: self.shed_download_tiers.clone(),
-            upload_tiers: self.shed_upload_tiers.clone(),
-            memory_floor_bytes: self.shed_memory_floor_mib * 1024 * 1024,
-        }
-    }
-
-    fn validate(&self) -> Result<(), String> {
-        if !(0.0..=100.0).contains(&self.shed_upload_priority_cpu) {
-            return Err("--shed-upload-priority-cpu must be within 0..=100".into());
-        }
-        for (flag, value) in [
-            ("--upload-queue-capacity", self.upload_queue_capacity),
-            ("--upload-workers", self.upload_workers),
-            ("--download-queue-capacity", self.download_queue_capacity),
-            ("--download-workers-min", self.download_workers_min),
-        ] {
-            if value == 0 {
-                return Err(format!("{flag} must be positive"));
-            }
-        }
-        if self.download_workers_max < self.download_workers_min {
-            return Err(format!(
-                "--download-workers-max ({}) must be at least --download-workers-min ({})",
-                self.download_workers_max, self.download_workers_min
-            ));
-        }
-        for (flag, value) in [
-            ("--cpu-sample-ms", self.cpu_sample_ms),
-            ("--queue-delay-target-ms", self.queue_delay_target_ms),
-            ("--queue-delay-interval-ms", self.queue_delay_interval_ms),
-        ] {
-            if value == 0 {
-                return Err(format!("{flag} must be positive"));
-            }
-        }
-        Ok(())
-    }
-}
-
 impl NodeConfig {
     /// The node id from --id, or the ordinal at the end of --pod-name.
     pub fn node_id(&self) -> Result<u64, String> {
@@ -284,21 +144,7 @@ impl NodeConfig {
     /// Checks relations between settings that flags alone cannot express.
     pub fn validate(&self) -> Result<(), String> {
         self.node_id()?;
-        if self.heartbeat_ms == 0 {
-            return Err("--heartbeat-ms must be positive".into());
-        }
-        if self.election_timeout_min_ms >= self.election_timeout_max_ms {
-            return Err(format!(
-                "--election-timeout-min-ms ({}) must be less than --election-timeout-max-ms ({})",
-                self.election_timeout_min_ms, self.election_timeout_max_ms
-            ));
-        }
-        if self.heartbeat_ms * 2 >= self.election_timeout_min_ms {
-            return Err(format!(
-                "--heartbeat-ms ({}) must be less than half of --election-timeout-min-ms ({})",
-                self.heartbeat_ms, self.election_timeout_min_ms
-            ));
-        }
+        self.settings.validate().map_err(|e| e.to_string())?;
         if self.max_content_bytes == 0 || self.max_content_bytes > 32 * 1024 * 1024 {
             return Err(format!(
                 "--max-content-bytes ({}) must be between 1 and 33554432",
@@ -308,7 +154,10 @@ impl NodeConfig {
         if self.snapshot_logs == 0 {
             return Err("--snapshot-logs must be positive".into());
         }
-        self.overload.validate()
+        if self.sampling.cpu_sample_ms == 0 {
+            return Err("--cpu-sample-ms must be positive".into());
+        }
+        Ok(())
     }
 
     fn advertise_host(&self) -> String {
@@ -344,9 +193,9 @@ impl NodeConfig {
     pub fn raft_config(&self) -> Result<openraft::Config, String> {
         let config = openraft::Config {
             cluster_name: "recipestore".into(),
-            heartbeat_interval: self.heartbeat_ms,
-            election_timeout_min: self.election_timeout_min_ms,
-            election_timeout_max: self.election_timeout_max_ms,
+            heartbeat_interval: self.settings.raft.heartbeat_interval_ms,
+            election_timeout_min: self.settings.raft.election_timeout_min_ms,
+            election_timeout_max: self.settings.raft.election_timeout_max_ms,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_logs),
             max_in_snapshot_log_to_keep: self.logs_to_keep,
             enable_pre_vote: Some(true),
@@ -380,6 +229,7 @@ pub fn ordinal_of(pod_name: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::overload::shed::{ShedPolicy, Tiers};
 
     fn parse(args: &[&str]) -> NodeConfig {
         NodeConfig::try_parse_from(std::iter::once("recipestore-node").chain(args.iter().copied()))
@@ -389,7 +239,7 @@ mod tests {
     #[test]
     fn a_flag_given_twice_takes_its_last_value() {
         let c = parse(&["--id", "0", "--shed-enabled=false", "--shed-enabled=true"]);
-        assert!(c.overload.shed_enabled);
+        assert!(c.settings.shedding.enabled);
         assert_eq!(parse(&["--id", "0", "--id", "2"]).node_id(), Ok(2));
     }
 
@@ -435,21 +285,17 @@ mod tests {
         ])
         .validate()
         .unwrap_err();
-        assert!(err.contains("at least --download-workers-min"), "{err}");
+        assert!(err.contains("must not exceed"), "{err}");
     }
 
     #[test]
     fn shedding_defaults_are_the_seed_tables_and_can_be_switched_off() {
-        let policy = parse(&["--id", "0"]).overload.policy();
+        let policy = ShedPolicy::from(&parse(&["--id", "0"]).settings.shedding);
         assert!(policy.enabled);
         assert_eq!(policy.download_tiers, Tiers::seed_downloads());
         assert_eq!(policy.upload_tiers, Tiers::seed_uploads());
-        assert!(
-            !parse(&["--id", "0", "--shed-enabled", "false"])
-                .overload
-                .policy()
-                .enabled
-        );
+        let off = parse(&["--id", "0", "--shed-enabled", "false"]);
+        assert!(!ShedPolicy::from(&off.settings.shedding).enabled);
         let bad = NodeConfig::try_parse_from(["n", "--id", "0", "--shed-download-tiers", "90:2"]);
         assert!(bad.unwrap_err().to_string().contains("probability"));
     }

@@ -342,7 +342,7 @@ impl RunningNode {
         log_store
             .import_sled_log(&db)
             .context("failed to move the raft log out of the database")?;
-        let cache = RecipeCache::new(config.cache_bytes);
+        let cache = RecipeCache::new(config.settings.cache.bytes());
         let state_machine = StateMachine::open(&db, &config.data_dir.join("snapshots"), cache)?;
         let recipes = state_machine.recipes();
         let raft = typ::Raft::new(
@@ -365,7 +365,7 @@ impl RunningNode {
             identity,
             config: config.clone(),
             member,
-            overload: Overload::start(&config.overload),
+            overload: Overload::start(&config.settings, &config.sampling),
             peer_channels: Mutex::default(),
         });
         metrics::initialize_labels();

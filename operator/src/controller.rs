@@ -202,7 +202,6 @@ async fn dereference(rs: &RecipeStore, topology: &Topology, ctx: &Context) -> Re
 /// Step 2: what the schema and CEL rules should already have refused, checked
 /// again because the CRD in the cluster may be older than this operator.
 pub fn validate(spec: &RecipeStoreSpec, statefulset: Option<&StatefulSet>) -> Result<(), String> {
-    let raft = &spec.raft;
     if spec.replicas < 1 {
         return Err(format!(
             "replicas must be at least 1, not {}",
@@ -212,22 +211,11 @@ pub fn validate(spec: &RecipeStoreSpec, statefulset: Option<&StatefulSet>) -> Re
     if spec.image.is_empty() {
         return Err("image must not be empty".to_owned());
     }
-    if raft.election_timeout_min_ms >= raft.election_timeout_max_ms {
-        return Err(
-            "raft.electionTimeoutMinMs must be less than raft.electionTimeoutMaxMs".to_owned(),
-        );
-    }
-    if raft.heartbeat_interval_ms.saturating_mul(2) >= raft.election_timeout_min_ms {
-        return Err(
-            "raft.heartbeatIntervalMs must be less than half of raft.electionTimeoutMinMs"
-                .to_owned(),
-        );
-    }
-    if spec.queues.download_workers_min > spec.queues.download_workers_max {
-        return Err(
-            "queues.downloadWorkersMin must not exceed queues.downloadWorkersMax".to_owned(),
-        );
-    }
+    // The node refuses exactly these settings at start-up, so a store
+    // given them would never run.
+    spec.node_settings()
+        .validate()
+        .map_err(|error| error.to_string())?;
     let claimed = statefulset
         .and_then(|s| {
             s.spec

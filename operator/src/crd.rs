@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
+use recipestore_settings::{Cache, NodeSettings, Queues, Raft, Shedding};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -89,21 +90,23 @@ pub struct RecipeStoreSpec {
     ))]
     pub storage: StorageSpec,
 
+    // The node settings: one type each, shared with the node's flags and
+    // the ConfigMap (crate recipestore-settings).
     /// Raft timings.
     #[serde(default)]
-    pub raft: RaftSpec,
+    pub raft: Raft,
 
     /// Load shedding policy of the nodes.
     #[serde(default)]
-    pub shedding: SheddingSpec,
+    pub shedding: Shedding,
 
     /// Request queue sizes and worker pools of the nodes.
     #[serde(default)]
-    pub queues: QueueSpec,
+    pub queues: Queues,
 
     /// Read cache of every node.
     #[serde(default)]
-    pub cache: CacheSpec,
+    pub cache: Cache,
 
     /// Prometheus integration.
     #[serde(default)]
@@ -147,121 +150,6 @@ pub struct StorageSpec {
     /// Storage class of the volumes; the cluster default when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
-}
-
-/// Raft timings, in milliseconds. An election timeout is drawn uniformly from
-/// `[electionTimeoutMinMs, electionTimeoutMaxMs)`; heartbeats must arrive well
-/// inside the shortest timeout or followers start needless elections.
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-#[x_kube(
-    validation = kube::core::Rule::new("self.electionTimeoutMinMs < self.electionTimeoutMaxMs")
-        .message("raft.electionTimeoutMinMs must be less than raft.electionTimeoutMaxMs"),
-    validation = kube::core::Rule::new("self.heartbeatIntervalMs * 2 < self.electionTimeoutMinMs")
-        .message("raft.heartbeatIntervalMs must be less than half of raft.electionTimeoutMinMs so that followers hear from the leader before they time out")
-)]
-pub struct RaftSpec {
-    /// Interval between leader heartbeats (default 100).
-    #[serde(default = "default_heartbeat_ms")]
-    #[schemars(range(min = 10))]
-    pub heartbeat_interval_ms: u64,
-    /// Lower bound of the election timeout (default 300).
-    #[serde(default = "default_election_min_ms")]
-    #[schemars(range(min = 50))]
-    pub election_timeout_min_ms: u64,
-    /// Upper bound of the election timeout (default 450).
-    #[serde(default = "default_election_max_ms")]
-    #[schemars(range(min = 100))]
-    pub election_timeout_max_ms: u64,
-}
-
-/// Load shedding. The thresholds tables say: when smoothed CPU use is at
-/// least `cpuPercent` (above it, for an `exclusive` row), shed
-/// `probabilityPercent` of the requests of that kind. The highest matching
-/// row applies.
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct SheddingSpec {
-    /// Shed load at all (default true).
-    #[serde(default = "default_true")]
-    pub enabled: bool,
-    /// Above this CPU use every upload is shed so downloads keep flowing (default 90).
-    #[serde(default = "default_upload_priority_cpu")]
-    #[schemars(range(min = 1, max = 100))]
-    pub upload_priority_cpu_percent: u8,
-    /// Probabilistic shedding of downloads (default 95→25, 90→10, 85→5).
-    #[serde(default = "default_download_thresholds")]
-    #[schemars(length(max = 16))]
-    pub download_thresholds: Vec<ShedThreshold>,
-    /// Probabilistic shedding of uploads (default 80→25, 75→10, above 70→5).
-    #[serde(default = "default_upload_thresholds")]
-    #[schemars(length(max = 16))]
-    pub upload_thresholds: Vec<ShedThreshold>,
-    /// Shed when less memory than this is available to a node, in MiB (default 64).
-    #[serde(default = "default_memory_floor_mib")]
-    pub memory_floor_mib: u32,
-}
-
-/// One row of a shedding table.
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct ShedThreshold {
-    /// CPU use, in percent, from which this row applies.
-    #[schemars(range(min = 0, max = 100))]
-    pub cpu_percent: u8,
-    /// Share of requests shed, in percent.
-    #[schemars(range(min = 0, max = 100))]
-    pub probability_percent: u8,
-    /// Apply only above `cpuPercent`, not at it (default false).
-    #[serde(default)]
-    pub exclusive: bool,
-}
-
-/// Bounded request queues and their worker pools.
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-#[x_kube(validation = kube::core::Rule::new("self.downloadWorkersMin <= self.downloadWorkersMax")
-    .message("queues.downloadWorkersMin must not exceed queues.downloadWorkersMax"))]
-pub struct QueueSpec {
-    /// Maximum queued uploads (default 256).
-    #[serde(default = "default_upload_queue_capacity")]
-    #[schemars(range(min = 1))]
-    pub upload_capacity: u32,
-    /// Maximum queued downloads (default 1024).
-    #[serde(default = "default_download_queue_capacity")]
-    #[schemars(range(min = 1))]
-    pub download_capacity: u32,
-    /// Upload workers (default 64).
-    #[serde(default = "default_upload_workers")]
-    #[schemars(range(min = 1))]
-    pub upload_workers: u32,
-    /// Download workers kept when idle (default 4).
-    #[serde(default = "default_download_workers_min")]
-    #[schemars(range(min = 1))]
-    pub download_workers_min: u32,
-    /// Download workers under load (default 64).
-    #[serde(default = "default_download_workers_max")]
-    #[schemars(range(min = 1))]
-    pub download_workers_max: u32,
-    /// In a standing queue, requests that waited longer than this for a
-    /// worker are shed (default 20).
-    #[serde(default = "default_queue_delay_target_ms")]
-    #[schemars(range(min = 1))]
-    pub delay_target_ms: u32,
-    /// A queue not empty for this long is standing; shorter bursts are
-    /// absorbed (default 100).
-    #[serde(default = "default_queue_delay_interval_ms")]
-    #[schemars(range(min = 1))]
-    pub delay_interval_ms: u32,
-}
-
-/// Read cache of a node.
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct CacheSpec {
-    /// Capacity of the read cache in MiB; 0 disables it (default 64).
-    #[serde(default = "default_cache_mib")]
-    pub size_mib: u32,
 }
 
 /// Prometheus integration.
@@ -343,64 +231,8 @@ fn default_image() -> String {
 fn default_storage_size() -> Quantity {
     Quantity("10Gi".to_owned())
 }
-fn default_heartbeat_ms() -> u64 {
-    100
-}
-fn default_election_min_ms() -> u64 {
-    300
-}
-fn default_election_max_ms() -> u64 {
-    450
-}
 fn default_true() -> bool {
     true
-}
-fn default_upload_priority_cpu() -> u8 {
-    90
-}
-fn default_download_thresholds() -> Vec<ShedThreshold> {
-    vec![threshold(95, 25), threshold(90, 10), threshold(85, 5)]
-}
-fn default_upload_thresholds() -> Vec<ShedThreshold> {
-    let above_70 = ShedThreshold {
-        exclusive: true,
-        ..threshold(70, 5)
-    };
-    vec![threshold(80, 25), threshold(75, 10), above_70]
-}
-fn threshold(cpu_percent: u8, probability_percent: u8) -> ShedThreshold {
-    ShedThreshold {
-        cpu_percent,
-        probability_percent,
-        exclusive: false,
-    }
-}
-fn default_memory_floor_mib() -> u32 {
-    64
-}
-fn default_upload_queue_capacity() -> u32 {
-    256
-}
-fn default_download_queue_capacity() -> u32 {
-    1024
-}
-fn default_upload_workers() -> u32 {
-    64
-}
-fn default_download_workers_min() -> u32 {
-    4
-}
-fn default_queue_delay_target_ms() -> u32 {
-    20
-}
-fn default_queue_delay_interval_ms() -> u32 {
-    100
-}
-fn default_download_workers_max() -> u32 {
-    64
-}
-fn default_cache_mib() -> u32 {
-    64
 }
 fn retain() -> PvcRetention {
     PvcRetention::Retain
@@ -418,46 +250,14 @@ impl Default for StorageSpec {
     }
 }
 
-impl Default for RaftSpec {
-    fn default() -> Self {
-        Self {
-            heartbeat_interval_ms: default_heartbeat_ms(),
-            election_timeout_min_ms: default_election_min_ms(),
-            election_timeout_max_ms: default_election_max_ms(),
-        }
-    }
-}
-
-impl Default for SheddingSpec {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            upload_priority_cpu_percent: default_upload_priority_cpu(),
-            download_thresholds: default_download_thresholds(),
-            upload_thresholds: default_upload_thresholds(),
-            memory_floor_mib: default_memory_floor_mib(),
-        }
-    }
-}
-
-impl Default for QueueSpec {
-    fn default() -> Self {
-        Self {
-            upload_capacity: default_upload_queue_capacity(),
-            download_capacity: default_download_queue_capacity(),
-            upload_workers: default_upload_workers(),
-            download_workers_min: default_download_workers_min(),
-            download_workers_max: default_download_workers_max(),
-            delay_target_ms: default_queue_delay_target_ms(),
-            delay_interval_ms: default_queue_delay_interval_ms(),
-        }
-    }
-}
-
-impl Default for CacheSpec {
-    fn default() -> Self {
-        Self {
-            size_mib: default_cache_mib(),
+impl RecipeStoreSpec {
+    /// The settings every node of this store runs with.
+    pub fn node_settings(&self) -> NodeSettings {
+        NodeSettings {
+            raft: self.raft.clone(),
+            shedding: self.shedding.clone(),
+            queues: self.queues.clone(),
+            cache: self.cache.clone(),
         }
     }
 }

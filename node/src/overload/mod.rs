@@ -24,7 +24,9 @@ use self::shed::Op;
 use self::shed::ShedPolicy;
 use self::shed::ShedReason;
 use crate::client::RETRY_AFTER_METADATA;
-use crate::config::OverloadConfig;
+use recipestore_settings::NodeSettings;
+
+use crate::config::SamplingConfig;
 use crate::metrics;
 
 /// The shortest retry-after hint: retrying sooner only adds load.
@@ -46,33 +48,43 @@ impl Drop for Overload {
     }
 }
 
+/// How long a download worker above the minimum stays idle before it exits:
+/// long enough to carry a pool through the gaps of a bursty load, short
+/// enough to give the memory back soon after it.
+const WORKER_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl Overload {
     /// Starts the resource sampler and both worker pools.
-    pub fn start(config: &OverloadConfig) -> Self {
+    pub fn start(settings: &NodeSettings, sampling: &SamplingConfig) -> Self {
         let gauges = Arc::new(Gauges::default());
         let source = cpu::Source::new(
-            &config.cgroup_dir,
+            &sampling.cgroup_dir,
             std::path::Path::new("/proc"),
-            config.cpu_fallback,
+            sampling.cpu_fallback,
         );
         let mut sampler = cpu::Sampler::new(source);
         sampler.sample(&gauges);
-        let sampler = sampler.spawn(gauges.clone(), Duration::from_millis(config.cpu_sample_ms));
-        let idle_timeout = Duration::from_secs(2);
-        let delay_target = config
-            .shed_enabled
-            .then(|| Duration::from_millis(config.queue_delay_target_ms));
-        let delay_interval = Duration::from_millis(config.queue_delay_interval_ms);
+        let sampler = sampler.spawn(
+            gauges.clone(),
+            Duration::from_millis(sampling.cpu_sample_ms),
+        );
+        let queues = &settings.queues;
+        let delay_target = settings
+            .shedding
+            .enabled
+            .then(|| Duration::from_millis(u64::from(queues.delay_target_ms)));
+        let delay_interval = Duration::from_millis(u64::from(queues.delay_interval_ms));
+        let count = |n: u32| n as usize;
         Self {
-            policy: config.policy(),
+            policy: ShedPolicy::from(&settings.shedding),
             gauges,
             uploads: WorkQueue::new(
                 "upload",
                 QueueConfig {
-                    capacity: config.upload_queue_capacity,
-                    min_workers: config.upload_workers,
-                    max_workers: config.upload_workers,
-                    idle_timeout,
+                    capacity: count(queues.upload_capacity),
+                    min_workers: count(queues.upload_workers),
+                    max_workers: count(queues.upload_workers),
+                    idle_timeout: WORKER_IDLE_TIMEOUT,
                     delay_target,
                     delay_interval,
                 },
@@ -80,10 +92,10 @@ impl Overload {
             downloads: WorkQueue::new(
                 "download",
                 QueueConfig {
-                    capacity: config.download_queue_capacity,
-                    min_workers: config.download_workers_min,
-                    max_workers: config.download_workers_max,
-                    idle_timeout,
+                    capacity: count(queues.download_capacity),
+                    min_workers: count(queues.download_workers_min),
+                    max_workers: count(queues.download_workers_max),
+                    idle_timeout: WORKER_IDLE_TIMEOUT,
                     delay_target,
                     delay_interval,
                 },

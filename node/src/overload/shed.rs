@@ -4,9 +4,9 @@
 //! The order of checks is memory, queue bound, CPU priority, CPU
 //! probabilistic, deadline: the cheapest and most certain reasons first.
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
+
+use recipestore_settings::{Shedding, Thresholds};
 
 /// The operation being admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -78,11 +78,12 @@ impl Tier {
     }
 }
 
-/// A probabilistic table, highest threshold first. Written as
-/// `95:0.25,90:0.10,>70:0.05` (`>` makes the lower bound exclusive).
+/// A probabilistic table, highest threshold first, built from the settings'
+/// [`Thresholds`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tiers(pub Vec<Tier>);
 
+#[cfg(test)]
 impl Tiers {
     /// The seed's download table: [95,100] 25 %, [90,95) 10 %, [85,90) 5 %.
     pub fn seed_downloads() -> Self {
@@ -101,7 +102,9 @@ impl Tiers {
             tier(70.0, true, 0.05),
         ])
     }
+}
 
+impl Tiers {
     /// The shed probability at `cpu` percent: the first tier that applies.
     pub fn probability(&self, cpu: f64) -> f64 {
         self.0
@@ -119,57 +122,22 @@ fn tier(min: f64, exclusive: bool, probability: f64) -> Tier {
     }
 }
 
-impl FromStr for Tiers {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let mut tiers = Vec::new();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (threshold, probability) = part
-                .split_once(':')
-                .ok_or_else(|| format!("tier {part:?} is not CPU:PROBABILITY"))?;
-            let (exclusive, threshold) = match threshold.strip_prefix('>') {
-                Some(t) => (true, t),
-                None => (false, threshold),
-            };
-            let min: f64 = threshold
-                .parse()
-                .map_err(|_| format!("tier {part:?}: {threshold:?} is not a CPU percentage"))?;
-            let probability: f64 = probability
-                .parse()
-                .map_err(|_| format!("tier {part:?}: {probability:?} is not a probability"))?;
-            if !(0.0..=100.0).contains(&min) {
-                return Err(format!("tier {part:?}: CPU must be within 0..=100"));
-            }
-            if !(0.0..=1.0).contains(&probability) {
-                return Err(format!("tier {part:?}: probability must be within 0..=1"));
-            }
-            if tiers.last().is_some_and(|prev: &Tier| prev.min <= min) {
-                return Err(format!(
-                    "tiers must be listed from the highest CPU threshold down; {part:?} is out of order"
-                ));
-            }
-            tiers.push(tier(min, exclusive, probability));
-        }
-        Ok(Self(tiers))
-    }
-}
-
-impl fmt::Display for Tiers {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = self
-            .0
-            .iter()
-            .map(|t| {
-                format!(
-                    "{}{}:{}",
-                    if t.exclusive { ">" } else { "" },
-                    t.min,
-                    t.probability
-                )
-            })
-            .collect();
-        f.write_str(&parts.join(","))
+/// The settings' table, highest row first, probabilities as fractions.
+impl From<&Thresholds> for Tiers {
+    fn from(table: &Thresholds) -> Self {
+        Self(
+            table
+                .highest_first()
+                .iter()
+                .map(|row| {
+                    tier(
+                        f64::from(row.cpu_percent),
+                        row.exclusive,
+                        f64::from(row.probability_percent) / 100.0,
+                    )
+                })
+                .collect(),
+        )
     }
 }
 
@@ -185,15 +153,21 @@ pub struct ShedPolicy {
     pub memory_floor_bytes: u64,
 }
 
+impl From<&Shedding> for ShedPolicy {
+    fn from(shedding: &Shedding) -> Self {
+        Self {
+            enabled: shedding.enabled,
+            upload_priority_cpu: f64::from(shedding.upload_priority_cpu_percent),
+            download_tiers: Tiers::from(&shedding.download_thresholds),
+            upload_tiers: Tiers::from(&shedding.upload_thresholds),
+            memory_floor_bytes: u64::from(shedding.memory_floor_mib) << 20,
+        }
+    }
+}
+
 impl Default for ShedPolicy {
     fn default() -> Self {
-        Self {
-            enabled: true,
-            upload_priority_cpu: 90.0,
-            download_tiers: Tiers::seed_downloads(),
-            upload_tiers: Tiers::seed_uploads(),
-            memory_floor_bytes: 64 * 1024 * 1024,
-        }
+        Self::from(&Shedding::default())
     }
 }
 
@@ -396,28 +370,19 @@ mod tests {
     }
 
     #[test]
-    fn tiers_parse_validate_and_print_round_trip() {
-        let t: Tiers = "80:0.25,75:0.1,>70:0.05".parse().unwrap();
-        assert_eq!(t, Tiers::seed_uploads());
-        assert_eq!(t.to_string().parse::<Tiers>().unwrap(), t);
-        assert_eq!("".parse::<Tiers>().unwrap().probability(100.0), 0.0);
-        assert!(
-            "90".parse::<Tiers>()
-                .unwrap_err()
-                .contains("CPU:PROBABILITY")
+    fn the_settings_tables_become_the_seed_tiers() {
+        let defaults = Shedding::default();
+        assert_eq!(
+            Tiers::from(&defaults.download_thresholds),
+            Tiers::seed_downloads()
         );
-        assert!(
-            "90:1.5"
-                .parse::<Tiers>()
-                .unwrap_err()
-                .contains("probability")
+        assert_eq!(
+            Tiers::from(&defaults.upload_thresholds),
+            Tiers::seed_uploads()
         );
-        assert!("120:0.1".parse::<Tiers>().unwrap_err().contains("0..=100"));
-        assert!(
-            "80:0.1,90:0.2"
-                .parse::<Tiers>()
-                .unwrap_err()
-                .contains("highest")
-        );
+        // Written in any order, the highest row comes first.
+        let shuffled: Thresholds = ">70:0.05,80:0.25,75:0.10".parse().unwrap();
+        assert_eq!(Tiers::from(&shuffled), Tiers::seed_uploads());
+        assert_eq!(ShedPolicy::from(&defaults).memory_floor_bytes, 64 << 20);
     }
 }

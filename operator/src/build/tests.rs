@@ -147,7 +147,7 @@ fn config_map_carries_node_settings_as_env() {
         ("RECIPESTORE_DOWNLOAD_WORKERS_MAX", "64"),
         ("RECIPESTORE_QUEUE_DELAY_TARGET_MS", "20"),
         ("RECIPESTORE_QUEUE_DELAY_INTERVAL_MS", "100"),
-        ("RECIPESTORE_CACHE_BYTES", "67108864"),
+        ("RECIPESTORE_CACHE_MIB", "64"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -162,7 +162,7 @@ fn config_map_sorts_shedding_tables_highest_cpu_first() {
     assert_eq!(data["RECIPESTORE_SHED_DOWNLOAD_TIERS"], "97:0.50,90:0.20");
     assert_eq!(data["RECIPESTORE_SHED_UPLOAD_TIERS"], "70:0.30,>60:1.00");
     assert_eq!(data["RECIPESTORE_SHED_ENABLED"], "false");
-    assert_eq!(data["RECIPESTORE_CACHE_BYTES"], (256u64 << 20).to_string());
+    assert_eq!(data["RECIPESTORE_CACHE_MIB"], "256");
 }
 
 #[test]

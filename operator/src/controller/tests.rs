@@ -955,7 +955,7 @@ fn validate_names_the_broken_rule() {
     let cases: Vec<(&str, Breakage)> = vec![
         ("replicas", |s| s.replicas = 0),
         ("image", |s| s.image.clear()),
-        ("electionTimeoutMinMs must be less", |s| {
+        ("must be less than raft.electionTimeoutMaxMs", |s| {
             s.raft.election_timeout_max_ms = 200
         }),
         ("heartbeatIntervalMs", |s| {

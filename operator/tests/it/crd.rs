@@ -287,7 +287,8 @@ fn walk(schema: &serde_json::Value, path: &str, visit: &mut dyn FnMut(&str, &ser
 }
 
 /// What the API server's structural validation checks of `value` against
-/// `schema`: types, bounds, enums and required fields, recursively.
+/// `schema`: types, bounds, enums, list lengths and required fields,
+/// recursively.
 fn structural_errors(
     schema: &serde_json::Value,
     value: &serde_json::Value,
@@ -357,6 +358,12 @@ fn structural_errors(
         }
     }
     if let Value::Array(items) = value {
+        if schema["maxItems"]
+            .as_u64()
+            .is_some_and(|max| items.len() as u64 > max)
+        {
+            errors.push(format!("{path}: more than {} items", schema["maxItems"]));
+        }
         for (i, item) in items.iter().enumerate() {
             errors.extend(structural_errors(
                 &schema["items"],
@@ -461,4 +468,100 @@ fn every_cel_rule_compiles_uses_only_its_scope_and_stays_within_the_cost_budget(
     });
     assert_eq!(rules_seen, 4);
     assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// The API server (schema bounds and CEL rules) and the node
+/// (`NodeSettings::validate`) refuse exactly the same settings, so a store
+/// the API server takes never has nodes that refuse to start.
+#[test]
+fn the_crd_refuses_exactly_the_settings_the_node_refuses() {
+    use recipestore_settings::{NodeSettings, ShedThreshold, Thresholds};
+
+    let schema = schema_json();
+    let spec_schema = &schema["properties"]["spec"];
+    let validator = kube_cel::Validator::new();
+    let mut cases: Vec<NodeSettings> = Vec::new();
+    let base = NodeSettings::default();
+    let millis = [
+        0, 1, 9, 10, 11, 49, 50, 99, 100, 101, 149, 150, 151, 299, 300, 301, 449, 450, 451, 5000,
+    ];
+    for value in millis {
+        for set in [
+            |s: &mut NodeSettings, v| s.raft.heartbeat_interval_ms = v,
+            |s: &mut NodeSettings, v| s.raft.election_timeout_min_ms = v,
+            |s: &mut NodeSettings, v| s.raft.election_timeout_max_ms = v,
+        ] {
+            let mut s = base.clone();
+            set(&mut s, value);
+            cases.push(s);
+        }
+    }
+    for value in [0u32, 1, 2, 3, 4, 5, 63, 64, 65, 1_000_000] {
+        for set in [
+            |s: &mut NodeSettings, v| s.queues.upload_capacity = v,
+            |s: &mut NodeSettings, v| s.queues.download_capacity = v,
+            |s: &mut NodeSettings, v| s.queues.upload_workers = v,
+            |s: &mut NodeSettings, v| s.queues.download_workers_min = v,
+            |s: &mut NodeSettings, v| s.queues.download_workers_max = v,
+            |s: &mut NodeSettings, v| s.queues.delay_target_ms = v,
+            |s: &mut NodeSettings, v| s.queues.delay_interval_ms = v,
+            |s: &mut NodeSettings, v| s.shedding.memory_floor_mib = v,
+            |s: &mut NodeSettings, v| s.cache.size_mib = v,
+        ] {
+            let mut s = base.clone();
+            set(&mut s, value);
+            cases.push(s);
+        }
+    }
+    for value in [0u8, 1, 50, 100, 101, 255] {
+        let mut s = base.clone();
+        s.shedding.upload_priority_cpu_percent = value;
+        cases.push(s);
+        let row = ShedThreshold {
+            cpu_percent: value,
+            probability_percent: 100u8.saturating_sub(value / 2),
+            exclusive: false,
+        };
+        let mut s = base.clone();
+        s.shedding.download_thresholds = Thresholds(vec![row]);
+        cases.push(s);
+        let mut s = base.clone();
+        s.shedding.upload_thresholds = Thresholds(vec![ShedThreshold {
+            probability_percent: value,
+            ..row
+        }]);
+        cases.push(s);
+    }
+    for rows in [16, 17] {
+        let mut s = base.clone();
+        s.shedding.download_thresholds =
+            Thresholds(vec![base.shedding.download_thresholds.0[0]; rows]);
+        cases.push(s);
+    }
+
+    let mut refused = 0;
+    for settings in cases {
+        let mut spec = serde_json::to_value(recipestore(serde_json::json!({})).spec).unwrap();
+        for (group, value) in serde_json::to_value(&settings)
+            .unwrap()
+            .as_object()
+            .unwrap()
+        {
+            spec[group] = value.clone();
+        }
+        let structural = structural_errors(spec_schema, &spec, "spec");
+        let cel = validator.validate(spec_schema, &spec, None);
+        let api_accepts = structural.is_empty() && cel.is_ok();
+        let node = settings.validate();
+        refused += usize::from(!api_accepts);
+        assert_eq!(
+            api_accepts,
+            node.is_ok(),
+            "API server: {structural:?} {cel:?}; node: {node:?}; for {settings:?}"
+        );
+    }
+    assert!(
+        refused > 20,
+        "only {refused} refusals: the cases test too little"
+    );
 }
