@@ -31,7 +31,6 @@ use std::ops::RangeBounds;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::mpsc;
 use std::time::Instant;
 
 use openraft::LogState;
@@ -44,6 +43,7 @@ use recipestore_wal::Log;
 use recipestore_wal::Options;
 use serde::Deserialize;
 use serde::Serialize;
+use tokio::sync::mpsc;
 
 use super::TypeConfig;
 use super::typ::Entry;
@@ -84,6 +84,12 @@ fn lock(inner: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
     inner.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Appends waiting for the flusher. Openraft appends one batch at a time and
+/// the flusher takes every waiting callback per fdatasync, so this fills
+/// only when the disk stalls; then appends wait here (backpressure on the
+/// Raft core) rather than queue without bound.
+const FLUSH_QUEUE: usize = 1024;
+
 /// The Raft log. Cloning shares the same log and flusher.
 #[derive(Clone)]
 pub struct LogStore {
@@ -106,11 +112,11 @@ impl LogStore {
             None => Meta::default(),
         };
         let inner = Arc::new(Mutex::new(Inner { log, meta }));
-        let (flush_requests, pending) = mpsc::channel();
+        let (flush_requests, pending) = mpsc::channel(FLUSH_QUEUE);
         let flusher = inner.clone();
         std::thread::Builder::new()
             .name("raft-log-flusher".into())
-            .spawn(move || flush_loop(&flusher, &pending))?;
+            .spawn(move || flush_loop(&flusher, pending))?;
         Ok(Self {
             inner,
             flush_requests,
@@ -184,10 +190,12 @@ pub fn read_entries(dir: &Path) -> io::Result<Vec<Entry>> {
 
 /// Completes appends in batches: every callback that queued up while the
 /// previous fdatasync ran is covered by the next one.
-fn flush_loop(inner: &Mutex<Inner>, pending: &mpsc::Receiver<IOFlushed<TypeConfig>>) {
-    while let Ok(first) = pending.recv() {
+fn flush_loop(inner: &Mutex<Inner>, mut pending: mpsc::Receiver<IOFlushed<TypeConfig>>) {
+    while let Some(first) = pending.blocking_recv() {
         let mut batch = vec![first];
-        batch.extend(pending.try_iter());
+        while let Ok(more) = pending.try_recv() {
+            batch.push(more);
+        }
         // Every entry whose append returned before this call is covered.
         let handle = lock(inner).log.sync_handle();
         let started = Instant::now();
@@ -297,6 +305,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         self.flush_requests
             .send(callback)
+            .await
             .map_err(|_| io::Error::other("the raft log flusher stopped"))
     }
 
