@@ -77,18 +77,12 @@ impl Operator {
 
     /// Waits for the process to exit, at most `within`.
     async fn exit(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the operator did not exit within {within:?}\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let log = self.log.clone();
+        let child = &mut self.child;
+        eventually(&log, within, "the operator to exit", || {
+            std::future::ready(child.try_wait().expect("try_wait"))
+        })
+        .await
     }
 }
 
@@ -99,8 +93,9 @@ impl Drop for Operator {
     }
 }
 
-/// Polls `check` until it returns `Some`, failing after `wait`.
-async fn eventually<T, F, Fut>(operator: &Operator, wait: Duration, what: &str, mut check: F) -> T
+/// Polls `check` until it returns `Some`, failing after `wait` with the
+/// operator's log (at `log`).
+async fn eventually<T, F, Fut>(log: &Path, wait: Duration, what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -113,7 +108,7 @@ where
         assert!(
             Instant::now() < deadline,
             "timed out after {wait:?} waiting for {what}\n--- operator log ---\n{}",
-            operator.log()
+            std::fs::read_to_string(log).unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -144,7 +139,7 @@ async fn without_its_crd_the_operator_is_not_ready_says_why_and_starts_once_it_i
     let api = ApiServer::start().await;
     let operator = Operator::start(&api);
 
-    let (code, body) = eventually(&operator, WAIT, "/readyz to refuse", || async {
+    let (code, body) = eventually(&operator.log, WAIT, "/readyz to refuse", || async {
         operator
             .readyz()
             .await
@@ -155,7 +150,7 @@ async fn without_its_crd_the_operator_is_not_ready_says_why_and_starts_once_it_i
     assert!(body.contains("is not installed"), "{body}");
     assert!(body.contains("kubectl apply --server-side"), "{body}");
     let events = eventually(
-        &operator,
+        &operator.log,
         WAIT,
         "an Event on the operator's Pod",
         || async { Some(events_on_own_pod(&api)).filter(|e| !e.is_empty()) },
@@ -169,12 +164,12 @@ async fn without_its_crd_the_operator_is_not_ready_says_why_and_starts_once_it_i
     );
 
     api.put("customresourcedefinitions", crd());
-    eventually(&operator, WAIT, "/readyz to accept", || async {
+    eventually(&operator.log, WAIT, "/readyz to accept", || async {
         operator.readyz().await.filter(|(code, _)| *code == 200)
     })
     .await;
     eventually(
-        &operator,
+        &operator.log,
         WAIT,
         "the RecipeStores to be watched",
         || async {
@@ -201,7 +196,7 @@ async fn an_outdated_crd_is_refused_naming_the_fields_it_lacks() {
     api.put("customresourcedefinitions", old);
     let operator = Operator::start(&api);
 
-    let (code, body) = eventually(&operator, WAIT, "/readyz to refuse", || async {
+    let (code, body) = eventually(&operator.log, WAIT, "/readyz to refuse", || async {
         operator
             .readyz()
             .await
@@ -211,7 +206,7 @@ async fn an_outdated_crd_is_refused_naming_the_fields_it_lacks() {
     assert_eq!(code, 503);
     assert!(body.contains("spec.queues"), "{body}");
     let events = eventually(
-        &operator,
+        &operator.log,
         WAIT,
         "an Event on the operator's Pod",
         || async { Some(events_on_own_pod(&api)).filter(|e| !e.is_empty()) },
@@ -233,7 +228,10 @@ async fn an_outdated_crd_is_refused_naming_the_fields_it_lacks() {
 async fn a_stop_request_while_waiting_for_the_crd_ends_the_operator_at_once() {
     let api = ApiServer::start().await;
     let mut operator = Operator::start(&api);
-    eventually(&operator, WAIT, "/readyz to answer", || operator.readyz()).await;
+    eventually(&operator.log, WAIT, "/readyz to answer", || {
+        operator.readyz()
+    })
+    .await;
     operator.terminate();
     assert!(operator.exit(Duration::from_secs(5)).await.success());
 }
@@ -247,7 +245,7 @@ async fn a_stop_request_while_the_watches_fail_ends_the_operator_promptly() {
     api.forbid("recipestores");
     let mut operator = Operator::start(&api);
     eventually(
-        &operator,
+        &operator.log,
         WAIT,
         "a refused list of RecipeStores",
         || async {
@@ -265,6 +263,14 @@ async fn a_stop_request_while_the_watches_fail_ends_the_operator_promptly() {
         "the refusal is logged:\n{}",
         operator.log()
     );
+}
+
+/// A fake API server with the RecipeStore CRD and the README's example store.
+async fn with_example_store() -> ApiServer {
+    let api = ApiServer::start().await;
+    api.put("customresourcedefinitions", crd());
+    api.put("recipestores", example_store());
+    api
 }
 
 fn example_store() -> Value {
@@ -291,7 +297,7 @@ async fn without_the_prometheus_operator_the_example_store_gets_its_objects_and_
     api.put("recipestores", store);
     let mut operator = Operator::start(&api);
 
-    let status = eventually(&operator, WAIT, "the store's status", || async {
+    let status = eventually(&operator.log, WAIT, "the store's status", || async {
         api.get("recipestores", "recipes", "cookbook")
             .and_then(|s| s.get("status").cloned())
             .filter(|s| s["conditions"].as_array().is_some_and(|c| !c.is_empty()))
@@ -337,9 +343,7 @@ async fn without_the_prometheus_operator_the_example_store_gets_its_objects_and_
 
 #[tokio::test]
 async fn an_object_the_api_server_refuses_is_told_on_the_store_with_the_field() {
-    let api = ApiServer::start().await;
-    api.put("customresourcedefinitions", crd());
-    api.put("recipestores", example_store());
+    let api = with_example_store().await;
     let field = "spec.template.spec.containers[0].resources.requests";
     api.reject(
         "statefulsets",
@@ -348,7 +352,7 @@ async fn an_object_the_api_server_refuses_is_told_on_the_store_with_the_field() 
     );
     let operator = Operator::start(&api);
 
-    let note = eventually(&operator, WAIT, "a ReconcileFailed Event", || async {
+    let note = eventually(&operator.log, WAIT, "a ReconcileFailed Event", || async {
         api.all("events").into_iter().find_map(|e| {
             (e["regarding"]["name"] == "cookbook" && e["reason"] == "ReconcileFailed")
                 .then(|| e["note"].as_str().unwrap_or_default().to_owned())
@@ -365,20 +369,21 @@ async fn an_object_the_api_server_refuses_is_told_on_the_store_with_the_field() 
 /// list again to find the store created meanwhile.
 #[tokio::test]
 async fn a_store_created_while_the_watch_history_expired_is_found_by_listing_again() {
-    let api = ApiServer::start().await;
-    api.put("customresourcedefinitions", crd());
-    api.put("recipestores", example_store());
+    let api = with_example_store().await;
     let operator = Operator::start(&api);
-    eventually(&operator, WAIT, "the first store's StatefulSet", || async {
-        api.get("statefulsets", "recipes", "cookbook")
-    })
+    eventually(
+        &operator.log,
+        WAIT,
+        "the first store's StatefulSet",
+        || async { api.get("statefulsets", "recipes", "cookbook") },
+    )
     .await;
 
     let mut second = example_store();
     second["metadata"]["name"] = json!("pantry");
     api.restart_after("recipestores", second);
     eventually(
-        &operator,
+        &operator.log,
         WAIT,
         "the second store's StatefulSet",
         || async { api.get("statefulsets", "recipes", "pantry") },
@@ -397,11 +402,9 @@ async fn a_store_created_while_the_watch_history_expired_is_found_by_listing_aga
 /// takes the field back instead of failing on the conflict.
 #[tokio::test]
 async fn fields_another_manager_applied_are_taken_back() {
-    let api = ApiServer::start().await;
-    api.put("customresourcedefinitions", crd());
-    api.put("recipestores", example_store());
+    let api = with_example_store().await;
     let operator = Operator::start(&api);
-    let ours = eventually(&operator, WAIT, "the StatefulSet", || async {
+    let ours = eventually(&operator.log, WAIT, "the StatefulSet", || async {
         api.get("statefulsets", "recipes", "cookbook")
     })
     .await;
@@ -412,7 +415,7 @@ async fn fields_another_manager_applied_are_taken_back() {
     let mut theirs = ours.clone();
     theirs["spec"]["template"]["spec"]["containers"][0]["image"] = json!("elsewhere/node:9");
     api.apply_as("kubectl", "statefulsets", theirs);
-    eventually(&operator, WAIT, "the operator's image back", || async {
+    eventually(&operator.log, WAIT, "the operator's image back", || async {
         let now = api.get("statefulsets", "recipes", "cookbook")?;
         let manager = api.manager_of("statefulsets", "recipes", "cookbook");
         (image(&now) == our_image && manager.as_deref() == Some("recipestore-operator"))
@@ -435,17 +438,17 @@ async fn a_service_monitor_api_that_goes_away_is_noticed_without_a_failed_reconc
     );
     api.put("recipestores", example_store());
     let operator = Operator::start(&api);
-    eventually(&operator, WAIT, "the ServiceMonitor", || async {
+    eventually(&operator.log, WAIT, "the ServiceMonitor", || async {
         api.get("servicemonitors", "recipes", "cookbook")
     })
     .await;
-    eventually(&operator, WAIT, "Monitoring to be True", || async {
+    eventually(&operator.log, WAIT, "Monitoring to be True", || async {
         (monitoring_condition(&api)? == "True").then_some(())
     })
     .await;
 
     api.delete("customresourcedefinitions", "", monitoring_crd);
-    eventually(&operator, WAIT, "Monitoring to be False", || async {
+    eventually(&operator.log, WAIT, "Monitoring to be False", || async {
         (monitoring_condition(&api)? == "False").then_some(())
     })
     .await;
