@@ -132,6 +132,17 @@ fn events_on_own_pod(api: &ApiServer) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Waits for the first Events on the operator's own Pod.
+async fn first_events_on_own_pod(api: &ApiServer, operator: &Operator) -> Vec<(String, String)> {
+    eventually(
+        &operator.log,
+        WAIT,
+        "an Event on the operator's Pod",
+        || async { Some(events_on_own_pod(api)).filter(|e| !e.is_empty()) },
+    )
+    .await
+}
+
 const WAIT: Duration = Duration::from_secs(30);
 
 #[tokio::test]
@@ -149,13 +160,7 @@ async fn without_its_crd_the_operator_is_not_ready_says_why_and_starts_once_it_i
     assert_eq!(code, 503);
     assert!(body.contains("is not installed"), "{body}");
     assert!(body.contains("kubectl apply --server-side"), "{body}");
-    let events = eventually(
-        &operator.log,
-        WAIT,
-        "an Event on the operator's Pod",
-        || async { Some(events_on_own_pod(&api)).filter(|e| !e.is_empty()) },
-    )
-    .await;
+    let events = first_events_on_own_pod(&api, &operator).await;
     assert_eq!(events[0].0, "CRDMissing", "{events:?}");
     assert!(
         operator.log().contains("is not installed"),
@@ -205,13 +210,7 @@ async fn an_outdated_crd_is_refused_naming_the_fields_it_lacks() {
     .await;
     assert_eq!(code, 503);
     assert!(body.contains("spec.queues"), "{body}");
-    let events = eventually(
-        &operator.log,
-        WAIT,
-        "an Event on the operator's Pod",
-        || async { Some(events_on_own_pod(&api)).filter(|e| !e.is_empty()) },
-    )
-    .await;
+    let events = first_events_on_own_pod(&api, &operator).await;
     assert_eq!(events[0].0, "CRDOutdated");
     assert!(events[0].1.contains("spec.queues"), "{events:?}");
     // Nothing is watched, so nothing is pruned by an old schema.
