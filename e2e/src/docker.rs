@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use anyhow::bail;
 
-use crate::workspace_root;
+use recipestore_testkit::workspace_root;
 
 pub const IMAGE: &str = "recipestore-node:e2e";
 

@@ -25,7 +25,7 @@ use prometheus::{Job, Prometheus, Target};
 use recipestore::client::{Client, RetryPolicy};
 use recipestore::local_cluster::LocalCluster;
 use recipestore::pb;
-use recipestore_e2e::{binary, workspace_root};
+use recipestore_testkit::{FAST_RAFT, binary, free_node_ports, workspace_root};
 use serde_json::Value;
 
 /// What the scrape config calls the store and its namespace.
@@ -36,16 +36,10 @@ const NEEDS_A_CLUSTER: &[&str] = &["recipestore-operator.json"];
 /// `$__rate_interval` as Grafana would compute it for a short time range.
 const RATE_INTERVAL: &str = "2m";
 
-/// Raft timings for a loaded two-core machine, a download queue of two
-/// served by one worker (so a burst overflows it), and a read cache of a
-/// few recipes (so it evicts).
+/// Besides the test Raft timings: a download queue of two served by one
+/// worker (so a burst overflows it), and a read cache of a few recipes (so
+/// it evicts).
 const NODE_ARGS: &[&str] = &[
-    "--heartbeat-ms",
-    "100",
-    "--election-timeout-min-ms",
-    "600",
-    "--election-timeout-max-ms",
-    "1200",
     "--cpu-sample-ms",
     "50",
     "--download-queue-capacity",
@@ -92,21 +86,6 @@ impl FakeCpu {
             let _ = std::fs::write(&path, "usage_usec 0\n");
         })
     }
-}
-
-/// A base port whose 3 × 3 node ports are free now.
-fn free_base_port() -> u16 {
-    let first = 28_000 + (std::process::id() % 40) as u16 * 50;
-    (0..40)
-        .map(|i| 28_000 + (first - 28_000 + i * 50) % 2_000)
-        .find(|base| {
-            (0..3).all(|node| {
-                (0..3).all(|offset| {
-                    std::net::TcpListener::bind(("127.0.0.1", base + node * 10 + offset)).is_ok()
-                })
-            })
-        })
-        .expect("a free range of ports between 28000 and 30000")
 }
 
 fn client(endpoints: &[String], attempts: u32) -> Client {
@@ -263,11 +242,16 @@ async fn every_dashboard_panel_shows_data_from_a_live_cluster() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cpu = FakeCpu::create(&dir.path().join("cgroup")).expect("fake cgroup");
     let cgroup = dir.path().join("cgroup").display().to_string();
-    let mut args = NODE_ARGS.to_vec();
+    let mut args = [FAST_RAFT, NODE_ARGS].concat();
     args.extend(["--cgroup-dir", &cgroup]);
-    let mut cluster =
-        LocalCluster::new(&node, &dir.path().join("nodes"), free_base_port(), 3, &args)
-            .expect("layout");
+    let mut cluster = LocalCluster::new(
+        &node,
+        &dir.path().join("nodes"),
+        free_node_ports(),
+        3,
+        &args,
+    )
+    .expect("layout");
     cluster.start_all().expect("start nodes");
     let logs = |cluster: &LocalCluster| {
         cluster

@@ -17,7 +17,7 @@ use anyhow::Context;
 use recipestore::client::Client;
 use recipestore::pb::Consistency;
 use recipestore_e2e::docker::docker;
-use recipestore_e2e::workspace_root;
+use recipestore_testkit::workspace_root;
 
 const NAMESPACE: &str = "recipestore-e2e";
 const RELEASE: &str = "recipestore-e2e";
@@ -43,19 +43,12 @@ fn kubectl(args: &[&str]) -> anyhow::Result<String> {
     run("kubectl", &full)
 }
 
-/// Polls `check` until it yields a value, failing after `wait`.
+/// Polls `check` (kubectl calls) every 2 s until it yields a value,
+/// failing after `wait`.
 async fn eventually<T>(wait: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + wait;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {wait:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
+    recipestore_testkit::poll(wait, Duration::from_secs(2), || std::future::ready(check()))
+        .await
+        .unwrap_or_else(|| panic!("timed out after {wait:?} waiting for {what}"))
 }
 
 fn jsonpath(resource: &str, path: &str) -> Option<String> {

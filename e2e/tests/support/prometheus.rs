@@ -43,7 +43,7 @@ impl Prometheus {
         std::fs::create_dir_all(dir)?;
         let config = dir.join("prometheus.yml");
         std::fs::write(&config, config_yaml(jobs, rule_files))?;
-        let port = free_port()?;
+        let port = recipestore_testkit::free_port();
         let address = format!("127.0.0.1:{port}");
         let log = dir.join("prometheus.log");
         let out = std::fs::File::create(&log)?;
@@ -209,12 +209,6 @@ fn config_yaml(jobs: &[Job], rule_files: &[&Path]) -> String {
         }
     }
     yaml
-}
-
-/// A port nothing listens on now.
-fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
-use std::sync::atomic::AtomicU16;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::Instant;
@@ -15,42 +14,9 @@ use recipestore::client::Client;
 use recipestore::client::RetryPolicy;
 use recipestore::local_cluster::LocalCluster;
 use recipestore::pb;
+pub use recipestore_testkit::eventually;
+use recipestore_testkit::{FAST_RAFT, free_node_ports};
 use tempfile::TempDir;
-
-/// Raft timings short enough for quick failover, long enough for a loaded
-/// two-core machine running tests in parallel.
-pub const FAST_RAFT: &[&str] = &[
-    "--heartbeat-ms",
-    "100",
-    "--election-timeout-min-ms",
-    "600",
-    "--election-timeout-max-ms",
-    "1200",
-];
-
-/// Each cluster gets its own free range of 100 ports, below the kernel's
-/// range for outgoing connections (32768 and up), so no client socket can
-/// take a port a node is about to listen on.
-fn next_base_port() -> u16 {
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    const FIRST: u32 = 10_000;
-    const SLOTS: u32 = 220;
-    // Spread concurrent test runs apart by process id.
-    let start = std::process::id() % SLOTS;
-    loop {
-        let slot = u32::from(NEXT.fetch_add(1, Ordering::Relaxed));
-        assert!(slot < SLOTS, "no free port range left");
-        let base = (FIRST + (start + slot) % SLOTS * 100) as u16;
-        let free = (0..10u16).all(|node| {
-            (0..3u16).all(|offset| {
-                std::net::TcpListener::bind(("127.0.0.1", base + node * 10 + offset)).is_ok()
-            })
-        });
-        if free {
-            return base;
-        }
-    }
-}
 
 pub struct TestCluster {
     pub cluster: LocalCluster,
@@ -71,8 +37,8 @@ impl TestCluster {
         args.extend_from_slice(&["--cgroup-dir", &cgroup, "--cpu-sample-ms", "50"]);
         args.extend_from_slice(extra_args);
         let binary = std::path::PathBuf::from(env!("CARGO_BIN_EXE_recipestore-node"));
-        let cluster =
-            LocalCluster::new(&binary, dir.path(), next_base_port(), count, &args).expect("layout");
+        let cluster = LocalCluster::new(&binary, dir.path(), free_node_ports(), count, &args)
+            .expect("layout");
         Self { cluster, _dir: dir }
     }
 
@@ -181,25 +147,6 @@ pub fn client_for(endpoints: &[String]) -> Client {
         ..RetryPolicy::default()
     };
     Client::with_policy(endpoints, policy, Duration::from_secs(5)).expect("client")
-}
-
-/// Polls `check` until it returns `Some`, failing after `wait`.
-pub async fn eventually<T, F, Fut>(wait: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + wait;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {wait:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Acknowledged uploads: name to (version, content).

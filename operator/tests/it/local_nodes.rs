@@ -2,12 +2,13 @@
 //! processes on loopback, with a small stand-in for the StatefulSet: pods are
 //! processes, ordinals are node ids, scaling starts or kills them.
 //!
-//! Runs when the node binary is found (`RECIPESTORE_NODE_BIN`, or the
-//! workspace's `target/debug/recipestore-node`); otherwise it says so and
-//! passes, since the operator crate cannot build the node binary itself.
+//! Runs when the node binary is found (in `RECIPESTORE_BIN_DIR`, or the
+//! workspace's `target/debug`); otherwise it says so and passes, since the
+//! operator crate cannot build the node binary itself (`scripts/test.sh`
+//! builds it first).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,19 +23,11 @@ use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 use tokio::time::{Instant, MissedTickBehavior, interval, timeout};
 
-use crate::free_port;
+use recipestore_testkit::{FAST_RAFT, find_binary, free_port};
 
 const CONVERGE_WITHIN: Duration = Duration::from_secs(90);
 /// How often the stand-in operator reconciles, like the controller's requeue.
 const RECONCILE_EVERY: Duration = Duration::from_millis(200);
-
-fn node_binary() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("RECIPESTORE_NODE_BIN").map(PathBuf::from),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/recipestore-node")),
-    ];
-    candidates.into_iter().flatten().find(|p| p.is_file())
-}
 
 /// One "pod": a node process with its own ports and data directory.
 struct LocalNode {
@@ -103,14 +96,7 @@ impl LocalStatefulSet {
             // The test machine's CPU is shared with builds: shedding would
             // refuse the writes this test must see succeed.
             .args(["--shed-enabled", "false"])
-            .args([
-                "--heartbeat-ms",
-                "50",
-                "--election-timeout-min-ms",
-                "400",
-                "--election-timeout-max-ms",
-                "800",
-            ])
+            .args(FAST_RAFT)
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
@@ -330,7 +316,7 @@ async fn write_continuously(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn planner_steps_drive_real_nodes_one_three_five_three_without_losing_writes() {
-    let Some(binary) = node_binary() else {
+    let Some(binary) = find_binary("recipestore-node") else {
         eprintln!(
             "skipped: recipestore-node binary not found (build it with `cargo build -p recipestore`)"
         );

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kube::CustomResourceExt;
 use recipestore_operator::RecipeStore;
@@ -13,7 +13,7 @@ use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::api_server::{ApiServer, CRD_NAME};
-use crate::free_port;
+use recipestore_testkit::{free_port, poll};
 
 const OPERATOR_NAMESPACE: &str = "recipestore-system";
 const POD: &str = "recipestore-operator-7d9f-x2x4q";
@@ -95,23 +95,19 @@ impl Drop for Operator {
 
 /// Polls `check` until it returns `Some`, failing after `wait` with the
 /// operator's log (at `log`).
-async fn eventually<T, F, Fut>(log: &Path, wait: Duration, what: &str, mut check: F) -> T
+async fn eventually<T, F, Fut>(log: &Path, wait: Duration, what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + wait;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {wait:?} waiting for {what}\n--- operator log ---\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll(wait, Duration::from_millis(100), check)
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "timed out after {wait:?} waiting for {what}\n--- operator log ---\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            )
+        })
 }
 
 fn crd() -> Value {
