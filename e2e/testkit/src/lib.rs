@@ -63,8 +63,9 @@ fn bindable(port: u16) -> bool {
 /// The repository root.
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("testkit lives in the workspace")
+        .ancestors()
+        .nth(2)
+        .expect("testkit lives in e2e/ of the workspace")
         .to_path_buf()
 }
 
