@@ -2,9 +2,7 @@
 //! services share (writing through the leader, linearizable reads).
 
 use openraft::async_runtime::watch::WatchReceiver;
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -31,6 +29,7 @@ use crate::raft::Outcome;
 use crate::raft::log_store::LogStore;
 use crate::raft::network;
 use crate::raft::network::Network;
+use crate::raft::network::PeerChannels;
 use crate::raft::state_machine::Recipes;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::typ;
@@ -53,7 +52,7 @@ pub struct Node {
     pub config: NodeConfig,
     pub member: Member,
     pub overload: Overload,
-    peer_channels: Mutex<HashMap<String, Channel>>,
+    peer_channels: PeerChannels,
 }
 
 /// How long a call without a deadline may wait for a leader or a read index.
@@ -82,14 +81,9 @@ impl Node {
 
     /// A reused channel to another node's peer port.
     pub fn peer_channel(&self, addr: &str) -> Result<Channel, Status> {
-        let mut channels = self.peer_channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = channels.get(addr) {
-            return Ok(c.clone());
-        }
-        let channel = network::peer_channel(addr, Duration::from_secs(1))
-            .map_err(|e| Status::internal(format!("invalid peer address {addr}: {e}")))?;
-        channels.insert(addr.to_string(), channel.clone());
-        Ok(channel)
+        self.peer_channels
+            .get(addr)
+            .map_err(|e| Status::internal(format!("invalid peer address {addr}: {e}")))
     }
 
     /// Waits, up to `wait`, until some node is known as leader.
@@ -345,10 +339,11 @@ impl RunningNode {
         let cache = RecipeCache::new(config.settings.cache.bytes());
         let state_machine = StateMachine::open(&db, &config.data_dir.join("snapshots"), cache)?;
         let recipes = state_machine.recipes();
+        let peer_channels = PeerChannels::default();
         let raft = typ::Raft::new(
             id,
             raft_config,
-            Network::new(identity.clone()),
+            Network::new(identity.clone(), peer_channels.clone()),
             log_store,
             state_machine,
         )
@@ -366,7 +361,7 @@ impl RunningNode {
             config: config.clone(),
             member,
             overload: Overload::start(&config.settings, &config.sampling),
-            peer_channels: Mutex::default(),
+            peer_channels,
         });
         metrics::initialize_labels();
 

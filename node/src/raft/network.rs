@@ -75,29 +75,39 @@ pub fn transport_client(channel: Channel) -> RaftTransportClient<Channel> {
         .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES)
 }
 
-/// Creates one client per peer, sharing channels by address.
-#[derive(Clone)]
-pub struct Network {
-    identity: Arc<Identity>,
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
-}
+/// Channels to other nodes' peer ports, one per address, shared by the Raft
+/// RPCs and by application forwarding (writes, read index), so a node keeps
+/// one HTTP/2 connection per peer.
+#[derive(Clone, Default)]
+pub struct PeerChannels(Arc<Mutex<HashMap<String, Channel>>>);
 
-impl Network {
-    pub fn new(identity: Arc<Identity>) -> Self {
-        Self {
-            identity,
-            channels: Arc::default(),
-        }
-    }
-
-    fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
-        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+impl PeerChannels {
+    /// The channel to `addr`, opened lazily on first use.
+    pub fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        let mut channels = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
         let channel = peer_channel(addr, Duration::from_secs(1))?;
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
+    }
+}
+
+/// Creates one Raft client per peer over the shared [`PeerChannels`].
+#[derive(Clone)]
+pub struct Network {
+    identity: Arc<Identity>,
+    channels: PeerChannels,
+}
+
+impl Network {
+    pub fn new(identity: Arc<Identity>, channels: PeerChannels) -> Self {
+        Self { identity, channels }
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        self.channels.get(addr)
     }
 }
 
