@@ -107,47 +107,83 @@ impl Node {
         }
     }
 
-    /// Proposes `command` on this node if it leads, else on the leader.
-    /// Retries only when the command was certainly not proposed.
-    pub async fn write(&self, command: Command, wait: Duration) -> Result<Outcome, Status> {
+    /// Runs an operation on the leader: `attempt(leader id, leader,
+    /// deadline)` on whichever node leads now, again after leadership
+    /// settles for as long as an attempt certainly did not run, until
+    /// `wait` is over; then `gave_up` says why. Writes and read indexes
+    /// reach the leader through this one loop.
+    async fn on_leader<T, F, Fut>(
+        &self,
+        wait: Duration,
+        mut attempt: F,
+        gave_up: impl FnOnce(Status) -> Status,
+    ) -> Result<T, Status>
+    where
+        F: FnMut(u64, Member, Instant) -> Fut,
+        Fut: Future<Output = Attempt<T>>,
+    {
         let deadline = Instant::now() + wait;
         loop {
             let (leader_id, leader) = self
                 .await_leader(deadline.saturating_duration_since(Instant::now()))
                 .await?;
-            let reply = if leader_id == self.id {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match tokio::time::timeout(left, self.propose(command.clone())).await {
-                    Ok(reply) => reply,
-                    Err(_) => {
-                        metrics::proposal_failed("timeout");
-                        return Err(Status::deadline_exceeded(
-                            "the write was not committed within the deadline; it may still commit",
-                        ));
-                    }
+            match attempt(leader_id, leader, deadline).await {
+                Attempt::Ran(result) => return result,
+                Attempt::NotRun(status) if Instant::now() >= deadline => {
+                    return Err(gave_up(status));
                 }
-            } else {
-                self.forward_write(&leader, &command, deadline).await?
-            };
-            match reply {
-                ForwardReply::Applied(outcome) => return Ok(outcome),
-                ForwardReply::Failed(message) => {
-                    metrics::proposal_failed("raft");
-                    // The entry may or may not commit: not safe to retry blindly.
-                    return Err(Status::unknown(format!("outcome unknown: {message}")));
-                }
-                ForwardReply::NotLeader if Instant::now() < deadline => {
-                    // Leadership moved before the proposal: wait for the
-                    // cluster to settle, then try the new leader.
+                Attempt::NotRun(_) => {
+                    // Leadership is moving: wait for the cluster to settle,
+                    // then try the new leader.
                     let mut m = self.raft.metrics();
                     let _ = tokio::time::timeout(Duration::from_millis(50), m.changed()).await;
                 }
-                ForwardReply::NotLeader => {
-                    metrics::proposal_failed("no_leader");
-                    return Err(Status::unavailable("leadership is changing; retry"));
-                }
             }
         }
+    }
+
+    /// Proposes `command` on this node if it leads, else on the leader.
+    /// Retries only when the command was certainly not proposed.
+    pub async fn write(&self, command: Command, wait: Duration) -> Result<Outcome, Status> {
+        let attempt = |leader_id, leader: Member, deadline: Instant| {
+            let command = command.clone();
+            async move {
+                let reply = if leader_id == self.id {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match tokio::time::timeout(left, self.propose(command)).await {
+                        Ok(reply) => reply,
+                        Err(_) => {
+                            metrics::proposal_failed("timeout");
+                            return Attempt::Ran(Err(Status::deadline_exceeded(
+                                "the write was not committed within the deadline; it may still commit",
+                            )));
+                        }
+                    }
+                } else {
+                    match self.forward_write(&leader, &command, deadline).await {
+                        Ok(reply) => reply,
+                        Err(status) => return Attempt::Ran(Err(status)),
+                    }
+                };
+                match reply {
+                    ForwardReply::Applied(outcome) => Attempt::Ran(Ok(outcome)),
+                    ForwardReply::Failed(message) => {
+                        metrics::proposal_failed("raft");
+                        // The entry may or may not commit: not safe to retry blindly.
+                        Attempt::Ran(Err(Status::unknown(format!("outcome unknown: {message}"))))
+                    }
+                    // Leadership moved before the proposal.
+                    ForwardReply::NotLeader => {
+                        Attempt::NotRun(Status::unavailable("leadership is changing; retry"))
+                    }
+                }
+            }
+        };
+        self.on_leader(wait, attempt, |status| {
+            metrics::proposal_failed("no_leader");
+            status
+        })
+        .await
     }
 
     /// Proposes on this node, which believes it is the leader.
@@ -208,11 +244,7 @@ impl Node {
 
     /// The log index a linearizable read must observe, confirmed by a quorum.
     pub async fn read_index(&self, wait: Duration) -> Result<u64, Status> {
-        let deadline = Instant::now() + wait;
-        loop {
-            let (leader_id, leader) = self
-                .await_leader(deadline.saturating_duration_since(Instant::now()))
-                .await?;
+        let attempt = |leader_id, leader: Member, deadline: Instant| async move {
             let result = if leader_id == self.id {
                 let left = deadline.saturating_duration_since(Instant::now());
                 tokio::time::timeout(left, self.local_read_index())
@@ -223,36 +255,45 @@ impl Node {
                         ))
                     })
             } else {
-                let mut client = network::transport_client(self.peer_channel(&leader.peer_addr)?);
-                let mut request = tonic::Request::new(pb::ReadIndexRequest {
-                    cluster_id: self.identity.cluster_id().unwrap_or_default(),
-                });
-                request.set_timeout(
-                    deadline
-                        .saturating_duration_since(Instant::now())
-                        .max(Duration::from_millis(1)),
-                );
-                client
-                    .read_index(request)
-                    .await
-                    .map(|r| r.into_inner().index)
-                    .map_err(|status| read_index_failure(&leader, &status))
+                self.remote_read_index(&leader, deadline).await
             };
             match result {
-                Ok(index) => return Ok(index),
-                Err(status) if Instant::now() >= deadline => {
-                    return Err(Status::deadline_exceeded(format!(
-                        "no read index within the deadline: {}",
-                        status.message()
-                    )));
+                Ok(index) => Attempt::Ran(Ok(index)),
+                // A read has no effect: whatever failed once the deadline
+                // is over is reported as the deadline.
+                Err(status)
+                    if status.code() == tonic::Code::Unavailable || Instant::now() >= deadline =>
+                {
+                    Attempt::NotRun(status)
                 }
-                Err(status) if status.code() == tonic::Code::Unavailable => {
-                    let mut m = self.raft.metrics();
-                    let _ = tokio::time::timeout(Duration::from_millis(50), m.changed()).await;
-                }
-                Err(status) => return Err(status),
+                Err(status) => Attempt::Ran(Err(status)),
             }
-        }
+        };
+        self.on_leader(wait, attempt, |status| {
+            Status::deadline_exceeded(format!(
+                "no read index within the deadline: {}",
+                status.message()
+            ))
+        })
+        .await
+    }
+
+    /// Read index through the leader at `leader`.
+    async fn remote_read_index(&self, leader: &Member, deadline: Instant) -> Result<u64, Status> {
+        let mut client = network::transport_client(self.peer_channel(&leader.peer_addr)?);
+        let mut request = tonic::Request::new(pb::ReadIndexRequest {
+            cluster_id: self.identity.cluster_id().unwrap_or_default(),
+        });
+        request.set_timeout(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1)),
+        );
+        client
+            .read_index(request)
+            .await
+            .map(|r| r.into_inner().index)
+            .map_err(|status| read_index_failure(leader, &status))
     }
 
     /// Read index on the leader: openraft confirms leadership with a quorum.
@@ -264,6 +305,14 @@ impl Node {
             ))),
         }
     }
+}
+
+/// One attempt at an operation on the leader.
+enum Attempt<T> {
+    /// It ran (or may have): its result is final.
+    Ran(Result<T, Status>),
+    /// It certainly did not run: another leader may take it.
+    NotRun(Status),
 }
 
 /// What a failed ReadIndex call to the leader means to our caller. A read
