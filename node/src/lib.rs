@@ -10,6 +10,7 @@ pub mod codec;
 pub mod config;
 pub mod http;
 pub mod identity;
+pub mod lifecycle;
 pub mod local_cluster;
 pub mod metrics;
 pub mod name;

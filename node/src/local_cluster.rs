@@ -174,7 +174,7 @@ impl NodeProcess {
 
     /// Where this node keeps its Raft log.
     pub fn raft_log_dir(&self) -> PathBuf {
-        crate::node::raft_log_dir(&self.data_dir)
+        crate::lifecycle::raft_log_dir(&self.data_dir)
     }
 
     /// The exit status if the process has exited on its own.

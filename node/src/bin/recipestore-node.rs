@@ -4,7 +4,7 @@
 use clap::Parser;
 use recipestore::config::LogFormat;
 use recipestore::config::NodeConfig;
-use recipestore::node::RunningNode;
+use recipestore::lifecycle::RunningNode;
 use tokio::signal::unix::SignalKind;
 use tokio::signal::unix::signal;
 use tracing_subscriber::EnvFilter;
