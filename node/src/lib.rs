@@ -8,6 +8,7 @@ pub mod cache;
 pub mod client;
 pub mod codec;
 pub mod config;
+pub mod error;
 pub mod http;
 pub mod identity;
 pub mod lifecycle;

@@ -18,6 +18,7 @@ use tonic::transport::Channel;
 
 use crate::codec;
 use crate::config::NodeConfig;
+use crate::error::NodeError;
 use crate::identity::Identity;
 use crate::metrics;
 use crate::overload::Overload;
@@ -76,14 +77,14 @@ impl Node {
     }
 
     /// A reused channel to another node's peer port.
-    pub fn peer_channel(&self, addr: &str) -> Result<Channel, Status> {
+    pub fn peer_channel(&self, addr: &str) -> Result<Channel, NodeError> {
         self.peer_channels
             .get(addr)
-            .map_err(|e| Status::internal(format!("invalid peer address {addr}: {e}")))
+            .map_err(|e| NodeError::Internal(format!("invalid peer address {addr}: {e}")))
     }
 
     /// Waits, up to `wait`, until some node is known as leader.
-    pub async fn await_leader(&self, wait: Duration) -> Result<(u64, Member), Status> {
+    pub async fn await_leader(&self, wait: Duration) -> Result<(u64, Member), NodeError> {
         let deadline = Instant::now() + wait;
         let mut metrics = self.raft.metrics();
         loop {
@@ -96,8 +97,8 @@ impl Node {
                     .await
                     .is_err()
             {
-                return Err(Status::unavailable(
-                    "no leader is known; the cluster may be electing one",
+                return Err(NodeError::Unavailable(
+                    "no leader is known; the cluster may be electing one".into(),
                 ));
             }
         }
@@ -112,8 +113,8 @@ impl Node {
         &self,
         wait: Duration,
         mut attempt: F,
-        gave_up: impl FnOnce(Status) -> Status,
-    ) -> Result<T, Status>
+        gave_up: impl FnOnce(NodeError) -> NodeError,
+    ) -> Result<T, NodeError>
     where
         F: FnMut(u64, Member, Instant) -> Fut,
         Fut: Future<Output = Attempt<T>>,
@@ -140,7 +141,7 @@ impl Node {
 
     /// Proposes `command` on this node if it leads, else on the leader.
     /// Retries only when the command was certainly not proposed.
-    pub async fn write(&self, command: Command, wait: Duration) -> Result<Outcome, Status> {
+    pub async fn write(&self, command: Command, wait: Duration) -> Result<Outcome, NodeError> {
         let attempt = |leader_id, leader: Member, deadline: Instant| {
             let command = command.clone();
             async move {
@@ -150,8 +151,8 @@ impl Node {
                         Ok(reply) => reply,
                         Err(_) => {
                             metrics::proposal_failed("timeout");
-                            return Attempt::Ran(Err(Status::deadline_exceeded(
-                                "the write was not committed within the deadline; it may still commit",
+                            return Attempt::Ran(Err(NodeError::DeadlineExceeded(
+                                "the write was not committed within the deadline; it may still commit".into(),
                             )));
                         }
                     }
@@ -166,12 +167,12 @@ impl Node {
                     ForwardReply::Failed(message) => {
                         metrics::proposal_failed("raft");
                         // The entry may or may not commit: not safe to retry blindly.
-                        Attempt::Ran(Err(Status::unknown(format!("outcome unknown: {message}"))))
+                        Attempt::Ran(Err(NodeError::OutcomeUnknown(message)))
                     }
                     // Leadership moved before the proposal.
-                    ForwardReply::NotLeader => {
-                        Attempt::NotRun(Status::unavailable("leadership is changing; retry"))
-                    }
+                    ForwardReply::NotLeader => Attempt::NotRun(NodeError::Unavailable(
+                        "leadership is changing; retry".into(),
+                    )),
                 }
             }
         };
@@ -198,9 +199,9 @@ impl Node {
         leader: &Member,
         command: &Command,
         deadline: Instant,
-    ) -> Result<ForwardReply, Status> {
+    ) -> Result<ForwardReply, NodeError> {
         let mut client = network::transport_client(self.peer_channel(&leader.peer_addr)?);
-        let payload = codec::encode(command).map_err(|e| Status::internal(e.to_string()))?;
+        let payload = codec::encode(command).map_err(|e| NodeError::Internal(e.to_string()))?;
         let mut request = tonic::Request::new(pb::RaftMessage {
             cluster_id: self.identity.cluster_id().unwrap_or_default(),
             payload,
@@ -212,11 +213,11 @@ impl Node {
         );
         match client.forward_write(request).await {
             Ok(reply) => codec::decode(&reply.into_inner().payload)
-                .map_err(|e| Status::internal(format!("bad reply from leader: {e}"))),
+                .map_err(|e| NodeError::Internal(format!("bad reply from leader: {e}"))),
             // Nothing reached the leader: safe to try again.
             Err(status) if is_connect_failure(&status) => Ok(ForwardReply::NotLeader),
-            Err(status) => Err(Status::unknown(format!(
-                "outcome unknown: forwarding to leader {} failed: {}",
+            Err(status) => Err(NodeError::OutcomeUnknown(format!(
+                "forwarding to leader {} failed: {}",
                 leader.client_addr,
                 status.message()
             ))),
@@ -224,14 +225,14 @@ impl Node {
     }
 
     /// Waits until this node has applied at least `index`.
-    pub async fn await_applied(&self, index: u64, wait: Duration) -> Result<(), Status> {
+    pub async fn await_applied(&self, index: u64, wait: Duration) -> Result<(), NodeError> {
         self.raft
             .wait(Some(wait))
             .applied_index_at_least(Some(index), "await applied")
             .await
             .map(|_| ())
             .map_err(|_| {
-                Status::deadline_exceeded(format!(
+                NodeError::DeadlineExceeded(format!(
                     "this node had not applied index {index} within {} ms",
                     wait.as_millis()
                 ))
@@ -239,15 +240,15 @@ impl Node {
     }
 
     /// The log index a linearizable read must observe, confirmed by a quorum.
-    pub async fn read_index(&self, wait: Duration) -> Result<u64, Status> {
+    pub async fn read_index(&self, wait: Duration) -> Result<u64, NodeError> {
         let attempt = |leader_id, leader: Member, deadline: Instant| async move {
             let result = if leader_id == self.id {
                 let left = deadline.saturating_duration_since(Instant::now());
                 tokio::time::timeout(left, self.local_read_index())
                     .await
                     .unwrap_or_else(|_| {
-                        Err(Status::deadline_exceeded(
-                            "a quorum did not confirm leadership within the deadline",
+                        Err(NodeError::DeadlineExceeded(
+                            "a quorum did not confirm leadership within the deadline".into(),
                         ))
                     })
             } else {
@@ -257,25 +258,26 @@ impl Node {
                 Ok(index) => Attempt::Ran(Ok(index)),
                 // A read has no effect: whatever failed once the deadline
                 // is over is reported as the deadline.
-                Err(status)
-                    if status.code() == tonic::Code::Unavailable || Instant::now() >= deadline =>
+                Err(error)
+                    if matches!(error, NodeError::Unavailable(_)) || Instant::now() >= deadline =>
                 {
-                    Attempt::NotRun(status)
+                    Attempt::NotRun(error)
                 }
-                Err(status) => Attempt::Ran(Err(status)),
+                Err(error) => Attempt::Ran(Err(error)),
             }
         };
-        self.on_leader(wait, attempt, |status| {
-            Status::deadline_exceeded(format!(
-                "no read index within the deadline: {}",
-                status.message()
-            ))
+        self.on_leader(wait, attempt, |error| {
+            NodeError::DeadlineExceeded(format!("no read index within the deadline: {error}"))
         })
         .await
     }
 
     /// Read index through the leader at `leader`.
-    async fn remote_read_index(&self, leader: &Member, deadline: Instant) -> Result<u64, Status> {
+    async fn remote_read_index(
+        &self,
+        leader: &Member,
+        deadline: Instant,
+    ) -> Result<u64, NodeError> {
         let mut client = network::transport_client(self.peer_channel(&leader.peer_addr)?);
         let mut request = tonic::Request::new(pb::ReadIndexRequest {
             cluster_id: self.identity.cluster_id().unwrap_or_default(),
@@ -293,10 +295,10 @@ impl Node {
     }
 
     /// Read index on the leader: openraft confirms leadership with a quorum.
-    pub async fn local_read_index(&self) -> Result<u64, Status> {
+    pub async fn local_read_index(&self) -> Result<u64, NodeError> {
         match self.raft.get_read_log_id(ReadPolicy::ReadIndex).await {
             Ok((read_log_id, _)) => Ok(read_log_id.index()),
-            Err(e) => Err(Status::unavailable(format!(
+            Err(e) => Err(NodeError::Unavailable(format!(
                 "cannot confirm leadership: {e}"
             ))),
         }
@@ -306,9 +308,9 @@ impl Node {
 /// One attempt at an operation on the leader.
 enum Attempt<T> {
     /// It ran (or may have): its result is final.
-    Ran(Result<T, Status>),
+    Ran(Result<T, NodeError>),
     /// It certainly did not run: another leader may take it.
-    NotRun(Status),
+    NotRun(NodeError),
 }
 
 /// What a failed ReadIndex call to the leader means to our caller. A read
@@ -319,10 +321,12 @@ enum Attempt<T> {
 /// RESOURCE_EXHAUSTED means a shed and UNKNOWN a write that may have run.
 /// Only a refusal by the leader's own checks keeps its code: it would refuse
 /// a retry the same way.
-fn read_index_failure(leader: &Member, status: &Status) -> Status {
+fn read_index_failure(leader: &Member, status: &Status) -> NodeError {
     match status.code() {
-        tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument => status.clone(),
-        _ => Status::unavailable(format!(
+        tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument => {
+            NodeError::Refused(status.clone())
+        }
+        _ => NodeError::Unavailable(format!(
             "the leader at {} did not give a read index: {}",
             leader.peer_addr,
             status.message()
@@ -357,7 +361,7 @@ mod tests {
             Status::internal("h2 protocol error"),
             Status::deadline_exceeded("deadline has elapsed"),
         ] {
-            let mapped = read_index_failure(&leader, &peer);
+            let mapped = Status::from(read_index_failure(&leader, &peer));
             assert_eq!(mapped.code(), Code::Unavailable, "{peer:?}");
             assert!(mapped.message().contains("10.0.0.1:7071"), "{mapped:?}");
             assert!(mapped.message().contains(peer.message()), "{mapped:?}");
@@ -365,7 +369,7 @@ mod tests {
         // The leader's own refusals would repeat on a retry: kept as they are.
         let refused = Status::failed_precondition("cluster id mismatch");
         assert_eq!(
-            read_index_failure(&leader, &refused).code(),
+            Status::from(read_index_failure(&leader, &refused)).code(),
             Code::FailedPrecondition
         );
     }

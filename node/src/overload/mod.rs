@@ -12,9 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 
-use tonic::Status;
-use tonic::metadata::MetadataValue;
-
 use self::cpu::Gauges;
 use self::queue::NotRun;
 use self::queue::QueueConfig;
@@ -23,10 +20,10 @@ use self::shed::Load;
 use self::shed::Op;
 use self::shed::ShedPolicy;
 use self::shed::ShedReason;
-use crate::client::RETRY_AFTER_METADATA;
 use recipestore_settings::NodeSettings;
 
 use crate::config::SamplingConfig;
+use crate::error::NodeError;
 use crate::metrics;
 
 /// The shortest retry-after hint: retrying sooner only adds load.
@@ -106,10 +103,15 @@ impl Overload {
 
     /// Admits `job` for `op` or sheds it, then runs it through the op's
     /// queue. `deadline` is the caller's remaining time, when it set one.
-    pub async fn run<T, F>(&self, op: Op, deadline: Option<Duration>, job: F) -> Result<T, Status>
+    pub async fn run<T, F>(
+        &self,
+        op: Op,
+        deadline: Option<Duration>,
+        job: F,
+    ) -> Result<T, NodeError>
     where
         T: Send + 'static,
-        F: Future<Output = Result<T, Status>> + Send + 'static,
+        F: Future<Output = Result<T, NodeError>> + Send + 'static,
     {
         let queue = match op {
             Op::Upload => &self.uploads,
@@ -125,37 +127,35 @@ impl Overload {
             memory_available_bytes: self.gauges.memory_available(),
         };
         if let Err(reason) = shed::decide(&self.policy, op, &load, rand::random::<f64>()) {
-            return Err(shed_status(op, reason, &load));
+            return Err(shed(op, reason, &load));
         }
         let deadline_at = deadline.map(|d| Instant::now() + d);
         match queue.run(deadline_at, job).await {
             Ok(result) => result,
-            Err(NotRun::Expired) => Err(shed_status(op, ShedReason::Deadline, &load)),
-            Err(NotRun::Overdue) => Err(shed_status(op, ShedReason::QueueDelay, &load)),
-            Err(NotRun::Closed) => Err(Status::unavailable("the node is shutting down")),
+            Err(NotRun::Expired) => Err(shed(op, ShedReason::Deadline, &load)),
+            Err(NotRun::Overdue) => Err(shed(op, ShedReason::QueueDelay, &load)),
+            Err(NotRun::Closed) => Err(NodeError::ShuttingDown),
         }
     }
 }
 
-/// RESOURCE_EXHAUSTED with a retry-after hint; counts the shed.
-fn shed_status(op: Op, reason: ShedReason, load: &Load) -> Status {
+/// A shed with its retry-after hint; counts it.
+fn shed(op: Op, reason: ShedReason, load: &Load) -> NodeError {
     metrics::observe_shed(op.label(), reason.label());
     let retry_after = match reason {
         ShedReason::CpuPriority | ShedReason::CpuProbabilistic => CPU_RETRY_AFTER,
         _ => (load.expected_wait + load.service_time).max(MIN_RETRY_AFTER),
     };
-    let mut status = Status::resource_exhausted(format!(
-        "{} shed ({}): cpu {:.0} %, queue {}/{}, expected wait {} ms; retry after {} ms",
-        op.label(),
-        reason.label(),
-        load.cpu_percent,
-        load.queue_len,
-        load.queue_capacity,
-        load.expected_wait.as_millis(),
-        retry_after.as_millis()
-    ));
-    if let Ok(value) = MetadataValue::try_from(retry_after.as_millis().to_string()) {
-        status.metadata_mut().insert(RETRY_AFTER_METADATA, value);
+    NodeError::Shed {
+        op,
+        reason,
+        load: format!(
+            "cpu {:.0} %, queue {}/{}, expected wait {} ms",
+            load.cpu_percent,
+            load.queue_len,
+            load.queue_capacity,
+            load.expected_wait.as_millis()
+        ),
+        retry_after,
     }
-    status
 }

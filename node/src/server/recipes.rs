@@ -18,6 +18,7 @@ use super::CURRENT_VERSION_METADATA;
 use super::LEADER_METADATA;
 use super::caller_deadline;
 use super::time_left;
+use crate::error::NodeError;
 use crate::metrics;
 use crate::name;
 use crate::node::Node;
@@ -61,7 +62,7 @@ async fn prepare_read(
     consistency: Consistency,
     min_version: Option<u64>,
     wait: Duration,
-) -> Result<(), Status> {
+) -> Result<(), NodeError> {
     let started = Instant::now();
     if let Some(version) = min_version {
         node.await_applied(version, wait).await?;
@@ -76,8 +77,8 @@ async fn prepare_read(
     Ok(())
 }
 
-fn storage_failed(e: std::io::Error) -> Status {
-    Status::internal(format!("storage read failed: {e}"))
+fn storage_failed(e: std::io::Error) -> NodeError {
+    NodeError::Internal(format!("storage read failed: {e}"))
 }
 
 /// Times a call and records it under `op` with its status code.
@@ -125,12 +126,13 @@ async fn write(
         let outcome = job_node
             .write(command, wait)
             .await
-            .map_err(|s| with_leader(&job_node, s))?;
-        outcome_status(outcome, &name)
+            .map_err(|e| with_leader(&job_node, e.into()))?;
+        outcome_status(outcome, &name).map_err(NodeError::from)
     };
     node.overload
         .run(Op::Upload, caller_deadline(metadata), job)
         .await
+        .map_err(Status::from)
 }
 
 #[tonic::async_trait]
@@ -171,7 +173,7 @@ impl pb::recipes_server::Recipes for RecipesService {
             let job = async move {
                 prepare_read(&node, consistency, req.min_version, wait)
                     .await
-                    .map_err(|s| with_leader(&node, s))?;
+                    .map_err(|e| with_leader(&node, e.into()))?;
                 let recipe = node
                     .recipes
                     .get(&req.name)
@@ -241,7 +243,7 @@ impl pb::recipes_server::Recipes for RecipesService {
             let job = async move {
                 prepare_read(&node, consistency, None, wait)
                     .await
-                    .map_err(|s| with_leader(&node, s))?;
+                    .map_err(|e| with_leader(&node, e.into()))?;
                 let after = (!req.page_token.is_empty()).then_some(req.page_token.as_str());
                 // One extra row tells whether another page follows.
                 let mut rows = node
