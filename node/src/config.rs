@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use clap::ValueEnum;
 
-use recipestore_settings::NodeSettings;
+use recipestore_settings::{NodeSettings, SettingsError};
 
 use crate::overload::cpu::Fallback;
 
@@ -19,6 +19,23 @@ pub const DEFAULT_MAX_CONTENT_BYTES: usize = 1024 * 1024;
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// Why a node's flags cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("a node id is required: pass --id N or --pod-name NAME-N")]
+    NoNodeId,
+    #[error("pod name {0:?} does not end in -<ordinal>")]
+    PodName(String),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error("--max-content-bytes ({0}) must be between 1 and 33554432")]
+    MaxContentBytes(usize),
+    #[error("{0} must be positive")]
+    Zero(&'static str),
+    #[error("invalid Raft settings: {0}")]
+    Raft(String),
 }
 
 /// A RecipeStore node.
@@ -133,29 +150,26 @@ pub struct SamplingConfig {
 
 impl NodeConfig {
     /// The node id from --id, or the ordinal at the end of --pod-name.
-    pub fn node_id(&self) -> Result<u64, String> {
+    pub fn node_id(&self) -> Result<u64, ConfigError> {
         match (&self.id, &self.pod_name) {
             (Some(id), _) => Ok(*id),
             (None, Some(pod)) => ordinal_of(pod),
-            (None, None) => Err("a node id is required: pass --id N or --pod-name NAME-N".into()),
+            (None, None) => Err(ConfigError::NoNodeId),
         }
     }
 
     /// Checks relations between settings that flags alone cannot express.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         self.node_id()?;
-        self.settings.validate().map_err(|e| e.to_string())?;
+        self.settings.validate()?;
         if self.max_content_bytes == 0 || self.max_content_bytes > 32 * 1024 * 1024 {
-            return Err(format!(
-                "--max-content-bytes ({}) must be between 1 and 33554432",
-                self.max_content_bytes
-            ));
+            return Err(ConfigError::MaxContentBytes(self.max_content_bytes));
         }
         if self.snapshot_logs == 0 {
-            return Err("--snapshot-logs must be positive".into());
+            return Err(ConfigError::Zero("--snapshot-logs"));
         }
         if self.sampling.cpu_sample_ms == 0 {
-            return Err("--cpu-sample-ms must be positive".into());
+            return Err(ConfigError::Zero("--cpu-sample-ms"));
         }
         Ok(())
     }
@@ -190,7 +204,7 @@ impl NodeConfig {
     }
 
     /// The openraft configuration these settings describe.
-    pub fn raft_config(&self) -> Result<openraft::Config, String> {
+    pub fn raft_config(&self) -> Result<openraft::Config, ConfigError> {
         let config = openraft::Config {
             cluster_name: "recipestore".into(),
             heartbeat_interval: self.settings.raft.heartbeat_interval_ms,
@@ -210,7 +224,7 @@ impl NodeConfig {
         };
         config
             .validate()
-            .map_err(|e| format!("invalid Raft settings: {e}"))
+            .map_err(|e| ConfigError::Raft(e.to_string()))
     }
 
     pub fn snapshot_interval(&self) -> Option<Duration> {
@@ -219,11 +233,11 @@ impl NodeConfig {
 }
 
 /// The ordinal of a StatefulSet pod name: the digits after the last `-`.
-pub fn ordinal_of(pod_name: &str) -> Result<u64, String> {
+pub fn ordinal_of(pod_name: &str) -> Result<u64, ConfigError> {
     pod_name
         .rsplit_once('-')
         .and_then(|(_, ordinal)| ordinal.parse().ok())
-        .ok_or_else(|| format!("pod name {pod_name:?} does not end in -<ordinal>"))
+        .ok_or_else(|| ConfigError::PodName(pod_name.to_owned()))
 }
 
 #[cfg(test)]
@@ -247,13 +261,10 @@ mod tests {
     fn node_id_comes_from_the_pod_ordinal() {
         assert_eq!(parse(&["--pod-name", "recipes-store-12"]).node_id(), Ok(12));
         assert_eq!(parse(&["--id", "3"]).node_id(), Ok(3));
-        assert!(
-            parse(&["--pod-name", "store"])
-                .node_id()
-                .unwrap_err()
-                .contains("-<ordinal>")
-        );
-        assert!(parse(&[]).validate().unwrap_err().contains("--id"));
+        let error = parse(&["--pod-name", "store"]).node_id().unwrap_err();
+        assert_eq!(error, ConfigError::PodName("store".into()));
+        assert!(error.to_string().contains("-<ordinal>"));
+        assert_eq!(parse(&[]).validate(), Err(ConfigError::NoNodeId));
     }
 
     #[test]
@@ -268,11 +279,14 @@ mod tests {
         ])
         .validate()
         .unwrap_err();
-        assert!(err.contains("must be less than"), "{err}");
+        assert_eq!(
+            err,
+            ConfigError::Settings(SettingsError::ElectionTimeoutsOutOfOrder { min: 900, max: 800 })
+        );
         let err = parse(&["--id", "0", "--heartbeat-ms", "200"])
             .validate()
             .unwrap_err();
-        assert!(err.contains("less than half"), "{err}");
+        assert!(err.to_string().contains("less than half"), "{err}");
         parse(&["--id", "0"]).validate().unwrap();
         parse(&["--id", "0"]).raft_config().unwrap();
         let err = parse(&[
@@ -285,7 +299,11 @@ mod tests {
         ])
         .validate()
         .unwrap_err();
-        assert!(err.contains("must not exceed"), "{err}");
+        assert!(err.to_string().contains("must not exceed"), "{err}");
+        assert_eq!(
+            parse(&["--id", "0", "--snapshot-logs", "0"]).validate(),
+            Err(ConfigError::Zero("--snapshot-logs"))
+        );
     }
 
     #[test]

@@ -38,9 +38,9 @@ pub struct RunningNode {
 impl RunningNode {
     /// Opens storage, starts Raft and binds every port.
     pub async fn start(config: NodeConfig) -> anyhow::Result<Self> {
-        config.validate().map_err(anyhow::Error::msg)?;
-        let id = config.node_id().map_err(anyhow::Error::msg)?;
-        let raft_config = Arc::new(config.raft_config().map_err(anyhow::Error::msg)?);
+        config.validate()?;
+        let id = config.node_id()?;
+        let raft_config = Arc::new(config.raft_config()?);
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
             format!(
                 "failed to create data directory {}",
