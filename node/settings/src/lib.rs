@@ -348,8 +348,18 @@ impl Default for Cache {
 
 impl Cache {
     pub fn bytes(&self) -> u64 {
-        u64::from(self.size_mib) << 20
+        mib(self.size_mib)
     }
+}
+
+impl Shedding {
+    pub fn memory_floor_bytes(&self) -> u64 {
+        mib(self.memory_floor_mib)
+    }
+}
+
+fn mib(n: u32) -> u64 {
+    u64::from(n) << 20
 }
 
 impl NodeSettings {

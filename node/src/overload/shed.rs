@@ -160,7 +160,7 @@ impl From<&Shedding> for ShedPolicy {
             upload_priority_cpu: f64::from(shedding.upload_priority_cpu_percent),
             download_tiers: Tiers::from(&shedding.download_thresholds),
             upload_tiers: Tiers::from(&shedding.upload_thresholds),
-            memory_floor_bytes: u64::from(shedding.memory_floor_mib) << 20,
+            memory_floor_bytes: shedding.memory_floor_bytes(),
         }
     }
 }

@@ -252,8 +252,7 @@ impl ApiServer {
 
     fn put_locked(&self, store: &mut Store, plural: &str, object: Value) {
         let kind = kind_of(plural);
-        let namespace = object["metadata"]["namespace"].as_str().unwrap_or("");
-        let key = (kind.plural, namespace.to_owned(), name_of(&object));
+        let key = key_of(plural, &object);
         let existing = store.objects.get(&key).cloned();
         let object = admit(store, kind, &key, existing.as_ref(), object);
         publish(&self.shared, store, key, object, existing.is_some());
@@ -262,25 +261,15 @@ impl ApiServer {
     /// Stores `object` as a server-side apply by field manager `manager`.
     pub fn apply_as(&self, manager: &str, plural: &str, object: Value) {
         let mut store = self.store();
-        let key = (
-            kind_of(plural).plural,
-            object["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned(),
-            name_of(&object),
-        );
-        store.managers.insert(key, manager.to_owned());
+        store
+            .managers
+            .insert(key_of(plural, &object), manager.to_owned());
         self.put_locked(&mut store, plural, object);
     }
 
     /// The field manager of the last server-side apply of an object.
     pub fn manager_of(&self, plural: &str, namespace: &str, name: &str) -> Option<String> {
-        let key = (
-            kind_of(plural).plural,
-            namespace.to_owned(),
-            name.to_owned(),
-        );
+        let key = key(plural, namespace, name);
         self.store().managers.get(&key).cloned()
     }
 
@@ -300,11 +289,7 @@ impl ApiServer {
     /// Deletes an object; a CRD takes its custom resources with it.
     pub fn delete(&self, plural: &str, namespace: &str, name: &str) {
         let mut store = self.store();
-        let mut doomed = vec![(
-            kind_of(plural).plural,
-            namespace.to_owned(),
-            name.to_owned(),
-        )];
+        let mut doomed = vec![key(plural, namespace, name)];
         if plural == CRDS {
             let kinds: Vec<&str> = KINDS
                 .iter()
@@ -328,11 +313,7 @@ impl ApiServer {
     }
 
     pub fn get(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
-        let key = (
-            kind_of(plural).plural,
-            namespace.to_owned(),
-            name.to_owned(),
-        );
+        let key = key(plural, namespace, name);
         self.store().objects.get(&key).cloned()
     }
 
@@ -365,11 +346,19 @@ impl ApiServer {
     }
 }
 
-fn name_of(object: &Value) -> String {
-    object["metadata"]["name"]
-        .as_str()
-        .expect("object has a name")
-        .to_owned()
+fn key(plural: &str, namespace: &str, name: &str) -> Key {
+    (
+        kind_of(plural).plural,
+        namespace.to_owned(),
+        name.to_owned(),
+    )
+}
+
+/// Where `object`, of kind `plural`, is kept.
+fn key_of(plural: &str, object: &Value) -> Key {
+    let metadata = &object["metadata"];
+    let name = metadata["name"].as_str().expect("object has a name");
+    key(plural, metadata["namespace"].as_str().unwrap_or(""), name)
 }
 
 /// Fills in what the API server sets on every write: uid, creation time,
@@ -635,39 +624,9 @@ fn parse_target(store: &Store, segments: &[&str]) -> Option<Target> {
 }
 
 fn query_params(uri: &Uri) -> BTreeMap<String, String> {
-    uri.query()
-        .unwrap_or_default()
-        .split('&')
-        .filter_map(|pair| {
-            let (k, v) = pair.split_once('=')?;
-            Some((percent_decode(k), percent_decode(v)))
-        })
+    form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+        .into_owned()
         .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 3;
-                        continue;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Whether `object` matches a selector of `key=value` terms.

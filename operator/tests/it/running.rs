@@ -128,6 +128,16 @@ fn events_on_own_pod(api: &ApiServer) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Waits until the operator has created `plural/name` in the store's
+/// namespace, and returns it.
+async fn created(api: &ApiServer, operator: &Operator, plural: &str, name: &str) -> Value {
+    let what = format!("{plural}/{name}");
+    eventually(&operator.log, WAIT, &what, || async {
+        api.get(plural, "recipes", name)
+    })
+    .await
+}
+
 /// Waits for the first Events on the operator's own Pod.
 async fn first_events_on_own_pod(api: &ApiServer, operator: &Operator) -> Vec<(String, String)> {
     eventually(
@@ -366,24 +376,12 @@ async fn an_object_the_api_server_refuses_is_told_on_the_store_with_the_field() 
 async fn a_store_created_while_the_watch_history_expired_is_found_by_listing_again() {
     let api = with_example_store().await;
     let operator = Operator::start(&api);
-    eventually(
-        &operator.log,
-        WAIT,
-        "the first store's StatefulSet",
-        || async { api.get("statefulsets", "recipes", "cookbook") },
-    )
-    .await;
+    created(&api, &operator, "statefulsets", "cookbook").await;
 
     let mut second = example_store();
     second["metadata"]["name"] = json!("pantry");
     api.restart_after("recipestores", second);
-    eventually(
-        &operator.log,
-        WAIT,
-        "the second store's StatefulSet",
-        || async { api.get("statefulsets", "recipes", "pantry") },
-    )
-    .await;
+    created(&api, &operator, "statefulsets", "pantry").await;
     assert!(
         api.requests().iter().any(|r| r
             .starts_with("GET /apis/recipestore.dev/v1alpha1/recipestores?")
@@ -399,10 +397,7 @@ async fn a_store_created_while_the_watch_history_expired_is_found_by_listing_aga
 async fn fields_another_manager_applied_are_taken_back() {
     let api = with_example_store().await;
     let operator = Operator::start(&api);
-    let ours = eventually(&operator.log, WAIT, "the StatefulSet", || async {
-        api.get("statefulsets", "recipes", "cookbook")
-    })
-    .await;
+    let ours = created(&api, &operator, "statefulsets", "cookbook").await;
     let image = |sts: &Value| sts["spec"]["template"]["spec"]["containers"][0]["image"].clone();
     let our_image = image(&ours);
     assert!(our_image.is_string(), "{ours}");
@@ -433,10 +428,7 @@ async fn a_service_monitor_api_that_goes_away_is_noticed_without_a_failed_reconc
     );
     api.put("recipestores", example_store());
     let operator = Operator::start(&api);
-    eventually(&operator.log, WAIT, "the ServiceMonitor", || async {
-        api.get("servicemonitors", "recipes", "cookbook")
-    })
-    .await;
+    created(&api, &operator, "servicemonitors", "cookbook").await;
     eventually(&operator.log, WAIT, "Monitoring to be True", || async {
         (monitoring_condition(&api)? == "True").then_some(())
     })
