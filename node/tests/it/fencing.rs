@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use recipestore::pb;
+use recipestore_testkit::eventually;
 
 use crate::cluster::TestCluster;
 
@@ -72,7 +73,19 @@ async fn initialize_is_idempotent_but_never_reinitializes_a_cluster() {
     assert!(again.already_initialized);
     assert_eq!(again.cluster_id, first);
 
-    // Node 1 already belongs to the cluster: a fresh single-node cluster is refused.
+    // Once node 1 has heard from the leader it belongs to the cluster, and a
+    // fresh single-node cluster is refused. (Before that it is an empty node:
+    // an election says nothing about whether the other voters have heard yet.)
+    let node1 = &c.cluster.nodes[1];
+    eventually(
+        Duration::from_secs(10),
+        "node 1 to learn the cluster id",
+        || async {
+            let id = node1.status().await.ok()?.cluster_id;
+            (id == first).then_some(())
+        },
+    )
+    .await;
     let mut admin = c.cluster.nodes[1].admin().unwrap();
     let err = admin
         .initialize(pb::InitializeRequest { members: vec![] })
