@@ -83,7 +83,7 @@ start_store() {
 }
 
 echo "--- build"
-cargo build --release --locked -p recipestore --bin recipectl --bin recipestore-node
+cargo build --release --locked -p recipestore -p recipectl --bin recipectl --bin recipestore-node
 
 echo "--- machine"
 {

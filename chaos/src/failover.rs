@@ -12,9 +12,9 @@ use std::time::Duration;
 use std::time::Instant;
 
 use rand::Rng;
-use recipestore::client::Client;
-use recipestore::client::RetryPolicy;
-use recipestore::local_cluster::LocalCluster;
+use recipectl::local_cluster::LocalCluster;
+use recipestore_client::Client;
+use recipestore_client::RetryPolicy;
 use serde::Serialize;
 
 use crate::run::free_base_port;

@@ -8,8 +8,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use rand::Rng;
 use rand::rngs::StdRng;
-use recipestore::local_cluster::LocalCluster;
-use recipestore::pb;
+use recipectl::local_cluster::LocalCluster;
 
 use crate::network::Network;
 
@@ -257,15 +256,12 @@ async fn change_membership(
     };
     let status = cluster.nodes[leader_id as usize].status().await?;
     let voters: Vec<u64> = status.voters.iter().map(|m| m.id).collect();
-    let mut admin = cluster.nodes[leader_id as usize].admin()?;
-    let timeout = Duration::from_secs(5);
+    let admin = cluster.nodes[leader_id as usize].admin();
     if voters.len() > 3 {
         let id = voters[rng.random_range(0..voters.len())];
-        let mut request = tonic::Request::new(pb::RemoveMemberRequest { id });
-        request.set_timeout(timeout);
-        return Ok(Some(match admin.remove_member(request).await {
+        return Ok(Some(match admin.remove_member(id).await {
             Ok(_) => format!("removed voter {id} (leader {leader_id})"),
-            Err(e) => format!("removing voter {id} failed: {}", e.message()),
+            Err(e) => format!("removing voter {id} failed: {e}"),
         }));
     }
     let Some(spare) = cluster.nodes.iter().find(|n| !voters.contains(&n.id)) else {
@@ -273,18 +269,11 @@ async fn change_membership(
     };
     let member = spare.member();
     let id = member.id;
-    let mut request = tonic::Request::new(pb::AddLearnerRequest {
-        member: Some(member),
-        blocking: true,
-    });
-    request.set_timeout(timeout);
-    if let Err(e) = admin.add_learner(request).await {
-        return Ok(Some(format!("adding learner {id} failed: {}", e.message())));
+    if let Err(e) = admin.add_learner(member, true).await {
+        return Ok(Some(format!("adding learner {id} failed: {e}")));
     }
-    let mut request = tonic::Request::new(pb::PromoteRequest { id });
-    request.set_timeout(timeout);
-    Ok(Some(match admin.promote(request).await {
+    Ok(Some(match admin.promote(id).await {
         Ok(_) => format!("added and promoted node {id}"),
-        Err(e) => format!("promoting node {id} failed: {}", e.message()),
+        Err(e) => format!("promoting node {id} failed: {e}"),
     }))
 }

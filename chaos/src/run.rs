@@ -12,8 +12,9 @@ use std::time::Instant;
 use rand::Rng;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use recipestore::local_cluster::LocalCluster;
-use recipestore::pb::Consistency;
+use recipectl::local_cluster::LocalCluster;
+use recipestore::lifecycle::raft_log_dir;
+use recipestore_protocol::pb::Consistency;
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -185,7 +186,7 @@ pub async fn run(config: &RunConfig, dir: &Path) -> anyhow::Result<RunReport> {
     let dirs: Vec<(u64, PathBuf)> = cluster
         .nodes
         .iter()
-        .map(|n| (n.id, n.raft_log_dir()))
+        .map(|n| (n.id, raft_log_dir(&n.data_dir)))
         .collect();
     let node_logs = logs::read_logs(dirs.iter().map(|(id, dir)| (*id, dir.as_path())))?;
     let divergent_log_ids: Vec<String> = logs::divergent_log_ids(&node_logs)?

@@ -17,10 +17,10 @@ use std::time::Instant;
 use rand::Rng;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use recipestore::client::Client;
-use recipestore::client::RetryPolicy;
-use recipestore::client::current_version;
-use recipestore::pb::Consistency;
+use recipestore_client::Client;
+use recipestore_client::RetryPolicy;
+use recipestore_client::current_version;
+use recipestore_protocol::pb::Consistency;
 use tokio::sync::watch;
 use tonic::Code;
 use tonic::Status;
@@ -262,7 +262,7 @@ pub async fn run_client(
 }
 
 /// The outcome of a download.
-pub fn found(result: Result<recipestore::pb::DownloadResponse, Status>) -> Outcome {
+pub fn found(result: Result<recipestore_protocol::pb::DownloadResponse, Status>) -> Outcome {
     match result {
         Ok(reply) => Outcome::Found {
             value: String::from_utf8_lossy(&reply.content).into_owned(),

@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use prometheus::{Job, Prometheus, Target};
-use recipestore::client::{Client, RetryPolicy};
-use recipestore::local_cluster::LocalCluster;
-use recipestore::pb;
+use recipectl::local_cluster::LocalCluster;
+use recipestore_client::{Client, RetryPolicy};
+use recipestore_protocol::pb;
 use recipestore_testkit::{FAST_RAFT, binary, free_node_ports, workspace_root};
 use serde_json::Value;
 
@@ -365,8 +365,7 @@ async fn every_dashboard_panel_shows_data_from_a_live_cluster() {
     ] {
         for node in &cluster.nodes {
             node.admin()
-                .expect("admin client")
-                .trigger_snapshot(pb::TriggerSnapshotRequest {})
+                .trigger_snapshot()
                 .await
                 .unwrap_or_else(|e| panic!("snapshot {round} on node {}: {e}", node.id));
         }

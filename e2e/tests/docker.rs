@@ -6,14 +6,15 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use std::time::Instant;
 
-use recipestore::client::Client;
-use recipestore::client::RetryPolicy;
-use recipestore::pb;
-use recipestore::pb::Consistency;
-use recipestore::pb::admin_client::AdminClient;
+use recipestore_client::Client;
+use recipestore_client::RetryPolicy;
+use recipestore_client::admin::AdminClient;
+use recipestore_client::admin::Timeouts;
 use recipestore_e2e::docker::DockerCluster;
 use recipestore_e2e::docker::POLL;
 use recipestore_e2e::docker::build_node_image;
+use recipestore_protocol::pb;
+use recipestore_protocol::pb::Consistency;
 use tonic::Code;
 
 fn client(endpoints: &[String], attempts: u32, timeout: Duration) -> Client {
@@ -26,12 +27,16 @@ fn client(endpoints: &[String], attempts: u32, timeout: Duration) -> Client {
     Client::with_policy(endpoints, policy, timeout).expect("client")
 }
 
+fn admin(c: &DockerCluster, id: u64, request_timeout: Duration) -> anyhow::Result<AdminClient> {
+    let timeouts = Timeouts {
+        request: request_timeout,
+        ..Timeouts::default()
+    };
+    Ok(AdminClient::new(&c.admin_endpoint(id)?, timeouts)?)
+}
+
 async fn status(c: &DockerCluster, id: u64) -> anyhow::Result<pb::StatusResponse> {
-    let endpoint = format!("http://{}", c.admin_endpoint(id)?);
-    let mut admin = AdminClient::connect(endpoint).await?;
-    let mut request = tonic::Request::new(pb::StatusRequest {});
-    request.set_timeout(Duration::from_secs(2));
-    Ok(admin.status(request).await?.into_inner())
+    Ok(admin(c, id, Duration::from_secs(2))?.status().await?)
 }
 
 /// Polls until the given nodes agree on a leader among them.
@@ -110,12 +115,8 @@ async fn containers_survive_failover_partition_and_restart() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let attempt = async {
-            let mut admin =
-                AdminClient::connect(format!("http://{}", c.admin_endpoint(0)?)).await?;
-            let request = pb::InitializeRequest {
-                members: members.clone(),
-            };
-            anyhow::Ok(admin.initialize(request).await?.into_inner())
+            let admin = admin(c, 0, Duration::from_secs(10))?;
+            anyhow::Ok(admin.initialize(members.clone()).await?)
         };
         match attempt.await {
             Ok(_) => break,

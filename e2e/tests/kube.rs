@@ -14,9 +14,9 @@ use std::time::Duration;
 use std::time::Instant;
 
 use anyhow::Context;
-use recipestore::client::Client;
-use recipestore::pb::Consistency;
+use recipestore_client::Client;
 use recipestore_e2e::docker::docker;
+use recipestore_protocol::pb::Consistency;
 use recipestore_testkit::workspace_root;
 
 const NAMESPACE: &str = "recipestore-e2e";

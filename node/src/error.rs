@@ -7,10 +7,10 @@
 
 use std::time::Duration;
 
+use recipestore_protocol::metadata;
 use tonic::Status;
 use tonic::metadata::MetadataValue;
 
-use crate::client::RETRY_AFTER_METADATA;
 use crate::overload::shed::{Op, ShedReason};
 
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +67,9 @@ impl From<NodeError> for Status {
             NodeError::Shed { retry_after, .. } => {
                 let mut status = Status::resource_exhausted(message);
                 if let Ok(value) = MetadataValue::try_from(retry_after.as_millis().to_string()) {
-                    status.metadata_mut().insert(RETRY_AFTER_METADATA, value);
+                    status
+                        .metadata_mut()
+                        .insert(metadata::RETRY_AFTER_MS, value);
                 }
                 status
             }
@@ -126,7 +128,10 @@ mod tests {
             retry_after: Duration::from_millis(120),
         });
         assert_eq!(status.code(), Code::ResourceExhausted);
-        assert_eq!(status.metadata().get(RETRY_AFTER_METADATA).unwrap(), "120");
+        assert_eq!(
+            status.metadata().get(metadata::RETRY_AFTER_MS).unwrap(),
+            "120"
+        );
         assert_eq!(
             status.message(),
             "upload shed (queue_full): cpu 40 %, queue 8/8; retry after 120 ms"

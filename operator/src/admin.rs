@@ -1,44 +1,22 @@
-//! Client of the nodes' `Admin` gRPC service, behind the [`NodeAdmin`] trait
-//! so that membership can be driven by a fake in tests.
+//! The nodes' `Admin` API as membership sees it, behind the [`NodeAdmin`]
+//! trait so that membership can be driven by a fake in tests. The gRPC
+//! implementation is the client library's admin client.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use tonic::transport::{Channel, Endpoint};
+use recipestore_client::admin::AdminClient;
+use recipestore_client::admin::Timeouts;
+use recipestore_protocol::pb as proto;
 
 use crate::membership::{Member, NodeId, NodeStatus, Role};
-
-/// Code generated from `node/proto/recipestore/v1/{cluster,recipes}.proto`.
-#[allow(clippy::all, clippy::pedantic, missing_docs)]
-pub mod proto {
-    tonic::include_proto!("recipestore.v1");
-}
-
-use proto::admin_client::AdminClient;
 
 /// Failure of one admin call.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("invalid admin address {addr}")]
-    Address {
-        addr: String,
-        #[source]
-        source: tonic::transport::Error,
-    },
-    #[error("failed to connect to the admin API of {addr}")]
-    Connect {
-        addr: String,
-        #[source]
-        source: tonic::transport::Error,
-    },
-    #[error("admin call {call} to {addr} failed")]
-    Call {
-        call: &'static str,
-        addr: String,
-        #[source]
-        source: tonic::Status,
-    },
+    #[error(transparent)]
+    Node(#[from] recipestore_client::admin::AdminError),
     #[error("no leader to send {call} to")]
     NoLeader { call: &'static str },
 }
@@ -79,34 +57,21 @@ pub trait NodeAdmin: Send + Sync {
 /// a few times per reconcile, and a fresh connection never outlives a pod.
 #[derive(Clone, Debug)]
 pub struct GrpcAdmin {
-    connect_timeout: Duration,
-    request_timeout: Duration,
+    timeouts: Timeouts,
 }
 
 impl GrpcAdmin {
     pub fn new(connect_timeout: Duration, request_timeout: Duration) -> Self {
         Self {
-            connect_timeout,
-            request_timeout,
+            timeouts: Timeouts {
+                connect: connect_timeout,
+                request: request_timeout,
+            },
         }
     }
 
-    async fn client(&self, addr: &str) -> Result<AdminClient<Channel>, AdminError> {
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|source| AdminError::Address {
-                addr: addr.to_owned(),
-                source,
-            })?
-            .connect_timeout(self.connect_timeout)
-            .timeout(self.request_timeout);
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|source| AdminError::Connect {
-                addr: addr.to_owned(),
-                source,
-            })?;
-        Ok(AdminClient::new(channel))
+    fn client(&self, addr: &str) -> Result<AdminClient, AdminError> {
+        Ok(AdminClient::new(addr, self.timeouts)?)
     }
 }
 
@@ -116,22 +81,9 @@ impl Default for GrpcAdmin {
     }
 }
 
-fn call_error(call: &'static str, addr: &str) -> impl FnOnce(tonic::Status) -> AdminError {
-    let addr = addr.to_owned();
-    move |source| AdminError::Call { call, addr, source }
-}
-
 impl NodeAdmin for GrpcAdmin {
     fn status<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, Result<NodeStatus, AdminError>> {
-        Box::pin(async move {
-            let reply = self
-                .client(addr)
-                .await?
-                .status(proto::StatusRequest {})
-                .await
-                .map_err(call_error("Status", addr))?;
-            Ok(reply.into_inner().into())
-        })
+        Box::pin(async move { Ok(self.client(addr)?.status().await?.into()) })
     }
 
     fn initialize<'a>(
@@ -140,16 +92,8 @@ impl NodeAdmin for GrpcAdmin {
         members: Vec<Member>,
     ) -> BoxFuture<'a, Result<String, AdminError>> {
         Box::pin(async move {
-            let request = proto::InitializeRequest {
-                members: members.into_iter().map(Into::into).collect(),
-            };
-            let reply = self
-                .client(addr)
-                .await?
-                .initialize(request)
-                .await
-                .map_err(call_error("Initialize", addr))?;
-            Ok(reply.into_inner().cluster_id)
+            let members = members.into_iter().map(Into::into).collect();
+            Ok(self.client(addr)?.initialize(members).await?.cluster_id)
         })
     }
 
@@ -161,15 +105,7 @@ impl NodeAdmin for GrpcAdmin {
         Box::pin(async move {
             // Non-blocking: the planner promotes the learner once the leader
             // reports it caught up, so a reconcile never waits on replication.
-            let request = proto::AddLearnerRequest {
-                member: Some(member.into()),
-                blocking: false,
-            };
-            self.client(addr)
-                .await?
-                .add_learner(request)
-                .await
-                .map_err(call_error("AddLearner", addr))?;
+            self.client(addr)?.add_learner(member.into(), false).await?;
             Ok(())
         })
     }
@@ -180,15 +116,8 @@ impl NodeAdmin for GrpcAdmin {
         voters: BTreeSet<NodeId>,
     ) -> BoxFuture<'a, Result<(), AdminError>> {
         Box::pin(async move {
-            let request = proto::ChangeMembershipRequest {
-                voters: voters.into_iter().collect(),
-                retain_removed_as_learners: false,
-            };
-            self.client(addr)
-                .await?
-                .change_membership(request)
-                .await
-                .map_err(call_error("ChangeMembership", addr))?;
+            let voters = voters.into_iter().collect();
+            self.client(addr)?.change_membership(voters, false).await?;
             Ok(())
         })
     }
@@ -199,11 +128,7 @@ impl NodeAdmin for GrpcAdmin {
         id: NodeId,
     ) -> BoxFuture<'a, Result<(), AdminError>> {
         Box::pin(async move {
-            self.client(addr)
-                .await?
-                .remove_learner(proto::RemoveLearnerRequest { id })
-                .await
-                .map_err(call_error("RemoveLearner", addr))?;
+            self.client(addr)?.remove_learner(id).await?;
             Ok(())
         })
     }
@@ -214,12 +139,7 @@ impl NodeAdmin for GrpcAdmin {
         to: NodeId,
     ) -> BoxFuture<'a, Result<(), AdminError>> {
         Box::pin(async move {
-            let request = proto::TransferLeadershipRequest { to };
-            self.client(addr)
-                .await?
-                .transfer_leadership(request)
-                .await
-                .map_err(call_error("TransferLeadership", addr))?;
+            self.client(addr)?.transfer_leadership(to).await?;
             Ok(())
         })
     }

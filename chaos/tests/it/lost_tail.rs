@@ -1,9 +1,10 @@
 use std::time::Duration;
 
-use recipestore::client::Client;
-use recipestore::local_cluster::LocalCluster;
+use recipectl::local_cluster::LocalCluster;
+use recipestore::lifecycle::raft_log_dir;
 use recipestore_chaos::logs;
 use recipestore_chaos::run;
+use recipestore_client::Client;
 use recipestore_wal::Log;
 use recipestore_wal::Options;
 
@@ -47,7 +48,7 @@ async fn a_leader_that_lost_its_log_tail_never_reuses_a_log_id() {
     // The crash: the leader dies and its disk keeps all but the last 5 entries.
     cluster.node(leader).kill();
     {
-        let log_dir = cluster.nodes[leader as usize].raft_log_dir();
+        let log_dir = raft_log_dir(&cluster.nodes[leader as usize].data_dir);
         let (mut log, _) = Log::open(&log_dir, Options::default()).expect("open log");
         let last = log.last_index().expect("entries");
         log.truncate_after(last - 5).expect("cut the tail");
@@ -65,7 +66,11 @@ async fn a_leader_that_lost_its_log_tail_never_reuses_a_log_id() {
     for i in 0..20 {
         let name = format!("before-{i}");
         restarted
-            .download(&name, recipestore::pb::Consistency::Linearizable, None)
+            .download(
+                &name,
+                recipestore_protocol::pb::Consistency::Linearizable,
+                None,
+            )
             .await
             .unwrap_or_else(|e| panic!("acknowledged {name} lost: {e}"));
     }
@@ -74,7 +79,7 @@ async fn a_leader_that_lost_its_log_tail_never_reuses_a_log_id() {
     let dirs: Vec<_> = cluster
         .nodes
         .iter()
-        .map(|n| (n.id, n.raft_log_dir()))
+        .map(|n| (n.id, raft_log_dir(&n.data_dir)))
         .collect();
     let node_logs = logs::read_logs(dirs.iter().map(|(id, d)| (*id, d.as_path()))).expect("logs");
     let divergent = logs::divergent_log_ids(&node_logs).expect("compare");

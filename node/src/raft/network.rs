@@ -26,6 +26,8 @@ use openraft::raft::TransferLeaderRequest;
 use openraft::raft::TransferLeaderResponse;
 use openraft::raft::VoteRequest;
 use openraft::raft::VoteResponse;
+use recipestore_protocol::pb;
+use recipestore_protocol::pb::raft_transport_client::RaftTransportClient;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::Code;
@@ -39,8 +41,6 @@ use super::typ::SnapshotMeta;
 use super::typ::Vote;
 use crate::codec;
 use crate::identity::Identity;
-use crate::pb;
-use crate::pb::raft_transport_client::RaftTransportClient;
 
 /// Largest gRPC message a peer sends or accepts: a full append batch of
 /// maximum-size recipes fits, a runaway message does not.

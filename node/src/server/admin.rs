@@ -12,15 +12,15 @@ use openraft::ServerState;
 use openraft::error::ClientWriteError;
 use openraft::error::RaftError;
 use openraft::raft::ClientWriteResponse;
+use recipestore_protocol::metadata;
+use recipestore_protocol::pb;
+use recipestore_protocol::pb::admin_client::AdminClient;
 use tonic::Request;
 use tonic::Response;
 use tonic::Status;
 
-use super::FORWARDED_METADATA;
 use super::time_left;
 use crate::node::Node;
-use crate::pb;
-use crate::pb::admin_client::AdminClient;
 use crate::raft::Member;
 use crate::raft::TypeConfig;
 use crate::raft::typ;
@@ -143,7 +143,7 @@ impl Admin {
         if leader_id == self.node.id {
             return Ok(None);
         }
-        if request.metadata().contains_key(FORWARDED_METADATA) {
+        if request.metadata().contains_key(metadata::FORWARDED) {
             return Err(Status::unavailable("leadership is changing; retry"));
         }
         Ok(Some(AdminClient::new(
@@ -156,7 +156,7 @@ impl Admin {
         let mut forwarded = Request::new(request.into_inner());
         forwarded
             .metadata_mut()
-            .insert(FORWARDED_METADATA, "1".parse().expect("static ascii"));
+            .insert(metadata::FORWARDED, "1".parse().expect("static ascii"));
         forwarded.set_timeout(timeout);
         forwarded
     }

@@ -10,24 +10,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use recipestore_protocol::pb::admin_server::AdminServer;
+use recipestore_protocol::pb::raft_transport_server::RaftTransportServer;
+use recipestore_protocol::pb::recipes_server::RecipesServer;
 use tokio::sync::watch;
 use tonic::metadata::MetadataMap;
 use tonic::transport::server::TcpIncoming;
 
 use crate::node::DEFAULT_WAIT;
 use crate::node::Node;
-use crate::pb::admin_server::AdminServer;
-use crate::pb::raft_transport_server::RaftTransportServer;
-use crate::pb::recipes_server::RecipesServer;
 use crate::raft::network::MAX_PEER_MESSAGE_BYTES;
-
-/// Metadata key carrying the leader's client address on errors.
-pub const LEADER_METADATA: &str = "x-recipestore-leader";
-/// Metadata key carrying, on a version mismatch, the version the recipe was
-/// found at (0: absent), so a client can retry its conditional write.
-pub const CURRENT_VERSION_METADATA: &str = "x-recipestore-current-version";
-/// Metadata key marking a call already forwarded once, to stop loops.
-pub const FORWARDED_METADATA: &str = "x-recipestore-forwarded";
 
 /// Binds `addr` with Nagle's algorithm off: small Raft and client messages
 /// must not wait for delayed ACKs.

@@ -8,14 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 
+use recipestore_protocol::metadata;
+use recipestore_protocol::pb;
+use recipestore_protocol::pb::Consistency;
 use tonic::Code;
 use tonic::Request;
 use tonic::Response;
 use tonic::Status;
 use tonic::metadata::MetadataValue;
 
-use super::CURRENT_VERSION_METADATA;
-use super::LEADER_METADATA;
 use super::caller_deadline;
 use super::time_left;
 use crate::error::NodeError;
@@ -23,8 +24,6 @@ use crate::metrics;
 use crate::name;
 use crate::node::Node;
 use crate::overload::shed::Op;
-use crate::pb;
-use crate::pb::Consistency;
 use crate::raft::Command;
 use crate::raft::Outcome;
 
@@ -46,7 +45,7 @@ impl RecipesService {
 /// Attaches the leader hint to an error so smart clients can redirect.
 fn with_leader(node: &Node, mut status: Status) -> Status {
     if let Ok(value) = MetadataValue::try_from(node.leader_hint()) {
-        status.metadata_mut().insert(LEADER_METADATA, value);
+        status.metadata_mut().insert(metadata::LEADER, value);
     }
     status
 }
@@ -101,7 +100,7 @@ fn outcome_status(outcome: Outcome, name: &str) -> Result<u64, Status> {
                 }
             });
             status.metadata_mut().insert(
-                CURRENT_VERSION_METADATA,
+                metadata::CURRENT_VERSION,
                 MetadataValue::from(current.unwrap_or(0)),
             );
             Err(status)

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use futures::StreamExt;
+use recipestore_protocol::pb;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::Request;
@@ -16,7 +17,6 @@ use tonic::Streaming;
 use crate::codec;
 use crate::node::ForwardReply;
 use crate::node::Node;
-use crate::pb;
 use crate::raft::Command;
 use crate::raft::network::SnapshotHeader;
 use crate::raft::typ::Snapshot;

@@ -1,4 +1,4 @@
-use recipestore::pb::Consistency;
+use recipestore_protocol::pb::Consistency;
 use tonic::Code;
 
 use crate::cluster::TestCluster;

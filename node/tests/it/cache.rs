@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 
-use recipestore::pb::Consistency;
+use recipestore_protocol::pb::Consistency;
 use tonic::Code;
 
 use crate::cluster::TestCluster;

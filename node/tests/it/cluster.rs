@@ -10,10 +10,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::Instant;
 
-use recipestore::client::Client;
-use recipestore::client::RetryPolicy;
-use recipestore::local_cluster::LocalCluster;
-use recipestore::pb;
+use recipectl::local_cluster::LocalCluster;
+use recipestore_client::Client;
+use recipestore_client::RetryPolicy;
+use recipestore_protocol::pb;
 pub use recipestore_testkit::eventually;
 use recipestore_testkit::{FAST_RAFT, free_node_ports};
 use tempfile::TempDir;

@@ -25,7 +25,11 @@ async fn killing_the_leader_under_writes_elects_a_new_one_and_loses_nothing() {
     let old = c.node_client(old_leader);
     for (name, (version, content)) in acked.iter().rev().take(5) {
         let read = old
-            .download(name, recipestore::pb::Consistency::Local, Some(last))
+            .download(
+                name,
+                recipestore_protocol::pb::Consistency::Local,
+                Some(last),
+            )
             .await
             .unwrap_or_else(|e| panic!("restarted node lacks {name}: {e}\n{}", c.logs()));
         assert_eq!((&read.version, &read.content), (version, content));

@@ -1,6 +1,5 @@
 use std::time::Duration;
 
-use recipestore::pb;
 use recipestore_testkit::eventually;
 
 use crate::cluster::TestCluster;
@@ -31,20 +30,18 @@ async fn a_node_of_one_cluster_refuses_to_join_another() {
     assert_ne!(a_id, b_id);
 
     // Asked to add B's node, A's leader refuses and says why.
-    let mut admin = a.cluster.nodes[0].admin().unwrap();
+    let admin = a.cluster.nodes[0].admin();
     let err = admin
-        .add_learner(pb::AddLearnerRequest {
-            member: Some(b.cluster.nodes[0].member()),
-            blocking: false,
-        })
+        .add_learner(b.cluster.nodes[0].member(), false)
         .await
         .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    let status = err.status().unwrap();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
     assert!(
-        err.message()
+        status
+            .message()
             .contains(&format!("belongs to cluster {b_id}")),
-        "{}",
-        err.message()
+        "{err}"
     );
     let status = a.cluster.nodes[0].status().await.unwrap();
     assert!(status.learners.is_empty(), "nothing was added");
@@ -86,11 +83,8 @@ async fn initialize_is_idempotent_but_never_reinitializes_a_cluster() {
         },
     )
     .await;
-    let mut admin = c.cluster.nodes[1].admin().unwrap();
-    let err = admin
-        .initialize(pb::InitializeRequest { members: vec![] })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
-    assert!(err.message().contains(&first), "{}", err.message());
+    let err = node1.admin().initialize(vec![]).await.unwrap_err();
+    let status = err.status().unwrap();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(status.message().contains(&first), "{err}");
 }

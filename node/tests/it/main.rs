@@ -7,7 +7,6 @@ mod crash;
 mod fencing;
 mod membership;
 mod overload;
-mod recipectl;
 mod replication;
 mod snapshot;
 mod storage;

@@ -1,7 +1,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use recipestore::pb;
+use recipestore_protocol::pb;
 
 use crate::cluster::TestCluster;
 use crate::cluster::Writer;
@@ -29,26 +29,18 @@ async fn three_to_five_to_three_voters_with_writes_running_loses_nothing() {
     }
     for id in [3, 4] {
         let member = c.cluster.nodes[id as usize].member();
-        let mut admin = c.cluster.nodes[0].admin().unwrap();
+        let admin = c.cluster.nodes[0].admin();
         let reply = admin
-            .add_learner(pb::AddLearnerRequest {
-                member: Some(member),
-                blocking: true,
-            })
+            .add_learner(member, true)
             .await
-            .unwrap_or_else(|e| panic!("add learner {id}: {e}\n{}", c.logs()))
-            .into_inner();
+            .unwrap_or_else(|e| panic!("add learner {id}: {e}\n{}", c.logs()));
         assert!(reply.learners.iter().any(|m| m.id == id));
     }
-    let mut admin = c.cluster.nodes[1].admin().unwrap();
+    let admin = c.cluster.nodes[1].admin();
     let reply = admin
-        .change_membership(pb::ChangeMembershipRequest {
-            voters: vec![0, 1, 2, 3, 4],
-            retain_removed_as_learners: false,
-        })
+        .change_membership(vec![0, 1, 2, 3, 4], false)
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(reply.voters.len(), 5);
     // The newest voter learns the membership it belongs to by replication.
     eventually(
@@ -62,10 +54,7 @@ async fn three_to_five_to_three_voters_with_writes_running_loses_nothing() {
     // Scale in: remove the two highest ids, one at a time, then stop them.
     for (id, remaining) in [(4, vec![0, 1, 2, 3]), (3, vec![0, 1, 2])] {
         admin
-            .change_membership(pb::ChangeMembershipRequest {
-                voters: remaining.clone(),
-                retain_removed_as_learners: false,
-            })
+            .change_membership(remaining.clone(), false)
             .await
             .unwrap_or_else(|e| panic!("remove {id}: {e}\n{}", c.logs()));
         eventually(Duration::from_secs(10), "the removal to commit", || async {
@@ -91,12 +80,11 @@ async fn leadership_transfers_on_request_and_on_graceful_shutdown() {
     let mut c = TestCluster::start(3, &[]).await;
     let leader = c.leader().await;
     let target = (leader + 1) % 3;
-    let mut admin = c.cluster.nodes[target as usize].admin().unwrap();
+    let admin = c.cluster.nodes[target as usize].admin();
     let reply = admin
-        .transfer_leadership(pb::TransferLeadershipRequest { to: target })
+        .transfer_leadership(target)
         .await
-        .unwrap_or_else(|e| panic!("transfer: {e}\n{}", c.logs()))
-        .into_inner();
+        .unwrap_or_else(|e| panic!("transfer: {e}\n{}", c.logs()));
     assert_eq!(reply.leader_id, target);
     assert_eq!(c.leader().await, target);
 
@@ -122,32 +110,23 @@ async fn a_learner_can_be_removed_but_a_voter_must_leave_the_voters_first() {
     let learner = c.cluster.push_node();
     learner.start().unwrap();
     let member = learner.member();
-    let mut admin = c.cluster.nodes[2].admin().unwrap();
+    let admin = c.cluster.nodes[2].admin();
     admin
-        .add_learner(pb::AddLearnerRequest {
-            member: Some(member),
-            blocking: true,
-        })
+        .add_learner(member, true)
         .await
         .unwrap_or_else(|e| panic!("add learner: {e}\n{}", c.logs()));
 
-    let err = admin
-        .remove_learner(pb::RemoveLearnerRequest { id: 1 })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
-    let reply = admin
-        .remove_learner(pb::RemoveLearnerRequest { id: 3 })
-        .await
-        .unwrap()
-        .into_inner();
+    let err = admin.remove_learner(1).await.unwrap_err();
+    assert_eq!(
+        err.status().unwrap().code(),
+        tonic::Code::FailedPrecondition,
+        "{err}"
+    );
+    let reply = admin.remove_learner(3).await.unwrap();
     assert!(reply.learners.is_empty(), "{:?}", reply.learners);
     assert_eq!(reply.voters.len(), 3);
-    let err = admin
-        .remove_learner(pb::RemoveLearnerRequest { id: 3 })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
+    let err = admin.remove_learner(3).await.unwrap_err();
+    assert_eq!(err.status().unwrap().code(), tonic::Code::NotFound, "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,22 +138,11 @@ async fn promote_and_remove_are_computed_by_the_leader_and_idempotent() {
     let learner = c.cluster.push_node();
     learner.start().unwrap();
     let member = learner.member();
-    let mut admin = c.cluster.nodes[via as usize].admin().unwrap();
-    let add = pb::AddLearnerRequest {
-        member: Some(member.clone()),
-        blocking: true,
-    };
-    let first = admin.add_learner(add.clone()).await.unwrap().into_inner();
+    let admin = c.cluster.nodes[via as usize].admin();
+    let first = admin.add_learner(member.clone(), true).await.unwrap();
     assert!(first.changed);
     // Adding it again, as a retry after a lost reply would, changes nothing.
-    let again = admin
-        .add_learner(pb::AddLearnerRequest {
-            blocking: false,
-            ..add
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let again = admin.add_learner(member.clone(), false).await.unwrap();
     assert!(!again.changed, "{again:?}");
     assert!(again.learners.iter().any(|m| m.id == 3));
     // The same id at another address is a different node: refused.
@@ -182,48 +150,33 @@ async fn promote_and_remove_are_computed_by_the_leader_and_idempotent() {
         peer_addr: "127.0.0.1:1".into(),
         ..member
     };
-    let err = admin
-        .add_learner(pb::AddLearnerRequest {
-            member: Some(moved),
-            blocking: false,
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    let err = admin.add_learner(moved, false).await.unwrap_err();
+    assert_eq!(
+        err.status().unwrap().code(),
+        tonic::Code::FailedPrecondition,
+        "{err}"
+    );
 
     let promoted = admin
-        .promote(pb::PromoteRequest { id: 3 })
+        .promote(3)
         .await
-        .unwrap_or_else(|e| panic!("promote: {e}\n{}", c.logs()))
-        .into_inner();
+        .unwrap_or_else(|e| panic!("promote: {e}\n{}", c.logs()));
     assert!(promoted.changed);
     let ids: BTreeSet<u64> = promoted.voters.iter().map(|m| m.id).collect();
     assert_eq!(ids, BTreeSet::from([0, 1, 2, 3]));
-    let again = admin
-        .promote(pb::PromoteRequest { id: 3 })
-        .await
-        .unwrap()
-        .into_inner();
+    let again = admin.promote(3).await.unwrap();
     assert!(!again.changed);
-    let err = admin
-        .promote(pb::PromoteRequest { id: 9 })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
+    let err = admin.promote(9).await.unwrap_err();
+    assert_eq!(err.status().unwrap().code(), tonic::Code::NotFound, "{err}");
 
     let removed = admin
-        .remove_member(pb::RemoveMemberRequest { id: 3 })
+        .remove_member(3)
         .await
-        .unwrap_or_else(|e| panic!("remove: {e}\n{}", c.logs()))
-        .into_inner();
+        .unwrap_or_else(|e| panic!("remove: {e}\n{}", c.logs()));
     assert!(removed.changed);
     let ids: BTreeSet<u64> = removed.voters.iter().map(|m| m.id).collect();
     assert_eq!(ids, BTreeSet::from([0, 1, 2]));
     assert!(removed.learners.is_empty(), "{:?}", removed.learners);
-    let again = admin
-        .remove_member(pb::RemoveMemberRequest { id: 3 })
-        .await
-        .unwrap()
-        .into_inner();
+    let again = admin.remove_member(3).await.unwrap();
     assert!(!again.changed);
 }

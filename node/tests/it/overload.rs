@@ -2,11 +2,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 
-use recipestore::client::Client;
-use recipestore::client::RETRY_AFTER_METADATA;
-use recipestore::client::RetryPolicy;
-use recipestore::client::is_throttled;
-use recipestore::pb::Consistency;
+use recipestore_client::Client;
+use recipestore_client::RetryPolicy;
+use recipestore_client::is_throttled;
+use recipestore_protocol::metadata;
+use recipestore_protocol::pb::Consistency;
 use tonic::Code;
 
 use crate::cluster::FakeCpu;
@@ -65,7 +65,7 @@ async fn at_high_cpu_uploads_are_shed_without_effect_while_downloads_keep_flowin
     assert!(err.message().contains("cpu_priority"), "{}", err.message());
     let hint = err
         .metadata()
-        .get(RETRY_AFTER_METADATA)
+        .get(metadata::RETRY_AFTER_MS)
         .expect("a retry-after hint");
     assert!(hint.to_str().unwrap().parse::<u64>().unwrap() > 0);
 

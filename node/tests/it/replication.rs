@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use recipestore::pb::Consistency;
+use recipestore_protocol::pb::Consistency;
 
 use crate::cluster::TestCluster;
 use crate::cluster::eventually;
@@ -78,7 +78,7 @@ async fn delete_conditional_writes_and_list_pages_behave_like_a_kv_store() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
-    assert_eq!(recipestore::client::current_version(&err), Some(v1));
+    assert_eq!(recipestore_client::current_version(&err), Some(v1));
     let v2 = client
         .upload("soup/tomato", b"v2".to_vec(), Some(v1))
         .await
@@ -112,7 +112,7 @@ async fn delete_conditional_writes_and_list_pages_behave_like_a_kv_store() {
 
     let err = client.delete("soup/tomato", Some(v1)).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
-    assert_eq!(recipestore::client::current_version(&err), Some(v2));
+    assert_eq!(recipestore_client::current_version(&err), Some(v2));
     client.delete("soup/tomato", Some(v2)).await.unwrap();
     let err = client
         .download("soup/tomato", Consistency::Linearizable, None)

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use recipestore::pb;
+use recipestore_protocol::pb;
 
 use crate::cluster::TestCluster;
 use crate::cluster::eventually;
@@ -22,12 +22,8 @@ async fn a_learner_added_after_the_log_was_purged_catches_up_by_snapshot() {
         written.push((name, version, content));
     }
     let leader = c.leader().await;
-    let mut admin = c.cluster.nodes[leader as usize].admin().unwrap();
-    let snap = admin
-        .trigger_snapshot(pb::TriggerSnapshotRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let admin = c.cluster.nodes[leader as usize].admin();
+    let snap = admin.trigger_snapshot().await.unwrap();
     let purged = eventually(
         Duration::from_secs(10),
         "the leader's log to be purged",
@@ -43,10 +39,7 @@ async fn a_learner_added_after_the_log_was_purged_catches_up_by_snapshot() {
     learner.start().unwrap();
     let member = learner.member();
     admin
-        .add_learner(pb::AddLearnerRequest {
-            member: Some(member),
-            blocking: true,
-        })
+        .add_learner(member, true)
         .await
         .unwrap_or_else(|e| panic!("add learner: {e}\n{}", c.logs()));
 

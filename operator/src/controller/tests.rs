@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::PodStatus;
 use kube::client::Body;
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::events::Reporter;
+use recipestore_client::admin::AdminError as CallFailed;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 use tower_test::mock::{self, Handle, SendResponse};
@@ -150,13 +151,13 @@ impl FakeAdmin {
 
     fn record(&self, call: String) -> BoxFuture<'_, Result<(), AdminError>> {
         let result = if self.fail_changes {
-            Err(AdminError::Call {
+            Err(AdminError::Node(CallFailed::Call {
                 call: "ChangeMembership",
                 addr: call.clone(),
                 source: tonic::Status::unavailable(
                     "leadership moved during the membership change; retry",
                 ),
-            })
+            }))
         } else {
             Ok(())
         };
@@ -171,15 +172,13 @@ impl FakeAdmin {
 
 impl NodeAdmin for FakeAdmin {
     fn status<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, Result<NodeStatus, AdminError>> {
-        let answer = self
-            .nodes
-            .get(addr)
-            .cloned()
-            .ok_or_else(|| AdminError::Call {
+        let answer = self.nodes.get(addr).cloned().ok_or_else(|| {
+            AdminError::Node(CallFailed::Call {
                 call: "Status",
                 addr: addr.to_owned(),
                 source: tonic::Status::unavailable("connection refused"),
-            });
+            })
+        });
         Box::pin(async move { answer })
     }
 

@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use recipestore_operator::admin::proto::recipes_client::RecipesClient;
-use recipestore_operator::admin::proto::{Consistency, DownloadRequest, UploadRequest};
 use recipestore_operator::admin::{GrpcAdmin, NodeAdmin};
 use recipestore_operator::executor;
 use recipestore_operator::membership::{Member, NodeId, Observed, Pod, Policy, Step};
+use recipestore_protocol::pb::recipes_client::RecipesClient;
+use recipestore_protocol::pb::{Consistency, DownloadRequest, UploadRequest};
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 use tokio::time::{Instant, MissedTickBehavior, interval, timeout};

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use kube::CustomResourceExt;
 use recipestore_operator::RecipeStore;
+use recipestore_testkit::{free_port, poll};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::api_server::{ApiServer, CRD_NAME};
-use recipestore_testkit::{free_port, poll};
 
 const OPERATOR_NAMESPACE: &str = "recipestore-system";
 const POD: &str = "recipestore-operator-7d9f-x2x4q";

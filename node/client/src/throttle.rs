@@ -235,7 +235,7 @@ mod tests {
     fn a_node_shedding_a_fixed_share_below_the_ratio_is_not_throttled() {
         // The seed's top CPU tier sheds a quarter whatever the load; at the
         // default ratio the client keeps sending nearly everything.
-        let t = Throttle::new(crate::client::DEFAULT_THROTTLE_RATIO);
+        let t = Throttle::new(crate::DEFAULT_THROTTLE_RATIO);
         let mut n = 0u64;
         let quarter = move |_| {
             n += 1;

@@ -20,8 +20,8 @@ use clap::Args;
 use clap::ValueEnum;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use recipestore::client::RetryPolicy;
-use recipestore::pb::Consistency;
+use recipestore_client::RetryPolicy;
+use recipestore_protocol::pb::Consistency;
 use serde::Serialize;
 
 use self::load::Pacing;
@@ -96,7 +96,7 @@ pub struct BenchArgs {
     retries: u32,
     /// Client-side adaptive throttling: requests sent to a node per request
     /// it accepts before a client refuses some itself (0 turns it off).
-    #[arg(long, default_value_t = recipestore::client::DEFAULT_THROTTLE_RATIO)]
+    #[arg(long, default_value_t = recipestore_client::DEFAULT_THROTTLE_RATIO)]
     throttle_ratio: f64,
     /// Client connections (at most one per client; default: min(clients, 64)).
     #[arg(long)]
@@ -156,7 +156,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "shedding off")]
     baseline_label: String,
     /// sweep: --throttle-ratio of the second cluster's clients.
-    #[arg(long, default_value_t = recipestore::client::DEFAULT_THROTTLE_RATIO)]
+    #[arg(long, default_value_t = recipestore_client::DEFAULT_THROTTLE_RATIO)]
     baseline_throttle_ratio: f64,
 
     /// grid: voters of each cluster.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
-use recipestore::local_cluster::LocalCluster;
+use recipectl::local_cluster::LocalCluster;
 use tokio::signal::unix::SignalKind;
 use tokio::signal::unix::signal;
 

@@ -12,9 +12,9 @@ use std::time::Duration;
 use clap::Parser;
 use clap::Subcommand;
 use clap::ValueEnum;
-use recipestore::client::Client;
-use recipestore::client::RetryPolicy;
-use recipestore::pb;
+use recipestore_client::Client;
+use recipestore_client::RetryPolicy;
+use recipestore_protocol::pb;
 
 #[derive(Debug, Parser)]
 #[command(

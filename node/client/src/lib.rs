@@ -1,11 +1,13 @@
-//! The client library used by `recipectl`, the operator and the tests.
+//! The client library of RecipeStore, used by `recipectl`, the operator and
+//! the tests: [`Client`] for recipes, [`admin::AdminClient`] for a node's
+//! admin API.
 //!
 //! Calls go round-robin over the endpoints. UNAVAILABLE and
 //! RESOURCE_EXHAUSTED are retried with exponential backoff and full jitter,
 //! within a retry budget so a struggling cluster is not hit by a retry storm,
 //! and never sooner than a server's retry-after hint. When a node refuses
 //! much of what this client sends, the client refuses the excess itself
-//! (adaptive throttling, see [`crate::throttle`]). The server answers
+//! (adaptive throttling, see the `throttle` module). The server answers
 //! UNAVAILABLE only when a write was not proposed, so retrying is safe; an
 //! unconditional upload repeated after a lost reply stores the same content.
 
@@ -21,15 +23,18 @@ use tonic::Status;
 use tonic::transport::Channel;
 use tonic::transport::Endpoint;
 
-use crate::pb;
-use crate::pb::recipes_client::RecipesClient;
+use recipestore_protocol::metadata;
+use recipestore_protocol::pb;
+use recipestore_protocol::pb::recipes_client::RecipesClient;
+
 use crate::throttle::Throttle;
 
-/// Metadata key with the server's suggested wait before a retry, in milliseconds.
-pub const RETRY_AFTER_METADATA: &str = "x-recipestore-retry-after-ms";
-/// Metadata key set on a RESOURCE_EXHAUSTED the client made itself.
+pub mod admin;
+mod throttle;
+
+/// Metadata key set on a RESOURCE_EXHAUSTED this client made itself: it
+/// never leaves the client.
 pub const THROTTLED_METADATA: &str = "x-recipestore-throttled";
-const LEADER_METADATA: &str = crate::server::LEADER_METADATA;
 
 /// How calls are retried and throttled.
 #[derive(Debug, Clone)]
@@ -86,7 +91,7 @@ pub fn is_retryable(status: &Status) -> bool {
 pub fn current_version(status: &Status) -> Option<u64> {
     status
         .metadata()
-        .get(crate::server::CURRENT_VERSION_METADATA)?
+        .get(metadata::CURRENT_VERSION)?
         .to_str()
         .ok()?
         .parse()
@@ -102,7 +107,7 @@ pub fn is_throttled(status: &Status) -> bool {
 pub fn retry_after(status: &Status) -> Option<Duration> {
     status
         .metadata()
-        .get(RETRY_AFTER_METADATA)?
+        .get(metadata::RETRY_AFTER_MS)?
         .to_str()
         .ok()?
         .parse()
@@ -247,7 +252,7 @@ impl Client {
                 Err(status) => {
                     if let Some(leader) = status
                         .metadata()
-                        .get(LEADER_METADATA)
+                        .get(metadata::LEADER)
                         .and_then(|v| v.to_str().ok())
                     {
                         self.note_leader(leader);
@@ -389,7 +394,7 @@ mod tests {
         let mut status = Status::resource_exhausted("shed");
         status
             .metadata_mut()
-            .insert(RETRY_AFTER_METADATA, "250".parse().unwrap());
+            .insert(metadata::RETRY_AFTER_MS, "250".parse().unwrap());
         assert_eq!(retry_after(&status), Some(Duration::from_millis(250)));
         assert_eq!(retry_after(&Status::unavailable("")), None);
     }

@@ -2,6 +2,7 @@
 //! RecipeStore and etcd, one after the other on the same machine, and the
 //! ratios RecipeStore / etcd.
 
+use recipestore_protocol::pb::Consistency;
 use serde::Serialize;
 
 use super::BenchArgs;
@@ -12,7 +13,6 @@ use super::report::RunReport;
 use super::report::ratio;
 use super::workload::Schedule;
 use crate::Output;
-use recipestore::pb::Consistency;
 
 /// One workload measured on both systems.
 #[derive(Debug, Serialize)]

@@ -1,9 +1,13 @@
+//! `recipectl` against a real node process.
+
 use std::time::Duration;
 
-use recipestore::pb;
-
-use crate::cluster::TestCluster;
-use crate::cluster::eventually;
+use recipectl::local_cluster::LocalCluster;
+use recipestore_protocol::pb;
+use recipestore_testkit::FAST_RAFT;
+use recipestore_testkit::binary;
+use recipestore_testkit::eventually;
+use recipestore_testkit::free_node_ports;
 
 /// From outside a cluster (a port-forward, a load balancer) a member's
 /// advertised address often does not work: `recipectl status` uses the
@@ -12,13 +16,21 @@ use crate::cluster::eventually;
 async fn status_uses_the_addresses_it_was_given_and_names_unresolvable_members() {
     // Node 0 advertises an address nothing listens on, as a pod's in-cluster
     // name looks from a laptop.
-    let mut c = TestCluster::layout(1, &["--advertise-addr", "127.0.0.2"]);
-    c.cluster.start_all().unwrap();
-    let node = &c.cluster.nodes[0];
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = FAST_RAFT.to_vec();
+    args.extend(["--advertise-addr", "127.0.0.2"]);
+    let mut cluster = LocalCluster::new(
+        &binary("recipestore-node"),
+        dir.path(),
+        free_node_ports(),
+        1,
+        &args,
+    )
+    .unwrap();
+    cluster.start_all().unwrap();
+    let node = &cluster.nodes[0];
     eventually(Duration::from_secs(30), "node 0 to initialize", || async {
-        let mut request = tonic::Request::new(pb::InitializeRequest { members: vec![] });
-        request.set_timeout(Duration::from_secs(5));
-        node.admin().ok()?.initialize(request).await.ok()
+        node.admin().initialize(vec![]).await.ok()
     })
     .await;
     eventually(Duration::from_secs(30), "node 0 to lead", || async {
@@ -26,18 +38,15 @@ async fn status_uses_the_addresses_it_was_given_and_names_unresolvable_members()
         (status.leader_id == Some(0)).then_some(())
     })
     .await;
-    let mut admin = node.admin().unwrap();
-    admin
-        .add_learner(pb::AddLearnerRequest {
-            member: Some(pb::Member {
-                id: 9,
-                peer_addr: "store-9.peers.recipes.invalid:7071".into(),
-                client_addr: "store-9.peers.recipes.invalid:7070".into(),
-            }),
-            blocking: false,
-        })
+    let far = pb::Member {
+        id: 9,
+        peer_addr: "store-9.peers.recipes.invalid:7071".into(),
+        client_addr: "store-9.peers.recipes.invalid:7070".into(),
+    };
+    node.admin()
+        .add_learner(far, false)
         .await
-        .unwrap_or_else(|e| panic!("add learner: {e}\n{}", c.logs()));
+        .unwrap_or_else(|e| panic!("add learner: {e}\n{}", node.log()));
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_recipectl"))
         .args(["--peers", &node.peer_addr(), "--output", "json", "status"])

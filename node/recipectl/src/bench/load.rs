@@ -16,10 +16,10 @@ use indicatif::ProgressDrawTarget;
 use indicatif::ProgressStyle;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use recipestore::client::Client;
-use recipestore::client::RetryPolicy;
-use recipestore::client::is_throttled;
-use recipestore::pb::Consistency;
+use recipestore_client::Client;
+use recipestore_client::RetryPolicy;
+use recipestore_client::is_throttled;
+use recipestore_protocol::pb::Consistency;
 use tonic::Code;
 
 use super::etcd::EtcdTarget;

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use recipestore::local_cluster::LocalCluster;
-use recipestore::pb;
+use recipectl::local_cluster::LocalCluster;
+use recipestore_client::admin::AdminClient;
+use recipestore_client::admin::Timeouts;
 use serde::Serialize;
 
 use super::BenchArgs;
@@ -76,16 +77,15 @@ async fn start_cluster(
         let node = cluster.push_node();
         node.start()?;
         let member = node.member();
-        let mut request = tonic::Request::new(pb::AddLearnerRequest {
-            member: Some(member),
-            blocking: true,
-        });
-        request.set_timeout(Duration::from_secs(30));
-        cluster.nodes[0]
-            .admin()?
-            .add_learner(request)
+        // A blocking add answers once the learner has caught up.
+        let timeouts = Timeouts {
+            request: Duration::from_secs(30),
+            ..Timeouts::default()
+        };
+        AdminClient::new(&cluster.nodes[0].peer_addr(), timeouts)?
+            .add_learner(member, true)
             .await
-            .map_err(|s| anyhow::anyhow!("cannot add a learner: {}", s.message()))?;
+            .context("cannot add a learner")?;
     }
     Ok(cluster)
 }

@@ -4,12 +4,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use clap::Subcommand;
-use recipestore::client::RetryPolicy;
-use recipestore::client::is_retryable;
-use recipestore::pb;
-use recipestore::pb::admin_client::AdminClient;
-use tonic::transport::Channel;
-use tonic::transport::Endpoint;
+use recipestore_client::RetryPolicy;
+use recipestore_client::admin::AdminClient;
+use recipestore_client::admin::AdminError;
+use recipestore_client::admin::Timeouts;
+use recipestore_client::is_retryable;
+use recipestore_protocol::pb;
 
 use crate::Output;
 use crate::fail;
@@ -45,71 +45,70 @@ pub enum SnapshotCommand {
     Trigger,
 }
 
-fn admin_client(addr: &str) -> anyhow::Result<AdminClient<Channel>> {
-    let uri = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
+fn admin_client(addr: &str, timeout: Duration) -> anyhow::Result<AdminClient> {
+    let timeouts = Timeouts {
+        request: timeout,
+        ..Timeouts::default()
     };
-    let channel = Endpoint::from_shared(uri)
-        .map_err(|e| anyhow::anyhow!("invalid peer address {addr:?}: {e}"))?
-        .connect_timeout(Duration::from_secs(2))
-        .connect_lazy();
-    Ok(AdminClient::new(channel))
-}
-
-fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.set_timeout(timeout);
-    request
+    Ok(AdminClient::new(addr, timeouts)?)
 }
 
 /// Calls the first peer that answers, retrying UNAVAILABLE with backoff.
-async fn call<T, F, Fut>(peers: &[String], f: F) -> anyhow::Result<T>
+async fn call<T, F, Fut>(peers: &[String], timeout: Duration, f: F) -> anyhow::Result<T>
 where
-    F: FnMut(AdminClient<Channel>) -> Fut,
-    Fut: Future<Output = Result<T, tonic::Status>>,
+    F: FnMut(AdminClient) -> Fut,
+    Fut: Future<Output = Result<T, AdminError>>,
 {
-    call_with_retry(peers, is_retryable, f).await
+    call_with_retry(peers, timeout, is_retryable, f).await
 }
 
 /// Calls an idempotent membership RPC: one whose repetition after an
 /// unknown outcome (a lost reply, a broken connection) is safe and answers
 /// what the first call did, so UNKNOWN is retried too.
-async fn call_idempotent<T, F, Fut>(peers: &[String], f: F) -> anyhow::Result<T>
+async fn call_idempotent<T, F, Fut>(peers: &[String], timeout: Duration, f: F) -> anyhow::Result<T>
 where
-    F: FnMut(AdminClient<Channel>) -> Fut,
-    Fut: Future<Output = Result<T, tonic::Status>>,
+    F: FnMut(AdminClient) -> Fut,
+    Fut: Future<Output = Result<T, AdminError>>,
 {
     let retryable = |s: &tonic::Status| is_retryable(s) || s.code() == tonic::Code::Unknown;
-    call_with_retry(peers, retryable, f).await
+    call_with_retry(peers, timeout, retryable, f).await
 }
 
 async fn call_with_retry<T, F, Fut>(
     peers: &[String],
+    timeout: Duration,
     retryable: impl Fn(&tonic::Status) -> bool,
     mut f: F,
 ) -> anyhow::Result<T>
 where
-    F: FnMut(AdminClient<Channel>) -> Fut,
-    Fut: Future<Output = Result<T, tonic::Status>>,
+    F: FnMut(AdminClient) -> Fut,
+    Fut: Future<Output = Result<T, AdminError>>,
 {
     let policy = RetryPolicy::default();
     let mut last = None;
     for attempt in 0..policy.max_attempts {
         let peer = &peers[attempt as usize % peers.len()];
-        match f(admin_client(peer)?).await {
+        match f(admin_client(peer, timeout)?).await {
             Ok(v) => return Ok(v),
-            Err(status) if retryable(&status) => {
-                last = Some(status);
+            Err(AdminError::Call { source, .. }) if retryable(&source) => {
+                last = Some(source);
                 tokio::time::sleep(policy.backoff(attempt)).await;
             }
-            Err(status) => return Err(fail(status)),
+            Err(AdminError::Call { source, .. }) => return Err(fail(source)),
+            Err(e) => return Err(e.into()),
         }
     }
     Err(fail(last.unwrap_or_else(|| {
         tonic::Status::unavailable("no peer answered")
     })))
+}
+
+/// A failed call as `recipectl` prints it: the code and the node's message.
+fn described(error: AdminError) -> String {
+    match error {
+        AdminError::Call { source, .. } => format!("{:?}: {}", source.code(), source.message()),
+        e => e.to_string(),
+    }
 }
 
 /// A member's status and the address it answered at.
@@ -119,12 +118,8 @@ pub struct Reached {
 }
 
 async fn status_at(addr: &str, timeout: Duration) -> Result<pb::StatusResponse, String> {
-    let mut client = admin_client(addr).map_err(|e| e.to_string())?;
-    client
-        .status(request(pb::StatusRequest {}, timeout))
-        .await
-        .map(|r| r.into_inner())
-        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+    let client = admin_client(addr, timeout).map_err(|e| e.to_string())?;
+    client.status().await.map_err(described)
 }
 
 /// Why a member could not be reached at its advertised address: a name
@@ -293,15 +288,11 @@ pub async fn member(
                 .iter()
                 .map(|m| parse_member(m))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let reply = call(&peers[..1], |mut c| {
+            let reply = call(&peers[..1], timeout, |c| {
                 let members = members.clone();
-                async move {
-                    c.initialize(request(pb::InitializeRequest { members }, timeout))
-                        .await
-                }
+                async move { c.initialize(members).await }
             })
-            .await?
-            .into_inner();
+            .await?;
             if output == Output::Json {
                 println!(
                     "{}",
@@ -324,30 +315,23 @@ pub async fn member(
                 peer_addr,
                 client_addr,
             };
-            let reply = call_idempotent(peers, |mut c| {
-                let req = pb::AddLearnerRequest {
-                    member: Some(member.clone()),
-                    blocking: !no_wait,
-                };
-                async move { c.add_learner(request(req, timeout)).await }
+            let reply = call_idempotent(peers, timeout, |c| {
+                let member = member.clone();
+                async move { c.add_learner(member, !no_wait).await }
             })
             .await?;
-            print_membership(&reply.into_inner(), output);
+            print_membership(&reply, output);
         }
         MemberCommand::Promote { id } => {
-            let reply = call_idempotent(peers, |mut c| async move {
-                c.promote(request(pb::PromoteRequest { id }, timeout)).await
-            })
-            .await?;
-            print_membership(&reply.into_inner(), output);
+            let reply =
+                call_idempotent(peers, timeout, |c| async move { c.promote(id).await }).await?;
+            print_membership(&reply, output);
         }
         MemberCommand::Remove { id } => {
-            let reply = call_idempotent(peers, |mut c| async move {
-                c.remove_member(request(pb::RemoveMemberRequest { id }, timeout))
-                    .await
-            })
-            .await?;
-            print_membership(&reply.into_inner(), output);
+            let reply =
+                call_idempotent(peers, timeout, |c| async move { c.remove_member(id).await })
+                    .await?;
+            print_membership(&reply, output);
         }
     }
     Ok(())
@@ -362,12 +346,12 @@ pub async fn snapshot(
     let SnapshotCommand::Trigger = command;
     for (id, status) in cluster_status(peers, timeout).await? {
         let result = match status {
-            Ok(reached) => match admin_client(&reached.addr) {
-                Ok(mut c) => c
-                    .trigger_snapshot(request(pb::TriggerSnapshotRequest {}, timeout))
+            Ok(reached) => match admin_client(&reached.addr, timeout) {
+                Ok(c) => c
+                    .trigger_snapshot()
                     .await
-                    .map(|r| r.into_inner().last_index)
-                    .map_err(|s| format!("{:?}: {}", s.code(), s.message())),
+                    .map(|r| r.last_index)
+                    .map_err(described),
                 Err(e) => Err(e.to_string()),
             },
             Err(e) => Err(e),

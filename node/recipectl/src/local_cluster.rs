@@ -18,10 +18,9 @@ use anyhow::Context;
 use nix::sys::signal::Signal;
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
-use tonic::transport::Endpoint;
-
-use crate::pb;
-use crate::pb::admin_client::AdminClient;
+use recipestore_client::admin::AdminClient;
+use recipestore_client::admin::Timeouts;
+use recipestore_protocol::pb;
 
 /// One node process and where it listens.
 pub struct NodeProcess {
@@ -172,11 +171,6 @@ impl NodeProcess {
         Ok(())
     }
 
-    /// Where this node keeps its Raft log.
-    pub fn raft_log_dir(&self) -> PathBuf {
-        crate::lifecycle::raft_log_dir(&self.data_dir)
-    }
-
     /// The exit status if the process has exited on its own.
     /// Reports it once: the node then counts as stopped.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
@@ -194,18 +188,22 @@ impl NodeProcess {
     }
 
     /// The admin client of this node.
-    pub fn admin(&self) -> anyhow::Result<AdminClient<tonic::transport::Channel>> {
-        let channel = Endpoint::from_shared(format!("http://{}", self.peer_addr()))?
-            .connect_timeout(Duration::from_secs(1))
-            .connect_lazy();
-        Ok(AdminClient::new(channel))
+    pub fn admin(&self) -> AdminClient {
+        self.admin_with(Duration::from_secs(10))
     }
 
-    /// This node's status, with a short deadline.
+    fn admin_with(&self, request: Duration) -> AdminClient {
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(1),
+            request,
+        };
+        AdminClient::new(&self.peer_addr(), timeouts).expect("a loopback address is valid")
+    }
+
+    /// This node's status, with a short deadline: a stopped node must not
+    /// hold up a poll of the cluster.
     pub async fn status(&self) -> anyhow::Result<pb::StatusResponse> {
-        let mut request = tonic::Request::new(pb::StatusRequest {});
-        request.set_timeout(Duration::from_secs(2));
-        Ok(self.admin()?.status(request).await?.into_inner())
+        Ok(self.admin_with(Duration::from_secs(2)).status().await?)
     }
 }
 
@@ -292,19 +290,17 @@ impl LocalCluster {
     pub async fn initialize(&self, wait: Duration) -> anyhow::Result<pb::InitializeResponse> {
         let members: Vec<pb::Member> = self.nodes.iter().map(NodeProcess::member).collect();
         let deadline = Instant::now() + wait;
+        let admin = self.nodes[0].admin();
         loop {
-            let mut request = tonic::Request::new(pb::InitializeRequest {
-                members: members.clone(),
-            });
-            request.set_timeout(Duration::from_secs(5));
-            match self.nodes[0].admin()?.initialize(request).await {
-                Ok(reply) => return Ok(reply.into_inner()),
-                Err(status)
-                    if status.code() == tonic::Code::Unavailable && Instant::now() < deadline =>
+            match admin.initialize(members.clone()).await {
+                Ok(reply) => return Ok(reply),
+                Err(e)
+                    if e.status().map(tonic::Status::code) == Some(tonic::Code::Unavailable)
+                        && Instant::now() < deadline =>
                 {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(status) => anyhow::bail!("initialize failed: {}", status.message()),
+                Err(e) => return Err(e.into()),
             }
         }
     }

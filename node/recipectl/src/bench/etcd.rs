@@ -7,7 +7,7 @@ use std::time::Duration;
 use etcd_client::ConnectOptions;
 use etcd_client::GetOptions;
 use etcd_client::KvClient;
-use recipestore::pb::Consistency;
+use recipestore_protocol::pb::Consistency;
 
 use super::load::classify;
 use super::report::Outcome;
