@@ -9,4 +9,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --workspace
-RECIPESTORE_BIN_DIR="$PWD/target/release" cargo test --release -p recipestore-e2e --test kube -- --nocapture
+RECIPESTORE_BIN_DIR="$PWD/target/release" cargo test --release -p recipestore-e2e --test it kube:: -- --nocapture

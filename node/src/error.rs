@@ -20,6 +20,14 @@ pub enum NodeError {
     #[error("{0}")]
     Unavailable(String),
 
+    /// This node was asked for what only the leader does and does not
+    /// lead: not executed, safe to retry on the leader.
+    #[error("this node does not lead{}; retry on the leader", leader.as_ref().map(|l| format!(" (the leader is at {l})")).unwrap_or_default())]
+    NotLeader {
+        /// The leader's peer address, when known.
+        leader: Option<String>,
+    },
+
     /// Refused by overload protection before it ran.
     #[error(
         "{} shed ({}): {}; retry after {} ms",
@@ -64,6 +72,13 @@ impl From<NodeError> for Status {
         let message = error.to_string();
         match error {
             NodeError::Unavailable(_) | NodeError::ShuttingDown => Status::unavailable(message),
+            NodeError::NotLeader { .. } => {
+                let mut status = Status::unavailable(message);
+                status
+                    .metadata_mut()
+                    .insert(metadata::NOT_LEADER, MetadataValue::from_static("1"));
+                status
+            }
             NodeError::Shed { retry_after, .. } => {
                 let mut status = Status::resource_exhausted(message);
                 if let Ok(value) = MetadataValue::try_from(retry_after.as_millis().to_string()) {
@@ -103,6 +118,7 @@ mod tests {
                 Code::Unavailable,
             ),
             (NodeError::ShuttingDown, Code::Unavailable),
+            (NodeError::NotLeader { leader: None }, Code::Unavailable),
             (
                 NodeError::DeadlineExceeded("late".into()),
                 Code::DeadlineExceeded,

@@ -15,4 +15,5 @@ pub mod name;
 pub mod node;
 pub mod overload;
 pub mod raft;
+pub mod routing;
 pub mod server;

@@ -1,7 +1,7 @@
 //! The state the gRPC services and HTTP endpoints share, and the operations
-//! they share: reaching the leader (writes, read indexes), waiting for a
-//! leader or an applied index. Starting and stopping a node is in
-//! `lifecycle`.
+//! they share: writes and read indexes (through the router in `routing`),
+//! waiting for a leader or an applied index. Starting and stopping a node
+//! is in `lifecycle`.
 
 use openraft::async_runtime::watch::WatchReceiver;
 use std::sync::Arc;
@@ -10,10 +10,9 @@ use std::time::Instant;
 
 use openraft::ReadPolicy;
 use openraft::error::ClientWriteError;
+use openraft::error::LinearizableReadError;
 use openraft::error::RaftError;
 use recipestore_protocol::pb;
-use serde::Deserialize;
-use serde::Serialize;
 use tonic::Status;
 use tonic::transport::Channel;
 
@@ -26,19 +25,11 @@ use crate::overload::Overload;
 use crate::raft::Command;
 use crate::raft::Member;
 use crate::raft::Outcome;
-use crate::raft::network;
 use crate::raft::network::PeerChannels;
 use crate::raft::state_machine::Recipes;
 use crate::raft::typ;
-
-/// The leader's answer to a forwarded write.
-#[derive(Debug, Serialize, Deserialize)]
-pub enum ForwardReply {
-    Applied(Outcome),
-    /// The receiver is not the leader; nothing was proposed.
-    NotLeader,
-    Failed(String),
-}
+use crate::routing;
+use crate::routing::Attempt;
 
 /// State shared by the gRPC services and the HTTP endpoints.
 pub struct Node {
@@ -104,93 +95,51 @@ impl Node {
         }
     }
 
-    /// Runs an operation on the leader: `attempt(leader id, leader,
-    /// deadline)` on whichever node leads now, again after leadership
-    /// settles for as long as an attempt certainly did not run, until
-    /// `wait` is over; then `gave_up` says why. Writes and read indexes
-    /// reach the leader through this one loop.
-    async fn on_leader<T, F, Fut>(
-        &self,
-        wait: Duration,
-        mut attempt: F,
-        gave_up: impl FnOnce(NodeError) -> NodeError,
-    ) -> Result<T, NodeError>
-    where
-        F: FnMut(u64, Member, Instant) -> Fut,
-        Fut: Future<Output = Attempt<T>>,
-    {
-        let deadline = Instant::now() + wait;
-        loop {
-            let (leader_id, leader) = self
-                .await_leader(deadline.saturating_duration_since(Instant::now()))
-                .await?;
-            match attempt(leader_id, leader, deadline).await {
-                Attempt::Ran(result) => return result,
-                Attempt::NotRun(status) if Instant::now() >= deadline => {
-                    return Err(gave_up(status));
-                }
-                Attempt::NotRun(_) => {
-                    // Leadership is moving: wait for the cluster to settle,
-                    // then try the new leader.
-                    let mut m = self.raft.metrics();
-                    let _ = tokio::time::timeout(Duration::from_millis(50), m.changed()).await;
-                }
-            }
-        }
-    }
-
     /// Proposes `command` on this node if it leads, else on the leader.
     /// Retries only when the command was certainly not proposed.
     pub async fn write(&self, command: Command, wait: Duration) -> Result<Outcome, NodeError> {
         let attempt = |leader_id, leader: Member, deadline: Instant| {
             let command = command.clone();
             async move {
-                let reply = if leader_id == self.id {
+                let result = if leader_id == self.id {
                     let left = deadline.saturating_duration_since(Instant::now());
-                    match tokio::time::timeout(left, self.propose(command)).await {
-                        Ok(reply) => reply,
-                        Err(_) => {
+                    tokio::time::timeout(left, self.propose(command))
+                        .await
+                        .unwrap_or_else(|_| {
                             metrics::proposal_failed("timeout");
-                            return Attempt::Ran(Err(NodeError::DeadlineExceeded(
+                            Err(NodeError::DeadlineExceeded(
                                 "the write was not committed within the deadline; it may still commit".into(),
-                            )));
-                        }
-                    }
+                            ))
+                        })
                 } else {
-                    match self.forward_write(&leader, &command, deadline).await {
-                        Ok(reply) => reply,
-                        Err(status) => return Attempt::Ran(Err(status)),
-                    }
+                    self.forward_write(&leader, &command, deadline).await
                 };
-                match reply {
-                    ForwardReply::Applied(outcome) => Attempt::Ran(Ok(outcome)),
-                    ForwardReply::Failed(message) => {
-                        metrics::proposal_failed("raft");
-                        // The entry may or may not commit: not safe to retry blindly.
-                        Attempt::Ran(Err(NodeError::OutcomeUnknown(message)))
-                    }
+                match result {
                     // Leadership moved before the proposal.
-                    ForwardReply::NotLeader => Attempt::NotRun(NodeError::Unavailable(
-                        "leadership is changing; retry".into(),
-                    )),
+                    Err(error @ NodeError::NotLeader { .. }) => Attempt::NotRun(error),
+                    result => Attempt::Ran(result),
                 }
             }
         };
-        self.on_leader(wait, attempt, |status| {
+        self.on_leader(wait, attempt, |error| {
             metrics::proposal_failed("no_leader");
-            status
+            error
         })
         .await
     }
 
     /// Proposes on this node, which believes it is the leader.
-    pub async fn propose(&self, command: Command) -> ForwardReply {
+    pub async fn propose(&self, command: Command) -> Result<Outcome, NodeError> {
         match self.raft.client_write(command).await {
-            Ok(response) => ForwardReply::Applied(response.data),
+            Ok(response) => Ok(response.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                ForwardReply::NotLeader
+                Err(self.not_leader())
             }
-            Err(e) => ForwardReply::Failed(format!("write failed: {e}")),
+            Err(e) => {
+                metrics::proposal_failed("raft");
+                // The entry may or may not commit: not safe to retry blindly.
+                Err(NodeError::OutcomeUnknown(format!("write failed: {e}")))
+            }
         }
     }
 
@@ -199,23 +148,22 @@ impl Node {
         leader: &Member,
         command: &Command,
         deadline: Instant,
-    ) -> Result<ForwardReply, NodeError> {
-        let mut client = network::transport_client(self.peer_channel(&leader.peer_addr)?);
-        let payload = codec::encode(command).map_err(|e| NodeError::Internal(e.to_string()))?;
-        let mut request = tonic::Request::new(pb::RaftMessage {
-            cluster_id: self.identity.cluster_id().unwrap_or_default(),
-            payload,
-        });
-        request.set_timeout(
-            deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(1)),
+    ) -> Result<Outcome, NodeError> {
+        let mut client = routing::forward_client(self.peer_channel(&leader.peer_addr)?);
+        let command = codec::encode(command).map_err(|e| NodeError::Internal(e.to_string()))?;
+        let request = routing::forwarded(
+            pb::ForwardWriteRequest {
+                cluster_id: self.identity.cluster_id().unwrap_or_default(),
+                command,
+            },
+            deadline,
         );
-        match client.forward_write(request).await {
-            Ok(reply) => codec::decode(&reply.into_inner().payload)
+        match client.write(request).await {
+            Ok(reply) => codec::decode(&reply.into_inner().outcome)
                 .map_err(|e| NodeError::Internal(format!("bad reply from leader: {e}"))),
-            // Nothing reached the leader: safe to try again.
-            Err(status) if is_connect_failure(&status) => Ok(ForwardReply::NotLeader),
+            Err(status) if routing::did_not_run(&status) => Err(NodeError::NotLeader {
+                leader: Some(leader.peer_addr.clone()),
+            }),
             Err(status) => Err(NodeError::OutcomeUnknown(format!(
                 "forwarding to leader {} failed: {}",
                 leader.client_addr,
@@ -278,14 +226,12 @@ impl Node {
         leader: &Member,
         deadline: Instant,
     ) -> Result<u64, NodeError> {
-        let mut client = network::transport_client(self.peer_channel(&leader.peer_addr)?);
-        let mut request = tonic::Request::new(pb::ReadIndexRequest {
-            cluster_id: self.identity.cluster_id().unwrap_or_default(),
-        });
-        request.set_timeout(
-            deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(1)),
+        let mut client = routing::forward_client(self.peer_channel(&leader.peer_addr)?);
+        let request = routing::forwarded(
+            pb::ReadIndexRequest {
+                cluster_id: self.identity.cluster_id().unwrap_or_default(),
+            },
+            deadline,
         );
         client
             .read_index(request)
@@ -298,19 +244,14 @@ impl Node {
     pub async fn local_read_index(&self) -> Result<u64, NodeError> {
         match self.raft.get_read_log_id(ReadPolicy::ReadIndex).await {
             Ok((read_log_id, _)) => Ok(read_log_id.index()),
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(_))) => {
+                Err(self.not_leader())
+            }
             Err(e) => Err(NodeError::Unavailable(format!(
                 "cannot confirm leadership: {e}"
             ))),
         }
     }
-}
-
-/// One attempt at an operation on the leader.
-enum Attempt<T> {
-    /// It ran (or may have): its result is final.
-    Ran(Result<T, NodeError>),
-    /// It certainly did not run: another leader may take it.
-    NotRun(NodeError),
 }
 
 /// What a failed ReadIndex call to the leader means to our caller. A read
@@ -332,12 +273,6 @@ fn read_index_failure(leader: &Member, status: &Status) -> NodeError {
             status.message()
         )),
     }
-}
-
-/// True when the call failed before reaching the peer's application.
-fn is_connect_failure(status: &Status) -> bool {
-    status.code() == tonic::Code::Unavailable
-        && (status.message().contains("connect") || status.message().contains("transport"))
 }
 
 #[cfg(test)]

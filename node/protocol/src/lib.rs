@@ -23,4 +23,7 @@ pub mod metadata {
     /// On a call one member sends to the leader on behalf of its caller: the
     /// call is not forwarded again, so a leadership change cannot loop it.
     pub const FORWARDED: &str = "x-recipestore-forwarded";
+    /// On UNAVAILABLE from a member asked for what only the leader does:
+    /// it does not lead, and the call did not run.
+    pub const NOT_LEADER: &str = "x-recipestore-not-leader";
 }

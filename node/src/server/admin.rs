@@ -1,5 +1,6 @@
 //! The admin API: status, cluster formation, membership, leadership and
-//! snapshots. Leader-only calls made on a follower are forwarded once.
+//! snapshots. Leader-only calls made on a follower run on the leader
+//! through the router (`routing`).
 
 use openraft::async_runtime::watch::WatchReceiver;
 use std::collections::BTreeMap;
@@ -12,18 +13,21 @@ use openraft::ServerState;
 use openraft::error::ClientWriteError;
 use openraft::error::RaftError;
 use openraft::raft::ClientWriteResponse;
-use recipestore_protocol::metadata;
 use recipestore_protocol::pb;
 use recipestore_protocol::pb::admin_client::AdminClient;
 use tonic::Request;
 use tonic::Response;
 use tonic::Status;
+use tonic::transport::Channel;
 
 use super::time_left;
+use crate::error::NodeError;
 use crate::node::Node;
 use crate::raft::Member;
 use crate::raft::TypeConfig;
 use crate::raft::typ;
+use crate::routing;
+use crate::routing::Attempt;
 
 pub struct Admin {
     node: Arc<Node>,
@@ -116,9 +120,11 @@ fn membership_failed(
     e: RaftError<crate::raft::TypeConfig, ClientWriteError<crate::raft::TypeConfig>>,
 ) -> Status {
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
-            Status::unavailable("leadership moved during the membership change; retry")
+        // Nothing was proposed: the router may run it on the next leader.
+        RaftError::APIError(ClientWriteError::ForwardToLeader(to)) => NodeError::NotLeader {
+            leader: to.leader_node.map(|m| m.peer_addr),
         }
+        .into(),
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
             Status::failed_precondition(e.to_string())
         }
@@ -131,34 +137,49 @@ impl Admin {
         Self { node }
     }
 
-    /// The leader's admin client when this node does not lead, `None` when it does.
-    async fn leader_client<T>(
+    /// Runs a leader-only call through the router: `here` when this node
+    /// leads; else, unless the call was itself forwarded, `there` on the
+    /// leader's admin API with the call marked as forwarded.
+    async fn on_leader<Req, Resp, Here, There>(
         &self,
-        request: &Request<T>,
-    ) -> Result<Option<AdminClient<tonic::transport::Channel>>, Status> {
-        let (leader_id, leader) = self
-            .node
-            .await_leader(time_left(request.metadata()))
-            .await?;
-        if leader_id == self.node.id {
-            return Ok(None);
-        }
-        if request.metadata().contains_key(metadata::FORWARDED) {
-            return Err(Status::unavailable("leadership is changing; retry"));
-        }
-        Ok(Some(AdminClient::new(
-            self.node.peer_channel(&leader.peer_addr)?,
-        )))
-    }
-
-    fn forwarded<T>(request: Request<T>) -> Request<T> {
-        let timeout = time_left(request.metadata());
-        let mut forwarded = Request::new(request.into_inner());
-        forwarded
-            .metadata_mut()
-            .insert(metadata::FORWARDED, "1".parse().expect("static ascii"));
-        forwarded.set_timeout(timeout);
-        forwarded
+        request: Request<Req>,
+        here: impl Fn(Req) -> Here,
+        there: impl Fn(AdminClient<Channel>, Request<Req>) -> There,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Req: Clone,
+        Here: Future<Output = Result<Resp, Status>>,
+        There: Future<Output = Result<Response<Resp>, Status>>,
+    {
+        let wait = time_left(request.metadata());
+        let forwarded = routing::is_forwarded(request.metadata());
+        let message = request.into_inner();
+        let attempt = |leader_id, leader: Member, deadline| {
+            let message = message.clone();
+            let (here, there) = (&here, &there);
+            async move {
+                let result = if leader_id == self.node.id {
+                    here(message).await
+                } else if forwarded {
+                    return Attempt::Ran(Err(self.node.not_leader()));
+                } else {
+                    let client = match self.node.peer_channel(&leader.peer_addr) {
+                        Ok(channel) => AdminClient::new(channel),
+                        Err(e) => return Attempt::Ran(Err(e)),
+                    };
+                    let request = routing::forwarded(message, deadline);
+                    there(client, request).await.map(Response::into_inner)
+                };
+                match result {
+                    Err(status) if routing::did_not_run(&status) => {
+                        Attempt::NotRun(NodeError::from(status))
+                    }
+                    result => Attempt::Ran(result.map_err(NodeError::from)),
+                }
+            }
+        };
+        let reply = self.node.on_leader(wait, attempt, |error| error).await?;
+        Ok(Response::new(reply))
     }
 
     /// Commits a membership change on this node, the leader.
@@ -166,14 +187,14 @@ impl Admin {
         &self,
         change: impl Into<ChangeMembers<u64, Member>>,
         retain_removed_as_learners: bool,
-    ) -> Result<Response<pb::MembershipResponse>, Status> {
+    ) -> Result<pb::MembershipResponse, Status> {
         let response = self
             .node
             .raft
             .change_membership(change, retain_removed_as_learners)
             .await
             .map_err(membership_failed)?;
-        Ok(Response::new(membership_reply(response)))
+        Ok(membership_reply(response))
     }
 
     /// Refuses to add a node whose data belongs to another cluster.
@@ -199,6 +220,171 @@ impl Admin {
             }
         }
         Ok(())
+    }
+
+    async fn add_learner_here(
+        &self,
+        message: pb::AddLearnerRequest,
+        wait: Duration,
+    ) -> Result<pb::MembershipResponse, Status> {
+        let req = message;
+        let member = req
+            .member
+            .ok_or_else(|| Status::invalid_argument("member is required"))?;
+        let node = validate_member(&member)?;
+        self.check_not_fenced(&member).await?;
+        if let Some(existing) = self
+            .node
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .get_node(&member.id)
+        {
+            if *existing != node {
+                return Err(Status::failed_precondition(format!(
+                    "node {} is already a member at {existing}, not {node}; remove it first to move it",
+                    member.id
+                )));
+            }
+            if !req.blocking {
+                return Ok(unchanged_reply(&self.node));
+            }
+        }
+        let response = self
+            .node
+            .raft
+            .add_learner(member.id, node, false)
+            .await
+            .map_err(membership_failed)?;
+        if req.blocking {
+            // openraft's own blocking mode accepts a lag of thousands of
+            // entries; "caught up" here means holding the membership entry.
+            let id = member.id;
+            let index = response.log_id.index();
+            self.node
+                .raft
+                .wait(Some(wait))
+                .metrics(
+                    |m| {
+                        let matched = m.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten());
+                        matched.is_some_and(|l| l.index() >= index)
+                    },
+                    "learner caught up",
+                )
+                .await
+                .map_err(|_| {
+                    Status::deadline_exceeded(format!(
+                        "node {id} was added as a learner but had not caught up to index {index} within the deadline"
+                    ))
+                })?;
+        }
+        Ok(membership_reply(response))
+    }
+
+    async fn change_membership_here(
+        &self,
+        message: pb::ChangeMembershipRequest,
+    ) -> Result<pb::MembershipResponse, Status> {
+        let req = message;
+        let voters: BTreeSet<u64> = req.voters.iter().copied().collect();
+        if voters.is_empty() {
+            return Err(Status::invalid_argument("voters must not be empty"));
+        }
+        if voters.len() != req.voters.len() {
+            return Err(Status::invalid_argument("voters must not repeat an id"));
+        }
+        self.commit_membership(voters, req.retain_removed_as_learners)
+            .await
+    }
+
+    async fn remove_learner_here(
+        &self,
+        message: pb::RemoveLearnerRequest,
+    ) -> Result<pb::MembershipResponse, Status> {
+        let id = message.id;
+        if self.node.raft.voter_ids().any(|v| v == id) {
+            return Err(Status::failed_precondition(format!(
+                "node {id} is a voter; remove it from the voters with ChangeMembership first"
+            )));
+        }
+        if !self.node.raft.learner_ids().any(|l| l == id) {
+            return Err(Status::not_found(format!("node {id} is not a member")));
+        }
+        let change = ChangeMembers::RemoveNodes(BTreeSet::from([id]));
+        self.commit_membership(change, false).await
+    }
+
+    async fn promote_here(
+        &self,
+        message: pb::PromoteRequest,
+    ) -> Result<pb::MembershipResponse, Status> {
+        let id = message.id;
+        if self.node.raft.voter_ids().any(|v| v == id) {
+            return Ok(unchanged_reply(&self.node));
+        }
+        if !self.node.raft.learner_ids().any(|l| l == id) {
+            return Err(Status::not_found(format!(
+                "node {id} is not a learner; add it as a learner first"
+            )));
+        }
+        let change = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
+        self.commit_membership(change, false).await
+    }
+
+    async fn remove_member_here(
+        &self,
+        message: pb::RemoveMemberRequest,
+    ) -> Result<pb::MembershipResponse, Status> {
+        let id = message.id;
+        let voters: BTreeSet<u64> = self.node.raft.voter_ids().collect();
+        let change = if voters.contains(&id) {
+            if voters.len() == 1 {
+                return Err(Status::failed_precondition(format!(
+                    "node {id} is the last voter; a cluster cannot remove it"
+                )));
+            }
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else if self.node.raft.learner_ids().any(|l| l == id) {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        } else {
+            return Ok(unchanged_reply(&self.node));
+        };
+        self.commit_membership(change, false).await
+    }
+
+    async fn transfer_leadership_here(
+        &self,
+        message: pb::TransferLeadershipRequest,
+        wait: Duration,
+    ) -> Result<pb::TransferLeadershipResponse, Status> {
+        let to = message.to;
+        let is_voter = self.node.raft.voter_ids().any(|id| id == to);
+        if !is_voter {
+            return Err(Status::invalid_argument(format!(
+                "node {to} is not a voter"
+            )));
+        }
+        if to != self.node.id {
+            self.node
+                .raft
+                .trigger()
+                .transfer_leader(to)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            self.node
+                .raft
+                .wait(Some(wait))
+                .current_leader(to, "leadership transferred")
+                .await
+                .map_err(|_| {
+                    Status::deadline_exceeded(format!(
+                        "node {to} did not take over within the deadline"
+                    ))
+                })?;
+        }
+        Ok(pb::TransferLeadershipResponse { leader_id: to })
     }
 }
 
@@ -316,185 +502,74 @@ impl pb::admin_server::Admin for Admin {
         &self,
         request: Request<pb::AddLearnerRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        if let Some(mut leader) = self.leader_client(&request).await? {
-            return leader.add_learner(Self::forwarded(request)).await;
-        }
         let wait = time_left(request.metadata());
-        let req = request.into_inner();
-        let member = req
-            .member
-            .ok_or_else(|| Status::invalid_argument("member is required"))?;
-        let node = validate_member(&member)?;
-        self.check_not_fenced(&member).await?;
-        if let Some(existing) = self
-            .node
-            .raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .membership()
-            .get_node(&member.id)
-        {
-            if *existing != node {
-                return Err(Status::failed_precondition(format!(
-                    "node {} is already a member at {existing}, not {node}; remove it first to move it",
-                    member.id
-                )));
-            }
-            if !req.blocking {
-                return Ok(Response::new(unchanged_reply(&self.node)));
-            }
-        }
-        let response = self
-            .node
-            .raft
-            .add_learner(member.id, node, false)
-            .await
-            .map_err(membership_failed)?;
-        if req.blocking {
-            // openraft's own blocking mode accepts a lag of thousands of
-            // entries; "caught up" here means holding the membership entry.
-            let id = member.id;
-            let index = response.log_id.index();
-            self.node
-                .raft
-                .wait(Some(wait))
-                .metrics(
-                    |m| {
-                        let matched = m.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten());
-                        matched.is_some_and(|l| l.index() >= index)
-                    },
-                    "learner caught up",
-                )
-                .await
-                .map_err(|_| {
-                    Status::deadline_exceeded(format!(
-                        "node {id} was added as a learner but had not caught up to index {index} within the deadline"
-                    ))
-                })?;
-        }
-        Ok(Response::new(membership_reply(response)))
+        self.on_leader(
+            request,
+            |message| self.add_learner_here(message, wait),
+            |mut leader, request| async move { leader.add_learner(request).await },
+        )
+        .await
     }
 
     async fn change_membership(
         &self,
         request: Request<pb::ChangeMembershipRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        if let Some(mut leader) = self.leader_client(&request).await? {
-            return leader.change_membership(Self::forwarded(request)).await;
-        }
-        let req = request.into_inner();
-        let voters: BTreeSet<u64> = req.voters.iter().copied().collect();
-        if voters.is_empty() {
-            return Err(Status::invalid_argument("voters must not be empty"));
-        }
-        if voters.len() != req.voters.len() {
-            return Err(Status::invalid_argument("voters must not repeat an id"));
-        }
-        self.commit_membership(voters, req.retain_removed_as_learners)
-            .await
+        self.on_leader(
+            request,
+            |message| self.change_membership_here(message),
+            |mut leader, request| async move { leader.change_membership(request).await },
+        )
+        .await
     }
 
     async fn remove_learner(
         &self,
         request: Request<pb::RemoveLearnerRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        if let Some(mut leader) = self.leader_client(&request).await? {
-            return leader.remove_learner(Self::forwarded(request)).await;
-        }
-        let id = request.into_inner().id;
-        if self.node.raft.voter_ids().any(|v| v == id) {
-            return Err(Status::failed_precondition(format!(
-                "node {id} is a voter; remove it from the voters with ChangeMembership first"
-            )));
-        }
-        if !self.node.raft.learner_ids().any(|l| l == id) {
-            return Err(Status::not_found(format!("node {id} is not a member")));
-        }
-        let change = ChangeMembers::RemoveNodes(BTreeSet::from([id]));
-        self.commit_membership(change, false).await
+        self.on_leader(
+            request,
+            |message| self.remove_learner_here(message),
+            |mut leader, request| async move { leader.remove_learner(request).await },
+        )
+        .await
     }
 
     async fn promote(
         &self,
         request: Request<pb::PromoteRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        if let Some(mut leader) = self.leader_client(&request).await? {
-            return leader.promote(Self::forwarded(request)).await;
-        }
-        let id = request.into_inner().id;
-        if self.node.raft.voter_ids().any(|v| v == id) {
-            return Ok(Response::new(unchanged_reply(&self.node)));
-        }
-        if !self.node.raft.learner_ids().any(|l| l == id) {
-            return Err(Status::not_found(format!(
-                "node {id} is not a learner; add it as a learner first"
-            )));
-        }
-        let change = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
-        self.commit_membership(change, false).await
+        self.on_leader(
+            request,
+            |message| self.promote_here(message),
+            |mut leader, request| async move { leader.promote(request).await },
+        )
+        .await
     }
 
     async fn remove_member(
         &self,
         request: Request<pb::RemoveMemberRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        if let Some(mut leader) = self.leader_client(&request).await? {
-            return leader.remove_member(Self::forwarded(request)).await;
-        }
-        let id = request.into_inner().id;
-        let voters: BTreeSet<u64> = self.node.raft.voter_ids().collect();
-        let change = if voters.contains(&id) {
-            if voters.len() == 1 {
-                return Err(Status::failed_precondition(format!(
-                    "node {id} is the last voter; a cluster cannot remove it"
-                )));
-            }
-            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
-        } else if self.node.raft.learner_ids().any(|l| l == id) {
-            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
-        } else {
-            return Ok(Response::new(unchanged_reply(&self.node)));
-        };
-        self.commit_membership(change, false).await
+        self.on_leader(
+            request,
+            |message| self.remove_member_here(message),
+            |mut leader, request| async move { leader.remove_member(request).await },
+        )
+        .await
     }
 
     async fn transfer_leadership(
         &self,
         request: Request<pb::TransferLeadershipRequest>,
     ) -> Result<Response<pb::TransferLeadershipResponse>, Status> {
-        if let Some(mut leader) = self.leader_client(&request).await? {
-            return leader.transfer_leadership(Self::forwarded(request)).await;
-        }
         let wait = time_left(request.metadata());
-        let to = request.into_inner().to;
-        let is_voter = self.node.raft.voter_ids().any(|id| id == to);
-        if !is_voter {
-            return Err(Status::invalid_argument(format!(
-                "node {to} is not a voter"
-            )));
-        }
-        if to != self.node.id {
-            self.node
-                .raft
-                .trigger()
-                .transfer_leader(to)
-                .await
-                .map_err(|e| Status::unavailable(e.to_string()))?;
-            self.node
-                .raft
-                .wait(Some(wait))
-                .current_leader(to, "leadership transferred")
-                .await
-                .map_err(|_| {
-                    Status::deadline_exceeded(format!(
-                        "node {to} did not take over within the deadline"
-                    ))
-                })?;
-        }
-        Ok(Response::new(pb::TransferLeadershipResponse {
-            leader_id: to,
-        }))
+        self.on_leader(
+            request,
+            |message| self.transfer_leadership_here(message, wait),
+            |mut leader, request| async move { leader.transfer_leadership(request).await },
+        )
+        .await
     }
 
     async fn trigger_snapshot(

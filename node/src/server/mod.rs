@@ -1,7 +1,9 @@
-//! The gRPC servers: the client API on the client port; the admin API and
-//! the Raft transport on the peer port.
+//! The gRPC servers: the client API on the client port; on the peer port,
+//! the Raft transport, the calls members forward to the leader, and the
+//! admin API.
 
 mod admin;
+mod forward;
 mod recipes;
 mod transport;
 
@@ -11,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use recipestore_protocol::pb::admin_server::AdminServer;
+use recipestore_protocol::pb::forward_server::ForwardServer;
 use recipestore_protocol::pb::raft_transport_server::RaftTransportServer;
 use recipestore_protocol::pb::recipes_server::RecipesServer;
 use tokio::sync::watch;
@@ -33,7 +36,7 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Serves the admin API and the Raft transport.
+/// Serves the Raft transport, forwarding and the admin API.
 pub async fn serve_peer(
     node: Arc<Node>,
     addr: SocketAddr,
@@ -43,6 +46,11 @@ pub async fn serve_peer(
     tonic::transport::Server::builder()
         .add_service(
             RaftTransportServer::new(transport::Transport::new(node.clone()))
+                .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
+        )
+        .add_service(
+            ForwardServer::new(forward::Forward::new(node.clone()))
                 .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
         )

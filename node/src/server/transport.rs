@@ -1,5 +1,6 @@
 //! The Raft transport service: decodes peer messages, enforces cluster
-//! fencing, and hands them to openraft.
+//! fencing, and hands them to openraft. Forwarded client calls have their
+//! own service, `forward`.
 
 use std::fs::File;
 use std::io::Write;
@@ -15,9 +16,7 @@ use tonic::Status;
 use tonic::Streaming;
 
 use crate::codec;
-use crate::node::ForwardReply;
 use crate::node::Node;
-use crate::raft::Command;
 use crate::raft::network::SnapshotHeader;
 use crate::raft::typ::Snapshot;
 
@@ -154,23 +153,5 @@ impl pb::raft_transport_server::RaftTransport for Transport {
             .await
             .map_err(raft_failed)?;
         reply(&response)
-    }
-
-    async fn forward_write(
-        &self,
-        request: Request<pb::RaftMessage>,
-    ) -> Result<Response<pb::RaftMessage>, Status> {
-        let command: Command = self.open(request.into_inner())?;
-        let outcome = self.node.propose(command).await;
-        reply::<ForwardReply>(&outcome)
-    }
-
-    async fn read_index(
-        &self,
-        request: Request<pb::ReadIndexRequest>,
-    ) -> Result<Response<pb::ReadIndexResponse>, Status> {
-        self.admit(&request.into_inner().cluster_id)?;
-        let index = self.node.local_read_index().await?;
-        Ok(Response::new(pb::ReadIndexResponse { index }))
     }
 }

@@ -5,6 +5,7 @@ mod cache;
 mod cluster;
 mod crash;
 mod fencing;
+mod forwarding;
 mod membership;
 mod overload;
 mod replication;

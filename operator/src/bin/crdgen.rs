@@ -9,7 +9,7 @@ use kube::CustomResourceExt;
 const CHART_HEADER: &str = r#"{{- if .Values.crds.install }}
 {{- /*
 Written by `cargo run -p recipestore-operator --bin crdgen -- --write`, with
-crds/recipestore.yaml, from the RecipeStore type; e2e/tests/chart.rs fails
+crds/recipestore.yaml, from the RecipeStore type; e2e/tests/it/chart.rs fails
 when the two differ. Templated rather than in the chart's crds/ directory so
 that `helm upgrade` updates it too.
 */}}

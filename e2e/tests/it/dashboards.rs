@@ -11,17 +11,14 @@
 //! Needs `cargo build --workspace` (the node binary) and `prometheus`
 //! (Debian package `prometheus`).
 
-#[path = "support/prometheus.rs"]
-mod prometheus;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::prometheus::{Job, Prometheus, Target};
 use anyhow::Context;
-use prometheus::{Job, Prometheus, Target};
 use recipectl::local_cluster::LocalCluster;
 use recipestore_client::{Client, RetryPolicy};
 use recipestore_protocol::pb;
@@ -238,6 +235,7 @@ fn panels(dashboard: &Value) -> Vec<(String, Vec<String>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_panel_shows_data_from_a_live_cluster() {
+    let _cluster = crate::ONE_CLUSTER_AT_A_TIME.lock().await;
     let node = binary("recipestore-node");
     let dir = tempfile::tempdir().expect("tempdir");
     let cpu = FakeCpu::create(&dir.path().join("cgroup")).expect("fake cgroup");

@@ -100,6 +100,7 @@ async fn assert_readable(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containers_survive_failover_partition_and_restart() {
+    let _cluster = crate::ONE_CLUSTER_AT_A_TIME.lock().await;
     build_node_image().expect("build the node image");
     let c = DockerCluster::start(3).expect("start containers");
     let endpoints: Vec<String> = (0..3).map(|id| c.client_endpoint(id).unwrap()).collect();
@@ -115,7 +116,7 @@ async fn containers_survive_failover_partition_and_restart() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let attempt = async {
-            let admin = admin(c, 0, Duration::from_secs(10))?;
+            let admin = admin(&c, 0, Duration::from_secs(10))?;
             anyhow::Ok(admin.initialize(members.clone()).await?)
         };
         match attempt.await {
