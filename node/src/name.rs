@@ -1,37 +1,53 @@
-//! Validation of recipe names and contents, shared by the server and clients.
+//! What a recipe name and content may be: anything else is refused with
+//! INVALID_ARGUMENT before it takes a queue slot.
 
 /// Longest accepted recipe name, in bytes.
 pub const MAX_NAME_BYTES: usize = 256;
 
+/// Why a recipe cannot be stored; each message is a sentence a user can
+/// act on.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidRecipe {
+    #[error("recipe name must not be empty")]
+    EmptyName,
+    #[error("recipe name is {bytes} bytes long; the limit is {MAX_NAME_BYTES}")]
+    NameTooLong { bytes: usize },
+    #[error(
+        "recipe name contains the control character U+{code:04X} at byte {at}; names must be printable"
+    )]
+    ControlCharacter { code: u32, at: usize },
+    #[error("recipe content is {bytes} bytes; the limit is {limit} bytes")]
+    ContentTooLarge { bytes: usize, limit: usize },
+}
+
+/// A refused recipe is the caller's mistake: INVALID_ARGUMENT.
+impl From<InvalidRecipe> for tonic::Status {
+    fn from(error: InvalidRecipe) -> Self {
+        tonic::Status::invalid_argument(error.to_string())
+    }
+}
+
 /// Checks that `name` is 1 to 256 bytes of printable UTF-8.
-///
-/// The error is a sentence a user can act on.
-pub fn validate(name: &str) -> Result<(), String> {
+pub fn validate(name: &str) -> Result<(), InvalidRecipe> {
     if name.is_empty() {
-        return Err("recipe name must not be empty".into());
+        return Err(InvalidRecipe::EmptyName);
     }
     if name.len() > MAX_NAME_BYTES {
-        return Err(format!(
-            "recipe name is {} bytes long; the limit is {MAX_NAME_BYTES}",
-            name.len()
-        ));
+        return Err(InvalidRecipe::NameTooLong { bytes: name.len() });
     }
     if let Some((at, c)) = name.char_indices().find(|(_, c)| c.is_control()) {
-        return Err(format!(
-            "recipe name contains the control character U+{:04X} at byte {at}; names must be printable",
-            c as u32
-        ));
+        return Err(InvalidRecipe::ControlCharacter { code: c as u32, at });
     }
     Ok(())
 }
 
 /// Checks that `content` fits in `limit` bytes.
-pub fn validate_content(content: &[u8], limit: usize) -> Result<(), String> {
+pub fn validate_content(content: &[u8], limit: usize) -> Result<(), InvalidRecipe> {
     if content.len() > limit {
-        return Err(format!(
-            "recipe content is {} bytes; the limit is {limit} bytes",
-            content.len()
-        ));
+        return Err(InvalidRecipe::ContentTooLarge {
+            bytes: content.len(),
+            limit,
+        });
     }
     Ok(())
 }
@@ -49,16 +65,23 @@ mod tests {
 
     #[test]
     fn rejects_empty_overlong_and_control_names() {
-        assert!(validate("").unwrap_err().contains("empty"));
+        assert_eq!(validate(""), Err(InvalidRecipe::EmptyName));
         assert!(
             validate(&"a".repeat(MAX_NAME_BYTES + 1))
                 .unwrap_err()
+                .to_string()
                 .contains("257 bytes")
         );
         // A multi-byte name over the limit in bytes but not in characters.
         assert!(validate(&"é".repeat(129)).is_err());
-        assert!(validate("tab\there").unwrap_err().contains("U+0009"));
-        assert!(validate("nul\0").unwrap_err().contains("U+0000"));
+        let tab = validate("tab\there").unwrap_err().to_string();
+        assert!(tab.contains("U+0009") && tab.contains("byte 3"), "{tab}");
+        assert!(
+            validate("nul\0")
+                .unwrap_err()
+                .to_string()
+                .contains("U+0000")
+        );
         assert!(validate("del\u{7f}").is_err());
     }
 
@@ -68,6 +91,7 @@ mod tests {
         assert!(
             validate_content(&[0; 11], 10)
                 .unwrap_err()
+                .to_string()
                 .contains("11 bytes")
         );
     }

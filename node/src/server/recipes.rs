@@ -142,9 +142,8 @@ impl pb::recipes_server::Recipes for RecipesService {
     ) -> Result<Response<pb::UploadResponse>, Status> {
         observed("upload", async {
             let (metadata, _, req) = request.into_parts();
-            name::validate(&req.name).map_err(Status::invalid_argument)?;
-            name::validate_content(&req.content, self.node.config.max_content_bytes)
-                .map_err(Status::invalid_argument)?;
+            name::validate(&req.name)?;
+            name::validate_content(&req.content, self.node.config.max_content_bytes)?;
             let command = Command::Put {
                 name: req.name,
                 content: req.content,
@@ -165,7 +164,7 @@ impl pb::recipes_server::Recipes for RecipesService {
     ) -> Result<Response<pb::DownloadResponse>, Status> {
         observed("download", async {
             let (metadata, _, req) = request.into_parts();
-            name::validate(&req.name).map_err(Status::invalid_argument)?;
+            name::validate(&req.name)?;
             let consistency = consistency(req.consistency)?;
             let wait = time_left(&metadata);
             let node = self.node.clone();
@@ -202,7 +201,7 @@ impl pb::recipes_server::Recipes for RecipesService {
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         observed("delete", async {
             let (metadata, _, req) = request.into_parts();
-            name::validate(&req.name).map_err(Status::invalid_argument)?;
+            name::validate(&req.name)?;
             let command = Command::Delete {
                 name: req.name,
                 if_version: req.if_version,
