@@ -8,6 +8,7 @@ use tonic::Request;
 use tonic::Response;
 use tonic::Status;
 
+use super::admit_peer;
 use crate::codec;
 use crate::error::NodeError;
 use crate::node::Node;
@@ -21,14 +22,6 @@ impl Forward {
     pub fn new(node: Arc<Node>) -> Self {
         Self { node }
     }
-
-    /// Refuses calls from members of another cluster.
-    fn admit(&self, cluster_id: &str) -> Result<(), Status> {
-        self.node.identity.admit(cluster_id).map_err(|e| {
-            tracing::warn!(error = %e, "refused a forwarded call");
-            Status::failed_precondition(e.to_string())
-        })
-    }
 }
 
 #[tonic::async_trait]
@@ -38,7 +31,7 @@ impl pb::forward_server::Forward for Forward {
         request: Request<pb::ForwardWriteRequest>,
     ) -> Result<Response<pb::ForwardWriteResponse>, Status> {
         let request = request.into_inner();
-        self.admit(&request.cluster_id)?;
+        admit_peer(&self.node, &request.cluster_id)?;
         let command: Command = codec::decode(&request.command)
             .map_err(|e| Status::invalid_argument(format!("undecodable command: {e}")))?;
         let outcome = self.node.propose(command).await?;
@@ -50,7 +43,7 @@ impl pb::forward_server::Forward for Forward {
         &self,
         request: Request<pb::ReadIndexRequest>,
     ) -> Result<Response<pb::ReadIndexResponse>, Status> {
-        self.admit(&request.into_inner().cluster_id)?;
+        admit_peer(&self.node, &request.into_inner().cluster_id)?;
         let index = self.node.local_read_index().await?;
         Ok(Response::new(pb::ReadIndexResponse { index }))
     }

@@ -17,12 +17,21 @@ use recipestore_protocol::pb::forward_server::ForwardServer;
 use recipestore_protocol::pb::raft_transport_server::RaftTransportServer;
 use recipestore_protocol::pb::recipes_server::RecipesServer;
 use tokio::sync::watch;
+use tonic::Status;
 use tonic::metadata::MetadataMap;
 use tonic::transport::server::TcpIncoming;
 
 use crate::node::DEFAULT_WAIT;
 use crate::node::Node;
 use crate::raft::network::MAX_PEER_MESSAGE_BYTES;
+
+/// Refuses peer traffic (Raft or forwarded calls) from another cluster.
+fn admit_peer(node: &Node, cluster_id: &str) -> Result<(), Status> {
+    node.identity.admit(cluster_id).map_err(|e| {
+        tracing::warn!(error = %e, "refused peer traffic");
+        Status::failed_precondition(e.to_string())
+    })
+}
 
 /// Binds `addr` with Nagle's algorithm off: small Raft and client messages
 /// must not wait for delayed ACKs.

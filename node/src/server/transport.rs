@@ -15,6 +15,7 @@ use tonic::Response;
 use tonic::Status;
 use tonic::Streaming;
 
+use super::admit_peer;
 use crate::codec;
 use crate::node::Node;
 use crate::raft::network::SnapshotHeader;
@@ -29,15 +30,8 @@ impl Transport {
         Self { node }
     }
 
-    fn admit(&self, cluster_id: &str) -> Result<(), Status> {
-        self.node.identity.admit(cluster_id).map_err(|e| {
-            tracing::warn!(error = %e, "refused Raft traffic");
-            Status::failed_precondition(e.to_string())
-        })
-    }
-
     fn open<T: DeserializeOwned>(&self, message: pb::RaftMessage) -> Result<T, Status> {
-        self.admit(&message.cluster_id)?;
+        admit_peer(&self.node, &message.cluster_id)?;
         codec::decode(&message.payload)
             .map_err(|e| Status::invalid_argument(format!("undecodable Raft message: {e}")))
     }
@@ -111,7 +105,7 @@ impl pb::raft_transport_server::RaftTransport for Transport {
             .next()
             .await
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
-        self.admit(&first.cluster_id)?;
+        admit_peer(&self.node, &first.cluster_id)?;
         let header: SnapshotHeader = codec::decode(&first.header)
             .map_err(|e| Status::invalid_argument(format!("bad snapshot header: {e}")))?;
 
