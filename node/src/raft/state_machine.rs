@@ -1,8 +1,10 @@
 //! The replicated state machine: recipes with their versions on sled, the
 //! last applied log id and membership, and snapshots as files.
 //!
-//! Recipes, the applied id and the membership share one tree so each entry is
-//! applied in one atomic batch. The state machine is not fsync'd per entry
+//! Recipes, the applied id and the membership share one tree, so the entries
+//! openraft hands over together are applied in one atomic batch, with the
+//! last applied id (one write per batch, not per entry). The state machine
+//! is not fsync'd
 //! (sled syncs it in the background): what it loses in a crash is rebuilt
 //! from durable parts. The log keeps every entry after the last snapshot, and
 //! a snapshot is durable before openraft purges the log behind it: it is
@@ -11,6 +13,7 @@
 //! current snapshot. At start-up openraft installs it when the state machine
 //! is behind it, then re-applies the log.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::io::BufReader;
@@ -28,6 +31,7 @@ use openraft::EntryPayload;
 use openraft::OptionalSend;
 use openraft::RaftSnapshotBuilder;
 use openraft::entry::RaftEntry;
+use openraft::storage::ApplyResponder;
 use openraft::storage::EntryResponder;
 use openraft::storage::RaftStateMachine;
 use serde::Deserialize;
@@ -123,6 +127,14 @@ impl Recipes {
         read_meta(&self.tree, &recipe_key(name))
     }
 
+    /// The stored version of a recipe, from the cache when it holds it.
+    fn get_stored_version(&self, name: &str) -> io::Result<Option<u64>> {
+        if let Some(hit) = self.cache.get(name) {
+            return Ok(Some(hit.version));
+        }
+        Ok(self.get_stored(name)?.map(|r| r.version))
+    }
+
     /// Publishes the cache's size to the metrics.
     pub fn publish_cache_size(&self) {
         self.cache.publish_size();
@@ -201,11 +213,14 @@ impl StateMachine {
 
     /// Computes the outcome of `command` and stages its write in `batch`;
     /// returns the cache change to make once the batch is applied.
+    /// `staged` holds the version each name has after the writes already
+    /// staged (`None`: deleted), which a later entry of the batch must see.
     fn apply_command(
         &self,
         index: u64,
         command: &Command,
         batch: &mut sled::Batch,
+        staged: &mut HashMap<String, Option<u64>>,
     ) -> io::Result<(Outcome, Option<CacheChange>)> {
         let (name, if_version) = match command {
             Command::Put {
@@ -213,7 +228,10 @@ impl StateMachine {
             }
             | Command::Delete { name, if_version } => (name, *if_version),
         };
-        let current = self.recipes.get_stored(name)?.map(|r| r.version);
+        let current = match staged.get(name) {
+            Some(version) => *version,
+            None => self.recipes.get_stored_version(name)?,
+        };
         if let Some(expected) = if_version
             && current.unwrap_or(0) != expected
         {
@@ -226,6 +244,7 @@ impl StateMachine {
                     content: content.clone(),
                 };
                 batch.insert(recipe_key(name), encode_io(&recipe)?);
+                staged.insert(name.clone(), Some(index));
                 let change = CacheChange::Put(name.clone(), Arc::new(recipe));
                 (Outcome::Written { version: index }, Some(change))
             }
@@ -234,6 +253,7 @@ impl StateMachine {
                     return Ok((Outcome::NotFound, None));
                 }
                 batch.remove(recipe_key(name));
+                staged.insert(name.clone(), None);
                 (
                     Outcome::Deleted { version: index },
                     Some(CacheChange::Remove(name.clone())),
@@ -243,10 +263,64 @@ impl StateMachine {
     }
 }
 
+/// Applied entries not yet written: one sled batch for all of them, so
+/// applying costs one write per batch rather than one per entry.
+#[derive(Default)]
+struct Pending {
+    batch: sled::Batch,
+    staged: HashMap<String, Option<u64>>,
+    applied: Option<LogId>,
+    entries: usize,
+    changes: Vec<CacheChange>,
+    replies: Vec<(ApplyResponder<TypeConfig>, Outcome)>,
+}
+
+/// Most entries applied in one batch: bounds the memory a long replay
+/// (after a restart) holds before writing.
+const APPLY_BATCH_ENTRIES: usize = 512;
+
 /// How an applied entry changes the cache.
 enum CacheChange {
     Put(String, Arc<Recipe>),
     Remove(String),
+}
+
+impl StateMachine {
+    /// Writes the pending entries and the last applied id in one atomic
+    /// batch, updates the cache, then answers the writers. The batch is not
+    /// synced: the state machine is rebuilt from the durable log and
+    /// snapshot after a crash (see the module's comment).
+    fn commit(&self, pending: Pending) -> io::Result<()> {
+        let Pending {
+            mut batch,
+            applied,
+            changes,
+            replies,
+            ..
+        } = pending;
+        let Some(applied) = applied else {
+            return Ok(());
+        };
+        batch.insert(APPLIED, encode_io(&Some(applied))?);
+        {
+            let _fill = self
+                .recipes
+                .fill_lock
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            self.tree.apply_batch(batch).map_err(io_err)?;
+            for change in changes {
+                match change {
+                    CacheChange::Put(name, recipe) => self.recipes.cache.insert(&name, recipe),
+                    CacheChange::Remove(name) => self.recipes.cache.invalidate(&name),
+                }
+            }
+        }
+        for (responder, outcome) in replies {
+            responder.send(outcome);
+        }
+        Ok(())
+    }
 }
 
 /// Removes snapshot files other than `keep`; a failure only costs disk space.
@@ -421,41 +495,34 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
         let _guard = self.apply_lock.lock().await;
+        let mut pending = Pending::default();
         while let Some((entry, responder)) = entries.try_next().await? {
             let log_id = entry.log_id();
-            let mut batch = sled::Batch::default();
             let (outcome, change) = match &entry.payload {
                 EntryPayload::Blank => (Outcome::Applied, None),
-                EntryPayload::Normal(command) => {
-                    self.apply_command(log_id.index(), command, &mut batch)?
-                }
+                EntryPayload::Normal(command) => self.apply_command(
+                    log_id.index(),
+                    command,
+                    &mut pending.batch,
+                    &mut pending.staged,
+                )?,
                 EntryPayload::Membership(membership) => {
                     let stored = StoredMembership::new(Some(log_id), membership.clone());
-                    batch.insert(MEMBERSHIP, encode_io(&stored)?);
+                    pending.batch.insert(MEMBERSHIP, encode_io(&stored)?);
                     (Outcome::Applied, None)
                 }
             };
-            batch.insert(APPLIED, encode_io(&Some(log_id))?);
-            {
-                let _fill = self
-                    .recipes
-                    .fill_lock
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                self.tree.apply_batch(batch).map_err(io_err)?;
-                match change {
-                    Some(CacheChange::Put(name, recipe)) => {
-                        self.recipes.cache.insert(&name, recipe)
-                    }
-                    Some(CacheChange::Remove(name)) => self.recipes.cache.invalidate(&name),
-                    None => {}
-                }
-            }
+            pending.applied = Some(log_id);
+            pending.entries += 1;
+            pending.changes.extend(change);
             if let Some(responder) = responder {
-                responder.send(outcome);
+                pending.replies.push((responder, outcome));
+            }
+            if pending.entries >= APPLY_BATCH_ENTRIES {
+                self.commit(std::mem::take(&mut pending))?;
             }
         }
-        Ok(())
+        self.commit(pending)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -530,5 +597,65 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta,
             snapshot: File::open(path)?,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::vote::RaftLeaderId;
+
+    use super::*;
+    use crate::raft::typ::Entry;
+
+    type Leader = openraft::alias::CommittedLeaderIdOf<TypeConfig>;
+
+    fn entry(index: u64, command: Command) -> Entry {
+        Entry::new_normal(LogId::new(Leader::new(1, 0), index), command)
+    }
+
+    fn put(name: &str, if_version: Option<u64>) -> Command {
+        Command::Put {
+            name: name.into(),
+            content: b"x".to_vec(),
+            if_version,
+        }
+    }
+
+    fn delete(name: &str, if_version: Option<u64>) -> Command {
+        Command::Delete {
+            name: name.into(),
+            if_version,
+        }
+    }
+
+    /// Entries applied in one batch see the writes of the entries before
+    /// them, as they would one at a time.
+    #[tokio::test]
+    async fn conditions_in_one_batch_see_the_earlier_entries_of_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new()
+            .path(dir.path().join("db"))
+            .open()
+            .unwrap();
+        // No cache: every version comes from sled or from the batch.
+        let mut sm =
+            StateMachine::open(&db, &dir.path().join("snapshots"), RecipeCache::new(0)).unwrap();
+        let entries = [
+            entry(1, put("a", None)),
+            entry(2, put("a", Some(1))),
+            entry(3, put("a", Some(1))),
+            entry(4, delete("b", None)),
+            entry(5, put("b", Some(0))),
+            entry(6, delete("b", Some(5))),
+            entry(7, put("b", Some(0))),
+        ];
+        let stream = futures::stream::iter(entries.into_iter().map(|e| Ok((e, None))));
+        sm.apply(stream).await.unwrap();
+
+        let recipes = sm.recipes();
+        assert_eq!(recipes.get("a").unwrap().unwrap().version, 2);
+        assert_eq!(recipes.get("b").unwrap().unwrap().version, 7);
+        let (applied, _) = sm.applied_state().await.unwrap();
+        assert_eq!(applied.map(|l| l.index()), Some(7));
     }
 }
