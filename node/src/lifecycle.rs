@@ -74,7 +74,11 @@ impl RunningNode {
         let raft = typ::Raft::new(
             id,
             raft_config,
-            Network::new(identity.clone(), peer_channels.clone()),
+            Network::new(
+                identity.clone(),
+                peer_channels.clone(),
+                Duration::from_millis(config.settings.raft.election_timeout_min_ms),
+            ),
             log_store,
             state_machine,
         )

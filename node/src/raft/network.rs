@@ -10,6 +10,10 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use futures::Stream;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use openraft::OptionalSend;
 use openraft::error::NetworkError;
 use openraft::error::RPCError;
@@ -22,6 +26,7 @@ use openraft::network::v2::RaftNetworkV2;
 use openraft::raft::AppendEntriesRequest;
 use openraft::raft::AppendEntriesResponse;
 use openraft::raft::SnapshotResponse;
+use openraft::raft::StreamAppendResult;
 use openraft::raft::TransferLeaderRequest;
 use openraft::raft::TransferLeaderResponse;
 use openraft::raft::VoteRequest;
@@ -99,11 +104,22 @@ impl PeerChannels {
 pub struct Network {
     identity: Arc<Identity>,
     channels: PeerChannels,
+    append_timeout: Duration,
 }
 
 impl Network {
-    pub fn new(identity: Arc<Identity>, channels: PeerChannels) -> Self {
-        Self { identity, channels }
+    /// `append_timeout` bounds an AppendEntries call. Openraft offers the
+    /// heartbeat interval, which a follower busy with a loaded disk misses:
+    /// the leader then marks it unreachable and backs off, and commits wait
+    /// on the remaining followers. A follower is given as long as an
+    /// election timeout instead, the time after which it would itself call
+    /// an election.
+    pub fn new(identity: Arc<Identity>, channels: PeerChannels, append_timeout: Duration) -> Self {
+        Self {
+            identity,
+            channels,
+            append_timeout,
+        }
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
@@ -123,6 +139,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                 .map(transport_client)
                 .map_err(|e| e.to_string()),
             identity: self.identity.clone(),
+            append_timeout: self.append_timeout,
         }
     }
 }
@@ -133,6 +150,7 @@ pub struct PeerClient {
     addr: String,
     client: Result<RaftTransportClient<Channel>, String>,
     identity: Arc<Identity>,
+    append_timeout: Duration,
 }
 
 /// A transport failure, classified the way openraft wants it.
@@ -182,7 +200,7 @@ impl PeerClient {
     async fn call<Req, Resp, F, Fut>(
         &self,
         req: &Req,
-        option: &RPCOption,
+        timeout: Duration,
         send: F,
     ) -> Result<Resp, RPCError<TypeConfig>>
     where
@@ -193,7 +211,7 @@ impl PeerClient {
     {
         let result = async {
             let mut request = tonic::Request::new(self.message(req)?);
-            request.set_timeout(option.soft_ttl());
+            request.set_timeout(timeout);
             let reply = send(self.client()?, request)
                 .await
                 .map_err(Failure::from_status)?;
@@ -213,10 +231,64 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(&rpc, &option, |mut c, r| async move {
+        let timeout = option.soft_ttl().max(self.append_timeout);
+        self.call(&rpc, timeout, |mut c, r| async move {
             c.append_entries(r).await
         })
         .await
+    }
+
+    /// Several AppendEntries in flight on one gRPC stream: the follower
+    /// answers each in order, so the leader need not wait a round trip and
+    /// a follower's fdatasync before sending the next batch. The stream has
+    /// no deadline (a session lasts as long as replication has work);
+    /// HTTP/2 keep-alive ends it when the follower stops answering.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        _option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<
+            BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
+            RPCError<TypeConfig>,
+        >,
+    >
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+    {
+        Box::pin(async move {
+            let (target, addr) = (self.target, self.addr.clone());
+            let mut client = self.client().map_err(|f| f.into_rpc(target, &addr))?;
+            let cluster_id = self.identity.cluster_id().unwrap_or_default();
+            // An entry that cannot be encoded ends the stream; the leader
+            // then starts a new session.
+            let requests = input
+                .map(move |request| {
+                    codec::encode(&request).map(|payload| pb::RaftMessage {
+                        cluster_id: cluster_id.clone(),
+                        payload,
+                    })
+                })
+                .take_while(|message| std::future::ready(message.is_ok()))
+                .filter_map(|message| std::future::ready(message.ok()));
+            let responses = client
+                .append_stream(requests)
+                .await
+                .map_err(|status| Failure::from_status(status).into_rpc(target, &addr))?
+                .into_inner();
+            let results = responses.map(move |message| {
+                let failure = match message {
+                    Ok(message) => match codec::decode(&message.payload) {
+                        Ok(result) => return Ok(result),
+                        Err(e) => Failure::Network(format!("bad append result: {e}")),
+                    },
+                    Err(status) => Failure::from_status(status),
+                };
+                Err(failure.into_rpc(target, &addr))
+            });
+            Ok(results.boxed())
+        })
     }
 
     async fn vote(
@@ -224,8 +296,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(&rpc, &option, |mut c, r| async move { c.vote(r).await })
-            .await
+        self.call(&rpc, option.soft_ttl(), |mut c, r| async move {
+            c.vote(r).await
+        })
+        .await
     }
 
     async fn pre_vote(
@@ -233,8 +307,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(&rpc, &option, |mut c, r| async move { c.pre_vote(r).await })
-            .await
+        self.call(&rpc, option.soft_ttl(), |mut c, r| async move {
+            c.pre_vote(r).await
+        })
+        .await
     }
 
     async fn transfer_leader(
@@ -242,7 +318,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         req: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(&req, &option, |mut c, r| async move {
+        self.call(&req, option.soft_ttl(), |mut c, r| async move {
             c.transfer_leader(r).await
         })
         .await

@@ -4,9 +4,8 @@
 //! Recipes, the applied id and the membership share one tree, so the entries
 //! openraft hands over together are applied in one atomic batch, with the
 //! last applied id (one write per batch, not per entry). The state machine
-//! is not fsync'd
-//! (sled syncs it in the background): what it loses in a crash is rebuilt
-//! from durable parts. The log keeps every entry after the last snapshot, and
+//! is not fsync'd (sled syncs it in the background): what it loses in a
+//! crash is rebuilt from durable parts. The log keeps every entry after the last snapshot, and
 //! a snapshot is durable before openraft purges the log behind it: it is
 //! written to a temporary file, fsync'd, renamed and its directory fsync'd,
 //! and it carries its own metadata, so the newest snapshot file *is* the

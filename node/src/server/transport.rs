@@ -7,6 +7,8 @@ use std::io::Write;
 use std::sync::Arc;
 
 use futures::StreamExt;
+use futures::stream::BoxStream;
+use openraft::raft::AppendEntriesRequest;
 use recipestore_protocol::pb;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -18,6 +20,7 @@ use tonic::Streaming;
 use super::admit_peer;
 use crate::codec;
 use crate::node::Node;
+use crate::raft::TypeConfig;
 use crate::raft::network::SnapshotHeader;
 use crate::raft::typ::Snapshot;
 
@@ -50,6 +53,36 @@ fn raft_failed(e: impl std::fmt::Display) -> Status {
 
 #[tonic::async_trait]
 impl pb::raft_transport_server::RaftTransport for Transport {
+    type AppendStreamStream = BoxStream<'static, Result<pb::RaftMessage, Status>>;
+
+    async fn append_stream(
+        &self,
+        request: Request<Streaming<pb::RaftMessage>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        let node = self.node.clone();
+        // A message that fails fencing or decoding ends the requests; the
+        // leader sees the stream end and starts a new session.
+        let requests = request.into_inner().scan((), move |(), message| {
+            let opened = message.and_then(|message| {
+                admit_peer(&node, &message.cluster_id)?;
+                codec::decode::<AppendEntriesRequest<TypeConfig>>(&message.payload)
+                    .map_err(|e| Status::invalid_argument(format!("undecodable append: {e}")))
+            });
+            let request = opened
+                .inspect_err(|e| tracing::warn!(error = %e.message(), "ended an append stream"))
+                .ok();
+            std::future::ready(request)
+        });
+        let results = self.node.raft.stream_append(requests).map(|result| {
+            let result = result.map_err(raft_failed)?;
+            Ok(pb::RaftMessage {
+                cluster_id: String::new(),
+                payload: codec::encode(&result).map_err(|e| Status::internal(e.to_string()))?,
+            })
+        });
+        Ok(Response::new(results.boxed()))
+    }
+
     async fn append_entries(
         &self,
         request: Request<pb::RaftMessage>,
