@@ -1,6 +1,8 @@
 //! The Raft network over tonic: one reused HTTP/2 channel per peer, bounded
-//! message sizes, snapshots streamed in chunks, and connection failures
-//! reported to openraft as `Unreachable` so it backs off.
+//! message sizes, AppendEntries pipelined on a stream per follower (call by
+//! call to a peer of an older release), snapshots streamed in chunks, and
+//! connection failures reported to openraft as `Unreachable` so it backs
+//! off.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -22,6 +24,7 @@ use openraft::error::StreamingError;
 use openraft::error::Unreachable;
 use openraft::network::RPCOption;
 use openraft::network::RaftNetworkFactory;
+use openraft::network::stream_append_sequential;
 use openraft::network::v2::RaftNetworkV2;
 use openraft::raft::AppendEntriesRequest;
 use openraft::raft::AppendEntriesResponse;
@@ -140,6 +143,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                 .map_err(|e| e.to_string()),
             identity: self.identity.clone(),
             append_timeout: self.append_timeout,
+            stream_unsupported: false,
         }
     }
 }
@@ -151,6 +155,10 @@ pub struct PeerClient {
     client: Result<RaftTransportClient<Channel>, String>,
     identity: Arc<Identity>,
     append_timeout: Duration,
+    /// The peer answered AppendStream with UNIMPLEMENTED: it runs a release
+    /// from before the stream (a rolling upgrade), so replication to it goes
+    /// one AppendEntries call at a time.
+    stream_unsupported: bool,
 }
 
 /// A transport failure, classified the way openraft wants it.
@@ -246,7 +254,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     fn stream_append<'s, S>(
         &'s mut self,
         input: S,
-        _option: RPCOption,
+        option: RPCOption,
     ) -> BoxFuture<
         's,
         Result<
@@ -257,6 +265,9 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     where
         S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
     {
+        if self.stream_unsupported {
+            return stream_append_sequential(self, input, option);
+        }
         Box::pin(async move {
             let (target, addr) = (self.target, self.addr.clone());
             let mut client = self.client().map_err(|f| f.into_rpc(target, &addr))?;
@@ -272,11 +283,19 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 })
                 .take_while(|message| std::future::ready(message.is_ok()))
                 .filter_map(|message| std::future::ready(message.ok()));
-            let responses = client
-                .append_stream(requests)
-                .await
-                .map_err(|status| Failure::from_status(status).into_rpc(target, &addr))?
-                .into_inner();
+            let responses = match client.append_stream(requests).await {
+                Ok(responses) => responses.into_inner(),
+                Err(status) => {
+                    if status.code() == Code::Unimplemented {
+                        tracing::info!(
+                            target,
+                            "the peer has no AppendStream; replicating call by call"
+                        );
+                        self.stream_unsupported = true;
+                    }
+                    return Err(Failure::from_status(status).into_rpc(target, &addr));
+                }
+            };
             let results = responses.map(move |message| {
                 let failure = match message {
                     Ok(message) => match codec::decode(&message.payload) {
@@ -383,4 +402,119 @@ fn snapshot_chunks(
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::raft::AppendEntriesResponse;
+    use recipestore_protocol::pb::raft_transport_server::RaftTransport;
+    use recipestore_protocol::pb::raft_transport_server::RaftTransportServer;
+    use tonic::Request;
+    use tonic::Response;
+    use tonic::Status;
+    use tonic::Streaming;
+
+    use super::*;
+
+    /// A peer of a release before AppendStream: it answers AppendEntries
+    /// only.
+    struct OlderPeer;
+
+    fn unsupported<T>() -> Result<T, Status> {
+        Err(Status::unimplemented("not in this release"))
+    }
+
+    #[tonic::async_trait]
+    impl RaftTransport for OlderPeer {
+        type AppendStreamStream = BoxStream<'static, Result<pb::RaftMessage, Status>>;
+
+        async fn append_entries(
+            &self,
+            _request: Request<pb::RaftMessage>,
+        ) -> Result<Response<pb::RaftMessage>, Status> {
+            let reply = AppendEntriesResponse::<TypeConfig>::Success;
+            Ok(Response::new(pb::RaftMessage {
+                cluster_id: String::new(),
+                payload: codec::encode(&reply).unwrap(),
+            }))
+        }
+
+        async fn append_stream(
+            &self,
+            _request: Request<Streaming<pb::RaftMessage>>,
+        ) -> Result<Response<Self::AppendStreamStream>, Status> {
+            unsupported()
+        }
+
+        async fn vote(
+            &self,
+            _request: Request<pb::RaftMessage>,
+        ) -> Result<Response<pb::RaftMessage>, Status> {
+            unsupported()
+        }
+
+        async fn pre_vote(
+            &self,
+            _request: Request<pb::RaftMessage>,
+        ) -> Result<Response<pb::RaftMessage>, Status> {
+            unsupported()
+        }
+
+        async fn transfer_leader(
+            &self,
+            _request: Request<pb::RaftMessage>,
+        ) -> Result<Response<pb::RaftMessage>, Status> {
+            unsupported()
+        }
+
+        async fn install_snapshot(
+            &self,
+            _request: Request<Streaming<pb::SnapshotChunk>>,
+        ) -> Result<Response<pb::RaftMessage>, Status> {
+            unsupported()
+        }
+    }
+
+    fn heartbeat() -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(1, 0),
+            prev_log_id: None,
+            entries: Vec::new(),
+            leader_commit: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peer_without_append_stream_is_replicated_call_by_call() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(RaftTransportServer::new(OlderPeer))
+                .serve_with_incoming(incoming),
+        );
+        let identity =
+            Arc::new(Identity::open(tempfile::tempdir().unwrap().path(), 0, None).unwrap());
+        let mut network = Network::new(identity, PeerChannels::default(), Duration::from_secs(1));
+        let member = Member {
+            peer_addr: addr,
+            client_addr: String::new(),
+        };
+        let mut peer = network.new_client(1, &member).await;
+        let option = RPCOption::new(Duration::from_secs(1));
+
+        let refused = peer
+            .stream_append(futures::stream::iter([heartbeat()]), option.clone())
+            .await
+            .is_err();
+        assert!(refused, "the older peer refuses the stream");
+        let results: Vec<_> = peer
+            .stream_append(futures::stream::iter([heartbeat()]), option)
+            .await
+            .expect("falls back to AppendEntries")
+            .collect()
+            .await;
+        assert!(matches!(results.as_slice(), [Ok(Ok(None))]), "{results:?}");
+    }
 }
