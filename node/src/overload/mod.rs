@@ -66,10 +66,13 @@ impl Overload {
             Duration::from_millis(sampling.cpu_sample_ms),
         );
         let queues = &settings.queues;
-        let delay_target = settings
-            .shedding
-            .enabled
-            .then(|| Duration::from_millis(u64::from(queues.delay_target_ms)));
+        // Queue-delay shedding is part of shedding: off with it.
+        let delay_target = |ms: u32| {
+            settings
+                .shedding
+                .enabled
+                .then(|| Duration::from_millis(u64::from(ms)))
+        };
         let delay_interval = Duration::from_millis(u64::from(queues.delay_interval_ms));
         let count = |n: u32| n as usize;
         Self {
@@ -82,7 +85,7 @@ impl Overload {
                     min_workers: count(queues.upload_workers),
                     max_workers: count(queues.upload_workers),
                     idle_timeout: WORKER_IDLE_TIMEOUT,
-                    delay_target,
+                    delay_target: delay_target(queues.upload_delay_target_ms),
                     delay_interval,
                 },
             ),
@@ -93,7 +96,7 @@ impl Overload {
                     min_workers: count(queues.download_workers_min),
                     max_workers: count(queues.download_workers_max),
                     idle_timeout: WORKER_IDLE_TIMEOUT,
-                    delay_target,
+                    delay_target: delay_target(queues.delay_target_ms),
                     delay_interval,
                 },
             ),

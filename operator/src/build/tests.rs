@@ -146,6 +146,7 @@ fn config_map_carries_node_settings_as_env() {
         ("RECIPESTORE_DOWNLOAD_WORKERS_MIN", "4"),
         ("RECIPESTORE_DOWNLOAD_WORKERS_MAX", "64"),
         ("RECIPESTORE_QUEUE_DELAY_TARGET_MS", "20"),
+        ("RECIPESTORE_UPLOAD_QUEUE_DELAY_TARGET_MS", "100"),
         ("RECIPESTORE_QUEUE_DELAY_INTERVAL_MS", "100"),
         ("RECIPESTORE_CACHE_MIB", "64"),
     ]

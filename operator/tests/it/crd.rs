@@ -504,6 +504,7 @@ fn the_crd_refuses_exactly_the_settings_the_node_refuses() {
             |s: &mut NodeSettings, v| s.queues.download_workers_min = v,
             |s: &mut NodeSettings, v| s.queues.download_workers_max = v,
             |s: &mut NodeSettings, v| s.queues.delay_target_ms = v,
+            |s: &mut NodeSettings, v| s.queues.upload_delay_target_ms = v,
             |s: &mut NodeSettings, v| s.queues.delay_interval_ms = v,
             |s: &mut NodeSettings, v| s.shedding.memory_floor_mib = v,
             |s: &mut NodeSettings, v| s.cache.size_mib = v,
