@@ -54,7 +54,7 @@ pub async fn serve_peer(
     let incoming = bind(addr, "peer")?;
     tonic::transport::Server::builder()
         .add_service(
-            RaftTransportServer::new(transport::Transport::new(node.clone()))
+            RaftTransportServer::new(transport::Transport::new(node.clone(), stop.clone()))
                 .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
         )

@@ -12,12 +12,14 @@ use openraft::raft::AppendEntriesRequest;
 use recipestore_protocol::pb;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::sync::watch;
 use tonic::Request;
 use tonic::Response;
 use tonic::Status;
 use tonic::Streaming;
 
 use super::admit_peer;
+use super::stopped;
 use crate::codec;
 use crate::node::Node;
 use crate::raft::TypeConfig;
@@ -26,11 +28,15 @@ use crate::raft::typ::Snapshot;
 
 pub struct Transport {
     node: Arc<Node>,
+    /// Set when the node stops: an append stream from a leader that is
+    /// still running ends then, so the server's graceful shutdown does not
+    /// wait on it.
+    stop: watch::Receiver<bool>,
 }
 
 impl Transport {
-    pub fn new(node: Arc<Node>) -> Self {
-        Self { node }
+    pub fn new(node: Arc<Node>, stop: watch::Receiver<bool>) -> Self {
+        Self { node, stop }
     }
 
     fn open<T: DeserializeOwned>(&self, message: pb::RaftMessage) -> Result<T, Status> {
@@ -80,7 +86,9 @@ impl pb::raft_transport_server::RaftTransport for Transport {
                 payload: codec::encode(&result).map_err(|e| Status::internal(e.to_string()))?,
             })
         });
-        Ok(Response::new(results.boxed()))
+        Ok(Response::new(
+            results.take_until(stopped(self.stop.clone())).boxed(),
+        ))
     }
 
     async fn append_entries(

@@ -180,3 +180,29 @@ async fn promote_and_remove_are_computed_by_the_leader_and_idempotent() {
     let again = admin.remove_member(3).await.unwrap();
     assert!(!again.changed);
 }
+
+/// A follower stopped while the leader keeps replicating to it (its append
+/// stream open) shuts down promptly, rather than waiting out the server's
+/// grace for the stream to end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_stops_promptly_while_the_leader_replicates_to_it() {
+    let mut c = TestCluster::start(3, &[]).await;
+    let writer = Writer::start(c.client(), "stop");
+    writer.await_progress(20, Duration::from_secs(30)).await;
+    let leader = c.leader().await;
+    let follower = (leader + 1) % 3;
+    let started = std::time::Instant::now();
+    c.cluster.node(follower).stop(Duration::from_secs(20));
+    let took = started.elapsed();
+    assert!(
+        c.cluster.nodes[follower as usize]
+            .log()
+            .contains("node stopped"),
+        "the follower shut down cleanly"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "the follower took {took:?} to stop"
+    );
+    writer.finish().await;
+}
