@@ -20,7 +20,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::Instant;
 
-use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 
 use crate::metrics;
@@ -66,7 +65,11 @@ pub enum NotRun {
 struct Shared {
     name: &'static str,
     config: QueueConfig,
-    receiver: tokio::sync::Mutex<mpsc::Receiver<Queued>>,
+    /// Every worker waits on the channel at once (it is multi-consumer), so
+    /// a burst of jobs wakes as many workers in one scheduling round. Behind
+    /// a shared lock only the worker holding it could take a job, and a
+    /// burst of k jobs needed k rounds of a saturated scheduler.
+    receiver: async_channel::Receiver<Queued>,
     depth: AtomicUsize,
     workers: AtomicUsize,
     busy: AtomicUsize,
@@ -106,7 +109,7 @@ impl Shared {
 /// A bounded queue with its worker pool.
 #[derive(Clone)]
 pub struct WorkQueue {
-    sender: mpsc::Sender<Queued>,
+    sender: async_channel::Sender<Queued>,
     shared: Arc<Shared>,
 }
 
@@ -114,13 +117,13 @@ impl WorkQueue {
     /// Creates the queue and starts its minimum number of workers.
     pub fn new(name: &'static str, config: QueueConfig) -> Self {
         // The channel holds every admitted job; admission keeps it under capacity.
-        let (sender, receiver) = mpsc::channel(config.capacity.max(1));
+        let (sender, receiver) = async_channel::bounded(config.capacity.max(1));
         let queue = Self {
             sender,
             shared: Arc::new(Shared {
                 name,
                 config,
-                receiver: tokio::sync::Mutex::new(receiver),
+                receiver,
                 depth: AtomicUsize::new(0),
                 workers: AtomicUsize::new(0),
                 busy: AtomicUsize::new(0),
@@ -222,13 +225,12 @@ impl WorkQueue {
         metrics::observe_queue_workers(shared.name, count);
         tokio::spawn(async move {
             loop {
-                let next = {
-                    let mut receiver = shared.receiver.lock().await;
-                    tokio::time::timeout(shared.config.idle_timeout, receiver.recv()).await
-                };
+                let next =
+                    tokio::time::timeout(shared.config.idle_timeout, shared.receiver.recv()).await;
                 let queued = match next {
-                    Ok(Some(queued)) => queued,
-                    Ok(None) => break,
+                    Ok(Ok(queued)) => queued,
+                    // Every sender is gone: the queue is closed.
+                    Ok(Err(_closed)) => break,
                     Err(_idle) => {
                         // Leave only while above the minimum; the
                         // compare-exchange keeps two workers from both leaving.
