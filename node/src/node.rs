@@ -101,23 +101,21 @@ impl Node {
         let attempt = |leader_id, leader: Member, deadline: Instant| {
             let command = command.clone();
             async move {
-                let result = if leader_id == self.id {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    tokio::time::timeout(left, self.propose(command))
-                        .await
-                        .unwrap_or_else(|_| {
-                            metrics::proposal_failed("timeout");
-                            Err(NodeError::DeadlineExceeded(
-                                "the write was not committed within the deadline; it may still commit".into(),
-                            ))
-                        })
-                } else {
-                    self.forward_write(&leader, &command, deadline).await
-                };
-                match result {
+                if leader_id != self.id {
+                    return self.forward_write(&leader, &command, deadline).await;
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(left, self.propose(command)).await {
                     // Leadership moved before the proposal.
-                    Err(error @ NodeError::NotLeader { .. }) => Attempt::NotRun(error),
-                    result => Attempt::Ran(result),
+                    Ok(Err(error @ NodeError::NotLeader { .. })) => Attempt::NotRun(error),
+                    Ok(result) => Attempt::Ran(result),
+                    Err(_) => {
+                        metrics::proposal_failed("timeout");
+                        Attempt::Ran(Err(NodeError::DeadlineExceeded(
+                            "the write was not committed within the deadline; it may still commit"
+                                .into(),
+                        )))
+                    }
                 }
             }
         };
@@ -143,14 +141,21 @@ impl Node {
         }
     }
 
+    /// One attempt at `command` on the leader at `leader`.
     async fn forward_write(
         &self,
         leader: &Member,
         command: &Command,
         deadline: Instant,
-    ) -> Result<Outcome, NodeError> {
-        let mut client = routing::forward_client(self.peer_channel(&leader.peer_addr)?);
-        let command = codec::encode(command).map_err(|e| NodeError::Internal(e.to_string()))?;
+    ) -> Attempt<Outcome> {
+        let prepared = self.peer_channel(&leader.peer_addr).and_then(|channel| {
+            let command = codec::encode(command).map_err(|e| NodeError::Internal(e.to_string()))?;
+            Ok((routing::forward_client(channel), command))
+        });
+        let (mut client, command) = match prepared {
+            Ok(prepared) => prepared,
+            Err(error) => return Attempt::Ran(Err(error)),
+        };
         let request = routing::forwarded(
             pb::ForwardWriteRequest {
                 cluster_id: self.identity.cluster_id().unwrap_or_default(),
@@ -159,16 +164,24 @@ impl Node {
             deadline,
         );
         match client.write(request).await {
-            Ok(reply) => codec::decode(&reply.into_inner().outcome)
-                .map_err(|e| NodeError::Internal(format!("bad reply from leader: {e}"))),
-            Err(status) if routing::did_not_run(&status) => Err(NodeError::NotLeader {
-                leader: Some(leader.peer_addr.clone()),
-            }),
-            Err(status) => Err(NodeError::OutcomeUnknown(format!(
+            Ok(reply) => Attempt::Ran(
+                codec::decode(&reply.into_inner().outcome)
+                    .map_err(|e| NodeError::Internal(format!("bad reply from leader: {e}"))),
+            ),
+            // It did not lead after all, or was not reached: nothing was
+            // proposed.
+            Err(status) if routing::did_not_run(&status) => {
+                Attempt::NotRun(NodeError::Unavailable(format!(
+                    "the write did not reach a leader at {}: {}",
+                    leader.peer_addr,
+                    status.message()
+                )))
+            }
+            Err(status) => Attempt::Ran(Err(NodeError::OutcomeUnknown(format!(
                 "forwarding to leader {} failed: {}",
                 leader.client_addr,
                 status.message()
-            ))),
+            )))),
         }
     }
 
