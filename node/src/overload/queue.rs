@@ -133,7 +133,7 @@ impl WorkQueue {
             }),
         };
         for _ in 0..config.min_workers.max(1) {
-            queue.spawn_worker();
+            spawn_worker(&queue.shared);
         }
         queue
     }
@@ -194,7 +194,7 @@ impl WorkQueue {
             self.shared.mark_empty();
         }
         metrics::observe_queue_depth(self.name(), self.depth());
-        self.grow_if_backlogged();
+        grow_if_backlogged(&self.shared);
         if self.sender.send(queued).await.is_err() {
             self.shared.depth.fetch_sub(1, Ordering::Relaxed);
             return Err(NotRun::Closed);
@@ -209,76 +209,79 @@ impl WorkQueue {
             result = result_rx => result.map_err(|_| NotRun::Closed),
         }
     }
+}
 
-    fn grow_if_backlogged(&self) {
-        let shared = &self.shared;
-        let workers = shared.workers.load(Ordering::Relaxed);
-        let idle = workers.saturating_sub(shared.busy.load(Ordering::Relaxed));
-        if shared.depth.load(Ordering::Relaxed) > idle && workers < shared.config.max_workers {
-            self.spawn_worker();
-        }
+/// Adds a worker while more jobs wait than workers are idle. Checked when a
+/// job arrives and again when a worker takes one, so a burst that arrived
+/// faster than workers started still grows the pool.
+fn grow_if_backlogged(shared: &Arc<Shared>) {
+    let workers = shared.workers.load(Ordering::Relaxed);
+    let idle = workers.saturating_sub(shared.busy.load(Ordering::Relaxed));
+    if shared.depth.load(Ordering::Relaxed) > idle && workers < shared.config.max_workers {
+        spawn_worker(shared);
     }
+}
 
-    fn spawn_worker(&self) {
-        let shared = self.shared.clone();
-        let count = shared.workers.fetch_add(1, Ordering::Relaxed) + 1;
-        metrics::observe_queue_workers(shared.name, count);
-        tokio::spawn(async move {
-            loop {
-                let next =
-                    tokio::time::timeout(shared.config.idle_timeout, shared.receiver.recv()).await;
-                let queued = match next {
-                    Ok(Ok(queued)) => queued,
-                    // Every sender is gone: the queue is closed.
-                    Ok(Err(_closed)) => break,
-                    Err(_idle) => {
-                        // Leave only while above the minimum; the
-                        // compare-exchange keeps two workers from both leaving.
-                        let workers = shared.workers.load(Ordering::Relaxed);
-                        if workers > shared.config.min_workers.max(1)
-                            && shared
-                                .workers
-                                .compare_exchange(
-                                    workers,
-                                    workers - 1,
-                                    Ordering::Relaxed,
-                                    Ordering::Relaxed,
-                                )
-                                .is_ok()
-                        {
-                            metrics::observe_queue_workers(shared.name, workers - 1);
-                            return;
-                        }
-                        continue;
+fn spawn_worker(shared: &Arc<Shared>) {
+    let shared = shared.clone();
+    let count = shared.workers.fetch_add(1, Ordering::Relaxed) + 1;
+    metrics::observe_queue_workers(shared.name, count);
+    tokio::spawn(async move {
+        loop {
+            let next =
+                tokio::time::timeout(shared.config.idle_timeout, shared.receiver.recv()).await;
+            let queued = match next {
+                Ok(Ok(queued)) => queued,
+                // Every sender is gone: the queue is closed.
+                Ok(Err(_closed)) => break,
+                Err(_idle) => {
+                    // Leave only while above the minimum; the
+                    // compare-exchange keeps two workers from both leaving.
+                    let workers = shared.workers.load(Ordering::Relaxed);
+                    if workers > shared.config.min_workers.max(1)
+                        && shared
+                            .workers
+                            .compare_exchange(
+                                workers,
+                                workers - 1,
+                                Ordering::Relaxed,
+                                Ordering::Relaxed,
+                            )
+                            .is_ok()
+                    {
+                        metrics::observe_queue_workers(shared.name, workers - 1);
+                        return;
                     }
-                };
-                let depth = shared.depth.fetch_sub(1, Ordering::Relaxed) - 1;
-                metrics::observe_queue_depth(shared.name, depth);
-                let now = Instant::now();
-                let waited = now - queued.enqueued;
-                metrics::observe_queue_wait(shared.name, waited);
-                let dropped = shared.drop_reason(&queued, now, waited);
-                if depth == 0 {
-                    shared.mark_empty();
-                }
-                if let Some(why) = dropped {
-                    let _ = queued.dropped.send(why);
                     continue;
                 }
-                shared.busy.fetch_add(1, Ordering::Relaxed);
-                let started = Instant::now();
-                queued.run.await;
-                let took = started.elapsed().as_micros() as f64;
-                {
-                    let mut service = shared.service_us.lock().unwrap_or_else(|e| e.into_inner());
-                    *service += 0.2 * (took - *service);
-                }
-                shared.busy.fetch_sub(1, Ordering::Relaxed);
+            };
+            let depth = shared.depth.fetch_sub(1, Ordering::Relaxed) - 1;
+            grow_if_backlogged(&shared);
+            metrics::observe_queue_depth(shared.name, depth);
+            let now = Instant::now();
+            let waited = now - queued.enqueued;
+            metrics::observe_queue_wait(shared.name, waited);
+            let dropped = shared.drop_reason(&queued, now, waited);
+            if depth == 0 {
+                shared.mark_empty();
             }
-            let left = shared.workers.fetch_sub(1, Ordering::Relaxed) - 1;
-            metrics::observe_queue_workers(shared.name, left);
-        });
-    }
+            if let Some(why) = dropped {
+                let _ = queued.dropped.send(why);
+                continue;
+            }
+            shared.busy.fetch_add(1, Ordering::Relaxed);
+            let started = Instant::now();
+            queued.run.await;
+            let took = started.elapsed().as_micros() as f64;
+            {
+                let mut service = shared.service_us.lock().unwrap_or_else(|e| e.into_inner());
+                *service += 0.2 * (took - *service);
+            }
+            shared.busy.fetch_sub(1, Ordering::Relaxed);
+        }
+        let left = shared.workers.fetch_sub(1, Ordering::Relaxed) - 1;
+        metrics::observe_queue_workers(shared.name, left);
+    });
 }
 
 #[cfg(test)]
