@@ -154,7 +154,8 @@ impl Default for Raft {
 /// Load shedding. The threshold tables say: when smoothed CPU use is at
 /// least `cpuPercent` (above it, for an `exclusive` row), shed
 /// `probabilityPercent` of the requests of that kind. The highest matching
-/// row applies.
+/// row applies. By default the CPU rules apply only to an overloaded node
+/// (see [`CpuShedding`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Args)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Shedding {
@@ -173,6 +174,9 @@ pub struct Shedding {
     #[schemars(length(max = bounds::THRESHOLDS_MAX))]
     #[arg(long = "shed-upload-tiers", env = "RECIPESTORE_SHED_UPLOAD_TIERS", default_value = defaults::UPLOAD_THRESHOLDS)]
     pub upload_thresholds: Thresholds,
+    /// When the CPU rules (the upload priority and both tables) apply.
+    #[arg(long = "shed-cpu", env = "RECIPESTORE_SHED_CPU", value_enum, default_value_t = CpuShedding::WhenOverloaded)]
+    pub cpu: CpuShedding,
     /// Shed when less memory than this is available to a node, in MiB.
     #[arg(long = "shed-memory-floor-mib", env = "RECIPESTORE_SHED_MEMORY_FLOOR_MIB", default_value_t = defaults::MEMORY_FLOOR_MIB)]
     pub memory_floor_mib: u32,
@@ -189,8 +193,32 @@ impl Default for Shedding {
             upload_thresholds: defaults::UPLOAD_THRESHOLDS
                 .parse()
                 .expect("the default upload thresholds parse"),
+            cpu: CpuShedding::WhenOverloaded,
             memory_floor_mib: defaults::MEMORY_FLOOR_MIB,
         }
+    }
+}
+
+/// When CPU use alone may shed a request.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum CpuShedding {
+    /// Only while the request's queue is over its delay target (its queue
+    /// has not emptied for a whole interval and requests leave it later
+    /// than the target): a node whose CPU is busy but which still keeps
+    /// its latency objective is not overloaded and sheds nothing for CPU.
+    WhenOverloaded,
+    /// On CPU use alone, as the seed's tables read; a node saturated by a
+    /// load it serves in time still refuses part of it.
+    Always,
+}
+
+impl fmt::Display for CpuShedding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let value = clap::ValueEnum::to_possible_value(self).expect("no variant is skipped");
+        f.write_str(value.get_name())
     }
 }
 
@@ -518,6 +546,7 @@ impl NodeSettings {
                 shedding.download_thresholds.to_string(),
             ),
             ("SHED_UPLOAD_TIERS", shedding.upload_thresholds.to_string()),
+            ("SHED_CPU", shedding.cpu.to_string()),
             (
                 "SHED_MEMORY_FLOOR_MIB",
                 shedding.memory_floor_mib.to_string(),
@@ -578,6 +607,7 @@ mod tests {
                 upload_priority_cpu_percent: 77,
                 download_thresholds: "97:0.5,60:0.01".parse().unwrap(),
                 upload_thresholds: ">50:1".parse().unwrap(),
+                cpu: CpuShedding::Always,
                 memory_floor_mib: 12,
             },
             queues: Queues {

@@ -124,6 +124,7 @@ impl Overload {
             cpu_percent: self.gauges.cpu_percent(),
             queue_len: queue.depth(),
             queue_capacity: queue.capacity(),
+            over_delay_target: queue.over_delay_target(),
             expected_wait: queue.expected_wait(),
             service_time: queue.service_time(),
             time_left: deadline,

@@ -79,6 +79,8 @@ struct Shared {
     epoch: Instant,
     /// When the queue was last seen empty, in microseconds since `epoch`.
     last_empty_us: AtomicU64,
+    /// How long the job a worker took last had waited, in microseconds.
+    last_wait_us: AtomicU64,
 }
 
 impl Shared {
@@ -92,6 +94,15 @@ impl Shared {
         let last_empty =
             self.epoch + Duration::from_micros(self.last_empty_us.load(Ordering::Relaxed));
         now.saturating_duration_since(last_empty) >= self.config.delay_interval
+    }
+
+    /// Whether the queue is over its delay target: standing, and its last
+    /// job waited longer than the target. Never without a target.
+    fn over_target(&self, now: Instant) -> bool {
+        self.config.delay_target.is_some_and(|target| {
+            Duration::from_micros(self.last_wait_us.load(Ordering::Relaxed)) > target
+                && self.standing(now)
+        })
     }
 
     /// Why a dequeued job should not run, if it should not: a job whose
@@ -130,6 +141,7 @@ impl WorkQueue {
                 service_us: Mutex::new(1_000.0),
                 epoch: Instant::now(),
                 last_empty_us: AtomicU64::new(0),
+                last_wait_us: AtomicU64::new(0),
             }),
         };
         for _ in 0..config.min_workers.max(1) {
@@ -163,6 +175,12 @@ impl WorkQueue {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) as u64,
         )
+    }
+
+    /// Whether jobs leave this queue later than its delay target while it
+    /// stands: the node cannot keep its latency objective for them.
+    pub fn over_delay_target(&self) -> bool {
+        self.shared.over_target(Instant::now())
     }
 
     /// Expected wait for a job submitted now: the jobs ahead of it, served
@@ -261,6 +279,9 @@ fn spawn_worker(shared: &Arc<Shared>) {
             let now = Instant::now();
             let waited = now - queued.enqueued;
             metrics::observe_queue_wait(shared.name, waited);
+            shared
+                .last_wait_us
+                .store(waited.as_micros() as u64, Ordering::Relaxed);
             let dropped = shared.drop_reason(&queued, now, waited);
             if depth == 0 {
                 shared.mark_empty();
@@ -417,6 +438,33 @@ mod tests {
         let (result, runs) = queued_behind_a_busy_worker(&q, None, Duration::from_millis(80)).await;
         assert_eq!(result, Ok(()));
         assert_eq!(runs, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_a_standing_queue_whose_jobs_waited_past_the_target_is_over_it() {
+        let q = WorkQueue::new(
+            "objective",
+            QueueConfig {
+                delay_target: Some(Duration::from_millis(10)),
+                delay_interval: Duration::from_millis(30),
+                ..config(8, 1, 1)
+            },
+        );
+        let shared = &q.shared;
+        // Last seen empty at the epoch; 50 ms later it has stood 50 ms.
+        let later = shared.epoch + Duration::from_millis(50);
+        shared.last_wait_us.store(9_000, Ordering::Relaxed);
+        assert!(!shared.over_target(later), "jobs leave within the target");
+        shared.last_wait_us.store(11_000, Ordering::Relaxed);
+        assert!(shared.over_target(later));
+        let soon = shared.epoch + Duration::from_millis(20);
+        assert!(!shared.over_target(soon), "a burst, not a standing queue");
+        let without_target = WorkQueue::new("no target", config(8, 1, 1));
+        without_target
+            .shared
+            .last_wait_us
+            .store(u64::MAX, Ordering::Relaxed);
+        assert!(!without_target.shared.over_target(later));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,10 +3,15 @@
 //!
 //! The order of checks is memory, queue bound, CPU priority, CPU
 //! probabilistic, deadline: the cheapest and most certain reasons first.
+//!
+//! The CPU rules apply only to an overloaded node by default: one whose
+//! queue for the request's kind is over its delay target. Busy CPU alone is
+//! not overload: a node that uses all of its CPU while it still serves in
+//! time would only turn away work it was about to do.
 
 use std::time::Duration;
 
-use recipestore_settings::{Shedding, Thresholds};
+use recipestore_settings::{CpuShedding, Shedding, Thresholds};
 
 /// The operation being admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -149,6 +154,8 @@ pub struct ShedPolicy {
     pub upload_priority_cpu: f64,
     pub download_tiers: Tiers,
     pub upload_tiers: Tiers,
+    /// When the CPU rules above apply.
+    pub cpu: CpuShedding,
     /// Shed when less memory than this is available.
     pub memory_floor_bytes: u64,
 }
@@ -160,6 +167,7 @@ impl From<&Shedding> for ShedPolicy {
             upload_priority_cpu: f64::from(shedding.upload_priority_cpu_percent),
             download_tiers: Tiers::from(&shedding.download_thresholds),
             upload_tiers: Tiers::from(&shedding.upload_thresholds),
+            cpu: shedding.cpu,
             memory_floor_bytes: shedding.memory_floor_bytes(),
         }
     }
@@ -178,6 +186,8 @@ pub struct Load {
     pub cpu_percent: f64,
     pub queue_len: usize,
     pub queue_capacity: usize,
+    /// The queue is over its delay target: the node is overloaded.
+    pub over_delay_target: bool,
     /// Expected wait in the queue before a worker takes the request.
     pub expected_wait: Duration,
     /// Expected time to serve it once taken.
@@ -198,15 +208,21 @@ pub fn decide(policy: &ShedPolicy, op: Op, load: &Load, coin: f64) -> Result<(),
     if load.queue_len >= load.queue_capacity {
         return Err(ShedReason::QueueFull);
     }
-    if op == Op::Upload && load.cpu_percent > policy.upload_priority_cpu {
-        return Err(ShedReason::CpuPriority);
-    }
-    let tiers = match op {
-        Op::Upload => &policy.upload_tiers,
-        Op::Download => &policy.download_tiers,
+    let overloaded = match policy.cpu {
+        CpuShedding::WhenOverloaded => load.over_delay_target,
+        CpuShedding::Always => true,
     };
-    if coin < tiers.probability(load.cpu_percent) {
-        return Err(ShedReason::CpuProbabilistic);
+    if overloaded {
+        if op == Op::Upload && load.cpu_percent > policy.upload_priority_cpu {
+            return Err(ShedReason::CpuPriority);
+        }
+        let tiers = match op {
+            Op::Upload => &policy.upload_tiers,
+            Op::Download => &policy.download_tiers,
+        };
+        if coin < tiers.probability(load.cpu_percent) {
+            return Err(ShedReason::CpuProbabilistic);
+        }
     }
     if let Some(left) = load.time_left
         && left < load.expected_wait + load.service_time
@@ -225,6 +241,7 @@ mod tests {
             cpu_percent: 0.0,
             queue_len: 0,
             queue_capacity: 10,
+            over_delay_target: false,
             expected_wait: Duration::ZERO,
             service_time: Duration::from_millis(1),
             time_left: None,
@@ -232,11 +249,53 @@ mod tests {
         }
     }
 
+    /// An overloaded node at `cpu` percent, where the CPU rules apply.
     fn at_cpu(cpu: f64) -> Load {
         Load {
             cpu_percent: cpu,
+            over_delay_target: true,
             ..idle()
         }
+    }
+
+    #[test]
+    fn busy_cpu_alone_sheds_nothing_until_the_queue_is_over_its_target() {
+        let p = ShedPolicy::default();
+        let busy_in_time = Load {
+            over_delay_target: false,
+            ..at_cpu(100.0)
+        };
+        for op in [Op::Upload, Op::Download] {
+            assert_eq!(decide(&p, op, &busy_in_time, 0.0), Ok(()), "{op:?}");
+        }
+        assert_eq!(
+            decide(&p, Op::Upload, &at_cpu(100.0), 0.99),
+            Err(ShedReason::CpuPriority)
+        );
+        assert_eq!(
+            decide(&p, Op::Download, &at_cpu(100.0), 0.0),
+            Err(ShedReason::CpuProbabilistic)
+        );
+    }
+
+    #[test]
+    fn always_applies_the_cpu_rules_on_cpu_alone() {
+        let p = ShedPolicy {
+            cpu: CpuShedding::Always,
+            ..ShedPolicy::default()
+        };
+        let busy_in_time = Load {
+            over_delay_target: false,
+            ..at_cpu(100.0)
+        };
+        assert_eq!(
+            decide(&p, Op::Upload, &busy_in_time, 0.99),
+            Err(ShedReason::CpuPriority)
+        );
+        assert_eq!(
+            decide(&p, Op::Download, &busy_in_time, 0.0),
+            Err(ShedReason::CpuProbabilistic)
+        );
     }
 
     #[test]

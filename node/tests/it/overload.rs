@@ -42,9 +42,39 @@ async fn await_cpu_above(c: &TestCluster, node: u64, ratio: f64) {
     .await;
 }
 
+/// The seed's CPU rules as written, on CPU alone: what the tests that
+/// saturate a node's CPU need to see shedding without a real overload.
+const SEED_CPU_RULES: &[&str] = &["--shed-cpu", "always"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_busy_cpu_that_serves_in_time_sheds_nothing() {
+    let c = TestCluster::start(3, &[]).await;
+    let leader = c.leader().await;
+    let _cpu = FakeCpu::saturated(&c);
+    await_cpu_above(&c, leader, 0.9).await;
+    let node = single_shot(c.cluster.nodes[leader as usize].client_addr());
+    for i in 0..50 {
+        let name = format!("busy-{i}");
+        node.upload(&name, b"x".to_vec(), None)
+            .await
+            .unwrap_or_else(|e| panic!("upload {i} at busy CPU: {e}"));
+        node.download(&name, Consistency::Linearizable, None)
+            .await
+            .unwrap_or_else(|e| panic!("download {i} at busy CPU: {e}"));
+    }
+    assert!(metric(&c, leader, "recipestore_cpu_usage_ratio").await > 0.9);
+    for op in ["upload", "download"] {
+        for reason in ["cpu_priority", "cpu_probabilistic"] {
+            let series =
+                format!("recipestore_shed_requests_total{{op=\"{op}\",reason=\"{reason}\"}}");
+            assert_eq!(metric(&c, leader, &series).await, 0.0, "{series}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_high_cpu_uploads_are_shed_without_effect_while_downloads_keep_flowing() {
-    let c = TestCluster::start(3, &[]).await;
+    let c = TestCluster::start(3, SEED_CPU_RULES).await;
     let leader = c.leader().await;
     let client = c.client();
     client
@@ -250,7 +280,7 @@ async fn a_flood_is_bounded_by_the_queue_not_by_memory_or_latency() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_backs_off_as_told_and_succeeds_once_the_node_recovers() {
-    let c = TestCluster::start(3, &[]).await;
+    let c = TestCluster::start(3, SEED_CPU_RULES).await;
     let leader = c.leader().await;
     let cpu = FakeCpu::saturated(&c);
     await_cpu_above(&c, leader, 0.9).await;
@@ -280,7 +310,7 @@ async fn the_client_backs_off_as_told_and_succeeds_once_the_node_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_refused_again_and_again_stops_sending_to_that_node() {
-    let c = TestCluster::start(3, &[]).await;
+    let c = TestCluster::start(3, SEED_CPU_RULES).await;
     let leader = c.leader().await;
     let _cpu = FakeCpu::saturated(&c);
     await_cpu_above(&c, leader, 0.9).await;

@@ -139,6 +139,7 @@ fn config_map_carries_node_settings_as_env() {
         ("RECIPESTORE_SHED_UPLOAD_PRIORITY_CPU", "90"),
         ("RECIPESTORE_SHED_DOWNLOAD_TIERS", "95:0.25,90:0.10,85:0.05"),
         ("RECIPESTORE_SHED_UPLOAD_TIERS", "80:0.25,75:0.10,>70:0.05"),
+        ("RECIPESTORE_SHED_CPU", "when-overloaded"),
         ("RECIPESTORE_SHED_MEMORY_FLOOR_MIB", "64"),
         ("RECIPESTORE_UPLOAD_QUEUE_CAPACITY", "256"),
         ("RECIPESTORE_DOWNLOAD_QUEUE_CAPACITY", "1024"),
