@@ -4,7 +4,6 @@
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
-mod write_behind;
 
 use std::fmt;
 
