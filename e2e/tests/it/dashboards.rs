@@ -34,11 +34,14 @@ const NEEDS_A_CLUSTER: &[&str] = &["recipestore-operator.json"];
 const RATE_INTERVAL: &str = "2m";
 
 /// Besides the test Raft timings: a download queue of two served by one
-/// worker (so a burst overflows it), and a read cache of a few recipes (so
-/// it evicts).
+/// worker (so a burst overflows it), a read cache of a few recipes (so it
+/// evicts), and the CPU rules on CPU alone (so the faked CPU spike sheds
+/// without a real overload).
 const NODE_ARGS: &[&str] = &[
     "--cpu-sample-ms",
     "50",
+    "--shed-cpu",
+    "always",
     "--download-queue-capacity",
     "2",
     "--download-workers-min",
