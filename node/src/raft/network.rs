@@ -1,5 +1,5 @@
 //! The Raft network over tonic: one reused HTTP/2 channel per peer, bounded
-//! message sizes, AppendEntries pipelined on a stream per follower (call by
+//! message sizes, AppendEntries on a stream per follower, one in flight (call by
 //! call to a peer of an older release), snapshots streamed in chunks, and
 //! connection failures reported to openraft as `Unreachable` so it backs
 //! off.
@@ -231,6 +231,33 @@ impl PeerClient {
     }
 }
 
+/// Takes a request from `input` only with a permit from `answered`, which
+/// each answer returns: one AppendEntries in flight per follower.
+///
+/// Openraft stamps a request with the time it takes it from this stream and
+/// credits a follower's answer to every request whose last log id the
+/// answer's matching log id covers, as a quorum's confirmation of
+/// leadership since then (leases, read indexes). With several in flight, an
+/// answer the follower gave long ago (a leader paused by SIGSTOP finds it
+/// in its socket when it resumes) also covers a request taken after it
+/// with the same last log id, such as a heartbeat-like append: the deposed
+/// leader then counts itself confirmed and serves a linearizable read from
+/// its old state. The fault suite saw exactly that. With one in flight, an
+/// answer always follows the request it is credited to.
+fn one_in_flight<S>(
+    input: S,
+    answered: Arc<tokio::sync::Semaphore>,
+) -> impl Stream<Item = AppendEntriesRequest<TypeConfig>>
+where
+    S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Unpin,
+{
+    futures::stream::unfold((input, answered), |(mut input, answered)| async move {
+        answered.acquire().await.ok()?.forget();
+        let request = input.next().await?;
+        Some((request, (input, answered)))
+    })
+}
+
 impl RaftNetworkV2<TypeConfig> for PeerClient {
     type SnapshotData = File;
 
@@ -246,11 +273,11 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         .await
     }
 
-    /// Several AppendEntries in flight on one gRPC stream: the follower
-    /// answers each in order, so the leader need not wait a round trip and
-    /// a follower's fdatasync before sending the next batch. The stream has
-    /// no deadline (a session lasts as long as replication has work);
-    /// HTTP/2 keep-alive ends it when the follower stops answering.
+    /// AppendEntries on one gRPC stream per follower, one at a time: the
+    /// next request is taken from openraft only once the previous one is
+    /// answered (see [`one_in_flight`]). The stream has no deadline (a
+    /// session lasts as long as replication has work); HTTP/2 keep-alive
+    /// ends it when the follower stops answering.
     fn stream_append<'s, S>(
         &'s mut self,
         input: S,
@@ -272,9 +299,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             let (target, addr) = (self.target, self.addr.clone());
             let mut client = self.client().map_err(|f| f.into_rpc(target, &addr))?;
             let cluster_id = self.identity.cluster_id().unwrap_or_default();
+            let answered = Arc::new(tokio::sync::Semaphore::new(1));
             // An entry that cannot be encoded ends the stream; the leader
             // then starts a new session.
-            let requests = input
+            let requests = one_in_flight(input, answered.clone())
                 .map(move |request| {
                     codec::encode(&request).map(|payload| pb::RaftMessage {
                         cluster_id: cluster_id.clone(),
@@ -297,6 +325,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 }
             };
             let results = responses.map(move |message| {
+                answered.add_permits(1);
                 let failure = match message {
                     Ok(message) => match codec::decode(&message.payload) {
                         Ok(result) => return Ok(result),
@@ -482,6 +511,32 @@ mod tests {
             entries: Vec::new(),
             leader_commit: None,
         }
+    }
+
+    /// A request taken from openraft while an earlier one is unanswered
+    /// would let the earlier answer confirm it (see `one_in_flight`).
+    #[tokio::test]
+    async fn the_next_append_is_taken_only_once_the_previous_is_answered() {
+        let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = taken.clone();
+        let input =
+            futures::stream::iter([heartbeat(), heartbeat(), heartbeat()]).inspect(move |_| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            });
+        let answered = Arc::new(tokio::sync::Semaphore::new(1));
+        let mut requests = Box::pin(one_in_flight(input, answered.clone()));
+        let taken_now = || taken.load(std::sync::atomic::Ordering::SeqCst);
+
+        assert!(requests.next().await.is_some());
+        assert_eq!(taken_now(), 1);
+        // Unanswered: the stream waits without taking the next request.
+        assert!(futures::poll!(requests.next()).is_pending());
+        assert_eq!(taken_now(), 1);
+        answered.add_permits(1);
+        assert!(requests.next().await.is_some());
+        assert_eq!(taken_now(), 2);
+        assert!(futures::poll!(requests.next()).is_pending());
+        assert_eq!(taken_now(), 2);
     }
 
     #[tokio::test]
