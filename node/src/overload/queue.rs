@@ -235,14 +235,27 @@ impl WorkQueue {
 fn grow_if_backlogged(shared: &Arc<Shared>) {
     let workers = shared.workers.load(Ordering::Relaxed);
     let idle = workers.saturating_sub(shared.busy.load(Ordering::Relaxed));
-    if shared.depth.load(Ordering::Relaxed) > idle && workers < shared.config.max_workers {
-        spawn_worker(shared);
+    // The compare-exchange keeps two concurrent checks from both adding
+    // the last worker allowed.
+    if shared.depth.load(Ordering::Relaxed) > idle
+        && workers < shared.config.max_workers
+        && shared
+            .workers
+            .compare_exchange(workers, workers + 1, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        start_worker(shared, workers + 1);
     }
 }
 
 fn spawn_worker(shared: &Arc<Shared>) {
-    let shared = shared.clone();
     let count = shared.workers.fetch_add(1, Ordering::Relaxed) + 1;
+    start_worker(shared, count);
+}
+
+/// Starts a worker already counted in `shared.workers` (now `count`).
+fn start_worker(shared: &Arc<Shared>, count: usize) {
+    let shared = shared.clone();
     metrics::observe_queue_workers(shared.name, count);
     tokio::spawn(async move {
         loop {
@@ -274,6 +287,10 @@ fn spawn_worker(shared: &Arc<Shared>) {
                 }
             };
             let depth = shared.depth.fetch_sub(1, Ordering::Relaxed) - 1;
+            // Busy before the check: counted idle, this worker would hide
+            // one waiting job from it, and with every worker then busy no
+            // later check might come to add the missing worker.
+            shared.busy.fetch_add(1, Ordering::Relaxed);
             grow_if_backlogged(&shared);
             metrics::observe_queue_depth(shared.name, depth);
             let now = Instant::now();
@@ -287,10 +304,10 @@ fn spawn_worker(shared: &Arc<Shared>) {
                 shared.mark_empty();
             }
             if let Some(why) = dropped {
+                shared.busy.fetch_sub(1, Ordering::Relaxed);
                 let _ = queued.dropped.send(why);
                 continue;
             }
-            shared.busy.fetch_add(1, Ordering::Relaxed);
             let started = Instant::now();
             queued.run.await;
             let took = started.elapsed().as_micros() as f64;
