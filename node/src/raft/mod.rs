@@ -4,6 +4,7 @@
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
+mod write_behind;
 
 use std::fmt;
 

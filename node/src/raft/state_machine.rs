@@ -3,9 +3,11 @@
 //!
 //! Recipes, the applied id and the membership share one tree, so the entries
 //! openraft hands over together are applied in one atomic batch, with the
-//! last applied id (one write per batch, not per entry). The state machine
-//! is not fsync'd (sled syncs it in the background): what it loses in a
-//! crash is rebuilt from durable parts. The log keeps every entry after the last snapshot, and
+//! last applied id (one write per batch, not per entry). Applying answers
+//! the writers once memory holds the new state; a writer thread puts it into
+//! sled behind them ([`super::write_behind`]). The state machine is not
+//! fsync'd (sled syncs it in the background): what it loses in a crash is
+//! rebuilt from durable parts. The log keeps every entry after the last snapshot, and
 //! a snapshot is durable before openraft purges the log behind it: it is
 //! written to a temporary file, fsync'd, renamed and its directory fsync'd,
 //! and it carries its own metadata, so the newest snapshot file *is* the
@@ -48,6 +50,10 @@ use crate::cache::RecipeCache;
 use crate::codec::decode_io;
 use crate::codec::encode_io;
 use crate::metrics;
+
+use super::write_behind::Staged;
+use super::write_behind::Write as SledWrite;
+use super::write_behind::WriteBehind;
 
 const APPLIED: &[u8] = b"m/applied";
 const MEMBERSHIP: &[u8] = b"m/membership";
@@ -96,13 +102,15 @@ pub struct RecipeSummary {
 
 /// Read access to the applied recipes, shared with the gRPC services.
 ///
-/// Reads go through the cache. Coherence: applying an entry (sled write +
-/// cache update) and filling the cache after a miss (sled read + cache
-/// insert) both hold `fill_lock`, so a fill can never put back a value that
-/// an apply has already replaced or deleted.
+/// Reads go through the cache, then the applied writes not yet in sled,
+/// then sled. Coherence: applying entries (overlay + cache update) and
+/// filling the cache after a miss (overlay or sled read + cache insert) both
+/// hold `fill_lock`, so a fill can never put back a value that an apply has
+/// already replaced or deleted.
 #[derive(Clone)]
 pub struct Recipes {
     tree: sled::Tree,
+    unwritten: WriteBehind,
     cache: RecipeCache,
     fill_lock: Arc<std::sync::Mutex<()>>,
 }
@@ -114,24 +122,27 @@ impl Recipes {
             return Ok(Some(hit));
         }
         let _fill = self.fill_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(recipe) = self.get_stored(name)? else {
+        let Some(recipe) = self.get_uncached(name)? else {
             return Ok(None);
         };
-        let recipe = Arc::new(recipe);
         self.cache.insert(name, recipe.clone());
         Ok(Some(recipe))
     }
 
-    fn get_stored(&self, name: &str) -> io::Result<Option<Recipe>> {
-        read_meta(&self.tree, &recipe_key(name))
+    /// The recipe from the unwritten writes, else from sled.
+    fn get_uncached(&self, name: &str) -> io::Result<Option<Arc<Recipe>>> {
+        if let Some(staged) = self.unwritten.get(name) {
+            return Ok(staged);
+        }
+        Ok(read_meta(&self.tree, &recipe_key(name))?.map(Arc::new))
     }
 
-    /// The stored version of a recipe, from the cache when it holds it.
-    fn get_stored_version(&self, name: &str) -> io::Result<Option<u64>> {
+    /// The applied version of a recipe, from the cache when it holds it.
+    fn get_version(&self, name: &str) -> io::Result<Option<u64>> {
         if let Some(hit) = self.cache.get(name) {
             return Ok(Some(hit.version));
         }
-        Ok(self.get_stored(name)?.map(|r| r.version))
+        Ok(self.get_uncached(name)?.map(|r| r.version))
     }
 
     /// Publishes the cache's size to the metrics.
@@ -156,19 +167,38 @@ impl Recipes {
             None => recipe_key(prefix),
         };
         let full_prefix = recipe_key(prefix);
+        // Taken before sled is read: a write the writer moves into sled
+        // meanwhile is then found in one or both, never in neither.
+        let mut unwritten = self.unwritten.range(prefix, after).into_iter().peekable();
         let mut out = Vec::new();
+        let summary = |name: String, recipe: &Recipe| RecipeSummary {
+            name,
+            version: recipe.version,
+            size_bytes: recipe.content.len() as u64,
+        };
         for kv in self.tree.range(start..) {
             let (key, value) = kv.map_err(io_err)?;
             if !key.starts_with(&full_prefix) || out.len() >= limit {
                 break;
             }
-            let recipe: Recipe = decode_io(&value)?;
-            out.push(RecipeSummary {
-                name: String::from_utf8_lossy(&key[RECIPE_PREFIX.len()..]).into_owned(),
-                version: recipe.version,
-                size_bytes: recipe.content.len() as u64,
-            });
+            let name = String::from_utf8_lossy(&key[RECIPE_PREFIX.len()..]).into_owned();
+            while let Some((staged_name, staged)) = unwritten.next_if(|(n, _)| *n < name) {
+                if let Some(recipe) = staged {
+                    out.push(summary(staged_name, &recipe));
+                }
+            }
+            match unwritten.next_if(|(n, _)| *n == name) {
+                // Newer than sled's copy, or its deletion.
+                Some((_, staged)) => {
+                    if let Some(recipe) = staged {
+                        out.push(summary(name, &recipe));
+                    }
+                }
+                None => out.push(summary(name, &decode_io(&value)?)),
+            }
         }
+        out.extend(unwritten.filter_map(|(name, staged)| Some(summary(name, &*staged?))));
+        out.truncate(limit);
         Ok(out)
     }
 }
@@ -185,13 +215,14 @@ pub struct StateMachine {
 
 impl StateMachine {
     /// Opens the state machine in `db`, with snapshots under `snapshot_dir`
-    /// and reads served through `cache`.
+    /// and reads served through `cache`, and starts its writer thread.
     pub fn open(db: &sled::Db, snapshot_dir: &Path, cache: RecipeCache) -> io::Result<Self> {
         std::fs::create_dir_all(snapshot_dir)?;
         let tree = db.open_tree("sm").map_err(io_err)?;
         Ok(Self {
             recipes: Recipes {
                 tree: tree.clone(),
+                unwritten: WriteBehind::start(tree.clone())?,
                 cache,
                 fill_lock: Arc::default(),
             },
@@ -206,35 +237,28 @@ impl StateMachine {
         self.recipes.clone()
     }
 
-    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
-        read_meta(&self.tree, key)
-    }
-
-    /// Computes the outcome of `command` and stages its write in `batch`;
-    /// returns the cache change to make once the batch is applied.
-    /// `staged` holds the version each name has after the writes already
-    /// staged (`None`: deleted), which a later entry of the batch must see.
+    /// Computes the outcome of `command` and stages its write in `pending`,
+    /// whose earlier entries it sees.
     fn apply_command(
         &self,
         index: u64,
         command: &Command,
-        batch: &mut sled::Batch,
-        staged: &mut HashMap<String, Option<u64>>,
-    ) -> io::Result<(Outcome, Option<CacheChange>)> {
+        pending: &mut Pending,
+    ) -> io::Result<Outcome> {
         let (name, if_version) = match command {
             Command::Put {
                 name, if_version, ..
             }
             | Command::Delete { name, if_version } => (name, *if_version),
         };
-        let current = match staged.get(name) {
-            Some(version) => *version,
-            None => self.recipes.get_stored_version(name)?,
+        let current = match pending.staged.get(name) {
+            Some(staged) => staged.as_ref().map(|r| r.version),
+            None => self.recipes.get_version(name)?,
         };
         if let Some(expected) = if_version
             && current.unwrap_or(0) != expected
         {
-            return Ok((Outcome::VersionMismatch { expected, current }, None));
+            return Ok(Outcome::VersionMismatch { expected, current });
         }
         Ok(match command {
             Command::Put { name, content, .. } => {
@@ -242,35 +266,33 @@ impl StateMachine {
                     version: index,
                     content: content.clone(),
                 };
-                batch.insert(recipe_key(name), encode_io(&recipe)?);
-                staged.insert(name.clone(), Some(index));
-                let change = CacheChange::Put(name.clone(), Arc::new(recipe));
-                (Outcome::Written { version: index }, Some(change))
+                pending
+                    .writes
+                    .push((recipe_key(name), Some(encode_io(&recipe)?)));
+                pending.staged.insert(name.clone(), Some(Arc::new(recipe)));
+                Outcome::Written { version: index }
             }
             Command::Delete { name, .. } => {
                 if current.is_none() {
-                    return Ok((Outcome::NotFound, None));
+                    return Ok(Outcome::NotFound);
                 }
-                batch.remove(recipe_key(name));
-                staged.insert(name.clone(), None);
-                (
-                    Outcome::Deleted { version: index },
-                    Some(CacheChange::Remove(name.clone())),
-                )
+                pending.writes.push((recipe_key(name), None));
+                pending.staged.insert(name.clone(), None);
+                Outcome::Deleted { version: index }
             }
         })
     }
 }
 
-/// Applied entries not yet written: one sled batch for all of them, so
+/// Entries being applied together: one sled batch for all of them, so
 /// applying costs one write per batch rather than one per entry.
 #[derive(Default)]
 struct Pending {
-    batch: sled::Batch,
-    staged: HashMap<String, Option<u64>>,
+    writes: Vec<SledWrite>,
+    /// Each recipe the entries wrote, as they left it.
+    staged: HashMap<String, Staged>,
     applied: Option<LogId>,
     entries: usize,
-    changes: Vec<CacheChange>,
     replies: Vec<(ApplyResponder<TypeConfig>, Outcome)>,
 }
 
@@ -278,47 +300,52 @@ struct Pending {
 /// (after a restart) holds before writing.
 const APPLY_BATCH_ENTRIES: usize = 512;
 
-/// How an applied entry changes the cache.
-enum CacheChange {
-    Put(String, Arc<Recipe>),
-    Remove(String),
-}
-
 impl StateMachine {
-    /// Writes the pending entries and the last applied id in one atomic
-    /// batch, updates the cache, then answers the writers. The batch is not
-    /// synced: the state machine is rebuilt from the durable log and
-    /// snapshot after a crash (see the module's comment).
-    fn commit(&self, pending: Pending) -> io::Result<()> {
+    /// Makes the pending entries visible to reads (overlay and cache), hands
+    /// their writes and the last applied id to the writer as one atomic
+    /// batch, then answers the writers. The batch is not synced: the state
+    /// machine is rebuilt from the durable log and snapshot after a crash
+    /// (see the module's comment).
+    async fn commit(&self, pending: Pending) -> io::Result<()> {
         let Pending {
-            mut batch,
+            mut writes,
+            staged,
             applied,
-            changes,
             replies,
             ..
         } = pending;
         let Some(applied) = applied else {
             return Ok(());
         };
-        batch.insert(APPLIED, encode_io(&Some(applied))?);
-        {
+        writes.push((APPLIED.to_vec(), Some(encode_io(&Some(applied))?)));
+        let batch = {
             let _fill = self
                 .recipes
                 .fill_lock
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            self.tree.apply_batch(batch).map_err(io_err)?;
-            for change in changes {
-                match change {
-                    CacheChange::Put(name, recipe) => self.recipes.cache.insert(&name, recipe),
-                    CacheChange::Remove(name) => self.recipes.cache.invalidate(&name),
+            for (name, recipe) in &staged {
+                match recipe {
+                    Some(recipe) => self.recipes.cache.insert(name, recipe.clone()),
+                    None => self.recipes.cache.invalidate(name),
                 }
             }
-        }
+            self.recipes.unwritten.stage(staged)
+        };
+        self.recipes.unwritten.send(batch, writes).await?;
         for (responder, outcome) in replies {
             responder.send(outcome);
         }
         Ok(())
+    }
+
+    /// The applied id and membership, once every applied entry is in sled.
+    async fn read_applied_state(&self) -> io::Result<(Option<LogId>, StoredMembership)> {
+        self.recipes.unwritten.drain().await?;
+        Ok((
+            read_meta(&self.tree, APPLIED)?,
+            read_meta(&self.tree, MEMBERSHIP)?.unwrap_or_default(),
+        ))
     }
 }
 
@@ -444,6 +471,7 @@ fn read_record(input: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
 /// Builds snapshots from a consistent view of the state machine.
 pub struct SnapshotBuilder {
     tree: sled::Tree,
+    unwritten: WriteBehind,
     snapshot_dir: PathBuf,
     apply_lock: Arc<Mutex<()>>,
 }
@@ -454,6 +482,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let started = Instant::now();
         let guard = self.apply_lock.lock().await;
+        // Everything applied is in sled once this returns, and the apply
+        // lock keeps it so while the snapshot is dumped.
+        self.unwritten.drain().await?;
         let last_log_id: Option<LogId> = read_meta(&self.tree, APPLIED)?;
         let last_membership: StoredMembership =
             read_meta(&self.tree, MEMBERSHIP)?.unwrap_or_default();
@@ -483,10 +514,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
-        Ok((
-            self.read_meta(APPLIED)?,
-            self.read_meta(MEMBERSHIP)?.unwrap_or_default(),
-        ))
+        self.read_applied_state().await
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -497,36 +525,35 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut pending = Pending::default();
         while let Some((entry, responder)) = entries.try_next().await? {
             let log_id = entry.log_id();
-            let (outcome, change) = match &entry.payload {
-                EntryPayload::Blank => (Outcome::Applied, None),
-                EntryPayload::Normal(command) => self.apply_command(
-                    log_id.index(),
-                    command,
-                    &mut pending.batch,
-                    &mut pending.staged,
-                )?,
+            let outcome = match &entry.payload {
+                EntryPayload::Blank => Outcome::Applied,
+                EntryPayload::Normal(command) => {
+                    self.apply_command(log_id.index(), command, &mut pending)?
+                }
                 EntryPayload::Membership(membership) => {
                     let stored = StoredMembership::new(Some(log_id), membership.clone());
-                    pending.batch.insert(MEMBERSHIP, encode_io(&stored)?);
-                    (Outcome::Applied, None)
+                    pending
+                        .writes
+                        .push((MEMBERSHIP.to_vec(), Some(encode_io(&stored)?)));
+                    Outcome::Applied
                 }
             };
             pending.applied = Some(log_id);
             pending.entries += 1;
-            pending.changes.extend(change);
             if let Some(responder) = responder {
                 pending.replies.push((responder, outcome));
             }
             if pending.entries >= APPLY_BATCH_ENTRIES {
-                self.commit(std::mem::take(&mut pending))?;
+                self.commit(std::mem::take(&mut pending)).await?;
             }
         }
-        self.commit(pending)
+        self.commit(pending).await
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
             tree: self.tree.clone(),
+            unwritten: self.recipes.unwritten.clone(),
             snapshot_dir: self.snapshot_dir.clone(),
             apply_lock: self.apply_lock.clone(),
         }
@@ -538,6 +565,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: File,
     ) -> Result<(), io::Error> {
         let _guard = self.apply_lock.lock().await;
+        // The snapshot replaces the whole state: no earlier write may land
+        // in sled after it.
+        self.recipes.unwritten.drain().await?;
         let file = snapshot_file_name(meta);
         let path = self.snapshot_dir.join(&file);
         let tree = self.tree.clone();
@@ -627,18 +657,102 @@ mod tests {
         }
     }
 
+    fn open(dir: &Path) -> StateMachine {
+        let db = sled::Config::new().path(dir.join("db")).open().unwrap();
+        // No cache: every read comes from the unwritten writes or sled.
+        StateMachine::open(&db, &dir.join("snapshots"), RecipeCache::new(0)).unwrap()
+    }
+
+    async fn apply(sm: &mut StateMachine, entries: Vec<Entry>) {
+        let stream = futures::stream::iter(entries.into_iter().map(|e| Ok((e, None))));
+        sm.apply(stream).await.unwrap();
+    }
+
+    fn names(rows: &[RecipeSummary]) -> Vec<(&str, u64)> {
+        rows.iter().map(|r| (r.name.as_str(), r.version)).collect()
+    }
+
+    /// Reads and listings see every applied entry, whether the writer has
+    /// put it into sled yet or not; a snapshot holds them all.
+    #[tokio::test]
+    async fn reads_lists_and_snapshots_see_writes_not_yet_in_sled() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = open(dir.path());
+        apply(
+            &mut sm,
+            vec![
+                entry(1, put("b", None)),
+                entry(2, put("d", None)),
+                entry(3, put("f", None)),
+            ],
+        )
+        .await;
+        sm.recipes.unwritten.drain().await.unwrap();
+        // A batch staged but not yet sent: the writer cannot have put it
+        // into sled, so reads find it only in the overlay.
+        let recipes = sm.recipes();
+        let recipe = |version| Recipe {
+            version,
+            content: b"x".to_vec(),
+        };
+        let staged = recipes.unwritten.stage(HashMap::from([
+            ("a".to_string(), Some(Arc::new(recipe(4)))),
+            ("d".to_string(), None),
+            ("e".to_string(), Some(Arc::new(recipe(5)))),
+            ("f".to_string(), Some(Arc::new(recipe(6)))),
+        ]));
+        assert_eq!(recipes.get("d").unwrap(), None, "deleted, not yet in sled");
+        assert_eq!(recipes.get("f").unwrap().unwrap().version, 6);
+        assert_eq!(recipes.get("b").unwrap().unwrap().version, 1);
+        assert_eq!(
+            names(&recipes.list("", None, 10).unwrap()),
+            [("a", 4), ("b", 1), ("e", 5), ("f", 6)]
+        );
+        assert_eq!(
+            names(&recipes.list("", Some("a"), 2).unwrap()),
+            [("b", 1), ("e", 5)]
+        );
+        assert_eq!(names(&recipes.list("", Some("e"), 2).unwrap()), [("f", 6)]);
+        let written = |version| Some(encode_io(&recipe(version)).unwrap());
+        let applied = LogId::new(Leader::new(1, 0), 6);
+        let writes = vec![
+            (recipe_key("a"), written(4)),
+            (recipe_key("d"), None),
+            (recipe_key("e"), written(5)),
+            (recipe_key("f"), written(6)),
+            (APPLIED.to_vec(), Some(encode_io(&Some(applied)).unwrap())),
+        ];
+        recipes.unwritten.send(staged, writes).await.unwrap();
+
+        let snapshot = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        assert_eq!(snapshot.meta.last_log_id.map(|l| l.index()), Some(6));
+        assert!(recipes.unwritten.range("", None).is_empty(), "all in sled");
+        assert_eq!(
+            names(&recipes.list("", None, 10).unwrap()),
+            [("a", 4), ("b", 1), ("e", 5), ("f", 6)]
+        );
+        let mut restored = open(&dir.path().join("restored"));
+        restored
+            .install_snapshot(&snapshot.meta, snapshot.snapshot)
+            .await
+            .unwrap();
+        assert_eq!(
+            names(&restored.recipes().list("", None, 10).unwrap()),
+            [("a", 4), ("b", 1), ("e", 5), ("f", 6)]
+        );
+    }
+
     /// Entries applied in one batch see the writes of the entries before
     /// them, as they would one at a time.
     #[tokio::test]
     async fn conditions_in_one_batch_see_the_earlier_entries_of_the_batch() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new()
-            .path(dir.path().join("db"))
-            .open()
-            .unwrap();
-        // No cache: every version comes from sled or from the batch.
-        let mut sm =
-            StateMachine::open(&db, &dir.path().join("snapshots"), RecipeCache::new(0)).unwrap();
+        let mut sm = open(dir.path());
         let entries = [
             entry(1, put("a", None)),
             entry(2, put("a", Some(1))),
@@ -648,8 +762,7 @@ mod tests {
             entry(6, delete("b", Some(5))),
             entry(7, put("b", Some(0))),
         ];
-        let stream = futures::stream::iter(entries.into_iter().map(|e| Ok((e, None))));
-        sm.apply(stream).await.unwrap();
+        apply(&mut sm, entries.to_vec()).await;
 
         let recipes = sm.recipes();
         assert_eq!(recipes.get("a").unwrap().unwrap().version, 2);
