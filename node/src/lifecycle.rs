@@ -32,7 +32,8 @@ pub struct RunningNode {
     pub node: Arc<Node>,
     db: sled::Db,
     stop: watch::Sender<bool>,
-    servers: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// Each server by name.
+    servers: Vec<(&'static str, tokio::task::JoinHandle<anyhow::Result<()>>)>,
 }
 
 impl RunningNode {
@@ -102,21 +103,30 @@ impl RunningNode {
 
         let (stop, stopped) = watch::channel(false);
         let servers = vec![
-            tokio::spawn(crate::server::serve_peer(
-                node.clone(),
-                config.peer_addr,
-                stopped.clone(),
-            )),
-            tokio::spawn(crate::server::serve_client(
-                node.clone(),
-                config.client_addr,
-                stopped.clone(),
-            )),
-            tokio::spawn(crate::http::serve(
-                node.clone(),
-                config.http_addr,
-                stopped.clone(),
-            )),
+            (
+                "peer",
+                tokio::spawn(crate::server::serve_peer(
+                    node.clone(),
+                    config.peer_addr,
+                    stopped.clone(),
+                )),
+            ),
+            (
+                "client",
+                tokio::spawn(crate::server::serve_client(
+                    node.clone(),
+                    config.client_addr,
+                    stopped.clone(),
+                )),
+            ),
+            (
+                "http",
+                tokio::spawn(crate::http::serve(
+                    node.clone(),
+                    config.http_addr,
+                    stopped.clone(),
+                )),
+            ),
         ];
         tokio::spawn(publish_raft_metrics(node.clone(), stopped.clone()));
         if let Some(interval) = config.snapshot_interval() {
@@ -133,7 +143,8 @@ impl RunningNode {
 
     /// Waits until a server fails (returning its error) or `shutdown` is requested.
     pub async fn wait(&mut self) -> anyhow::Result<()> {
-        let (result, _, _) = futures::future::select_all(self.servers.iter_mut()).await;
+        let (result, _, _) =
+            futures::future::select_all(self.servers.iter_mut().map(|(_, server)| server)).await;
         result.context("server task panicked")?
     }
 
@@ -144,8 +155,16 @@ impl RunningNode {
             hand_over_leadership(&self.node).await;
         }
         let _ = self.stop.send(true);
-        for server in self.servers {
-            let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+        for (name, server) in self.servers {
+            if tokio::time::timeout(Duration::from_secs(5), server)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    server = name,
+                    "a server still had calls open after 5 s; stopping anyway"
+                );
+            }
         }
         self.node
             .raft

@@ -11,6 +11,7 @@ use std::io::Read;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
+use std::time::Instant;
 
 use futures::Stream;
 use futures::StreamExt;
@@ -144,6 +145,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             identity: self.identity.clone(),
             append_timeout: self.append_timeout,
             stream_unsupported: false,
+            open_failed_at: None,
         }
     }
 }
@@ -159,7 +161,16 @@ pub struct PeerClient {
     /// from before the stream (a rolling upgrade), so replication to it goes
     /// one AppendEntries call at a time.
     stream_unsupported: bool,
+    /// When opening an append stream last failed, if the last attempt did.
+    open_failed_at: Option<Instant>,
 }
+
+/// How long after a failed attempt the next append stream to the same peer
+/// is opened. Openraft retries at once and paces only requests within an
+/// open stream, so without this a leader spins on a stopped follower (about
+/// a thousand refused connections a second, each logged). A restarted
+/// follower is back in replication within this time.
+const REOPEN_AFTER_FAILURE: Duration = Duration::from_millis(200);
 
 /// A transport failure, classified the way openraft wants it.
 enum Failure {
@@ -258,6 +269,15 @@ where
     })
 }
 
+/// Closes an append stream's gate when dropped, which ends its requests.
+struct EndRequestsOnDrop(Arc<tokio::sync::Semaphore>);
+
+impl Drop for EndRequestsOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
 impl RaftNetworkV2<TypeConfig> for PeerClient {
     type SnapshotData = File;
 
@@ -296,6 +316,9 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             return stream_append_sequential(self, input, option);
         }
         Box::pin(async move {
+            if let Some(failed_at) = self.open_failed_at {
+                tokio::time::sleep_until((failed_at + REOPEN_AFTER_FAILURE).into()).await;
+            }
             let (target, addr) = (self.target, self.addr.clone());
             let mut client = self.client().map_err(|f| f.into_rpc(target, &addr))?;
             let cluster_id = self.identity.cluster_id().unwrap_or_default();
@@ -311,7 +334,9 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 })
                 .take_while(|message| std::future::ready(message.is_ok()))
                 .filter_map(|message| std::future::ready(message.ok()));
-            let responses = match client.append_stream(requests).await {
+            let opened = client.append_stream(requests).await;
+            self.open_failed_at = opened.is_err().then(Instant::now);
+            let responses = match opened {
                 Ok(responses) => responses.into_inner(),
                 Err(status) => {
                     if status.code() == Code::Unimplemented {
@@ -324,7 +349,13 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                     return Err(Failure::from_status(status).into_rpc(target, &addr));
                 }
             };
+            // When openraft ends the session (it drops the results), the
+            // requests end too: otherwise they wait for an answer that
+            // never comes and keep the call, and the follower's graceful
+            // shutdown with it, open.
+            let session = EndRequestsOnDrop(answered.clone());
             let results = responses.map(move |message| {
+                let _session = &session;
                 answered.add_permits(1);
                 let failure = match message {
                     Ok(message) => match codec::decode(&message.payload) {
@@ -571,5 +602,33 @@ mod tests {
             .collect()
             .await;
         assert!(matches!(results.as_slice(), [Ok(Ok(None))]), "{results:?}");
+    }
+
+    #[tokio::test]
+    async fn a_stream_to_a_stopped_peer_is_reopened_only_after_a_pause() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let identity =
+            Arc::new(Identity::open(tempfile::tempdir().unwrap().path(), 0, None).unwrap());
+        let mut network = Network::new(identity, PeerChannels::default(), Duration::from_secs(1));
+        let member = Member {
+            peer_addr: addr,
+            client_addr: String::new(),
+        };
+        let mut peer = network.new_client(1, &member).await;
+        let option = RPCOption::new(Duration::from_secs(1));
+        let mut attempt = async || {
+            let started = Instant::now();
+            let refused = peer
+                .stream_append(futures::stream::iter([heartbeat()]), option.clone())
+                .await
+                .is_err();
+            assert!(refused, "nothing listens at the peer's address");
+            started.elapsed()
+        };
+
+        assert!(attempt().await < REOPEN_AFTER_FAILURE);
+        assert!(attempt().await >= REOPEN_AFTER_FAILURE * 9 / 10);
     }
 }

@@ -68,7 +68,11 @@ impl pb::raft_transport_server::RaftTransport for Transport {
         let node = self.node.clone();
         // A message that fails fencing or decoding ends the requests; the
         // leader sees the stream end and starts a new session.
-        let requests = request.into_inner().scan((), move |(), message| {
+        // Both directions end when the node stops: openraft reads the
+        // requests in a task of its own, which holds the call open until
+        // they end.
+        let requests = request.into_inner().take_until(stopped(self.stop.clone()));
+        let requests = requests.scan((), move |(), message| {
             let opened = message.and_then(|message| {
                 admit_peer(&node, &message.cluster_id)?;
                 codec::decode::<AppendEntriesRequest<TypeConfig>>(&message.payload)

@@ -202,7 +202,8 @@ async fn a_follower_stops_promptly_while_the_leader_replicates_to_it() {
     );
     assert!(
         took < Duration::from_secs(3),
-        "the follower took {took:?} to stop"
+        "the follower took {took:?} to stop\n{}",
+        c.logs()
     );
     writer.finish().await;
 }
