@@ -9,6 +9,13 @@ use tokio::signal::unix::SignalKind;
 use tokio::signal::unix::signal;
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc rather than glibc's allocator: a leader under write load spent
+/// a seventh of its CPU in glibc's frees and chunk consolidation, and
+/// jemalloc's per-thread caches and size classes keep a long-running
+/// server's memory from fragmenting.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = NodeConfig::parse();
