@@ -27,6 +27,11 @@ pub fn raft_log_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
     data_dir.join("raft-log")
 }
 
+/// sled's page cache. Its default, 1 GiB, would hold most of a store in
+/// memory a second time: downloads are served from the recipe cache
+/// (`cache.maxBytes`) first, and listings and misses read few pages each.
+const SLED_CACHE_BYTES: u64 = 32 << 20;
+
 /// A started node; dropping it does not stop it, [`RunningNode::shutdown`] does.
 pub struct RunningNode {
     pub node: Arc<Node>,
@@ -55,6 +60,7 @@ impl RunningNode {
         )?);
         let db = sled::Config::new()
             .path(config.data_dir.join("db"))
+            .cache_capacity(SLED_CACHE_BYTES)
             .open()
             .with_context(|| {
                 format!(
