@@ -12,7 +12,8 @@
 # Environment: BENCH_DURATION (seconds per measured run, default 10),
 # BENCH_CLIENTS (default 64), BENCH_SEED_RATE (seed base rate, req/s,
 # default 1500; spikes offer 3.5x), BENCH_SEED_DURATION (default 60), BENCH_OUT (default
-# docs/bench), BENCH_SKIP (comma list of compare,seed,sweep,grid,fsync,failover),
+# docs/bench), BENCH_SKIP (comma list of compare,load,seed,sweep,grid,fsync,failover),
+# BENCH_LOAD_KEYS (recipes of the load step, default 100000),
 # BENCH_FAILOVER_REPS (leader kills per system, default 10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -153,12 +154,48 @@ if wants compare; then
   [[ -s $work/etcd/endpoints ]] || { cat "$work/etcd.out" >&2; exit 1; }
   etcd_endpoints=$(cat "$work/etcd/endpoints")
   echo "endpoints: $etcd_endpoints"
-  # etcd has no load shedding, so capacity is compared with the control
-  # cluster: on two cores a saturating run drives the CPU past the shedding
-  # thresholds and the default cluster would shed most uploads instead.
-  echo "--- compare: RecipeStore (shedding off) vs etcd"
-  "${pin_load[@]}" "$ctl" bench --profile compare --endpoints "$control" --etcd-endpoints "$etcd_endpoints" \
+  # The default cluster, shedding on: it must shed nothing at a load etcd
+  # serves without errors, and the shed columns show whether it does.
+  echo "--- compare: RecipeStore (defaults) vs etcd"
+  "${pin_load[@]}" "$ctl" bench --profile compare --endpoints "$store" --etcd-endpoints "$etcd_endpoints" \
     --clients "$clients" --duration "$duration" --json-out "$out/compare.json"
+  stop_last
+fi
+
+if wants load; then
+  load_keys=${BENCH_LOAD_KEYS:-100000}
+  echo "--- load: $load_keys x 1 KiB recipes by 64 writers into an empty cluster; time, disk, memory (RecipeStore, then etcd)"
+  # measure_load NAME ENDPOINTS DIR PATTERN: loads the cluster of system
+  # NAME, then records its data directory's size and the summed RSS of the
+  # processes whose command line matches PATTERN.
+  measure_load() {
+    local name=$1 eps=$2 dir=$3 pattern=$4
+    "${pin_load[@]}" "$ctl" bench --target "$name" --profile read --endpoints "$eps" --keys "$load_keys" \
+      --clients 64 --duration 1 --no-progress --json-out "$work/load-$name.json" >/dev/null
+    sync
+    local rss_kib=0 pid
+    for pid in $(pgrep -f "$pattern"); do
+      rss_kib=$((rss_kib + $(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")))
+    done
+    python3 - "$work/load-$name.json" "$name" "$(du -sk "$dir" | cut -f1)" "$rss_kib" "$load_keys" <<'EOF'
+import json, sys
+setup = json.load(open(sys.argv[1]))["setup"]
+name, disk_kib, rss_kib, keys = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+print(json.dumps({"system": name, "recipes": keys, "loaded": setup["good"],
+                  "not_loaded": keys - setup["good"], "seconds": setup["good"] / setup["goodput"],
+                  "recipes_per_sec": setup["goodput"], "disk_mib": disk_kib / 1024,
+                  "rss_mib_all_members": rss_kib / 1024}))
+EOF
+  }
+  start_store load 27270 RECIPESTORE_CPU_FALLBACK=process
+  measure_load recipestore "$endpoints" "$work/load" "recipestore-node.*$work/load/" | tee "$out/load.json"
+  stop_last
+  "${pin_servers[@]}" scripts/etcd-cluster.sh --data-dir "$work/etcd-load" --base-port 23890 >"$work/etcd-load.out" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 150); do [[ -s $work/etcd-load/endpoints ]] && break; sleep 0.2; done
+  [[ -s $work/etcd-load/endpoints ]] || { cat "$work/etcd-load.out" >&2; exit 1; }
+  measure_load etcd "$(cat "$work/etcd-load/endpoints")" "$work/etcd-load" "etcd --name .*$work/etcd-load/" |
+    tee -a "$out/load.json"
   stop_last
 fi
 

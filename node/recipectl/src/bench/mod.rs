@@ -407,7 +407,7 @@ async fn prepare(
                 })
                 .collect();
             let started = std::time::Instant::now();
-            let recorder = load::preload(target, ops, 32, setup_deadline).await?;
+            let recorder = load::preload(target, ops, clients.min(64), setup_deadline).await?;
             let setup =
                 KindReport::new("setup", &recorder.total(), started.elapsed().as_secs_f64());
             (Some(setup), Mix::Read { keys: args.keys })
