@@ -1,5 +1,5 @@
 //! The Raft network over tonic: one reused HTTP/2 channel per peer, bounded
-//! message sizes, AppendEntries on a stream per follower, one in flight (call by
+//! message sizes, AppendEntries pipelined on a stream per follower (call by
 //! call to a peer of an older release), snapshots streamed in chunks, and
 //! connection failures reported to openraft as `Unreachable` so it backs
 //! off.
@@ -45,6 +45,7 @@ use tonic::transport::Endpoint;
 
 use super::Member;
 use super::TypeConfig;
+use super::typ::LogId;
 use super::typ::Snapshot;
 use super::typ::SnapshotMeta;
 use super::typ::Vote;
@@ -242,35 +243,84 @@ impl PeerClient {
     }
 }
 
-/// Takes a request from `input` only with a permit from `answered`, which
-/// each answer returns: one AppendEntries in flight per follower.
+/// How many AppendEntries one follower's stream carries unanswered: the
+/// leader sends the next batch while the follower syncs the previous one.
+const APPENDS_IN_FLIGHT: usize = 16;
+
+/// The unanswered requests of one append stream, and which answers openraft
+/// may see.
 ///
-/// Openraft stamps a request with the time it takes it from this stream and
-/// credits a follower's answer to every request whose last log id the
-/// answer's matching log id covers, as a quorum's confirmation of
-/// leadership since then (leases, read indexes). With several in flight, an
-/// answer the follower gave long ago (a leader paused by SIGSTOP finds it
-/// in its socket when it resumes) also covers a request taken after it
-/// with the same last log id, such as a heartbeat-like append: the deposed
-/// leader then counts itself confirmed and serves a linearizable read from
-/// its old state. The fault suite saw exactly that. With one in flight, an
-/// answer always follows the request it is credited to.
-fn one_in_flight<S>(
-    input: S,
-    answered: Arc<tokio::sync::Semaphore>,
-) -> impl Stream<Item = AppendEntriesRequest<TypeConfig>>
-where
-    S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Unpin,
-{
-    futures::stream::unfold((input, answered), |(mut input, answered)| async move {
-        answered.acquire().await.ok()?.forget();
-        let request = input.next().await?;
-        Some((request, (input, answered)))
-    })
+/// Openraft stamps a request with the time it takes it from the stream and
+/// credits an answer to every queued request whose last log id the answer's
+/// matching log id covers, as a quorum's confirmation of its leadership
+/// since the newest such request was taken (leases, read indexes). An
+/// answer the follower gave long ago, which a leader paused by SIGSTOP
+/// finds in its socket when it resumes, would then also confirm a request
+/// taken after the pause with the same last log id (a heartbeat-like
+/// append): the deposed leader counted itself confirmed and served a
+/// linearizable read from its old state (the fault suite, pause-leader).
+/// So an answer is withheld from openraft while a later request whose last
+/// log id it covers is unanswered: that request's own answer, which the
+/// follower can give only after receiving it, confirms both.
+struct InFlight {
+    /// The last log ids of the unanswered requests, oldest first; the
+    /// follower answers in order.
+    last_log_ids: Mutex<std::collections::VecDeque<Option<LogId>>>,
+    window: tokio::sync::Semaphore,
 }
 
-/// Closes an append stream's gate when dropped, which ends its requests.
-struct EndRequestsOnDrop(Arc<tokio::sync::Semaphore>);
+impl InFlight {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            last_log_ids: Mutex::default(),
+            window: tokio::sync::Semaphore::new(APPENDS_IN_FLIGHT),
+        })
+    }
+
+    /// The requests of `input`, each taken from openraft only once the
+    /// window has room for it.
+    fn requests<S>(
+        self: Arc<Self>,
+        input: S,
+    ) -> impl Stream<Item = AppendEntriesRequest<TypeConfig>>
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Unpin,
+    {
+        futures::stream::unfold((input, self), |(mut input, this)| async move {
+            this.window.acquire().await.ok()?.forget();
+            let request = input.next().await?;
+            let last = request
+                .entries
+                .last()
+                .map(|e| e.log_id)
+                .or(request.prev_log_id);
+            this.last_log_ids.lock().unwrap().push_back(last);
+            Some((request, (input, this)))
+        })
+    }
+
+    /// Records the answer to the oldest unanswered request; false when
+    /// openraft must not see it (see [`InFlight`]). The last log ids of one
+    /// stream's requests never decrease (a conflict ends the session), so
+    /// the next unanswered request is the only one to compare with.
+    fn answered(&self, result: &StreamAppendResult<TypeConfig>) -> bool {
+        let mut last_log_ids = self.last_log_ids.lock().unwrap();
+        last_log_ids.pop_front();
+        self.window.add_permits(1);
+        match (result, last_log_ids.front()) {
+            (Ok(matching), Some(later)) => later > matching,
+            _ => true,
+        }
+    }
+
+    /// Ends the requests: no more are taken from openraft.
+    fn close(&self) {
+        self.window.close();
+    }
+}
+
+/// Ends an append stream's requests when dropped.
+struct EndRequestsOnDrop(Arc<InFlight>);
 
 impl Drop for EndRequestsOnDrop {
     fn drop(&mut self) {
@@ -293,11 +343,12 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         .await
     }
 
-    /// AppendEntries on one gRPC stream per follower, one at a time: the
-    /// next request is taken from openraft only once the previous one is
-    /// answered (see [`one_in_flight`]). The stream has no deadline (a
-    /// session lasts as long as replication has work); HTTP/2 keep-alive
-    /// ends it when the follower stops answering.
+    /// AppendEntries pipelined on one gRPC stream per follower: the
+    /// follower answers each in order, so the leader need not wait for a
+    /// round trip and the follower's fdatasync before sending the next
+    /// batch (see [`InFlight`] for the answers openraft does not see). The
+    /// stream has no deadline (a session lasts as long as replication has
+    /// work); HTTP/2 keep-alive ends it when the follower stops answering.
     fn stream_append<'s, S>(
         &'s mut self,
         input: S,
@@ -322,10 +373,12 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             let (target, addr) = (self.target, self.addr.clone());
             let mut client = self.client().map_err(|f| f.into_rpc(target, &addr))?;
             let cluster_id = self.identity.cluster_id().unwrap_or_default();
-            let answered = Arc::new(tokio::sync::Semaphore::new(1));
+            let in_flight = InFlight::new();
             // An entry that cannot be encoded ends the stream; the leader
             // then starts a new session.
-            let requests = one_in_flight(input, answered.clone())
+            let requests = in_flight
+                .clone()
+                .requests(input)
                 .map(move |request| {
                     codec::encode(&request).map(|payload| pb::RaftMessage {
                         cluster_id: cluster_id.clone(),
@@ -353,18 +406,20 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             // requests end too: otherwise they wait for an answer that
             // never comes and keep the call, and the follower's graceful
             // shutdown with it, open.
-            let session = EndRequestsOnDrop(answered.clone());
-            let results = responses.map(move |message| {
+            let session = EndRequestsOnDrop(in_flight.clone());
+            let results = responses.filter_map(move |message| {
                 let _session = &session;
-                answered.add_permits(1);
                 let failure = match message {
                     Ok(message) => match codec::decode(&message.payload) {
-                        Ok(result) => return Ok(result),
+                        Ok(result) => {
+                            let shown = in_flight.answered(&result);
+                            return std::future::ready(shown.then_some(Ok(result)));
+                        }
                         Err(e) => Failure::Network(format!("bad append result: {e}")),
                     },
                     Err(status) => Failure::from_status(status),
                 };
-                Err(failure.into_rpc(target, &addr))
+                std::future::ready(Some(Err(failure.into_rpc(target, &addr))))
             });
             Ok(results.boxed())
         })
@@ -466,7 +521,9 @@ fn snapshot_chunks(
 
 #[cfg(test)]
 mod tests {
+    use openraft::entry::RaftEntry;
     use openraft::raft::AppendEntriesResponse;
+    use openraft::vote::RaftLeaderId;
     use recipestore_protocol::pb::raft_transport_server::RaftTransport;
     use recipestore_protocol::pb::raft_transport_server::RaftTransportServer;
     use tonic::Request;
@@ -475,6 +532,7 @@ mod tests {
     use tonic::Streaming;
 
     use super::*;
+    use crate::raft::typ::Entry;
 
     /// A peer of a release before AppendStream: it answers AppendEntries
     /// only.
@@ -544,30 +602,88 @@ mod tests {
         }
     }
 
-    /// A request taken from openraft while an earlier one is unanswered
-    /// would let the earlier answer confirm it (see `one_in_flight`).
+    fn log_id(index: u64) -> LogId {
+        LogId::new(
+            openraft::alias::CommittedLeaderIdOf::<TypeConfig>::new(1, 0),
+            index,
+        )
+    }
+
+    /// An append of the entries after `prev` up to `last`: a heartbeat-like
+    /// append when they are equal.
+    fn append(prev: u64, last: u64) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(1, 0),
+            prev_log_id: Some(log_id(prev)),
+            entries: (prev + 1..=last)
+                .map(|index| Entry::new_blank(log_id(index)))
+                .collect(),
+            leader_commit: None,
+        }
+    }
+
     #[tokio::test]
-    async fn the_next_append_is_taken_only_once_the_previous_is_answered() {
+    async fn requests_are_taken_from_openraft_while_the_window_has_room() {
         let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counted = taken.clone();
-        let input =
-            futures::stream::iter([heartbeat(), heartbeat(), heartbeat()]).inspect(move |_| {
-                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            });
-        let answered = Arc::new(tokio::sync::Semaphore::new(1));
-        let mut requests = Box::pin(one_in_flight(input, answered.clone()));
+        let input = futures::stream::iter((0..).map(|i| append(i, i + 1))).inspect(move |_| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
+        let in_flight = InFlight::new();
+        let mut requests = Box::pin(in_flight.clone().requests(input));
         let taken_now = || taken.load(std::sync::atomic::Ordering::SeqCst);
 
-        assert!(requests.next().await.is_some());
-        assert_eq!(taken_now(), 1);
-        // Unanswered: the stream waits without taking the next request.
+        for _ in 0..APPENDS_IN_FLIGHT {
+            assert!(requests.next().await.is_some());
+        }
+        // The window is full: the stream waits without taking another.
         assert!(futures::poll!(requests.next()).is_pending());
-        assert_eq!(taken_now(), 1);
-        answered.add_permits(1);
+        assert_eq!(taken_now(), APPENDS_IN_FLIGHT);
+        assert!(in_flight.answered(&Ok(Some(log_id(1)))));
         assert!(requests.next().await.is_some());
-        assert_eq!(taken_now(), 2);
-        assert!(futures::poll!(requests.next()).is_pending());
-        assert_eq!(taken_now(), 2);
+        assert_eq!(taken_now(), APPENDS_IN_FLIGHT + 1);
+        in_flight.close();
+        assert!(
+            requests.next().await.is_none(),
+            "a closed window ends the requests"
+        );
+    }
+
+    /// The pause-leader fault: an answer from before the pause must not
+    /// reach openraft while a request taken after it, with the same last
+    /// log id, is unanswered; the later request's own answer does.
+    #[tokio::test]
+    async fn an_answer_is_withheld_while_a_later_request_it_covers_is_unanswered() {
+        let in_flight = InFlight::new();
+        let input = futures::stream::iter([append(4, 5), append(5, 5), append(5, 7), append(7, 7)]);
+        let sent: Vec<_> = in_flight.clone().requests(input).collect().await;
+        assert_eq!(sent.len(), 4);
+
+        assert!(
+            !in_flight.answered(&Ok(Some(log_id(5)))),
+            "covers the heartbeat after it"
+        );
+        assert!(
+            in_flight.answered(&Ok(Some(log_id(5)))),
+            "the heartbeat's own answer"
+        );
+        assert!(
+            !in_flight.answered(&Ok(Some(log_id(7)))),
+            "covers the heartbeat after it"
+        );
+        assert!(
+            in_flight.answered(&Ok(Some(log_id(7)))),
+            "nothing unanswered after it"
+        );
+
+        let in_flight = InFlight::new();
+        let input = futures::stream::iter([append(4, 5), append(5, 5)]);
+        let _sent: Vec<_> = in_flight.clone().requests(input).collect().await;
+        let conflict = Err(openraft::raft::StreamAppendError::Conflict(log_id(4)));
+        assert!(
+            in_flight.answered(&conflict),
+            "a refusal always reaches openraft"
+        );
     }
 
     #[tokio::test]
