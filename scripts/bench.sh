@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark in one command: builds release binaries, starts a local
 # 3-node RecipeStore cluster and a 3-member etcd cluster on loopback, runs the
-# write/read comparison on both (printing the ratios), the seed workload, the
+# write/read comparison on both (printing the ratios), a 100k-recipe load
+# into empty clusters and a new member's catch-up from it, the seed workload, the
 # overload sweep (a second cluster with shedding off as the control) and the
 # replicas x clients grid, and writes JSON results and PNG plots to
 # docs/bench/. Everything it starts is stopped on exit.
@@ -189,6 +190,33 @@ EOF
   }
   start_store load 27270 RECIPESTORE_CPU_FALLBACK=process
   measure_load recipestore "$endpoints" "$work/load" "recipestore-node.*$work/load/" | tee "$out/load.json"
+  echo "--- catch-up: an empty fourth node joins the loaded cluster as a learner (snapshot install, then the log's tail)"
+  # Laid out as `local up` lays out a node of id 3; `member add-learner`
+  # returns once the learner has replicated the log up to its own admission.
+  learner_port=$((27270 + 30))
+  "${pin_servers[@]}" "$CARGO_TARGET_DIR/release/recipestore-node" --id 3 --data-dir "$work/load/node-3" \
+    --client-addr "127.0.0.1:$learner_port" --peer-addr "127.0.0.1:$((learner_port + 1))" \
+    --http-addr "127.0.0.1:$((learner_port + 2))" >"$work/load/node-3.log" 2>&1 &
+  pids+=($!)
+  # The clock starts once the node serves, so it times the catch-up alone.
+  for _ in $(seq 1 100); do
+    curl -sf "http://127.0.0.1:$((learner_port + 2))/healthz" >/dev/null && break
+    sleep 0.1
+  done
+  started=$(date +%s.%N)
+  "${pin_load[@]}" "$ctl" --peers "$(cat "$work/load/peers")" --timeout-ms 600000 member add-learner 3 \
+    --peer-addr "127.0.0.1:$((learner_port + 1))" --client-addr "127.0.0.1:$learner_port" >/dev/null
+  caught_up=$(date +%s.%N)
+  python3 - "$started" "$caught_up" "$load_keys" "$(du -sk "$work/load/node-3" | cut -f1)" <<'EOF' |
+import json, sys
+seconds = float(sys.argv[2]) - float(sys.argv[1])
+keys, disk_kib = int(sys.argv[3]), int(sys.argv[4])
+content_mb = keys * 1024 / 1e6
+print(json.dumps({"recipes": keys, "seconds": seconds, "recipes_per_sec": keys / seconds,
+                  "content_mb_per_sec": content_mb / seconds, "learner_disk_mib": disk_kib / 1024}))
+EOF
+    tee "$out/catch-up.json"
+  stop_last
   stop_last
   "${pin_servers[@]}" scripts/etcd-cluster.sh --data-dir "$work/etcd-load" --base-port 23890 >"$work/etcd-load.out" 2>&1 &
   pids+=($!)
