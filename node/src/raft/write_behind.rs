@@ -16,6 +16,9 @@
 //! as one atomic sled batch, so sled always holds the state at some applied
 //! id; what a crash loses of it is re-applied from the durable log (see the
 //! state machine's module comment).
+//!
+//! A snapshot is dumped from sled held still ([`WriteBehind::hold`]) while
+//! applying goes on in memory: the writer waits, the overlay grows.
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
@@ -26,6 +29,8 @@ use std::sync::MutexGuard;
 use std::time::Duration;
 use std::time::Instant;
 
+use tokio::sync::OwnedRwLockWriteGuard;
+use tokio::sync::RwLock;
 use tokio::sync::mpsc;
 use tokio::sync::watch;
 
@@ -71,7 +76,13 @@ pub struct WriteBehind {
     /// The sequence number of the last batch written; closed if the writer
     /// failed.
     written: watch::Receiver<u64>,
+    /// Read by the writer around each sled batch; [`WriteBehind::hold`]
+    /// takes it for writing.
+    sled_hold: Arc<RwLock<()>>,
 }
+
+/// Keeps the writer from changing sled until dropped.
+pub type SledHeld = OwnedRwLockWriteGuard<()>;
 
 impl WriteBehind {
     /// Starts the writer thread for `tree`; it stops when the last clone is
@@ -80,14 +91,16 @@ impl WriteBehind {
         let overlay = Arc::new(Mutex::new(Overlay::default()));
         let (batches, queued) = mpsc::channel(QUEUE);
         let (written_tx, written) = watch::channel(0);
-        let writer = overlay.clone();
+        let sled_hold = Arc::new(RwLock::new(()));
+        let (writer, writer_hold) = (overlay.clone(), sled_hold.clone());
         std::thread::Builder::new()
             .name("state-writer".into())
-            .spawn(move || write_loop(&tree, &writer, queued, &written_tx))?;
+            .spawn(move || write_loop(&tree, &writer, &writer_hold, queued, &written_tx))?;
         Ok(Self {
             overlay,
             batches,
             written,
+            sled_hold,
         })
     }
 
@@ -149,6 +162,16 @@ impl WriteBehind {
             .map(|_| ())
             .map_err(|_| writer_failed())
     }
+
+    /// Waits until every batch handed over is in sled, then keeps sled as
+    /// it is until the guard is dropped: batches handed over meanwhile wait
+    /// in the queue, and reads find them in the overlay. Call it while no
+    /// batch is being handed over (the state machine's apply lock), so that
+    /// sled holds exactly the state applied when it returns.
+    pub async fn hold(&self) -> io::Result<SledHeld> {
+        self.drain().await?;
+        Ok(self.sled_hold.clone().write_owned().await)
+    }
 }
 
 /// A batch staged in the overlay, to be sent to the writer.
@@ -167,6 +190,7 @@ fn writer_failed() -> io::Error {
 fn write_loop(
     tree: &sled::Tree,
     overlay: &Mutex<Overlay>,
+    sled_hold: &RwLock<()>,
     mut queued: mpsc::Receiver<Batch>,
     written: &watch::Sender<u64>,
 ) {
@@ -188,6 +212,7 @@ fn write_loop(
                 }
             }
         }
+        let _not_held = sled_hold.blocking_read();
         if let Err(e) = tree.apply_batch(merged) {
             // Closing `written` fails every later apply and drain: the node
             // stops on a storage error rather than serve a state it cannot
@@ -212,5 +237,75 @@ fn write_loop(
         last_write = Some(Instant::now());
         let last = batches.last().map_or(0, |b| b.seq);
         written.send_replace(last);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recipe(version: u64) -> Staged {
+        Some(Arc::new(Recipe {
+            version,
+            content: b"x".to_vec(),
+        }))
+    }
+
+    /// Hands `name` at `version` to the writer.
+    async fn write(unwritten: &WriteBehind, name: &str, version: u64) {
+        let staged = unwritten.stage(HashMap::from([(name.to_string(), recipe(version))]));
+        let value = version.to_be_bytes().to_vec();
+        unwritten
+            .send(staged, vec![(name.as_bytes().to_vec(), Some(value))])
+            .await
+            .unwrap();
+    }
+
+    /// While sled is held, writes handed over are read from the overlay and
+    /// reach sled only once it is released.
+    #[tokio::test]
+    async fn held_sled_keeps_the_state_of_the_hold_while_writes_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = sled::Config::new()
+            .path(dir.path())
+            .open()
+            .unwrap()
+            .open_tree("sm")
+            .unwrap();
+        let unwritten = WriteBehind::start(tree.clone()).unwrap();
+        write(&unwritten, "a", 1).await;
+        let held = unwritten.hold().await.unwrap();
+        assert!(
+            tree.get("a").unwrap().is_some(),
+            "written before the hold returned"
+        );
+
+        write(&unwritten, "a", 2).await;
+        write(&unwritten, "b", 3).await;
+        assert_eq!(unwritten.get("a"), Some(recipe(2)));
+        assert_eq!(unwritten.get("b"), Some(recipe(3)));
+        let drained = tokio::time::timeout(4 * WRITE_INTERVAL, unwritten.drain()).await;
+        assert!(drained.is_err(), "the writer waits while sled is held");
+        assert_eq!(
+            tree.get("a").unwrap().unwrap(),
+            1u64.to_be_bytes().as_slice()
+        );
+        assert!(tree.get("b").unwrap().is_none());
+
+        drop(held);
+        unwritten.drain().await.unwrap();
+        assert_eq!(
+            tree.get("a").unwrap().unwrap(),
+            2u64.to_be_bytes().as_slice()
+        );
+        assert_eq!(
+            tree.get("b").unwrap().unwrap(),
+            3u64.to_be_bytes().as_slice()
+        );
+        assert_eq!(
+            unwritten.get("a"),
+            None,
+            "released from the overlay once written"
+        );
     }
 }
