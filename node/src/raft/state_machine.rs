@@ -415,13 +415,7 @@ fn replace_state(tree: &sled::Tree, path: &Path, meta: &SnapshotMeta) -> io::Res
     }
     let mut input = BufReader::new(File::open(path)?);
     read_snapshot_header(&mut input)?;
-    while let Some(name) = read_record(&mut input)? {
-        let value = read_record(&mut input)?.ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "snapshot ends inside a record",
-            )
-        })?;
+    while let Some((name, value)) = read_recipe(&mut input)? {
         batches.push([RECIPE_PREFIX, &name].concat(), Some(value))?;
     }
     batches.push(APPLIED.to_vec(), Some(encode_io(&meta.last_log_id)?))?;
@@ -544,6 +538,21 @@ fn read_record(input: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
     Ok(Some(bytes))
 }
 
+/// Reads one recipe of a snapshot, its name and value records; `None` at a
+/// clean end of file.
+fn read_recipe(input: &mut impl Read) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+    let Some(name) = read_record(input)? else {
+        return Ok(None);
+    };
+    let value = read_record(input)?.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "snapshot ends inside a record",
+        )
+    })?;
+    Ok(Some((name, value)))
+}
+
 /// Builds snapshots from a consistent view of the state machine.
 pub struct SnapshotBuilder {
     tree: sled::Tree,
@@ -664,13 +673,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut copy = BufWriter::new(File::create(&tmp)?);
             copy.write_all(SNAPSHOT_MAGIC)?;
             write_record(&mut copy, &encode_io(&meta)?)?;
-            while let Some(name) = read_record(&mut input)? {
-                let value = read_record(&mut input)?.ok_or_else(|| {
-                    io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "snapshot ends inside a record",
-                    )
-                })?;
+            while let Some((name, value)) = read_recipe(&mut input)? {
                 write_record(&mut copy, &name)?;
                 write_record(&mut copy, &value)?;
             }
