@@ -19,8 +19,6 @@ use std::fs::File;
 use std::io;
 use std::io::BufReader;
 use std::io::BufWriter;
-use std::io::Read;
-use std::io::Write;
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -51,6 +49,8 @@ use crate::codec::decode_io;
 use crate::codec::encode_io;
 use crate::metrics;
 
+use super::snapshot_file::SnapshotReader;
+use super::snapshot_file::SnapshotWriter;
 use super::write_behind::Staged;
 use super::write_behind::Write as SledWrite;
 use super::write_behind::WriteBehind;
@@ -58,12 +58,6 @@ use super::write_behind::WriteBehind;
 const APPLIED: &[u8] = b"m/applied";
 const MEMBERSHIP: &[u8] = b"m/membership";
 const RECIPE_PREFIX: &[u8] = b"r/";
-/// A snapshot file: this magic, its metadata as one record, then the
-/// recipes as name/value record pairs.
-const SNAPSHOT_MAGIC: &[u8; 8] = b"RSSNAP02";
-/// The first format, without metadata, still sent by a leader of an older
-/// release during an upgrade.
-const SNAPSHOT_MAGIC_V1: &[u8; 8] = b"RSSNAP01";
 const SNAPSHOT_SUFFIX: &str = ".snap";
 
 fn io_err(e: sled::Error) -> io::Error {
@@ -382,16 +376,12 @@ fn snapshot_file_name(meta: &SnapshotMeta) -> String {
 /// temporary file that is fsync'd, renamed, and its directory fsync'd.
 fn write_snapshot_file(tree: &sled::Tree, meta: &SnapshotMeta, path: &Path) -> io::Result<u64> {
     let tmp = path.with_extension("tmp");
-    let mut out = BufWriter::new(File::create(&tmp)?);
-    out.write_all(SNAPSHOT_MAGIC)?;
-    write_record(&mut out, &encode_io(meta)?)?;
-    let mut count = 0u64;
+    let mut out = SnapshotWriter::create(&tmp, meta)?;
     for kv in tree.scan_prefix(RECIPE_PREFIX) {
         let (key, value) = kv.map_err(io_err)?;
-        write_record(&mut out, &key[RECIPE_PREFIX.len()..])?;
-        write_record(&mut out, &value)?;
-        count += 1;
+        out.recipe(&key[RECIPE_PREFIX.len()..], &value)?;
     }
+    let (out, count) = out.finish()?;
     persist(out, &tmp, path)?;
     Ok(count)
 }
@@ -413,9 +403,8 @@ fn replace_state(tree: &sled::Tree, path: &Path, meta: &SnapshotMeta) -> io::Res
     for key in tree.scan_prefix(RECIPE_PREFIX).keys() {
         batches.push(key.map_err(io_err)?.to_vec(), None)?;
     }
-    let mut input = BufReader::new(File::open(path)?);
-    read_snapshot_header(&mut input)?;
-    while let Some((name, value)) = read_recipe(&mut input)? {
+    let (_, mut input) = SnapshotReader::open(BufReader::new(File::open(path)?))?;
+    while let Some((name, value)) = input.next_recipe()? {
         batches.push([RECIPE_PREFIX, &name].concat(), Some(value))?;
     }
     batches.push(APPLIED.to_vec(), Some(encode_io(&meta.last_log_id)?))?;
@@ -476,28 +465,6 @@ fn persist(out: BufWriter<File>, tmp: &Path, path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Reads a snapshot's magic and, in the current format, its metadata.
-fn read_snapshot_header(input: &mut impl Read) -> io::Result<Option<SnapshotMeta>> {
-    let mut magic = [0u8; 8];
-    input.read_exact(&mut magic)?;
-    match &magic {
-        SNAPSHOT_MAGIC => {
-            let meta = read_record(input)?.ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "snapshot ends before its metadata",
-                )
-            })?;
-            decode_io(&meta).map(Some)
-        }
-        SNAPSHOT_MAGIC_V1 => Ok(None),
-        _ => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "not a RecipeStore snapshot",
-        )),
-    }
-}
-
 /// The newest complete snapshot in `dir`: the one covering the highest log
 /// id. Temporary files of an interrupted write are not snapshots.
 fn newest_snapshot(dir: &Path) -> io::Result<Option<(SnapshotMeta, PathBuf)>> {
@@ -507,8 +474,7 @@ fn newest_snapshot(dir: &Path) -> io::Result<Option<(SnapshotMeta, PathBuf)>> {
         if !path.to_string_lossy().ends_with(SNAPSHOT_SUFFIX) {
             continue;
         }
-        let mut input = BufReader::new(File::open(&path)?);
-        let Some(meta) = read_snapshot_header(&mut input)? else {
+        let (Some(meta), _) = SnapshotReader::open(BufReader::new(File::open(&path)?))? else {
             continue;
         };
         if newest
@@ -520,39 +486,6 @@ fn newest_snapshot(dir: &Path) -> io::Result<Option<(SnapshotMeta, PathBuf)>> {
     }
     Ok(newest)
 }
-fn write_record(out: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
-    out.write_all(&(bytes.len() as u32).to_be_bytes())?;
-    out.write_all(bytes)
-}
-
-/// Reads one length-prefixed record; `None` at a clean end of file.
-fn read_record(input: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
-    let mut len = [0u8; 4];
-    match input.read_exact(&mut len) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let mut bytes = vec![0; u32::from_be_bytes(len) as usize];
-    input.read_exact(&mut bytes)?;
-    Ok(Some(bytes))
-}
-
-/// Reads one recipe of a snapshot, its name and value records; `None` at a
-/// clean end of file.
-fn read_recipe(input: &mut impl Read) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
-    let Some(name) = read_record(input)? else {
-        return Ok(None);
-    };
-    let value = read_record(input)?.ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "snapshot ends inside a record",
-        )
-    })?;
-    Ok(Some((name, value)))
-}
-
 /// Builds snapshots from a consistent view of the state machine.
 pub struct SnapshotBuilder {
     tree: sled::Tree,
@@ -665,18 +598,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let recipes = self.recipes.clone();
         let meta = meta.clone();
         tokio::task::spawn_blocking(move || -> io::Result<()> {
-            let mut input = BufReader::new(snapshot);
             // The metadata openraft hands over is authoritative; a copy in
-            // the file (the sender's) describes the same snapshot.
-            read_snapshot_header(&mut input)?;
+            // the file (the sender's) describes the same snapshot. The copy
+            // is in the current format, whichever the sender used, and a
+            // cut or damaged file fails here, before anything changes.
+            let (_, mut input) = SnapshotReader::open(BufReader::new(snapshot))?;
             let tmp = path.with_extension("tmp");
-            let mut copy = BufWriter::new(File::create(&tmp)?);
-            copy.write_all(SNAPSHOT_MAGIC)?;
-            write_record(&mut copy, &encode_io(&meta)?)?;
-            while let Some((name, value)) = read_recipe(&mut input)? {
-                write_record(&mut copy, &name)?;
-                write_record(&mut copy, &value)?;
+            let mut copy = SnapshotWriter::create(&tmp, &meta)?;
+            while let Some((name, value)) = input.next_recipe()? {
+                copy.recipe(&name, &value)?;
             }
+            let (copy, _) = copy.finish()?;
             // Durable before the state machine moves past the log it
             // replaces, as openraft may purge that log once this returns;
             // and before sled changes, so that a crash part-way through
@@ -891,15 +823,15 @@ mod tests {
                 .join(snapshot_file_name(&snapshot.meta)),
         )
         .unwrap();
-        let mut rest = &file[..];
-        read_snapshot_header(&mut rest).unwrap();
-        while rest.len() > file.len() / 3 {
-            read_record(&mut rest).unwrap();
+        let mut end_of_record = 8;
+        while end_of_record < file.len() * 2 / 3 {
+            let len = &file[end_of_record..end_of_record + 4];
+            end_of_record += 4 + u32::from_be_bytes(len.try_into().unwrap()) as usize;
         }
         let cut = dir.path().join("cut.snap");
-        std::fs::write(&cut, &file[..file.len() - rest.len() - 1]).unwrap();
+        std::fs::write(&cut, &file[..end_of_record - 1]).unwrap();
         let error = replace_state(&target.tree, &cut, &snapshot.meta).unwrap_err();
-        assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
         let (applied, _) = target.applied_state().await.unwrap();
         assert_eq!(
             applied, old_applied,
