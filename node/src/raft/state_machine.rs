@@ -507,8 +507,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let last_membership: StoredMembership =
             read_meta(&self.tree, MEMBERSHIP)?.unwrap_or_default();
         // Applying goes on in memory while sled is dumped: holding the
-        // apply lock instead stalled every write for the dump (every 10,000
-        // entries, up to a second for 100k recipes).
+        // apply lock instead stalled every write for the dump, every 10,000
+        // entries, for as long as writing out the whole store takes.
         drop(applying);
         let meta = SnapshotMeta {
             last_log_id,
