@@ -22,6 +22,8 @@ pub struct TestCluster {
     pub cluster: LocalCluster,
     /// Holds the data until the processes above are stopped.
     _dir: TempDir,
+    /// The fake cgroup the nodes read their CPU usage from.
+    cgroup: TempDir,
 }
 
 impl TestCluster {
@@ -30,16 +32,19 @@ impl TestCluster {
     /// so a busy test machine does not make them shed.
     pub fn layout(count: u64, extra_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let cgroup = dir.path().join("cgroup");
-        FakeCpu::create(&cgroup);
-        let cgroup = cgroup.to_string_lossy().into_owned();
+        let cgroup = FakeCpu::create();
+        let cgroup_dir = cgroup.path().to_string_lossy().into_owned();
         let mut args = FAST_RAFT.to_vec();
-        args.extend_from_slice(&["--cgroup-dir", &cgroup, "--cpu-sample-ms", "50"]);
+        args.extend_from_slice(&["--cgroup-dir", &cgroup_dir, "--cpu-sample-ms", "50"]);
         args.extend_from_slice(extra_args);
         let binary = std::path::PathBuf::from(env!("CARGO_BIN_EXE_recipestore-node"));
         let cluster = LocalCluster::new(&binary, dir.path(), free_node_ports(), count, &args)
             .expect("layout");
-        Self { cluster, _dir: dir }
+        Self {
+            cluster,
+            _dir: dir,
+            cgroup,
+        }
     }
 
     /// Starts `count` nodes, initializes them as voters and waits for a leader.
@@ -96,10 +101,21 @@ pub struct FakeCpu {
 }
 
 impl FakeCpu {
-    fn create(dir: &std::path::Path) {
-        std::fs::create_dir_all(dir).expect("cgroup dir");
-        std::fs::write(dir.join("cpu.max"), "100000 100000\n").expect("cpu.max");
-        std::fs::write(dir.join("cpu.stat"), "usage_usec 0\n").expect("cpu.stat");
+    /// A cgroup directory reporting an idle CPU. It lives in memory where
+    /// the machine has a tmpfs: on the disk, the usage writes of
+    /// [`FakeCpu::saturated`] could wait behind other tests' fdatasyncs for
+    /// longer than a sample interval, which then reads as an idle CPU.
+    fn create() -> TempDir {
+        let in_memory = std::path::Path::new("/dev/shm");
+        let dir = if in_memory.is_dir() {
+            tempfile::tempdir_in(in_memory)
+        } else {
+            tempfile::tempdir()
+        }
+        .expect("cgroup dir");
+        std::fs::write(dir.path().join("cpu.max"), "100000 100000\n").expect("cpu.max");
+        std::fs::write(dir.path().join("cpu.stat"), "usage_usec 0\n").expect("cpu.stat");
+        dir
     }
 
     /// Reports a saturated CPU from now on, until dropped.
@@ -112,7 +128,7 @@ impl FakeCpu {
     /// priority it is allowed (as root, nice -20), so the test's own load
     /// does not starve it.
     pub fn saturated(cluster: &TestCluster) -> Self {
-        let path = cluster._dir.path().join("cgroup").join("cpu.stat");
+        let path = cluster.cgroup.path().join("cpu.stat");
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         std::thread::spawn(move || {
