@@ -548,6 +548,10 @@ fn watch_backoff() -> impl kube::runtime::utils::Backoff {
 /// pod's 30 s termination grace period, so the Lease is still released.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
+/// How long after a store was missed in the cache every store is
+/// reconciled again (see `run`).
+const MISSED_STORE_RETRY: Duration = Duration::from_secs(1);
+
 /// Runs the controller over every namespace or only `namespace` until
 /// `shutdown` completes, then lets reconciles under way finish (at most
 /// [`SHUTDOWN_GRACE`]). Owned objects trigger a reconcile of their
@@ -573,7 +577,20 @@ pub async fn run(
     // caches small in clusters with many unrelated objects.
     let children =
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={FIELD_MANAGER}"));
+    // After a watch expires (410), the watcher lists again and announces
+    // each listed store before the cache holds the new list: a store
+    // created meanwhile is then "not found in the local store" and its
+    // reconcile dropped. Such a miss asks for every cached store to be
+    // reconciled a moment later, by which time the cache has it (a store
+    // really deleted is simply not among them).
+    let (missed, misses) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let retries = futures::stream::unfold(misses, |mut misses| async move {
+        misses.recv().await?;
+        tokio::time::sleep(MISSED_STORE_RETRY).await;
+        Some(((), misses))
+    });
     let controller = Controller::new(stores, watcher::Config::default().any_semantic())
+        .reconcile_all_on(retries)
         .trigger_backoff(watch_backoff())
         .owns(api::<StatefulSet>(&client, &namespace), children.clone())
         .owns(api::<Service>(&client, &namespace), children.clone())
@@ -583,10 +600,15 @@ pub async fn run(
     let running = controller
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(object = %object.name, "reconciled"),
-                Err(error) => tracing::debug!(error = %error, "reconcile loop error"),
+        .for_each(|result| {
+            if let Err(kube::runtime::controller::Error::ObjectNotFound(_)) = &result {
+                let _ = missed.send(());
+            }
+            async move {
+                match result {
+                    Ok((object, _)) => tracing::debug!(object = %object.name, "reconciled"),
+                    Err(error) => tracing::debug!(error = %error, "reconcile loop error"),
+                }
             }
         });
     // The controller's graceful shutdown waits for its cache to fill before
