@@ -811,32 +811,23 @@ async fn handle(
                 .map(|c| json!({"type": c.type_, "object": c.object}))
                 .collect();
             let current = store.revision;
-            let live = live_changes(shared.changes.subscribe(), current, wanted);
-            let api_version = kind.api_version();
-            let kind_name = kind.kind;
-            let shared_for_bookmarks = shared.clone();
-            let ticks = futures::stream::unfold((), move |()| {
-                let shared = shared_for_bookmarks.clone();
-                let api_version = api_version.clone();
-                async move {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    let revision = shared.store.lock().unwrap().revision;
-                    Some((
-                        json!({"type": "BOOKMARK", "object": {
-                            "kind": kind_name, "apiVersion": api_version,
-                            "metadata": {"resourceVersion": revision.to_string()},
-                        }}),
-                        (),
-                    ))
+            let bookmark = bookmarks.then(|| {
+                let api_version = kind.api_version();
+                move |revision: u64| {
+                    json!({"type": "BOOKMARK", "object": {
+                        "kind": kind.kind, "apiVersion": api_version,
+                        "metadata": {"resourceVersion": revision.to_string()},
+                    }})
                 }
-            })
-            .filter(move |_| std::future::ready(bookmarks));
-            let events = futures::stream::iter(backlog)
-                .chain(futures::stream::select(live, ticks))
-                .take_until(futures::future::select(
-                    Box::pin(tokio::time::sleep(timeout)),
-                    Box::pin(restarted(&shared)),
-                ));
+            });
+            let live = live_changes(shared.changes.subscribe(), current, wanted, bookmark);
+            let events =
+                futures::stream::iter(backlog)
+                    .chain(live)
+                    .take_until(futures::future::select(
+                        Box::pin(tokio::time::sleep(timeout)),
+                        Box::pin(restarted(&shared)),
+                    ));
             watch_response(events.boxed())
         }
         "get" => {
@@ -873,25 +864,45 @@ fn restarted(shared: &Shared) -> impl Future<Output = ()> + Send + 'static {
     }
 }
 
-/// Changes after revision `after` that `wanted` keeps, as watch events.
+/// Changes after revision `after` that `wanted` keeps, as watch events,
+/// and every second a bookmark when `bookmark` makes one. A bookmark
+/// carries the revision of the last change this stream has received, as
+/// the API server's does: every event up to it has been sent, so a client
+/// that resumes from it misses nothing. (The global revision, read at the
+/// tick, could be ahead of a change still on its way to the stream.)
 fn live_changes(
     changes: broadcast::Receiver<Change>,
     after: u64,
     wanted: impl Fn(&Change) -> bool + Send + 'static,
+    bookmark: Option<impl Fn(u64) -> Value + Send + 'static>,
 ) -> BoxStream<'static, Value> {
-    futures::stream::unfold((changes, wanted), move |(mut changes, wanted)| async move {
-        loop {
-            match changes.recv().await {
-                Ok(change) if change.revision > after && wanted(&change) => {
-                    let event = json!({"type": change.type_, "object": change.object});
-                    return Some((event, (changes, wanted)));
+    let ticks = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(1),
+        Duration::from_secs(1),
+    );
+    let state = (changes, after, ticks, wanted, bookmark);
+    futures::stream::unfold(state, |state| async move {
+        let (mut changes, mut seen, mut ticks, wanted, bookmark) = state;
+        let event = loop {
+            tokio::select! {
+                change = changes.recv() => match change {
+                    Ok(change) if change.revision > seen => {
+                        seen = change.revision;
+                        if wanted(&change) {
+                            break json!({"type": change.type_, "object": change.object});
+                        }
+                    }
+                    Ok(_) => {}
+                    // A watcher that fell behind is closed; it resumes from
+                    // the last version it saw, which the history still holds.
+                    Err(_) => return None,
+                },
+                _ = ticks.tick(), if bookmark.is_some() => {
+                    break bookmark.as_ref().map(|make| make(seen))?;
                 }
-                Ok(_) => {}
-                // A watcher that fell behind is closed; it resumes from the
-                // last version it saw, which the history still holds.
-                Err(_) => return None,
             }
-        }
+        };
+        Some((event, (changes, seen, ticks, wanted, bookmark)))
     })
     .boxed()
 }
