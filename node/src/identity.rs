@@ -50,6 +50,16 @@ struct Stamp {
     cluster_id: Option<String>,
 }
 
+/// A new cluster's id.
+pub fn new_cluster_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Whether `id` has the form of the ids [`new_cluster_id`] makes.
+pub fn is_cluster_id(id: &str) -> bool {
+    uuid::Uuid::try_parse(id).is_ok()
+}
+
 /// This node's identity, persisted in its data directory.
 #[derive(Debug)]
 pub struct Identity {

@@ -3,6 +3,7 @@
 //! the HTTP endpoints). `recipestore-node` is a thin binary on top; the wire
 //! protocol, the client library and `recipectl` are crates of their own.
 
+pub mod backup;
 pub mod cache;
 pub mod codec;
 pub mod config;

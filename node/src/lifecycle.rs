@@ -27,6 +27,11 @@ pub fn raft_log_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
     data_dir.join("raft-log")
 }
 
+/// Where a node with data directory `data_dir` keeps its snapshots.
+pub fn snapshot_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("snapshots")
+}
+
 /// sled's page cache. Its default, 1 GiB, would hold most of a store in
 /// memory a second time: downloads are served from the recipe cache
 /// (`cache.maxBytes`) first, and listings and misses read few pages each.
@@ -75,7 +80,7 @@ impl RunningNode {
             .import_sled_log(&db)
             .context("failed to move the raft log out of the database")?;
         let cache = RecipeCache::new(config.settings.cache.bytes());
-        let state_machine = StateMachine::open(&db, &config.data_dir.join("snapshots"), cache)?;
+        let state_machine = StateMachine::open(&db, &snapshot_dir(&config.data_dir), cache)?;
         let recipes = state_machine.recipes();
         let peer_channels = PeerChannels::default();
         let raft = typ::Raft::new(

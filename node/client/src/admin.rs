@@ -180,6 +180,18 @@ impl AdminClient {
             .into_inner())
     }
 
+    /// Starts a backup of this node's state: the file's bytes, in order.
+    /// The call has no deadline as a whole (a large store takes long to
+    /// send); the caller bounds the wait for each chunk.
+    pub async fn save_snapshot(&self) -> Result<tonic::Streaming<pb::BackupChunk>, AdminError> {
+        let reply = self
+            .inner
+            .clone()
+            .save_snapshot(pb::SaveSnapshotRequest {})
+            .await;
+        Ok(reply.map_err(self.failed("SaveSnapshot"))?.into_inner())
+    }
+
     /// Builds a snapshot on this node now.
     pub async fn trigger_snapshot(&self) -> Result<pb::TriggerSnapshotResponse, AdminError> {
         let request = self.request(pb::TriggerSnapshotRequest {});

@@ -39,13 +39,7 @@ pub enum MemberCommand {
     Remove { id: u64 },
 }
 
-#[derive(Debug, Subcommand)]
-pub enum SnapshotCommand {
-    /// Build a snapshot on every reachable member now.
-    Trigger,
-}
-
-fn admin_client(addr: &str, timeout: Duration) -> anyhow::Result<AdminClient> {
+pub fn admin_client(addr: &str, timeout: Duration) -> anyhow::Result<AdminClient> {
     let timeouts = Timeouts {
         request: timeout,
         ..Timeouts::default()
@@ -54,7 +48,7 @@ fn admin_client(addr: &str, timeout: Duration) -> anyhow::Result<AdminClient> {
 }
 
 /// Calls the first peer that answers, retrying UNAVAILABLE with backoff.
-async fn call<T, F, Fut>(peers: &[String], timeout: Duration, f: F) -> anyhow::Result<T>
+pub async fn call<T, F, Fut>(peers: &[String], timeout: Duration, f: F) -> anyhow::Result<T>
 where
     F: FnMut(AdminClient) -> Fut,
     Fut: Future<Output = Result<T, AdminError>>,
@@ -104,7 +98,7 @@ where
 }
 
 /// A failed call as `recipectl` prints it: the code and the node's message.
-fn described(error: AdminError) -> String {
+pub fn described(error: AdminError) -> String {
     match error {
         AdminError::Call { source, .. } => format!("{:?}: {}", source.code(), source.message()),
         e => e.to_string(),
@@ -332,37 +326,6 @@ pub async fn member(
                 call_idempotent(peers, timeout, |c| async move { c.remove_member(id).await })
                     .await?;
             print_membership(&reply, output);
-        }
-    }
-    Ok(())
-}
-
-pub async fn snapshot(
-    peers: &[String],
-    timeout: Duration,
-    command: SnapshotCommand,
-    output: Output,
-) -> anyhow::Result<()> {
-    let SnapshotCommand::Trigger = command;
-    for (id, status) in cluster_status(peers, timeout).await? {
-        let result = match status {
-            Ok(reached) => match admin_client(&reached.addr, timeout) {
-                Ok(c) => c
-                    .trigger_snapshot()
-                    .await
-                    .map(|r| r.last_index)
-                    .map_err(described),
-                Err(e) => Err(e.to_string()),
-            },
-            Err(e) => Err(e),
-        };
-        match (output, result) {
-            (Output::Json, Ok(index)) => {
-                println!("{}", serde_json::json!({"id": id, "snapshot_index": index}))
-            }
-            (Output::Json, Err(e)) => println!("{}", serde_json::json!({"id": id, "error": e})),
-            (Output::Text, Ok(index)) => println!("node {id}: snapshot at index {index}"),
-            (Output::Text, Err(e)) => println!("node {id}: failed: {e}"),
         }
     }
     Ok(())

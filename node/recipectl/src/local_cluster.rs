@@ -40,6 +40,34 @@ pub struct NodeProcess {
     child: Option<Child>,
 }
 
+/// Where every node listens unless placed elsewhere.
+const LOOPBACK: &str = "127.0.0.1";
+
+/// Node `id`'s data directory under `data_root`.
+pub fn node_data_dir(data_root: &Path, id: u64) -> PathBuf {
+    data_root.join(format!("node-{id}"))
+}
+
+/// Checks that `count` nodes fit above `base_port`.
+fn check_ports(base_port: u16, count: u64) -> anyhow::Result<()> {
+    let top = u64::from(base_port) + 10 * count;
+    anyhow::ensure!(
+        top <= 65_535,
+        "base port {base_port} leaves no room for {count} nodes"
+    );
+    Ok(())
+}
+
+/// The members of a cluster of `count` nodes laid out from `base_port` on
+/// loopback, as `recipectl local up` runs them.
+pub fn loopback_members(base_port: u16, count: u64) -> anyhow::Result<Vec<pb::Member>> {
+    check_ports(base_port, count)?;
+    // Laid out only, never started: no binary or data directory is used.
+    Ok((0..count)
+        .map(|id| NodeProcess::new(Path::new(""), Path::new(""), base_port, id).member())
+        .collect())
+}
+
 impl NodeProcess {
     pub fn new(binary: &Path, data_root: &Path, base_port: u16, id: u64) -> Self {
         let base = base_port + 10 * id as u16;
@@ -48,11 +76,11 @@ impl NodeProcess {
             client_port: base,
             peer_port: base + 1,
             http_port: base + 2,
-            data_dir: data_root.join(format!("node-{id}")),
+            data_dir: node_data_dir(data_root, id),
             log_file: data_root.join(format!("node-{id}.log")),
             binary: binary.to_path_buf(),
             extra_args: Vec::new(),
-            host: "127.0.0.1".into(),
+            host: LOOPBACK.into(),
             launcher: Vec::new(),
             child: None,
         }
@@ -232,11 +260,7 @@ impl LocalCluster {
         extra_args: &[&str],
     ) -> anyhow::Result<Self> {
         anyhow::ensure!(count >= 1, "a cluster needs at least one node");
-        let top = u64::from(base_port) + 10 * count;
-        anyhow::ensure!(
-            top <= 65_535,
-            "base port {base_port} leaves no room for {count} nodes"
-        );
+        check_ports(base_port, count)?;
         std::fs::create_dir_all(data_root)
             .with_context(|| format!("cannot create {}", data_root.display()))?;
         let mut cluster = Self {

@@ -3,6 +3,7 @@
 mod admin;
 mod bench;
 mod local;
+mod snapshot;
 
 use std::io::Read;
 use std::io::Write;
@@ -112,10 +113,10 @@ enum Command {
         #[command(subcommand)]
         command: admin::MemberCommand,
     },
-    /// Snapshot operations.
+    /// Snapshots, and backups: save, check, restore.
     Snapshot {
         #[command(subcommand)]
-        command: admin::SnapshotCommand,
+        command: snapshot::SnapshotCommand,
     },
     /// Run a local cluster of node processes on loopback.
     Local {
@@ -252,7 +253,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             admin::member(&cli.peers, timeout, command, cli.output).await?
         }
         Command::Snapshot { command } => {
-            admin::snapshot(&cli.peers, timeout, command, cli.output).await?
+            snapshot::run(&cli.peers, timeout, command, cli.output).await?
         }
         Command::Local { command } => local::run(command).await?,
         Command::Bench(args) => bench::run(&cli.endpoints, timeout, args, cli.output).await?,

@@ -161,6 +161,27 @@ impl LogStore {
         Ok(())
     }
 
+    /// Starts the log of a new data directory after `last`, with `vote`:
+    /// a data directory restored from a backup whose snapshot ends at
+    /// `last`. Refuses a log that holds anything already.
+    pub fn seed(dir: &Path, last: LogId, vote: Vote) -> io::Result<()> {
+        let (mut log, _) = Log::open(dir, Options::default())?;
+        if log.meta().is_some() || log.last_index().is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} already holds a raft log", dir.display()),
+            ));
+        }
+        // Durable (as every meta is) before the node starts: the vote for
+        // the reason `save_vote` gives, the purge point so that the log
+        // and the snapshot meet.
+        log.purge_through(last.index())?;
+        log.set_meta(&encode_io(&Meta {
+            vote: Some(vote),
+            last_purged: Some(last),
+        })?)
+    }
+
     /// Runs blocking log I/O off the async workers.
     async fn blocking<T: Send + 'static>(
         &self,

@@ -3,7 +3,7 @@
 
 pub mod log_store;
 pub mod network;
-mod snapshot_file;
+pub(crate) mod snapshot_file;
 pub mod state_machine;
 mod write_behind;
 

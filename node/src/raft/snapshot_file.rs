@@ -40,6 +40,14 @@ fn invalid(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message)
 }
 
+/// What the end of a snapshot file in the current format records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotEnd {
+    pub recipes: u64,
+    /// CRC-32 (IEEE) of every byte from the metadata's record to the end.
+    pub crc32: u32,
+}
+
 /// Writes a snapshot file in the current format.
 pub struct SnapshotWriter {
     out: BufWriter<File>,
@@ -50,7 +58,12 @@ pub struct SnapshotWriter {
 impl SnapshotWriter {
     /// Creates `path` and writes the magic and `meta`.
     pub fn create(path: &Path, meta: &SnapshotMeta) -> io::Result<Self> {
-        let mut out = BufWriter::new(File::create(path)?);
+        Self::new(File::create(path)?, meta)
+    }
+
+    /// Writes the magic and `meta` to `file`, from its current position.
+    pub fn new(file: File, meta: &SnapshotMeta) -> io::Result<Self> {
+        let mut out = BufWriter::new(file);
         out.write_all(MAGIC)?;
         let mut writer = Self {
             out,
@@ -83,12 +96,32 @@ impl SnapshotWriter {
     }
 
     /// Writes the end; the file is not synced yet.
-    pub fn finish(mut self) -> io::Result<(BufWriter<File>, u64)> {
+    pub fn finish(mut self) -> io::Result<(BufWriter<File>, SnapshotEnd)> {
+        let end = SnapshotEnd {
+            recipes: self.recipes,
+            crc32: self.crc.finalize(),
+        };
         self.out.write_all(&END.to_be_bytes())?;
-        self.out.write_all(&self.recipes.to_be_bytes())?;
-        self.out.write_all(&self.crc.finalize().to_be_bytes())?;
-        Ok((self.out, self.recipes))
+        self.out.write_all(&end.recipes.to_be_bytes())?;
+        self.out.write_all(&end.crc32.to_be_bytes())?;
+        Ok((self.out, end))
     }
+}
+
+/// Makes a snapshot file written at `tmp` durable under its final name `path`.
+pub fn persist(out: BufWriter<File>, tmp: &Path, path: &Path) -> io::Result<()> {
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    // A snapshot replaces the log entries it covers, which openraft purges
+    // as soon as it is built or installed: its bytes must be on stable
+    // storage first...
+    file.sync_all()?;
+    std::fs::rename(tmp, path)?;
+    // ...and so must its name, or a power loss would leave the purged log
+    // with no snapshot to stand for it.
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Reads a snapshot file of any format, checking the end of the current one.
@@ -97,6 +130,8 @@ pub struct SnapshotReader<R> {
     /// `None` for the formats without an end.
     crc: Option<crc32fast::Hasher>,
     recipes: u64,
+    /// The end, once read and found to match the contents.
+    end: Option<SnapshotEnd>,
 }
 
 impl<R: Read> SnapshotReader<R> {
@@ -113,6 +148,7 @@ impl<R: Read> SnapshotReader<R> {
             input,
             crc,
             recipes: 0,
+            end: None,
         };
         if &magic == MAGIC_V1 {
             return Ok((None, reader));
@@ -134,6 +170,12 @@ impl<R: Read> SnapshotReader<R> {
             .ok_or_else(|| invalid("the snapshot ends between a name and its value".into()))?;
         self.recipes += 1;
         Ok(Some((name, value)))
+    }
+
+    /// The end of a file in the current format, once [`Self::next_recipe`]
+    /// has read it and found it to match the contents.
+    pub fn end(&self) -> Option<SnapshotEnd> {
+        self.end
     }
 
     /// One record; `None` at the end of the recipes.
@@ -189,6 +231,10 @@ impl<R: Read> SnapshotReader<R> {
                 self.recipes
             )));
         }
+        self.end = Some(SnapshotEnd {
+            recipes,
+            crc32: crc,
+        });
         Ok(())
     }
 }
@@ -225,9 +271,9 @@ mod tests {
         for (name, value) in RECIPES {
             out.recipe(name, value).unwrap();
         }
-        let (mut out, recipes) = out.finish().unwrap();
+        let (mut out, end) = out.finish().unwrap();
         out.flush().unwrap();
-        assert_eq!(recipes, 3);
+        assert_eq!(end.recipes, 3);
         std::fs::read(&path).unwrap()
     }
 

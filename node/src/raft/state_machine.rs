@@ -49,8 +49,10 @@ use crate::codec::decode_io;
 use crate::codec::encode_io;
 use crate::metrics;
 
+use super::snapshot_file::SnapshotEnd;
 use super::snapshot_file::SnapshotReader;
 use super::snapshot_file::SnapshotWriter;
+use super::snapshot_file::persist;
 use super::write_behind::Staged;
 use super::write_behind::Write as SledWrite;
 use super::write_behind::WriteBehind;
@@ -140,6 +142,34 @@ impl Recipes {
             return Ok(Some(hit.version));
         }
         Ok(self.get_uncached(name)?.map(|r| r.version))
+    }
+
+    /// Writes the state to `file` as a snapshot: every entry applied
+    /// before the call and perhaps a few after it, exactly as of the applied
+    /// id in the metadata returned. For backups: Raft's own snapshots are
+    /// built by [`SnapshotBuilder`], which also keeps them.
+    pub async fn dump(&self, file: File) -> io::Result<(SnapshotMeta, SnapshotEnd)> {
+        // Sled goes from one applied batch to the next, each written
+        // atomically with its applied id: held still, it is the state as of
+        // the id it records, and it holds every batch handed over so far.
+        let held = self.unwritten.hold().await?;
+        let tree = self.tree.clone();
+        let installing = self.installing.clone();
+        tokio::task::spawn_blocking(move || {
+            let _held = held;
+            // An install replaces sled batch by batch, not through the
+            // writer: a dump meanwhile would mix the old and the new state.
+            let _installed = installing.read().unwrap_or_else(|e| e.into_inner());
+            let meta = SnapshotMeta {
+                last_log_id: read_meta(&tree, APPLIED)?,
+                last_membership: read_meta(&tree, MEMBERSHIP)?.unwrap_or_default(),
+            };
+            let (out, end) = write_recipes(&tree, SnapshotWriter::new(file, &meta)?)?;
+            out.into_inner().map_err(|e| e.into_error())?;
+            Ok((meta, end))
+        })
+        .await
+        .map_err(io::Error::other)?
     }
 
     /// Publishes the cache's size to the metrics.
@@ -372,18 +402,63 @@ fn snapshot_file_name(meta: &SnapshotMeta) -> String {
     }
 }
 
+/// Copies the snapshot `input` into `dir` under `meta` in place of its own
+/// metadata, durably, and answers the copy's path and end. The copy is in
+/// the current format, whichever `input` is in; a cut or damaged `input`
+/// fails here, before the copy has a snapshot's name.
+fn keep_snapshot(
+    dir: &Path,
+    meta: &SnapshotMeta,
+    input: impl io::Read,
+) -> io::Result<(PathBuf, SnapshotEnd)> {
+    let path = dir.join(snapshot_file_name(meta));
+    let (_, mut input) = SnapshotReader::open(input)?;
+    let tmp = path.with_extension("tmp");
+    let mut copy = SnapshotWriter::create(&tmp, meta)?;
+    while let Some((name, value)) = input.next_recipe()? {
+        copy.recipe(&name, &value)?;
+    }
+    let (copy, end) = copy.finish()?;
+    persist(copy, &tmp, &path)?;
+    Ok((path, end))
+}
+
+/// Makes the snapshot `input` the current snapshot of a new data
+/// directory's state machine, whose snapshots are kept in `dir`, under
+/// `meta`: a data directory restored from a backup. At start openraft finds
+/// the state machine behind the snapshot and installs it.
+pub fn seed_snapshot(
+    dir: &Path,
+    meta: &SnapshotMeta,
+    input: impl io::Read,
+) -> io::Result<SnapshotEnd> {
+    std::fs::create_dir_all(dir)?;
+    keep_snapshot(dir, meta, input).map(|(_, end)| end)
+}
+
 /// Writes `meta` and every recipe of `tree` to `path`, durably: through a
 /// temporary file that is fsync'd, renamed, and its directory fsync'd.
-fn write_snapshot_file(tree: &sled::Tree, meta: &SnapshotMeta, path: &Path) -> io::Result<u64> {
+fn write_snapshot_file(
+    tree: &sled::Tree,
+    meta: &SnapshotMeta,
+    path: &Path,
+) -> io::Result<SnapshotEnd> {
     let tmp = path.with_extension("tmp");
-    let mut out = SnapshotWriter::create(&tmp, meta)?;
+    let (out, end) = write_recipes(tree, SnapshotWriter::create(&tmp, meta)?)?;
+    persist(out, &tmp, path)?;
+    Ok(end)
+}
+
+/// Writes every recipe of `tree` to `out` and ends it.
+fn write_recipes(
+    tree: &sled::Tree,
+    mut out: SnapshotWriter,
+) -> io::Result<(BufWriter<File>, SnapshotEnd)> {
     for kv in tree.scan_prefix(RECIPE_PREFIX) {
         let (key, value) = kv.map_err(io_err)?;
         out.recipe(&key[RECIPE_PREFIX.len()..], &value)?;
     }
-    let (out, count) = out.finish()?;
-    persist(out, &tmp, path)?;
-    Ok(count)
+    out.finish()
 }
 
 /// Most writes in one sled batch when a snapshot is installed. Sled copies
@@ -448,21 +523,6 @@ impl<'t> Batches<'t> {
             .apply_batch(std::mem::take(&mut self.batch))
             .map_err(io_err)
     }
-}
-
-/// Makes a written snapshot file durable under its final name.
-fn persist(out: BufWriter<File>, tmp: &Path, path: &Path) -> io::Result<()> {
-    let file = out.into_inner().map_err(|e| e.into_error())?;
-    // The snapshot replaces the log entries it covers, which openraft purges
-    // as soon as this returns: its bytes must be on stable storage first...
-    file.sync_all()?;
-    std::fs::rename(tmp, path)?;
-    // ...and so must its name, or a power loss would leave the purged log
-    // with no snapshot to stand for it.
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 /// The newest complete snapshot in `dir`: the one covering the highest log
@@ -593,28 +653,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // in sled after it.
         self.recipes.unwritten.drain().await?;
         let file = snapshot_file_name(meta);
-        let path = self.snapshot_dir.join(&file);
+        let dir = self.snapshot_dir.clone();
         let tree = self.tree.clone();
         let recipes = self.recipes.clone();
         let meta = meta.clone();
         tokio::task::spawn_blocking(move || -> io::Result<()> {
             // The metadata openraft hands over is authoritative; a copy in
-            // the file (the sender's) describes the same snapshot. The copy
-            // is in the current format, whichever the sender used, and a
-            // cut or damaged file fails here, before anything changes.
-            let (_, mut input) = SnapshotReader::open(BufReader::new(snapshot))?;
-            let tmp = path.with_extension("tmp");
-            let mut copy = SnapshotWriter::create(&tmp, &meta)?;
-            while let Some((name, value)) = input.next_recipe()? {
-                copy.recipe(&name, &value)?;
-            }
-            let (copy, _) = copy.finish()?;
-            // Durable before the state machine moves past the log it
-            // replaces, as openraft may purge that log once this returns;
-            // and before sled changes, so that a crash part-way through
-            // the replacement leaves this the newest snapshot, ahead of
-            // the applied id, which openraft then installs again at start.
-            persist(copy, &tmp, &path)?;
+            // the file (the sender's) describes the same snapshot. Durable
+            // before the state machine moves past the log it replaces, as
+            // openraft may purge that log once this returns; and before
+            // sled changes, so that a crash part-way through the
+            // replacement leaves this the newest snapshot, ahead of the
+            // applied id, which openraft then installs again at start.
+            let (path, _) = keep_snapshot(&dir, &meta, BufReader::new(snapshot))?;
             let _installing = recipes
                 .installing
                 .write()

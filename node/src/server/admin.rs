@@ -5,9 +5,15 @@
 use openraft::async_runtime::watch::WatchReceiver;
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
+use std::io::Read;
+use std::io::Seek;
+use std::io::SeekFrom;
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use openraft::ChangeMembers;
 use openraft::ServerState;
 use openraft::error::ClientWriteError;
@@ -15,12 +21,14 @@ use openraft::error::RaftError;
 use openraft::raft::ClientWriteResponse;
 use recipestore_protocol::pb;
 use recipestore_protocol::pb::admin_client::AdminClient;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::Request;
 use tonic::Response;
 use tonic::Status;
 use tonic::transport::Channel;
 
 use super::time_left;
+use crate::backup::BackupHeader;
 use crate::error::NodeError;
 use crate::node::Node;
 use crate::raft::Member;
@@ -481,7 +489,7 @@ impl pb::admin_server::Admin for Admin {
                 self.node.id
             )));
         }
-        let cluster_id = uuid::Uuid::new_v4().to_string();
+        let cluster_id = crate::identity::new_cluster_id();
         self.node
             .identity
             .join(&cluster_id)
@@ -599,5 +607,91 @@ impl pb::admin_server::Admin for Admin {
         Ok(Response::new(pb::TriggerSnapshotResponse {
             last_index: m.snapshot.map_or(0, |s| s.index()),
         }))
+    }
+
+    type SaveSnapshotStream = BoxStream<'static, Result<pb::BackupChunk, Status>>;
+
+    async fn save_snapshot(
+        &self,
+        request: Request<pb::SaveSnapshotRequest>,
+    ) -> Result<Response<Self::SaveSnapshotStream>, Status> {
+        let wait = time_left(request.metadata());
+        let started = Instant::now();
+        let node = &self.node;
+        let cluster_id = node.identity.cluster_id().ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "node {} belongs to no cluster yet: there is nothing to back up",
+                node.id
+            ))
+        })?;
+        // Every write acknowledged before this call is at or below the read
+        // index: the dump holds at least what this node applied up to it.
+        let index = node.read_index(wait).await?;
+        node.await_applied(index, wait.saturating_sub(started.elapsed()))
+            .await?;
+        // Dumped to a file without a name first, then sent: sled is held
+        // still only for as long as the dump takes, not for as long as the
+        // caller takes to receive it.
+        let internal = |e: std::io::Error| Status::internal(format!("backup failed: {e}"));
+        let file = tempfile::tempfile_in(&node.config.data_dir).map_err(internal)?;
+        let (meta, end) = node
+            .recipes
+            .dump(file.try_clone().map_err(internal)?)
+            .await
+            .map_err(internal)?;
+        let snapshot_bytes = file.metadata().map_err(internal)?.len();
+        let header = BackupHeader::new(cluster_id, node.id, &meta, end, snapshot_bytes);
+        tracing::info!(
+            index = header.last_index,
+            recipes = header.recipes,
+            bytes = snapshot_bytes,
+            "sending a backup"
+        );
+        let head = header.encode().map_err(internal)?;
+        let (chunks, stream) = tokio::sync::mpsc::channel(2);
+        tokio::task::spawn_blocking(move || send_backup(head, file, snapshot_bytes, &chunks));
+        Ok(Response::new(ReceiverStream::new(stream).boxed()))
+    }
+}
+
+/// Bytes of a backup per message: well under gRPC's default limit of 4 MiB.
+const BACKUP_CHUNK_BYTES: usize = 1 << 20;
+
+/// Sends `head` and then the `snapshot_bytes` of `snapshot` as a backup
+/// stream, until done or the caller goes away.
+fn send_backup(
+    head: Vec<u8>,
+    mut snapshot: std::fs::File,
+    snapshot_bytes: u64,
+    chunks: &tokio::sync::mpsc::Sender<Result<pb::BackupChunk, Status>>,
+) {
+    let first = pb::BackupChunk {
+        total_bytes: head.len() as u64 + snapshot_bytes,
+        data: head,
+    };
+    if chunks.blocking_send(Ok(first)).is_err() {
+        return;
+    }
+    if let Err(e) = snapshot.seek(SeekFrom::Start(0)) {
+        let _ = chunks.blocking_send(Err(Status::internal(format!("backup failed: {e}"))));
+        return;
+    }
+    loop {
+        let mut data = Vec::with_capacity(BACKUP_CHUNK_BYTES);
+        let chunk = match (&mut snapshot)
+            .take(BACKUP_CHUNK_BYTES as u64)
+            .read_to_end(&mut data)
+        {
+            Ok(0) => return,
+            Ok(_) => Ok(pb::BackupChunk {
+                data,
+                total_bytes: 0,
+            }),
+            Err(e) => Err(Status::internal(format!("backup failed: {e}"))),
+        };
+        let failed = chunk.is_err();
+        if chunks.blocking_send(chunk).is_err() || failed {
+            return;
+        }
     }
 }

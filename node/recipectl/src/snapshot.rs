@@ -1,0 +1,341 @@
+//! `recipectl snapshot`: snapshots on the members, and backups (save one
+//! from a running cluster, check one, restore one into a new local
+//! cluster's data directories).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::IsTerminal;
+use std::io::Write;
+use std::path::Path;
+use std::path::PathBuf;
+use std::time::Duration;
+use std::time::Instant;
+use std::time::UNIX_EPOCH;
+
+use anyhow::Context;
+use clap::Subcommand;
+use indicatif::ProgressBar;
+use indicatif::ProgressDrawTarget;
+use indicatif::ProgressStyle;
+use recipectl::local_cluster::loopback_members;
+use recipectl::local_cluster::node_data_dir;
+use recipestore::backup::Backup;
+use recipestore::backup::BackupHeader;
+use recipestore::identity::is_cluster_id;
+use recipestore::identity::new_cluster_id;
+use recipestore::raft::Member;
+
+use crate::Output;
+use crate::admin::admin_client;
+use crate::admin::call;
+use crate::admin::cluster_status;
+use crate::admin::described;
+use crate::fail;
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Build a snapshot on every reachable member now.
+    Trigger,
+    /// Save a backup of the cluster's state in FILE: every recipe and
+    /// version, with every write acknowledged before the command started.
+    Save { file: PathBuf },
+    /// Check a backup from end to end and show what it holds.
+    Status { file: PathBuf },
+    /// Make the data directories of a new local cluster that starts with a
+    /// backup's state; then `recipectl local up` starts it.
+    Restore {
+        file: PathBuf,
+        /// Where `recipectl local up` will find the nodes' data; no node's
+        /// directory may exist there yet.
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+        /// Number of nodes of the new cluster.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
+        nodes: u64,
+        /// The base port the cluster will run on (`local up --base-port`).
+        #[arg(long, default_value_t = 7070)]
+        base_port: u16,
+        /// The new cluster's id; a new one by default. Giving the backup's
+        /// own lets clients and tools that know the old cluster go on.
+        #[arg(long)]
+        cluster_id: Option<String>,
+    },
+}
+
+pub async fn run(
+    peers: &[String],
+    timeout: Duration,
+    command: SnapshotCommand,
+    output: Output,
+) -> anyhow::Result<()> {
+    match command {
+        SnapshotCommand::Trigger => trigger(peers, timeout, output).await,
+        SnapshotCommand::Save { file } => save(peers, timeout, &file, output).await,
+        SnapshotCommand::Status { file } => {
+            let backup = check(&file, output).await?;
+            print_header(&backup.header, output);
+            Ok(())
+        }
+        SnapshotCommand::Restore {
+            file,
+            data_dir,
+            nodes,
+            base_port,
+            cluster_id,
+        } => restore(&file, &data_dir, nodes, base_port, cluster_id, output).await,
+    }
+}
+
+async fn trigger(peers: &[String], timeout: Duration, output: Output) -> anyhow::Result<()> {
+    for (id, status) in cluster_status(peers, timeout).await? {
+        let result = match status {
+            Ok(reached) => match admin_client(&reached.addr, timeout) {
+                Ok(c) => c
+                    .trigger_snapshot()
+                    .await
+                    .map(|r| r.last_index)
+                    .map_err(described),
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(e),
+        };
+        match (output, result) {
+            (Output::Json, Ok(index)) => {
+                println!("{}", serde_json::json!({"id": id, "snapshot_index": index}))
+            }
+            (Output::Json, Err(e)) => println!("{}", serde_json::json!({"id": id, "error": e})),
+            (Output::Text, Ok(index)) => println!("node {id}: snapshot at index {index}"),
+            (Output::Text, Err(e)) => println!("node {id}: failed: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// A progress bar of bytes on a terminal, for text output; hidden otherwise.
+fn progress(label: &str, output: Output) -> ProgressBar {
+    if output == Output::Json || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(label.to_string());
+    bar
+}
+
+/// Streams a backup from the first peer that answers into `file`, through
+/// `<file>.part`, which becomes `file` only once synced and checked.
+async fn save(
+    peers: &[String],
+    timeout: Duration,
+    file: &Path,
+    output: Output,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let (addr, mut stream) = call(peers, timeout, |client| async move {
+        let stream = client.save_snapshot().await?;
+        Ok((client.addr().to_string(), stream))
+    })
+    .await?;
+    let part = with_suffix(file, ".part");
+    let mut out =
+        File::create(&part).with_context(|| format!("cannot create {}", part.display()))?;
+    let bar = progress("receiving", output);
+    let received = async {
+        loop {
+            let chunk = tokio::time::timeout(timeout, stream.message())
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "{addr} sent nothing for {} ms; the backup is incomplete",
+                        timeout.as_millis()
+                    )
+                })?
+                .map_err(fail)?;
+            let Some(chunk) = chunk else {
+                break;
+            };
+            if chunk.total_bytes > 0 {
+                bar.set_length(chunk.total_bytes);
+            }
+            out.write_all(&chunk.data)
+                .with_context(|| format!("cannot write {}", part.display()))?;
+            bar.inc(chunk.data.len() as u64);
+        }
+        // The file is renamed into place only once its bytes are durable.
+        out.sync_all()
+            .with_context(|| format!("cannot sync {}", part.display()))?;
+        anyhow::Ok(())
+    };
+    let checked = match received.await {
+        Ok(()) => {
+            bar.finish_and_clear();
+            check(&part, output).await
+        }
+        Err(e) => Err(e),
+    };
+    let backup = match checked {
+        Ok(backup) => backup,
+        Err(e) => {
+            let _ = std::fs::remove_file(&part);
+            return Err(e.context(format!("no backup was saved in {}", file.display())));
+        }
+    };
+    std::fs::rename(&part, file)
+        .with_context(|| format!("cannot rename {} to {}", part.display(), file.display()))?;
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir)?.sync_all()?;
+    }
+    let header = &backup.header;
+    match output {
+        Output::Json => print_header(header, output),
+        Output::Text => println!(
+            "saved {}: {} recipes at index {} (term {}) of cluster {}, {} bytes from node {} in {:.1} s",
+            file.display(),
+            header.recipes,
+            header.last_index,
+            header.last_term,
+            header.cluster_id,
+            header.snapshot_bytes,
+            header.node_id,
+            started.elapsed().as_secs_f64()
+        ),
+    }
+    Ok(())
+}
+
+/// `path` with `suffix` appended to its file name.
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Reads the backup at `file` whole and checks it, showing progress.
+async fn check(file: &Path, output: Output) -> anyhow::Result<Backup> {
+    let len = std::fs::metadata(file)
+        .with_context(|| format!("cannot read {}", file.display()))?
+        .len();
+    let bar = progress("checking", output);
+    bar.set_length(len);
+    let path = file.to_path_buf();
+    let reading = bar.clone();
+    let backup =
+        tokio::task::spawn_blocking(move || Backup::open(&path, |read| reading.set_position(read)))
+            .await?
+            .with_context(|| format!("{} is not a usable backup", file.display()));
+    bar.finish_and_clear();
+    backup
+}
+
+fn print_header(header: &BackupHeader, output: Output) {
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string(header).expect("a header serializes")
+        ),
+        Output::Text => {
+            println!("cluster:     {}", header.cluster_id);
+            println!("taken from:  node {}", header.node_id);
+            let taken_at = UNIX_EPOCH + Duration::from_millis(header.taken_at_unix_ms);
+            println!("taken at:    {}", httpdate::fmt_http_date(taken_at));
+            println!(
+                "last entry:  index {}, term {}",
+                header.last_index, header.last_term
+            );
+            println!("recipes:     {}", header.recipes);
+            println!(
+                "snapshot:    {} bytes, CRC-32 {:08x}",
+                header.snapshot_bytes, header.snapshot_crc32
+            );
+        }
+    }
+}
+
+async fn restore(
+    file: &Path,
+    data_dir: &Path,
+    nodes: u64,
+    base_port: u16,
+    cluster_id: Option<String>,
+    output: Output,
+) -> anyhow::Result<()> {
+    let members = loopback_members(base_port, nodes)?;
+    for member in &members {
+        let dir = node_data_dir(data_dir, member.id);
+        anyhow::ensure!(
+            !dir.exists(),
+            "{} already exists: a restore makes the data directories of a new cluster; \
+             choose another --data-dir or remove the old cluster's",
+            dir.display()
+        );
+    }
+    let cluster_id = match cluster_id {
+        Some(id) => {
+            anyhow::ensure!(
+                is_cluster_id(&id),
+                "--cluster-id {id:?} is not a cluster id (a UUID such as `recipectl snapshot status` shows)"
+            );
+            id
+        }
+        None => new_cluster_id(),
+    };
+    let backup = check(file, output).await?;
+    let members: BTreeMap<u64, Member> = members
+        .into_iter()
+        .map(|m| {
+            (
+                m.id,
+                Member {
+                    peer_addr: m.peer_addr,
+                    client_addr: m.client_addr,
+                },
+            )
+        })
+        .collect();
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let bar = progress("restoring", output);
+    bar.set_length(nodes);
+    for &id in members.keys() {
+        let dir = node_data_dir(data_dir, id);
+        backup
+            .restore(&dir, id, &members, &cluster_id)
+            .with_context(|| format!("cannot restore node {id} into {}", dir.display()))?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let header = &backup.header;
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({
+                "cluster_id": cluster_id,
+                "nodes": nodes,
+                "data_dir": data_dir,
+                "recipes": header.recipes,
+                "last_index": header.last_index,
+            })
+        ),
+        Output::Text => {
+            println!(
+                "restored {} recipes (index {} of cluster {}) into {} as cluster {cluster_id} of {nodes} nodes",
+                header.recipes,
+                header.last_index,
+                header.cluster_id,
+                data_dir.display()
+            );
+            println!("start it with:");
+            println!(
+                "  recipectl local up --data-dir {} --nodes {nodes} --base-port {base_port}",
+                data_dir.display()
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! `recipectl snapshot save`, `status` and `restore` against real node
+//! processes: a backup of a running cluster becomes a new cluster with
+//! every recipe at its version.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use recipectl::local_cluster::LocalCluster;
+use recipestore_client::Client;
+use recipestore_client::RetryPolicy;
+use recipestore_protocol::pb;
+use recipestore_testkit::FAST_RAFT;
+use recipestore_testkit::binary;
+use recipestore_testkit::free_node_ports;
+
+fn recipectl(args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_recipectl"))
+        .args(args)
+        .output()
+        .expect("run recipectl")
+}
+
+fn succeeded(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "recipectl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn started(root: &Path, base_port: u16) -> (LocalCluster, pb::InitializeResponse) {
+    let mut cluster =
+        LocalCluster::new(&binary("recipestore-node"), root, base_port, 3, FAST_RAFT).unwrap();
+    cluster.start_all().unwrap();
+    let init = cluster
+        .initialize(Duration::from_secs(30))
+        .await
+        .expect("initialize");
+    cluster
+        .wait_for_leader(Duration::from_secs(30))
+        .await
+        .expect("a leader");
+    (cluster, init)
+}
+
+/// Every recipe a cluster lists, with its version and content.
+async fn contents(client: &Client) -> BTreeMap<String, (u64, Vec<u8>)> {
+    let mut out = BTreeMap::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list("", 100, &token, pb::Consistency::Linearizable)
+            .await
+            .expect("list");
+        for row in page.recipes {
+            let got = client
+                .download(&row.name, pb::Consistency::Linearizable, None)
+                .await
+                .expect("download");
+            assert_eq!(got.version, row.version, "{}", row.name);
+            out.insert(row.name, (got.version, got.content));
+        }
+        if page.next_page_token.is_empty() {
+            return out;
+        }
+        token = page.next_page_token;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_restores_into_a_new_cluster_with_every_recipe_and_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut old, old_init) = started(&dir.path().join("old"), free_node_ports()).await;
+    let client = Client::with_policy(
+        &old.client_endpoints(),
+        RetryPolicy::default(),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let mut expected = BTreeMap::new();
+    for i in 0..300u32 {
+        let name = format!("recipe-{i:03}");
+        let content = format!("{i} ").repeat(200 + i as usize).into_bytes();
+        let version = client
+            .upload(&name, content.clone(), None)
+            .await
+            .unwrap()
+            .version;
+        expected.insert(name, (version, content));
+    }
+    for i in (0..300u32).step_by(7) {
+        let name = format!("recipe-{i:03}");
+        let content = format!("second edition of {i}").into_bytes();
+        let version = client
+            .upload(&name, content.clone(), None)
+            .await
+            .unwrap()
+            .version;
+        expected.insert(name, (version, content));
+    }
+    for i in (0..300u32).step_by(11) {
+        let name = format!("recipe-{i:03}");
+        client.delete(&name, None).await.unwrap();
+        expected.remove(&name);
+    }
+    let last_write = expected.values().map(|(v, _)| *v).max().unwrap();
+
+    // Saved through one member, whichever leads: the backup holds every
+    // write acknowledged before the command.
+    let file = dir.path().join("cookbook.rsb");
+    let file_arg = file.to_str().unwrap();
+    let peer = old.nodes[2].peer_addr();
+    let saved = succeeded(&recipectl(&[
+        "--peers", &peer, "--output", "json", "snapshot", "save", file_arg,
+    ]));
+    let header: serde_json::Value = serde_json::from_str(&saved).expect("json");
+    assert_eq!(header["recipes"], expected.len() as u64, "{header}");
+    assert_eq!(header["cluster_id"], old_init.cluster_id.as_str());
+    assert!(
+        header["last_index"].as_u64().unwrap() >= last_write,
+        "{header}"
+    );
+    old.stop_all(Duration::from_secs(5));
+    let status = succeeded(&recipectl(&["snapshot", "status", file_arg]));
+    assert!(
+        status.contains(&format!("recipes:     {}", expected.len())),
+        "{status}"
+    );
+
+    // A cut or damaged backup is refused before any directory is made.
+    let bytes = std::fs::read(&file).unwrap();
+    let new_root = dir.path().join("new");
+    let new_root_arg = new_root.to_str().unwrap();
+    let port = free_node_ports();
+    let port_arg = port.to_string();
+    let restore = |file: &str| {
+        recipectl(&[
+            "snapshot",
+            "restore",
+            file,
+            "--data-dir",
+            new_root_arg,
+            "--base-port",
+            &port_arg,
+        ])
+    };
+    let cut = dir.path().join("cut.rsb");
+    std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let mut damaged = bytes.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x40;
+    let damaged_file = dir.path().join("damaged.rsb");
+    std::fs::write(&damaged_file, &damaged).unwrap();
+    for (bad, says) in [(&cut, "cut short"), (&damaged_file, "damaged")] {
+        let out = restore(bad.to_str().unwrap());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{} restored", bad.display());
+        assert!(stderr.contains("not a usable backup"), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(!new_root.join("node-0").exists(), "{stderr}");
+    }
+
+    let restored = succeeded(&restore(file_arg));
+    assert!(restored.contains("recipectl local up"), "{restored}");
+    let again = restore(file_arg);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already exists"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    let (new, new_init) = started(&new_root, port).await;
+    assert!(new_init.already_initialized, "{new_init:?}");
+    assert_ne!(new_init.cluster_id, old_init.cluster_id);
+    let client = Client::with_policy(
+        &new.client_endpoints(),
+        RetryPolicy::default(),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let found = contents(&client).await;
+    assert_eq!(found.len(), expected.len());
+    assert!(found == expected, "the restored recipes differ");
+    // Versions keep rising past the backup's.
+    let next = client
+        .upload("recipe-000", b"third edition".to_vec(), None)
+        .await
+        .unwrap();
+    assert!(next.version > last_write, "{next:?}");
+}
