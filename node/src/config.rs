@@ -10,6 +10,7 @@ use clap::ValueEnum;
 
 use recipestore_settings::{NodeSettings, SettingsError};
 
+use crate::lifecycle::SnapshotPolicy;
 use crate::overload::cpu::Fallback;
 
 /// Default largest recipe content: 1 MiB.
@@ -87,7 +88,9 @@ pub struct NodeConfig {
     #[arg(long, env = "RECIPESTORE_MAX_CONTENT_BYTES", default_value_t = DEFAULT_MAX_CONTENT_BYTES)]
     pub max_content_bytes: usize,
 
-    /// Build a snapshot after this many log entries since the last one.
+    /// Build a snapshot once this many log entries were applied since the
+    /// last one, and as many as half the recipes the last one held (a
+    /// snapshot rewrites the whole state).
     #[arg(long, env = "RECIPESTORE_SNAPSHOT_LOGS", default_value_t = 10_000)]
     pub snapshot_logs: u64,
 
@@ -210,7 +213,8 @@ impl NodeConfig {
             heartbeat_interval: self.settings.raft.heartbeat_interval_ms,
             election_timeout_min: self.settings.raft.election_timeout_min_ms,
             election_timeout_max: self.settings.raft.election_timeout_max_ms,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_logs),
+            // The node decides when (`lifecycle::SnapshotPolicy`).
+            snapshot_policy: openraft::SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: self.logs_to_keep,
             enable_pre_vote: Some(true),
             // A restarted leader must win a new election, in a new term.
@@ -227,8 +231,13 @@ impl NodeConfig {
             .map_err(|e| ConfigError::Raft(e.to_string()))
     }
 
-    pub fn snapshot_interval(&self) -> Option<Duration> {
-        (self.snapshot_interval_secs > 0).then(|| Duration::from_secs(self.snapshot_interval_secs))
+    /// When to build snapshots.
+    pub fn snapshot_policy(&self) -> SnapshotPolicy {
+        SnapshotPolicy {
+            min_logs: self.snapshot_logs,
+            interval: (self.snapshot_interval_secs > 0)
+                .then(|| Duration::from_secs(self.snapshot_interval_secs)),
+        }
     }
 }
 

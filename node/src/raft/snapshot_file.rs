@@ -21,6 +21,8 @@ use std::fs::File;
 use std::io;
 use std::io::BufWriter;
 use std::io::Read;
+use std::io::Seek;
+use std::io::SeekFrom;
 use std::io::Write;
 use std::path::Path;
 
@@ -122,6 +124,25 @@ pub fn persist(out: BufWriter<File>, tmp: &Path, path: &Path) -> io::Result<()> 
         File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+/// The end a snapshot file in the current format says it has, without
+/// reading or checking the rest; `None` for the formats without an end. A
+/// hint (the size of a state) for what may be wrong, never for a state.
+pub fn read_end(path: &Path) -> io::Result<Option<SnapshotEnd>> {
+    let mut file = File::open(path)?;
+    let mut magic = [0u8; 8];
+    file.read_exact(&mut magic)?;
+    if &magic != MAGIC {
+        return Ok(None);
+    }
+    let mut end = [0u8; 12];
+    file.seek(SeekFrom::End(-(end.len() as i64)))?;
+    file.read_exact(&mut end)?;
+    Ok(Some(SnapshotEnd {
+        recipes: u64::from_be_bytes(end[..8].try_into().expect("8 bytes")),
+        crc32: u32::from_be_bytes(end[8..].try_into().expect("4 bytes")),
+    }))
 }
 
 /// Reads a snapshot file of any format, checking the end of the current one.

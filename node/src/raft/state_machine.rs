@@ -22,6 +22,8 @@ use std::io::BufWriter;
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use futures::Stream;
@@ -53,6 +55,7 @@ use super::snapshot_file::SnapshotEnd;
 use super::snapshot_file::SnapshotReader;
 use super::snapshot_file::SnapshotWriter;
 use super::snapshot_file::persist;
+use super::snapshot_file::read_end;
 use super::write_behind::Staged;
 use super::write_behind::Write as SledWrite;
 use super::write_behind::WriteBehind;
@@ -231,11 +234,27 @@ impl Recipes {
     }
 }
 
+/// How many recipes the newest snapshot holds: what building the next one
+/// will cost, for the snapshot policy.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotRecipes(Arc<AtomicU64>);
+
+impl SnapshotRecipes {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, recipes: u64) {
+        self.0.store(recipes, Ordering::Relaxed);
+    }
+}
+
 /// The state machine openraft drives.
 pub struct StateMachine {
     tree: sled::Tree,
     recipes: Recipes,
     snapshot_dir: PathBuf,
+    snapshot_recipes: SnapshotRecipes,
     /// Held while applying and while dumping a snapshot, so a snapshot is the
     /// exact state at its last applied id.
     apply_lock: Arc<Mutex<()>>,
@@ -247,7 +266,14 @@ impl StateMachine {
     pub fn open(db: &sled::Db, snapshot_dir: &Path, cache: RecipeCache) -> io::Result<Self> {
         std::fs::create_dir_all(snapshot_dir)?;
         let tree = db.open_tree("sm").map_err(io_err)?;
+        let snapshot_recipes = SnapshotRecipes::default();
+        if let Some((_, newest)) = newest_snapshot(snapshot_dir)?
+            && let Some(end) = read_end(&newest)?
+        {
+            snapshot_recipes.set(end.recipes);
+        }
         Ok(Self {
+            snapshot_recipes,
             recipes: Recipes {
                 tree: tree.clone(),
                 unwritten: WriteBehind::start(tree.clone())?,
@@ -259,6 +285,11 @@ impl StateMachine {
             snapshot_dir: snapshot_dir.to_path_buf(),
             apply_lock: Arc::new(Mutex::new(())),
         })
+    }
+
+    /// The size of the newest snapshot, kept current.
+    pub fn snapshot_recipes(&self) -> SnapshotRecipes {
+        self.snapshot_recipes.clone()
     }
 
     /// A read handle for the services.
@@ -551,6 +582,7 @@ pub struct SnapshotBuilder {
     tree: sled::Tree,
     unwritten: WriteBehind,
     snapshot_dir: PathBuf,
+    snapshot_recipes: SnapshotRecipes,
     apply_lock: Arc<Mutex<()>>,
 }
 
@@ -578,12 +610,13 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let path = self.snapshot_dir.join(&file);
         let tree = self.tree.clone();
         let (write_meta, write_path) = (meta.clone(), path.clone());
-        tokio::task::spawn_blocking(move || {
+        let end = tokio::task::spawn_blocking(move || {
             let _held = held;
             write_snapshot_file(&tree, &write_meta, &write_path)
         })
         .await
         .map_err(io::Error::other)??;
+        self.snapshot_recipes.set(end.recipes);
         remove_stale_snapshots(&self.snapshot_dir, &file);
         metrics::observe_snapshot_build(started.elapsed());
         Ok(Snapshot {
@@ -639,6 +672,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             tree: self.tree.clone(),
             unwritten: self.recipes.unwritten.clone(),
             snapshot_dir: self.snapshot_dir.clone(),
+            snapshot_recipes: self.snapshot_recipes.clone(),
             apply_lock: self.apply_lock.clone(),
         }
     }
@@ -657,7 +691,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let tree = self.tree.clone();
         let recipes = self.recipes.clone();
         let meta = meta.clone();
-        tokio::task::spawn_blocking(move || -> io::Result<()> {
+        let end = tokio::task::spawn_blocking(move || -> io::Result<SnapshotEnd> {
             // The metadata openraft hands over is authoritative; a copy in
             // the file (the sender's) describes the same snapshot. Durable
             // before the state machine moves past the log it replaces, as
@@ -665,7 +699,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // sled changes, so that a crash part-way through the
             // replacement leaves this the newest snapshot, ahead of the
             // applied id, which openraft then installs again at start.
-            let (path, _) = keep_snapshot(&dir, &meta, BufReader::new(snapshot))?;
+            let (path, end) = keep_snapshot(&dir, &meta, BufReader::new(snapshot))?;
             let _installing = recipes
                 .installing
                 .write()
@@ -673,10 +707,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let _fill = recipes.fill_lock.lock().unwrap_or_else(|e| e.into_inner());
             replace_state(&tree, &path, &meta)?;
             recipes.cache.clear();
-            Ok(())
+            Ok(end)
         })
         .await
         .map_err(io::Error::other)??;
+        self.snapshot_recipes.set(end.recipes);
         remove_stale_snapshots(&self.snapshot_dir, &file);
         Ok(())
     }

@@ -242,6 +242,16 @@ pub async fn assert_all_readable(client: &Client, acked: &Acked) {
 
 /// A plain HTTP/1.0 GET; returns the status code and body, `None` when the
 /// server is not answering.
+/// The value of one sample line (`name{labels} value`) on a node's /metrics.
+pub async fn metric(c: &TestCluster, node: u64, series: &str) -> f64 {
+    let (_, text) = http_get(&c.cluster.nodes[node as usize].http_addr(), "/metrics")
+        .await
+        .expect("metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     use tokio::io::AsyncReadExt;
     use tokio::io::AsyncWriteExt;

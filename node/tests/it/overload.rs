@@ -12,7 +12,7 @@ use tonic::Code;
 use crate::cluster::FakeCpu;
 use crate::cluster::TestCluster;
 use crate::cluster::eventually;
-use crate::cluster::http_get;
+use crate::cluster::metric;
 
 /// A client that never retries, so sheds are visible.
 fn single_shot(endpoint: String) -> Client {
@@ -21,16 +21,6 @@ fn single_shot(endpoint: String) -> Client {
         ..RetryPolicy::default()
     };
     Client::with_policy(&[endpoint], policy, Duration::from_secs(5)).unwrap()
-}
-
-/// The value of one sample line (`name{labels} value`) on a node's /metrics.
-async fn metric(c: &TestCluster, node: u64, series: &str) -> f64 {
-    let (_, text) = http_get(&c.cluster.nodes[node as usize].http_addr(), "/metrics")
-        .await
-        .expect("metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 async fn await_cpu_above(c: &TestCluster, node: u64, ratio: f64) {

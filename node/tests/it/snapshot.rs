@@ -4,6 +4,7 @@ use recipestore_protocol::pb;
 
 use crate::cluster::TestCluster;
 use crate::cluster::eventually;
+use crate::cluster::metric;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_learner_added_after_the_log_was_purged_catches_up_by_snapshot() {
@@ -65,4 +66,49 @@ async fn a_learner_added_after_the_log_was_purged_catches_up_by_snapshot() {
             .unwrap();
         assert_eq!((&read.version, &read.content), (version, content), "{name}");
     }
+}
+
+/// A snapshot rewrites the whole state, so a node waits for as many
+/// entries as half the recipes its last snapshot held, not only for
+/// `--snapshot-logs`: before, a store of 100k recipes was rewritten every
+/// 10,000 writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_larger_state_is_snapshotted_after_proportionally_more_entries() {
+    let c = TestCluster::start(1, &["--snapshot-logs", "50"]).await;
+    let client = c.client();
+    let node = &c.cluster.nodes[0];
+    for i in 0..400 {
+        client
+            .upload(&format!("r-{i:03}"), vec![b'x'; 100], None)
+            .await
+            .unwrap();
+    }
+    // A snapshot of all 400 recipes: the next is due 200 entries later.
+    let first = node.admin().trigger_snapshot().await.unwrap().last_index;
+    const BUILDS: &str = "recipestore_storage_snapshot_build_duration_seconds_count";
+    let builds = metric(&c, 0, BUILDS).await;
+    assert!(builds > 0.0, "no snapshot build counted");
+    for i in 0..260 {
+        client
+            .upload(&format!("r-{i:03}"), vec![b'y'; 100], None)
+            .await
+            .unwrap();
+    }
+    let next = eventually(Duration::from_secs(10), "the next snapshot", || async {
+        let s = node.status().await.ok()?;
+        s.snapshot
+            .map(|snap| snap.last_index)
+            .filter(|&index| index > first)
+    })
+    .await;
+    assert!(
+        next >= first + 200,
+        "a snapshot {} entries after the last",
+        next - first
+    );
+    assert_eq!(
+        metric(&c, 0, BUILDS).await,
+        builds + 1.0,
+        "one snapshot built in 260 entries"
+    );
 }
