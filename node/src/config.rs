@@ -107,6 +107,13 @@ pub struct NodeConfig {
     #[arg(long, env = "RECIPESTORE_LOGS_TO_KEEP", default_value_t = 1_000)]
     pub logs_to_keep: u64,
 
+    /// Start as the only voter of this node's cluster, keeping its data and
+    /// cluster id: for the most up-to-date member left after a majority of
+    /// the voters was lost for good. Applied once (the data directory
+    /// records it); add the other members back, then remove the flag.
+    #[arg(long, env = "RECIPESTORE_FORCE_NEW_CLUSTER")]
+    pub force_new_cluster: bool,
+
     /// Readiness requires the applied index to be within this many entries of the commit index.
     #[arg(long, env = "RECIPESTORE_READY_MAX_APPLY_LAG", default_value_t = 1_000)]
     pub ready_max_apply_lag: u64,

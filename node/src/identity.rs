@@ -12,6 +12,8 @@ use std::sync::RwLock;
 use serde::Deserialize;
 use serde::Serialize;
 
+use crate::recovery::Forced;
+
 const STAMP_FILE: &str = "identity.json";
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +50,10 @@ pub enum IdentityError {
 struct Stamp {
     node_id: u64,
     cluster_id: Option<String>,
+    /// Set once `--force-new-cluster` made this node its cluster's only
+    /// voter (see `recovery`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    forced_new_cluster: Option<Forced>,
 }
 
 /// A new cluster's id.
@@ -65,7 +71,7 @@ pub fn is_cluster_id(id: &str) -> bool {
 pub struct Identity {
     path: PathBuf,
     node_id: u64,
-    cluster_id: RwLock<Option<String>>,
+    stamp: RwLock<Stamp>,
 }
 
 impl Identity {
@@ -89,6 +95,7 @@ impl Identity {
                 let stamp = Stamp {
                     node_id,
                     cluster_id: None,
+                    forced_new_cluster: None,
                 };
                 write_stamp(&path, &stamp).map_err(io_err)?;
                 stamp
@@ -114,7 +121,7 @@ impl Identity {
         Ok(Self {
             path,
             node_id,
-            cluster_id: RwLock::new(stamp.cluster_id),
+            stamp: RwLock::new(stamp),
         })
     }
 
@@ -124,10 +131,48 @@ impl Identity {
 
     /// The cluster this node belongs to, once initialized or joined.
     pub fn cluster_id(&self) -> Option<String> {
-        self.cluster_id
+        self.stamp
             .read()
             .unwrap_or_else(|e| e.into_inner())
+            .cluster_id
             .clone()
+    }
+
+    /// The membership entry of a forced start (`--force-new-cluster`), if
+    /// one was made.
+    pub fn forced_new_cluster(&self) -> Option<Forced> {
+        self.stamp
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .forced_new_cluster
+    }
+
+    /// Records that a forced start appended the entry at `forced`.
+    pub fn record_forced_new_cluster(&self, forced: Forced) -> Result<(), IdentityError> {
+        self.update(|stamp| {
+            stamp.forced_new_cluster = Some(forced);
+            Ok(())
+        })
+    }
+
+    /// Changes the stamp, durably, then in memory; nothing when `change`
+    /// fails or leaves it as it was.
+    fn update(
+        &self,
+        change: impl FnOnce(&mut Stamp) -> Result<(), IdentityError>,
+    ) -> Result<(), IdentityError> {
+        let mut current = self.stamp.write().unwrap_or_else(|e| e.into_inner());
+        let mut stamp = current.clone();
+        change(&mut stamp)?;
+        if stamp == *current {
+            return Ok(());
+        }
+        write_stamp(&self.path, &stamp).map_err(|source| IdentityError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        *current = stamp;
+        Ok(())
     }
 
     /// Accepts Raft traffic from cluster `theirs`: a node that belongs to no
@@ -152,27 +197,17 @@ impl Identity {
 
     /// Stamps this node as a member of `cluster_id`.
     pub fn join(&self, cluster_id: &str) -> Result<(), IdentityError> {
-        let mut current = self.cluster_id.write().unwrap_or_else(|e| e.into_inner());
-        match current.as_deref() {
-            Some(ours) if ours == cluster_id => return Ok(()),
-            Some(ours) => {
-                return Err(IdentityError::ForeignCluster {
-                    ours: ours.to_string(),
-                    theirs: cluster_id.to_string(),
-                });
+        self.update(|stamp| match &stamp.cluster_id {
+            Some(ours) if ours == cluster_id => Ok(()),
+            Some(ours) => Err(IdentityError::ForeignCluster {
+                ours: ours.clone(),
+                theirs: cluster_id.to_string(),
+            }),
+            None => {
+                stamp.cluster_id = Some(cluster_id.to_string());
+                Ok(())
             }
-            None => {}
-        }
-        let stamp = Stamp {
-            node_id: self.node_id,
-            cluster_id: Some(cluster_id.to_string()),
-        };
-        write_stamp(&self.path, &stamp).map_err(|source| IdentityError::Io {
-            path: self.path.clone(),
-            source,
-        })?;
-        *current = stamp.cluster_id;
-        Ok(())
+        })
     }
 }
 
@@ -221,5 +256,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("belongs to cluster alpha"), "{err}");
+    }
+
+    #[test]
+    fn a_forced_start_is_recorded_beside_the_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        // A stamp written before the record existed reads as not forced.
+        fs::write(
+            dir.path().join(STAMP_FILE),
+            r#"{"node_id": 1, "cluster_id": "alpha"}"#,
+        )
+        .unwrap();
+        let identity = Identity::open(dir.path(), 1, None).unwrap();
+        assert_eq!(identity.forced_new_cluster(), None);
+        let forced = Forced { term: 7, index: 42 };
+        identity.record_forced_new_cluster(forced).unwrap();
+        let reopened = Identity::open(dir.path(), 1, Some("alpha")).unwrap();
+        assert_eq!(reopened.forced_new_cluster(), Some(forced));
+        assert_eq!(reopened.cluster_id().as_deref(), Some("alpha"));
     }
 }

@@ -16,5 +16,6 @@ pub mod name;
 pub mod node;
 pub mod overload;
 pub mod raft;
+pub mod recovery;
 pub mod routing;
 pub mod server;

@@ -23,6 +23,7 @@ use crate::raft::network::PeerChannels;
 use crate::raft::state_machine::SnapshotRecipes;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::typ;
+use crate::recovery;
 
 /// Where a node with data directory `data_dir` keeps its Raft log.
 pub fn raft_log_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
@@ -76,11 +77,35 @@ impl RunningNode {
                 )
             })?;
         let log_dir = raft_log_dir(&config.data_dir);
-        let log_store = LogStore::open(&log_dir)
+        let mut log_store = LogStore::open(&log_dir)
             .with_context(|| format!("failed to open the raft log in {}", log_dir.display()))?;
         log_store
             .import_sled_log(&db)
             .context("failed to move the raft log out of the database")?;
+        let member = Member {
+            peer_addr: config.advertised_peer_addr(),
+            client_addr: config.advertised_client_addr(),
+        };
+        if config.force_new_cluster {
+            let outcome = recovery::force_new_cluster(&identity, &mut log_store, member.clone())
+                .await
+                .context("--force-new-cluster failed")?;
+            match outcome {
+                recovery::Outcome::Forced(entry) => tracing::warn!(
+                    term = entry.term,
+                    index = entry.index,
+                    "forced a new cluster: this node is its only voter; add the other members \
+                     back as learners, promote them, then restart this node without \
+                     --force-new-cluster"
+                ),
+                recovery::Outcome::AlreadyForced(entry) => tracing::warn!(
+                    term = entry.term,
+                    index = entry.index,
+                    "--force-new-cluster is set, but an earlier start already forced a new \
+                     cluster; nothing changed: remove the flag"
+                ),
+            }
+        }
         let cache = RecipeCache::new(config.settings.cache.bytes());
         let state_machine = StateMachine::open(&db, &snapshot_dir(&config.data_dir), cache)?;
         let recipes = state_machine.recipes();
@@ -99,10 +124,6 @@ impl RunningNode {
         )
         .await
         .context("failed to start Raft")?;
-        let member = Member {
-            peer_addr: config.advertised_peer_addr(),
-            client_addr: config.advertised_client_addr(),
-        };
         let node = Arc::new(Node {
             id,
             raft,

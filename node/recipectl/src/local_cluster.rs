@@ -100,6 +100,11 @@ impl NodeProcess {
         self
     }
 
+    /// Adds flags passed on every later start.
+    pub fn add_args(&mut self, args: &[&str]) {
+        self.extra_args.extend(args.iter().map(|a| a.to_string()));
+    }
+
     pub fn client_addr(&self) -> String {
         format!("{}:{}", self.host, self.client_port)
     }

@@ -182,6 +182,14 @@ impl LogStore {
         })?)
     }
 
+    /// Appends `entry` and syncs it, before the node starts: for an entry
+    /// that recovery writes as if a leader had (see `recovery`).
+    pub fn append_before_start(&self, entry: &Entry) -> io::Result<()> {
+        let mut inner = lock(&self.inner);
+        inner.log.append(entry.index(), &encode_io(entry)?)?;
+        inner.log.sync()
+    }
+
     /// Runs blocking log I/O off the async workers.
     async fn blocking<T: Send + 'static>(
         &self,

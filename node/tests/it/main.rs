@@ -8,6 +8,7 @@ mod fencing;
 mod forwarding;
 mod membership;
 mod overload;
+mod recovery;
 mod replication;
 mod snapshot;
 mod storage;
