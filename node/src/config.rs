@@ -109,10 +109,20 @@ pub struct NodeConfig {
 
     /// Start as the only voter of this node's cluster, keeping its data and
     /// cluster id: for the most up-to-date member left after a majority of
-    /// the voters was lost for good. Applied once (the data directory
-    /// records it); add the other members back, then remove the flag.
-    #[arg(long, env = "RECIPESTORE_FORCE_NEW_CLUSTER")]
-    pub force_new_cluster: bool,
+    /// the voters was lost for good. With a node id (`=2`), only that node
+    /// does and the others ignore it (for a setting a StatefulSet's pods
+    /// share). Applied once (the data directory records it); add the other
+    /// members back, then remove the flag.
+    #[arg(
+        long,
+        env = "RECIPESTORE_FORCE_NEW_CLUSTER",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_name = "ID",
+        value_parser = parse_force_new_cluster
+    )]
+    pub force_new_cluster: Option<ForceNewCluster>,
 
     /// Readiness requires the applied index to be within this many entries of the commit index.
     #[arg(long, env = "RECIPESTORE_READY_MAX_APPLY_LAG", default_value_t = 1_000)]
@@ -134,6 +144,26 @@ pub struct NodeConfig {
 
     #[command(flatten)]
     pub sampling: SamplingConfig,
+}
+
+/// Which node `--force-new-cluster` is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForceNewCluster {
+    /// The node it is given to.
+    ThisNode,
+    /// The node with this id; any other ignores it.
+    Node(u64),
+}
+
+fn parse_force_new_cluster(value: &str) -> Result<ForceNewCluster, String> {
+    match value {
+        "true" => Ok(ForceNewCluster::ThisNode),
+        id => id.parse().map(ForceNewCluster::Node).map_err(|_| {
+            format!(
+                "{id:?} is neither a node id nor `true` (this node), as --force-new-cluster takes"
+            )
+        }),
+    }
 }
 
 /// How the load that shedding decides on is measured.
@@ -238,6 +268,15 @@ impl NodeConfig {
             .map_err(|e| ConfigError::Raft(e.to_string()))
     }
 
+    /// Whether this node, `id`, is to force a new cluster at start.
+    pub fn forces_new_cluster(&self, id: u64) -> bool {
+        match self.force_new_cluster {
+            None => false,
+            Some(ForceNewCluster::ThisNode) => true,
+            Some(ForceNewCluster::Node(forced)) => forced == id,
+        }
+    }
+
     /// When to build snapshots.
     pub fn snapshot_policy(&self) -> SnapshotPolicy {
         SnapshotPolicy {
@@ -264,6 +303,21 @@ mod tests {
     fn parse(args: &[&str]) -> NodeConfig {
         NodeConfig::try_parse_from(std::iter::once("recipestore-node").chain(args.iter().copied()))
             .unwrap()
+    }
+
+    #[test]
+    fn force_new_cluster_is_for_this_node_or_the_node_it_names() {
+        let forces =
+            |args: &[&str], id| parse(&[&["--id", "0"], args].concat()).forces_new_cluster(id);
+        assert!(!forces(&[], 2));
+        assert!(forces(&["--force-new-cluster"], 2));
+        assert!(forces(&["--force-new-cluster=true"], 2));
+        assert!(forces(&["--force-new-cluster=2"], 2));
+        assert!(!forces(&["--force-new-cluster=1"], 2));
+        let error = NodeConfig::try_parse_from(["recipestore-node", "--force-new-cluster=two"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("neither a node id"), "{error}");
     }
 
     #[test]

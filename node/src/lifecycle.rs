@@ -86,7 +86,7 @@ impl RunningNode {
             peer_addr: config.advertised_peer_addr(),
             client_addr: config.advertised_client_addr(),
         };
-        if config.force_new_cluster {
+        if config.forces_new_cluster(id) {
             let outcome = recovery::force_new_cluster(&identity, &mut log_store, member.clone())
                 .await
                 .context("--force-new-cluster failed")?;
