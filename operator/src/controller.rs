@@ -113,6 +113,7 @@ async fn reconcile_pass(rs: &RecipeStore, ctx: &Context) -> Result<Action> {
     let resources = build::build(
         rs,
         plan.statefulset_replicas,
+        plan.forcing,
         world.service_monitor.as_ref(),
     )?;
 
@@ -125,7 +126,7 @@ async fn reconcile_pass(rs: &RecipeStore, ctx: &Context) -> Result<Action> {
     )
     .await?;
     // A failed step still gets its status written: what was observed is true.
-    let performed = perform(rs, ctx, &plan).await;
+    let performed = perform(rs, &topology, ctx, &plan).await;
 
     update_status(rs, &topology, ctx, &world, &plan).await?;
     performed?;
@@ -193,6 +194,11 @@ async fn dereference(rs: &RecipeStore, topology: &Topology, ctx: &Context) -> Re
             pods,
             nodes,
             recorded_cluster_id: rs.status.as_ref().and_then(|s| s.cluster_id.clone()),
+            force_recovery: rs
+                .annotations()
+                .get(membership::FORCE_RECOVERY_ANNOTATION)
+                .cloned(),
+            forcing: rs.status.as_ref().and_then(|s| s.forcing_new_cluster),
         },
         statefulset,
         service_monitor,
@@ -360,8 +366,21 @@ fn apply_params() -> PatchParams {
 }
 
 /// Step 4b: perform the planned membership step and tell people about it.
-async fn perform(rs: &RecipeStore, ctx: &Context, plan: &Plan) -> Result<()> {
+async fn perform(rs: &RecipeStore, topology: &Topology, ctx: &Context, plan: &Plan) -> Result<()> {
     let step = &plan.step;
+    if plan.clear_force_recovery {
+        clear_force_recovery(rs, topology, ctx).await?;
+    }
+    if let Step::ForceNewCluster { id } = step {
+        // The ConfigMap, applied before this, already names the member:
+        // its new pod reads it at start.
+        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &topology.namespace);
+        pods.delete(&topology.pod(*id), &DeleteParams::default())
+            .await
+            .map_err(Error::kube(
+                "delete the pod of the member forcing a new cluster",
+            ))?;
+    }
     if let Err(source) = executor::execute(ctx.admin.as_ref(), plan).await {
         let error = Error::Membership {
             step: step.reason(),
@@ -395,6 +414,26 @@ async fn perform(rs: &RecipeStore, ctx: &Context, plan: &Plan) -> Result<()> {
         step.to_string(),
     )
     .await
+}
+
+/// Removes the force-recovery annotation once the recovery it asked for
+/// is done: left in place, it would act on a later loss of quorum that no
+/// person looked at.
+async fn clear_force_recovery(rs: &RecipeStore, topology: &Topology, ctx: &Context) -> Result<()> {
+    let api: Api<RecipeStore> = Api::namespaced(ctx.client.clone(), &topology.namespace);
+    let patch = json!({"metadata": {"annotations": {membership::FORCE_RECOVERY_ANNOTATION: null}}});
+    api.patch(
+        &rs.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(Error::kube("remove the force-recovery annotation"))?;
+    info!(
+        "a leader is back: removed the {} annotation",
+        membership::FORCE_RECOVERY_ANNOTATION
+    );
+    Ok(())
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {

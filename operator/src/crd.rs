@@ -308,6 +308,11 @@ pub struct RecipeStoreStatus {
     /// report another cluster id are fenced, never joined.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_id: Option<String>,
+    /// The member restarted as the only voter of its cluster to recover a
+    /// lost quorum, while it is (the `recipestore.dev/force-recovery`
+    /// annotation names it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forcing_new_cluster: Option<u64>,
     /// Members of the Raft cluster as the leader sees them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<MemberStatus>,

@@ -59,7 +59,12 @@ pub async fn execute(admin: &dyn NodeAdmin, plan: &Plan) -> Result<(), AdminErro
                 .transfer_leadership(leader("TransferLeadership")?, *to)
                 .await?
         }
-        Step::ShrinkStatefulSet { .. } | Step::Wait(_) | Step::Refuse(_) | Step::Steady => {}
+        // Kubernetes steps: the controller takes them.
+        Step::ShrinkStatefulSet { .. }
+        | Step::ForceNewCluster { .. }
+        | Step::Wait(_)
+        | Step::Refuse(_)
+        | Step::Steady => {}
     }
     Ok(())
 }

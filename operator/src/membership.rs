@@ -118,6 +118,11 @@ pub struct Observed {
     pub nodes: BTreeMap<NodeId, NodeStatus>,
     /// Cluster id recorded in the resource's status once initialized.
     pub recorded_cluster_id: Option<String>,
+    /// The member a person named to recover a lost quorum with, as written
+    /// in the resource's `recipestore.dev/force-recovery` annotation.
+    pub force_recovery: Option<String>,
+    /// The member the nodes' configuration tells to force a new cluster.
+    pub forcing: Option<NodeId>,
 }
 
 /// Tunables of the planner.
@@ -161,6 +166,9 @@ pub enum Step {
     },
     /// Shrink the StatefulSet; the members it drops are already removed.
     ShrinkStatefulSet { from: u32, to: u32 },
+    /// Restart this survivor of a lost quorum as its cluster's only voter
+    /// (the node's `--force-new-cluster`), as a person asked.
+    ForceNewCluster { id: NodeId },
     /// Nothing can be done safely right now.
     Wait(WaitReason),
     /// Something needs a person: the planner will not act on it.
@@ -183,6 +191,8 @@ pub enum WaitReason {
     LearnerCatchingUp { id: NodeId, lag: Option<u64> },
     /// The change would leave fewer healthy voters than a quorum of the new set.
     QuorumAtRisk { healthy: usize, voters: usize },
+    /// The survivor restarts as its cluster's only voter.
+    ForcingNewCluster(NodeId),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -193,7 +203,30 @@ pub enum Refusal {
     ClusterLost { cluster_id: String },
     /// The elected leader belongs to another cluster than the recorded one.
     ForeignCluster { expected: String, found: String },
+    /// Too many voters lost their data for a quorum ever to form again.
+    QuorumLost {
+        voters: BTreeSet<NodeId>,
+        lost: BTreeSet<NodeId>,
+        survivors: Vec<Survivor>,
+    },
+    /// The force-recovery annotation names no survivor of a lost quorum.
+    NotASurvivor {
+        named: String,
+        survivors: Vec<Survivor>,
+    },
 }
+
+/// A voter that still holds its cluster's data after the quorum was lost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Survivor {
+    pub id: NodeId,
+    pub last_log_index: u64,
+    pub term: u64,
+}
+
+/// The annotation with which a person names the member to recover a lost
+/// quorum with.
+pub const FORCE_RECOVERY_ANNOTATION: &str = "recipestore.dev/force-recovery";
 
 /// A node that answered with another cluster's id.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -214,6 +247,12 @@ pub struct Plan {
     pub cluster_id: Option<String>,
     /// Nodes reporting another cluster's id.
     pub fenced: Vec<Fenced>,
+    /// The member the nodes' configuration should tell to force a new
+    /// cluster: set while one recovers a lost quorum.
+    pub forcing: Option<NodeId>,
+    /// The force-recovery annotation has done its work (a leader is back)
+    /// and should go, so that it never acts on a later loss unasked.
+    pub clear_force_recovery: bool,
 }
 
 impl Step {
@@ -232,6 +271,7 @@ impl Step {
             Step::TransferLeadership { .. } => "TransferLeadership",
             Step::RemoveVoter { .. } => "RemoveVoter",
             Step::ShrinkStatefulSet { .. } => "ShrinkStatefulSet",
+            Step::ForceNewCluster { .. } => "ForceNewCluster",
             Step::Wait(w) => w.reason(),
             Step::Refuse(r) => r.reason(),
             Step::Steady => "Steady",
@@ -248,6 +288,7 @@ impl WaitReason {
             WaitReason::NoLeader => "NoLeader",
             WaitReason::LearnerCatchingUp { .. } => "LearnerCatchingUp",
             WaitReason::QuorumAtRisk { .. } => "QuorumAtRisk",
+            WaitReason::ForcingNewCluster(_) => "ForcingNewCluster",
         }
     }
 }
@@ -258,6 +299,8 @@ impl Refusal {
             Refusal::Fenced { .. } => "NodeFenced",
             Refusal::ClusterLost { .. } => "ClusterLost",
             Refusal::ForeignCluster { .. } => "ForeignCluster",
+            Refusal::QuorumLost { .. } => "QuorumLost",
+            Refusal::NotASurvivor { .. } => "NotASurvivor",
         }
     }
 }
@@ -299,6 +342,10 @@ impl fmt::Display for Step {
             Step::ShrinkStatefulSet { from, to } => {
                 write!(f, "shrinking the StatefulSet from {from} to {to} pods")
             }
+            Step::ForceNewCluster { id } => write!(
+                f,
+                "restarting node {id} as the only voter of its cluster, as the {FORCE_RECOVERY_ANNOTATION} annotation asks; the other members then rejoin as new ones"
+            ),
             Step::Wait(w) => write!(f, "{w}"),
             Step::Refuse(r) => write!(f, "{r}"),
             Step::Steady => write!(f, "membership matches the spec"),
@@ -330,6 +377,10 @@ impl fmt::Display for WaitReason {
                 f,
                 "only {healthy} of {voters} voters would be healthy after the change; waiting for members to recover"
             ),
+            WaitReason::ForcingNewCluster(id) => write!(
+                f,
+                "waiting for node {id} to restart as the only voter of its cluster"
+            ),
         }
     }
 }
@@ -349,8 +400,53 @@ impl fmt::Display for Refusal {
                 f,
                 "the elected leader belongs to cluster {found}, not to the recorded cluster {expected}"
             ),
+            Refusal::QuorumLost {
+                voters,
+                lost,
+                survivors,
+            } => {
+                write!(
+                    f,
+                    "quorum lost: voters {lost:?} of {voters:?} lost their data, so no leader can be elected again; survivors: {}",
+                    describe(survivors)
+                )?;
+                match most_up_to_date(survivors) {
+                    Some(best) => write!(
+                        f,
+                        "; node {best} is the most up to date: to restart it as the only voter, keeping its data, and add the others back, annotate the RecipeStore with {FORCE_RECOVERY_ANNOTATION}={best:?} (writes acknowledged by a quorum without it are lost)",
+                        best = best.to_string()
+                    ),
+                    None => write!(f, "; none holds the data, restore from a backup"),
+                }
+            }
+            Refusal::NotASurvivor { named, survivors } => write!(
+                f,
+                "{FORCE_RECOVERY_ANNOTATION}={named:?} names no survivor of the lost quorum; survivors: {}",
+                describe(survivors)
+            ),
         }
     }
+}
+
+/// Survivors as `node 1 (log 1520, term 4), ...`.
+fn describe(survivors: &[Survivor]) -> String {
+    if survivors.is_empty() {
+        return "none".to_owned();
+    }
+    survivors
+        .iter()
+        .map(|s| format!("node {} (log {}, term {})", s.id, s.last_log_index, s.term))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The survivor with the longest log (then the newest term): the one that
+/// holds every entry any survivor holds.
+pub fn most_up_to_date(survivors: &[Survivor]) -> Option<NodeId> {
+    survivors
+        .iter()
+        .max_by_key(|s| (s.last_log_index, s.term, std::cmp::Reverse(s.id)))
+        .map(|s| s.id)
 }
 
 fn quorum(voters: usize) -> usize {
@@ -370,6 +466,8 @@ pub fn plan(observed: &Observed, policy: &Policy) -> Plan {
         leader: None,
         cluster_id: observed.recorded_cluster_id.clone(),
         fenced: Vec::new(),
+        forcing: None,
+        clear_force_recovery: false,
     };
 
     let any_initialized = observed.nodes.values().any(|n| !n.cluster_id.is_empty());
@@ -380,9 +478,10 @@ pub fn plan(observed: &Observed, policy: &Policy) -> Plan {
 
     let Some(leader) = find_leader(observed, policy) else {
         plan.fenced = fenced(observed, observed.recorded_cluster_id.as_deref());
-        plan.step = Step::Wait(WaitReason::NoLeader);
+        (plan.step, plan.forcing) = plan_without_leader(observed);
         return plan;
     };
+    plan.clear_force_recovery = observed.force_recovery.is_some();
     if let Some(expected) = &observed.recorded_cluster_id
         && *expected != leader.cluster_id
     {
@@ -497,6 +596,81 @@ pub fn plan(observed: &Observed, policy: &Policy) -> Plan {
     }
 
     plan
+}
+
+/// Rule 2 when no leader is found: wait for one, unless too many voters
+/// lost their data for a quorum ever to form again. Then only a person can
+/// choose to go on with a survivor's data (the force-recovery annotation);
+/// answers the step and the member the nodes' configuration should tell
+/// to force a new cluster.
+fn plan_without_leader(observed: &Observed) -> (Step, Option<NodeId>) {
+    let wait = (Step::Wait(WaitReason::NoLeader), None);
+    // The voters as the node that saw the newest term knows them.
+    let cluster = |n: &&NodeStatus| {
+        !n.cluster_id.is_empty()
+            && observed
+                .recorded_cluster_id
+                .as_ref()
+                .is_none_or(|c| *c == n.cluster_id)
+    };
+    let Some(view) = observed
+        .nodes
+        .values()
+        .filter(cluster)
+        .max_by_key(|n| (n.term, n.last_log_index))
+    else {
+        return wait;
+    };
+    let voters = view.voter_ids();
+    // A voter whose node answers without the cluster's data lost it for
+    // good (a new volume); one that does not answer may still come back.
+    let lost: BTreeSet<NodeId> = voters
+        .iter()
+        .copied()
+        .filter(|id| {
+            observed
+                .nodes
+                .get(id)
+                .is_some_and(|n| n.cluster_id != view.cluster_id)
+        })
+        .collect();
+    if voters.len() - lost.len() >= quorum(voters.len()) {
+        return wait;
+    }
+    let survivors: Vec<Survivor> = voters
+        .iter()
+        .filter_map(|id| observed.nodes.get(id))
+        .filter(|n| n.cluster_id == view.cluster_id)
+        .map(|n| Survivor {
+            id: n.id,
+            last_log_index: n.last_log_index,
+            term: n.term,
+        })
+        .collect();
+    let Some(named) = &observed.force_recovery else {
+        let refusal = Refusal::QuorumLost {
+            voters,
+            lost,
+            survivors,
+        };
+        return (Step::Refuse(refusal), None);
+    };
+    let Some(id) = named
+        .trim()
+        .parse::<NodeId>()
+        .ok()
+        .filter(|id| survivors.iter().any(|s| s.id == *id))
+    else {
+        let refusal = Refusal::NotASurvivor {
+            named: named.clone(),
+            survivors,
+        };
+        return (Step::Refuse(refusal), None);
+    };
+    if observed.forcing == Some(id) {
+        return (Step::Wait(WaitReason::ForcingNewCluster(id)), Some(id));
+    }
+    (Step::ForceNewCluster { id }, Some(id))
 }
 
 /// Rule 1: nothing is initialized anywhere.

@@ -205,6 +205,7 @@ pub fn compute(inputs: &Inputs<'_>) -> RecipeStoreStatus {
         leader: leader.map(|l| inputs.topology.pod(l.id)),
         term: leader.map(|l| l.term),
         cluster_id: plan.cluster_id.clone(),
+        forcing_new_cluster: plan.forcing,
         members,
         phase,
         conditions: [
@@ -345,6 +346,7 @@ mod tests {
             pods: BTreeMap::new(),
             nodes: BTreeMap::from([(0, leader)]),
             recorded_cluster_id: Some("c".to_owned()),
+            ..Observed::default()
         }
     }
 

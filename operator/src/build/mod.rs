@@ -36,13 +36,14 @@ pub struct Resources {
 pub fn build(
     rs: &RecipeStore,
     replicas: u32,
+    forcing: Option<u64>,
     service_monitor: Option<&ApiResource>,
 ) -> Result<Resources> {
     let topology = topology(rs)?;
     let owner = rs
         .controller_owner_ref(&())
         .ok_or(Error::MissingObjectKey("metadata.uid"))?;
-    let config_map = config_map::build(rs, &topology, &owner);
+    let config_map = config_map::build(rs, &topology, &owner, forcing);
     let statefulset = statefulset::build(rs, &topology, &owner, replicas, &config_map)?;
     Ok(Resources {
         peer_service: service::build_peer(&topology, &owner),

@@ -305,7 +305,13 @@ pub fn config_hash(data: Option<&BTreeMap<String, String>>) -> String {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     let mut hash = OFFSET;
-    for (k, v) in data.into_iter().flatten() {
+    // The member told to force a new cluster is restarted alone; the
+    // others, lost or not, are not rolled for it.
+    let rolled = data
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| *k != super::config_map::FORCE_NEW_CLUSTER);
+    for (k, v) in rolled {
         for byte in k.bytes().chain([0]).chain(v.bytes()).chain([0]) {
             hash ^= u64::from(byte);
             hash = hash.wrapping_mul(PRIME);

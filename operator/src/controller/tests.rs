@@ -19,8 +19,9 @@ use tower_test::mock::{self, Handle, SendResponse};
 
 use super::*;
 use crate::admin::AdminError;
+use crate::build::config_map::FORCE_NEW_CLUSTER;
 use crate::crd::{Phase, RecipeStoreStatus};
-use crate::membership::{Member, NodeId, NodeStatus, Role};
+use crate::membership::{FORCE_RECOVERY_ANNOTATION, Member, NodeId, NodeStatus, Role};
 
 const NS: &str = "kitchen";
 const NAME: &str = "recipes";
@@ -49,7 +50,7 @@ fn topology() -> Topology {
 }
 
 fn statefulset(rs: &RecipeStore, replicas: u32) -> StatefulSet {
-    let mut sts = build::build(rs, replicas, None)
+    let mut sts = build::build(rs, replicas, None, None)
         .expect("builds")
         .statefulset;
     let replicas = i32::try_from(replicas).unwrap();
@@ -348,8 +349,8 @@ impl ApiServerVerifier {
         );
     }
 
-    /// Expects the five applies and returns the StatefulSet body.
-    async fn apply_children(&mut self, service_monitor: bool) -> Value {
+    /// Expects the five applies and returns what was applied.
+    async fn apply_children(&mut self, service_monitor: bool) -> Applied {
         let applies = [
             (
                 "apply ConfigMap",
@@ -372,7 +373,7 @@ impl ApiServerVerifier {
                 format!("/apis/apps/v1/namespaces/{NS}/statefulsets/{NAME}"),
             ),
         ];
-        let mut statefulset = Value::Null;
+        let mut bodies = Vec::new();
         for (what, path) in applies {
             let seen = self.expect(what, Method::PATCH, &path, Reply::Echo).await;
             assert_server_side_apply(&seen);
@@ -381,8 +382,12 @@ impl ApiServerVerifier {
                 json!(true),
                 "{what} is owned"
             );
-            statefulset = seen.body;
+            bodies.push(seen.body);
         }
+        let applied = Applied {
+            statefulset: bodies.pop().expect("the StatefulSet"),
+            config_map: bodies.swap_remove(0),
+        };
         if service_monitor {
             let seen = self
                 .expect(
@@ -397,7 +402,7 @@ impl ApiServerVerifier {
             assert_server_side_apply(&seen);
             assert_eq!(seen.body["kind"], "ServiceMonitor");
         }
-        statefulset
+        applied
     }
 
     /// Expects an Event with `reason` and `type_`.
@@ -436,6 +441,12 @@ impl ApiServerVerifier {
         );
         status
     }
+}
+
+/// Owned objects as a reconcile applied them.
+struct Applied {
+    config_map: Value,
+    statefulset: Value,
 }
 
 enum Reply {
@@ -558,7 +569,7 @@ async fn first_apply_creates_every_object_and_waits_for_pods() {
     let expected = rs.clone();
     let (result, calls) = reconcile_with(rs, FakeAdmin::default(), move |mut api| async move {
         api.dereference(&state).await;
-        let sts = api.apply_children(false).await;
+        let sts = api.apply_children(false).await.statefulset;
         assert_eq!(
             sts["spec"]["replicas"], 3,
             "a new StatefulSet starts at the desired size"
@@ -765,7 +776,7 @@ async fn scale_in_step_removes_the_highest_voter_before_the_statefulset_shrinks(
     let admin = FakeAdmin::new(cluster(&[0, 1, 2, 3, 4], &[], &[]));
     let (result, calls) = reconcile_with(rs, admin, move |mut api| async move {
         api.dereference(&state).await;
-        let sts = api.apply_children(false).await;
+        let sts = api.apply_children(false).await.statefulset;
         assert_eq!(
             sts["spec"]["replicas"], 5,
             "the StatefulSet keeps pod 4 until it left the voters"
@@ -799,7 +810,7 @@ async fn scale_in_step_shrinks_the_statefulset_once_the_voter_is_gone() {
     let admin = FakeAdmin::new(cluster(&[0, 1, 2, 3], &[], &[4]));
     let (result, calls) = reconcile_with(rs, admin, move |mut api| async move {
         api.dereference(&state).await;
-        let sts = api.apply_children(false).await;
+        let sts = api.apply_children(false).await.statefulset;
         assert_eq!(sts["spec"]["replicas"], 4);
         api.event("ShrinkStatefulSet", "Normal").await;
         api.status(&expected).await;
@@ -1065,4 +1076,130 @@ async fn error_policy_counts_and_backs_off() {
         .into_iter()
         .find(|f| f.name() == "recipestore_operator_reconcile_errors_total");
     assert_eq!(errors.unwrap().get_metric().len(), 2);
+}
+
+/// Nodes 1 and 2 of three came back with new, empty volumes; node 0 kept
+/// its data and leads no one: a quorum can never form again.
+fn quorum_lost() -> BTreeMap<String, NodeStatus> {
+    let mut nodes = cluster(&[0, 1, 2], &[], &[]);
+    nodes.extend(cluster(&[], &[], &[1, 2]));
+    let survivor = nodes.get_mut(&member(0).peer_addr).unwrap();
+    survivor.role = Role::Candidate;
+    survivor.leader_id = None;
+    survivor.matched_index.clear();
+    survivor.millis_since_quorum_ack = None;
+    nodes
+}
+
+#[tokio::test]
+async fn a_lost_quorum_is_refused_until_a_person_names_the_survivor_to_force() {
+    let rs = with_cluster(recipestore(3));
+    let state = ApiState {
+        statefulset: Some(statefulset(&rs, 3)),
+        pods: vec![pod(0), pod(1), pod(2)],
+    };
+    let expected = rs.clone();
+    let (result, calls) = reconcile_with(
+        rs,
+        FakeAdmin::new(quorum_lost()),
+        move |mut api| async move {
+            api.dereference(&state).await;
+            let applied = api.apply_children(false).await;
+            assert!(applied.config_map["data"].get(FORCE_NEW_CLUSTER).is_none());
+            let event = api.event("QuorumLost", "Warning").await;
+            let note = event["note"].as_str().unwrap();
+            assert!(note.contains("node 0 is the most up to date"), "{note}");
+            assert!(
+                note.contains("recipestore.dev/force-recovery=\"0\""),
+                "{note}"
+            );
+            let status = api.status(&expected).await;
+            assert_eq!(condition(&status, "Degraded"), ("True", "QuorumLost"));
+            assert_eq!(status.forcing_new_cluster, None);
+            api
+        },
+    )
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(REQUEUE_STEADY));
+    assert!(calls.is_empty(), "nothing happens unasked: {calls:?}");
+
+    // A person names node 0: the ConfigMap tells it to force a new cluster
+    // (without rolling the other pods) and its pod is restarted.
+    let mut rs = with_cluster(recipestore(3));
+    rs.annotations_mut()
+        .insert(FORCE_RECOVERY_ANNOTATION.to_owned(), "0".to_owned());
+    let state = ApiState {
+        statefulset: Some(statefulset(&rs, 3)),
+        pods: vec![pod(0), pod(1), pod(2)],
+    };
+    let unforced = statefulset(&rs, 3);
+    let expected = rs.clone();
+    let (result, calls) = reconcile_with(
+        rs,
+        FakeAdmin::new(quorum_lost()),
+        move |mut api| async move {
+            api.dereference(&state).await;
+            let applied = api.apply_children(false).await;
+            assert_eq!(applied.config_map["data"][FORCE_NEW_CLUSTER], "0");
+            let hash = |sts: &Value| sts["spec"]["template"]["metadata"]["annotations"].clone();
+            assert_eq!(
+                hash(&applied.statefulset),
+                hash(&serde_json::to_value(&unforced).unwrap()),
+                "the other pods are not rolled"
+            );
+            api.expect(
+                "restart the survivor's pod",
+                Method::DELETE,
+                &format!("/api/v1/namespaces/{NS}/pods/{NAME}-0"),
+                Reply::Json(serde_json::to_value(pod(0)).unwrap()),
+            )
+            .await;
+            api.event("ForceNewCluster", "Normal").await;
+            let status = api.status(&expected).await;
+            assert_eq!(status.forcing_new_cluster, Some(0));
+            api
+        },
+    )
+    .await;
+    result.unwrap();
+    assert!(calls.is_empty(), "{calls:?}");
+
+    // Node 0 leads alone: the annotation goes, so that it never acts on a
+    // later loss unasked, and the lost members rejoin as new ones.
+    let mut rs = with_cluster(recipestore(3));
+    rs.annotations_mut()
+        .insert(FORCE_RECOVERY_ANNOTATION.to_owned(), "0".to_owned());
+    rs.status.as_mut().unwrap().forcing_new_cluster = Some(0);
+    let state = ApiState {
+        statefulset: Some(statefulset(&rs, 3)),
+        pods: vec![pod(0), pod(1), pod(2)],
+    };
+    let mut nodes = cluster(&[0], &[], &[]);
+    nodes.extend(cluster(&[], &[], &[1, 2]));
+    let expected = rs.clone();
+    let patched = serde_json::to_value(&rs).unwrap();
+    let (result, calls) = reconcile_with(rs, FakeAdmin::new(nodes), move |mut api| async move {
+        api.dereference(&state).await;
+        let applied = api.apply_children(false).await;
+        assert!(applied.config_map["data"].get(FORCE_NEW_CLUSTER).is_none());
+        let seen = api
+            .expect(
+                "remove the annotation",
+                Method::PATCH,
+                &format!("/apis/recipestore.dev/v1alpha1/namespaces/{NS}/recipestores/{NAME}"),
+                Reply::Json(patched),
+            )
+            .await;
+        assert_eq!(
+            seen.body,
+            json!({"metadata": {"annotations": {FORCE_RECOVERY_ANNOTATION: null}}})
+        );
+        api.event("AddLearner", "Normal").await;
+        let status = api.status(&expected).await;
+        assert_eq!(status.forcing_new_cluster, None);
+        api
+    })
+    .await;
+    result.unwrap();
+    assert_eq!(calls, [format!("AddLearner {} 1", member(0).peer_addr)]);
 }

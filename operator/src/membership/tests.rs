@@ -45,6 +45,8 @@ impl World {
                     .collect(),
                 nodes: BTreeMap::new(),
                 recorded_cluster_id: None,
+                force_recovery: None,
+                forcing: None,
             },
         }
     }
@@ -153,6 +155,37 @@ impl World {
 
     fn plan(&self) -> Plan {
         plan(&self.observed, &Policy::default())
+    }
+
+    /// No leader any more, and the nodes of `lost` answer with new, empty
+    /// volumes; the others keep their log, `log` entries long.
+    fn lost(mut self, lost: &[NodeId], logs: &[(NodeId, u64)]) -> Self {
+        for node in self.observed.nodes.values_mut() {
+            if node.role == Role::Leader {
+                node.role = Role::Candidate;
+                node.matched_index.clear();
+                node.millis_since_quorum_ack = None;
+            }
+        }
+        for (id, log) in logs {
+            self.observed.nodes.get_mut(id).unwrap().last_log_index = *log;
+        }
+        for id in lost {
+            self.observed
+                .nodes
+                .insert(*id, node(*id, "", Role::Learner));
+        }
+        self
+    }
+
+    fn annotated(mut self, named: &str) -> Self {
+        self.observed.force_recovery = Some(named.to_owned());
+        self
+    }
+
+    fn forcing(mut self, id: NodeId) -> Self {
+        self.observed.forcing = Some(id);
+        self
     }
 }
 
@@ -411,6 +444,122 @@ fn planner_table() {
         "planner table mismatches:\n{}",
         failures.join("\n")
     );
+}
+
+fn survivor(id: NodeId, last_log_index: u64) -> Survivor {
+    Survivor {
+        id,
+        last_log_index,
+        term: 3,
+    }
+}
+
+#[test]
+fn quorum_loss_is_refused_until_a_person_names_a_survivor() {
+    use Step::*;
+    use WaitReason::*;
+    let five = || World::new(5, 5).cluster(0, &[0, 1, 2, 3, 4], &[]);
+    let three_lost = || five().lost(&[2, 3, 4], &[(0, 900), (1, 1_000)]);
+    let lost = |refusal| Refuse(refusal);
+    let cases: Vec<(&str, World, Step, Option<NodeId>)> = vec![
+        (
+            "two of five lost: a quorum can still form, so wait",
+            five().lost(&[3, 4], &[]),
+            Wait(NoLeader),
+            None,
+        ),
+        (
+            "two lost and one silent: it may come back, so wait",
+            five().lost(&[3, 4], &[]).unreachable(2),
+            Wait(NoLeader),
+            None,
+        ),
+        (
+            "three of five lost: refused, the survivors named",
+            three_lost(),
+            lost(Refusal::QuorumLost {
+                voters: ids(0..5),
+                lost: ids([2, 3, 4]),
+                survivors: vec![survivor(0, 900), survivor(1, 1_000)],
+            }),
+            None,
+        ),
+        (
+            "the annotation names a survivor: it forces a new cluster",
+            three_lost().annotated("1"),
+            ForceNewCluster { id: 1 },
+            Some(1),
+        ),
+        (
+            "the survivor is told already: wait for it",
+            three_lost().annotated("1").forcing(1),
+            Wait(ForcingNewCluster(1)),
+            Some(1),
+        ),
+        (
+            "the annotation names a lost member: refused",
+            three_lost().annotated("3"),
+            lost(Refusal::NotASurvivor {
+                named: "3".to_owned(),
+                survivors: vec![survivor(0, 900), survivor(1, 1_000)],
+            }),
+            None,
+        ),
+        (
+            "the annotation is not a member id: refused",
+            three_lost().annotated("node-1"),
+            lost(Refusal::NotASurvivor {
+                named: "node-1".to_owned(),
+                survivors: vec![survivor(0, 900), survivor(1, 1_000)],
+            }),
+            None,
+        ),
+        (
+            "an annotation without a lost quorum does nothing",
+            five().lost(&[4], &[]).annotated("1"),
+            Wait(NoLeader),
+            None,
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, world, expected, forcing) in cases {
+        let plan = world.plan();
+        if plan.step != expected || plan.forcing != forcing {
+            failures.push(format!(
+                "{name}:\n  expected {expected:?} forcing {forcing:?}\n  got      {:?} forcing {:?}",
+                plan.step, plan.forcing
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn quorum_loss_names_the_most_up_to_date_survivor() {
+    let plan = World::new(5, 5)
+        .cluster(0, &[0, 1, 2, 3, 4], &[])
+        .lost(&[2, 3, 4], &[(0, 900), (1, 1_000)])
+        .plan();
+    let message = plan.step.to_string();
+    assert!(message.contains("node 0 (log 900, term 3)"), "{message}");
+    assert!(
+        message.contains("node 1 is the most up to date")
+            && message.contains("recipestore.dev/force-recovery=\"1\""),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_leader_back_clears_the_annotation_and_the_forcing() {
+    let plan = World::new(3, 3)
+        .cluster(1, &[1], &[])
+        .annotated("1")
+        .forcing(1)
+        .plan();
+    assert!(plan.clear_force_recovery);
+    assert_eq!(plan.forcing, None);
+    // The lost members come back as new ones.
+    assert_eq!(plan.step, Step::AddLearner { member: member(0) });
 }
 
 #[test]

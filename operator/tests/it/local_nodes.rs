@@ -44,6 +44,9 @@ struct LocalStatefulSet {
     pods: BTreeMap<NodeId, LocalNode>,
     /// Ports stay with an ordinal, as DNS names do in a cluster.
     addresses: BTreeMap<NodeId, (Member, u16)>,
+    /// The member the shared configuration tells to force a new cluster,
+    /// as the operator's ConfigMap does: every pod started gets it.
+    forcing: Option<NodeId>,
 }
 
 impl LocalStatefulSet {
@@ -54,6 +57,7 @@ impl LocalStatefulSet {
             replicas: 0,
             pods: BTreeMap::new(),
             addresses: BTreeMap::new(),
+            forcing: None,
         }
     }
 
@@ -80,7 +84,11 @@ impl LocalStatefulSet {
         let (member, http_port) = self.member(id);
         let log = std::fs::File::create(self.root.path().join(format!("node-{id}.log"))).unwrap();
         let port = |addr: &str| addr.rsplit_once(':').unwrap().1.to_owned();
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some(forcing) = self.forcing {
+            command.env("RECIPESTORE_FORCE_NEW_CLUSTER", forcing.to_string());
+        }
+        let child = command
             .arg("--id")
             .arg(id.to_string())
             .arg("--data-dir")
@@ -132,7 +140,7 @@ impl LocalStatefulSet {
         self.replicas = replicas;
     }
 
-    fn observed(&self, desired: u32, recorded_cluster_id: Option<String>) -> Observed {
+    fn observed(&self, desired: u32, driver: &Driver) -> Observed {
         Observed {
             desired_replicas: desired,
             statefulset_replicas: self.replicas,
@@ -150,7 +158,9 @@ impl LocalStatefulSet {
                 })
                 .collect(),
             nodes: BTreeMap::new(),
-            recorded_cluster_id,
+            recorded_cluster_id: driver.cluster_id.clone(),
+            force_recovery: driver.force_recovery.clone(),
+            forcing: driver.forcing,
         }
     }
 
@@ -190,6 +200,10 @@ struct Driver {
     policy: Policy,
     cluster_id: Option<String>,
     steps: Vec<Step>,
+    /// The force-recovery annotation, as a person sets it.
+    force_recovery: Option<String>,
+    /// The member told to force a new cluster, as the status records it.
+    forcing: Option<NodeId>,
 }
 
 enum Stopped {
@@ -205,6 +219,8 @@ impl Driver {
             policy: Policy::default(),
             cluster_id,
             steps: Vec::new(),
+            force_recovery: None,
+            forcing: None,
         }
     }
 
@@ -228,7 +244,7 @@ impl Driver {
                 self.steps,
                 sts.log_tail()
             );
-            let observed = sts.observed(desired, self.cluster_id.clone());
+            let observed = sts.observed(desired, self);
             let (observed, plan) =
                 match executor::advance(&self.admin, observed, &self.policy).await {
                     Ok(done) => done,
@@ -245,6 +261,15 @@ impl Driver {
             );
             if plan.cluster_id.is_some() {
                 self.cluster_id.clone_from(&plan.cluster_id);
+            }
+            self.forcing = plan.forcing;
+            sts.forcing = plan.forcing;
+            if plan.clear_force_recovery {
+                self.force_recovery = None;
+            }
+            if let Step::ForceNewCluster { id } = plan.step {
+                sts.kill(id).await;
+                sts.start(id);
             }
             if plan.step.is_change() {
                 self.steps.push(plan.step.clone());
