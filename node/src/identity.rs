@@ -38,6 +38,12 @@ pub enum IdentityError {
     },
     #[error("node belongs to cluster {ours}; refusing traffic from cluster {theirs}")]
     ForeignCluster { ours: String, theirs: String },
+    #[error(
+        "this node holds no data of any cluster, so it does not vote: a member whose data \
+         is lost must not elect a leader; it joins cluster {theirs} when a leader replicates to it \
+         (as to a learner being added) or when the cluster is initialized with it"
+    )]
+    NoVoteWithoutData { theirs: String },
     #[error("failed to read or write the identity stamp {path}: {source}")]
     Io {
         path: PathBuf,
@@ -195,6 +201,36 @@ impl Identity {
         self.join(theirs)
     }
 
+    /// Admits a vote request from cluster `theirs`: only a node that holds
+    /// that cluster's data votes. A node with a new data directory may be a
+    /// voter whose disk was lost: voting again, it could elect a second
+    /// leader in a term it already voted in, or a candidate that lacks
+    /// entries it had acknowledged.
+    pub fn admit_vote(&self, theirs: &str) -> Result<(), IdentityError> {
+        match self.cluster_id() {
+            None => Err(IdentityError::NoVoteWithoutData {
+                theirs: theirs.to_string(),
+            }),
+            Some(ours) if !theirs.is_empty() && ours != theirs => {
+                Err(IdentityError::ForeignCluster {
+                    ours,
+                    theirs: theirs.to_string(),
+                })
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Stamps a node that has taken no part in any cluster yet as a member
+    /// of `cluster_id`, replacing an earlier such stamp: for a cluster being
+    /// initialized with it, which a retried initialization names anew.
+    pub fn join_before_taking_part(&self, cluster_id: &str) -> Result<(), IdentityError> {
+        self.update(|stamp| {
+            stamp.cluster_id = Some(cluster_id.to_string());
+            Ok(())
+        })
+    }
+
     /// Stamps this node as a member of `cluster_id`.
     pub fn join(&self, cluster_id: &str) -> Result<(), IdentityError> {
         self.update(|stamp| match &stamp.cluster_id {
@@ -274,5 +310,20 @@ mod tests {
         let reopened = Identity::open(dir.path(), 1, Some("alpha")).unwrap();
         assert_eq!(reopened.forced_new_cluster(), Some(forced));
         assert_eq!(reopened.cluster_id().as_deref(), Some("alpha"));
+    }
+
+    #[test]
+    fn only_a_node_with_its_clusters_data_votes() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = Identity::open(dir.path(), 1, None).unwrap();
+        let err = identity.admit_vote("alpha").unwrap_err().to_string();
+        assert!(err.contains("does not vote"), "{err}");
+        // Stamped for a cluster being initialized, then again when a retry
+        // of the initialization names it anew.
+        identity.join_before_taking_part("alpha").unwrap();
+        identity.join_before_taking_part("beta").unwrap();
+        identity.admit_vote("beta").unwrap();
+        let err = identity.admit_vote("alpha").unwrap_err().to_string();
+        assert!(err.contains("belongs to cluster beta"), "{err}");
     }
 }

@@ -206,6 +206,31 @@ impl Admin {
     }
 
     /// Refuses to add a node whose data belongs to another cluster.
+    /// Stamps initial member `id` at `member` with `cluster_id` (see `Join`).
+    async fn join_member(&self, id: u64, member: &Member, cluster_id: &str) -> Result<(), Status> {
+        let mut client = AdminClient::new(self.node.peer_channel(&member.peer_addr)?);
+        let mut request = Request::new(pb::JoinRequest {
+            cluster_id: cluster_id.to_owned(),
+            id,
+        });
+        request.set_timeout(Duration::from_secs(2));
+        match client.join(request).await {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+                Err(Status::failed_precondition(format!(
+                    "member {id} at {}: {}",
+                    member.peer_addr,
+                    status.message()
+                )))
+            }
+            Err(status) => Err(Status::unavailable(format!(
+                "member {id} at {} did not answer ({}); initialize again once every member runs",
+                member.peer_addr,
+                status.message()
+            ))),
+        }
+    }
+
     async fn check_not_fenced(&self, member: &pb::Member) -> Result<(), Status> {
         let ours = self.node.identity.cluster_id().unwrap_or_default();
         let mut client = AdminClient::new(self.node.peer_channel(&member.peer_addr)?);
@@ -490,6 +515,12 @@ impl pb::admin_server::Admin for Admin {
             )));
         }
         let cluster_id = crate::identity::new_cluster_id();
+        // The others vote in the first election only once stamped; this
+        // node is stamped last, so that a retry after a member did not
+        // answer starts over, under a new id the members take instead.
+        for (id, member) in members.iter().filter(|(id, _)| **id != self.node.id) {
+            self.join_member(*id, member, &cluster_id).await?;
+        }
         self.node
             .identity
             .join(&cluster_id)
@@ -504,6 +535,47 @@ impl pb::admin_server::Admin for Admin {
             cluster_id,
             already_initialized: false,
         }))
+    }
+
+    async fn join(
+        &self,
+        request: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
+        let req = request.into_inner();
+        if !crate::identity::is_cluster_id(&req.cluster_id) {
+            return Err(Status::invalid_argument(format!(
+                "{:?} is not a cluster id",
+                req.cluster_id
+            )));
+        }
+        if req.id != self.node.id {
+            return Err(Status::failed_precondition(format!(
+                "this node is node {}, not {}",
+                self.node.id, req.id
+            )));
+        }
+        let taking_part = self
+            .node
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let identity = &self.node.identity;
+        let joined = match identity.cluster_id() {
+            Some(ours) if ours == req.cluster_id => Ok(()),
+            Some(ours) if taking_part => Err(Status::failed_precondition(format!(
+                "node {} belongs to cluster {ours}",
+                self.node.id
+            ))),
+            _ if taking_part => Err(Status::failed_precondition(format!(
+                "node {} already takes part in a cluster",
+                self.node.id
+            ))),
+            _ => identity
+                .join_before_taking_part(&req.cluster_id)
+                .map_err(|e| Status::internal(e.to_string())),
+        };
+        joined.map(|()| Response::new(pb::JoinResponse {}))
     }
 
     async fn add_learner(

@@ -41,9 +41,22 @@ impl Transport {
 
     fn open<T: DeserializeOwned>(&self, message: pb::RaftMessage) -> Result<T, Status> {
         admit_peer(&self.node, &message.cluster_id)?;
-        codec::decode(&message.payload)
-            .map_err(|e| Status::invalid_argument(format!("undecodable Raft message: {e}")))
+        decode(&message)
     }
+
+    /// Opens a vote request: only a node with its cluster's data votes.
+    fn open_vote<T: DeserializeOwned>(&self, message: pb::RaftMessage) -> Result<T, Status> {
+        self.node
+            .identity
+            .admit_vote(&message.cluster_id)
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        decode(&message)
+    }
+}
+
+fn decode<T: DeserializeOwned>(message: &pb::RaftMessage) -> Result<T, Status> {
+    codec::decode(&message.payload)
+        .map_err(|e| Status::invalid_argument(format!("undecodable Raft message: {e}")))
 }
 
 fn reply<T: Serialize>(value: &T) -> Result<Response<pb::RaftMessage>, Status> {
@@ -114,7 +127,7 @@ impl pb::raft_transport_server::RaftTransport for Transport {
         &self,
         request: Request<pb::RaftMessage>,
     ) -> Result<Response<pb::RaftMessage>, Status> {
-        let rpc = self.open(request.into_inner())?;
+        let rpc = self.open_vote(request.into_inner())?;
         reply(&self.node.raft.vote(rpc).await.map_err(raft_failed)?)
     }
 
@@ -122,7 +135,7 @@ impl pb::raft_transport_server::RaftTransport for Transport {
         &self,
         request: Request<pb::RaftMessage>,
     ) -> Result<Response<pb::RaftMessage>, Status> {
-        let rpc = self.open(request.into_inner())?;
+        let rpc = self.open_vote(request.into_inner())?;
         reply(&self.node.raft.pre_vote(rpc).await.map_err(raft_failed)?)
     }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use recipestore_operator::admin::{GrpcAdmin, NodeAdmin};
 use recipestore_operator::executor;
-use recipestore_operator::membership::{Member, NodeId, Observed, Pod, Policy, Step};
+use recipestore_operator::membership::{Member, NodeId, Observed, Pod, Policy, Refusal, Step};
 use recipestore_protocol::pb::recipes_client::RecipesClient;
 use recipestore_protocol::pb::{Consistency, DownloadRequest, UploadRequest};
 use tokio::process::{Child, Command};
@@ -458,4 +458,95 @@ async fn planner_steps_drive_real_nodes_one_three_five_three_without_losing_writ
         .unwrap();
     assert_eq!(status.voter_ids(), [0, 1, 2].into_iter().collect());
     eprintln!("steps: {all_steps:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_quorum_is_recovered_from_the_survivor_a_person_names() {
+    let Some(binary) = find_binary("recipestore-node") else {
+        eprintln!(
+            "skipped: recipestore-node binary not found (build it with `cargo build -p recipestore`)"
+        );
+        return;
+    };
+    let mut sts = LocalStatefulSet::new(binary);
+    sts.scale(3).await;
+    let mut driver = Driver::new(None);
+    assert!(matches!(
+        driver.run(&mut sts, 3, |_| false).await,
+        Stopped::Converged
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let writer = tokio::spawn(write_continuously(
+        sts.client_addrs([0]),
+        stop.clone(),
+        acked.clone(),
+    ));
+    while acked.lock().await.len() < 20 {
+        tokio::task::yield_now().await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+
+    // Node 0 holds every acknowledged write (they went through it; read
+    // the last one back to be sure it applied it). Then every pod stops,
+    // and pods 1 and 2 come back with new, empty volumes.
+    let acked = acked.lock().await.clone();
+    let addr = sts.client_addrs([0]).pop().unwrap();
+    let mut client = RecipesClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let (last, _) = acked.last().unwrap().clone();
+    let request = DownloadRequest {
+        name: last,
+        consistency: Consistency::Linearizable as i32,
+        min_version: None,
+    };
+    client.download(request).await.unwrap();
+    for id in 0..3 {
+        sts.kill(id).await;
+    }
+    for id in [1, 2] {
+        std::fs::remove_dir_all(sts.data_dir(id)).unwrap();
+    }
+    for id in 0..3 {
+        sts.start(id);
+    }
+
+    // No quorum can form: the planner refuses until a person names node 0.
+    let lost = |s: &Step| matches!(s, Step::Refuse(Refusal::QuorumLost { .. }));
+    assert!(matches!(
+        driver.run(&mut sts, 3, lost).await,
+        Stopped::Interrupted
+    ));
+    driver.force_recovery = Some("0".to_owned());
+    assert!(matches!(
+        driver.run(&mut sts, 3, |_| false).await,
+        Stopped::Converged
+    ));
+    assert!(
+        driver.steps.contains(&Step::ForceNewCluster { id: 0 }),
+        "{:?}",
+        driver.steps
+    );
+    assert_eq!(driver.force_recovery, None, "the annotation is cleared");
+    assert_eq!(driver.forcing, None);
+
+    // Every acknowledged write is there, through a member that rejoined.
+    let addr = sts.client_addrs([2]).pop().unwrap();
+    let mut client = RecipesClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    for (name, content) in &acked {
+        let request = DownloadRequest {
+            name: name.clone(),
+            consistency: Consistency::Linearizable as i32,
+            min_version: None,
+        };
+        let reply = client
+            .download(request)
+            .await
+            .unwrap_or_else(|e| panic!("{name} lost: {e}"));
+        assert_eq!(&reply.into_inner().content, content, "{name} content");
+    }
 }
