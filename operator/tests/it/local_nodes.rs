@@ -339,12 +339,47 @@ async fn write_continuously(
     last_error
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn planner_steps_drive_real_nodes_one_three_five_three_without_losing_writes() {
-    let Some(binary) = find_binary("recipestore-node") else {
+/// The node binary, or `None` after saying why the test is skipped.
+fn node_binary() -> Option<PathBuf> {
+    let binary = find_binary("recipestore-node");
+    if binary.is_none() {
         eprintln!(
             "skipped: recipestore-node binary not found (build it with `cargo build -p recipestore`)"
         );
+    }
+    binary
+}
+
+/// Reads every recipe of `acked` back, linearizably, through the node at
+/// `addr`, waiting for it to listen (it may have just restarted).
+async fn assert_read_back(addr: &str, acked: &[(String, Vec<u8>)]) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut client = loop {
+        match RecipesClient::connect(format!("http://{addr}")).await {
+            Ok(client) => break client,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("no node listens at {addr}: {e}"),
+        }
+    };
+    for (name, content) in acked {
+        let request = DownloadRequest {
+            name: name.clone(),
+            consistency: Consistency::Linearizable as i32,
+            min_version: None,
+        };
+        let reply = client
+            .download(request)
+            .await
+            .unwrap_or_else(|e| panic!("{name} lost: {e}"));
+        assert_eq!(&reply.into_inner().content, content, "{name} content");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planner_steps_drive_real_nodes_one_three_five_three_without_losing_writes() {
+    let Some(binary) = node_binary() else {
         return;
     };
     let mut sts = LocalStatefulSet::new(binary);
@@ -417,30 +452,8 @@ async fn planner_steps_drive_real_nodes_one_three_five_three_without_losing_writ
         "writes kept flowing during the changes: {} acknowledged, last error: {last_write_error:?}",
         acked.len()
     );
-    let addr = sts.client_addrs([1]).pop().unwrap();
-    // Node 1 was restarted during the change: poll until it listens.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let mut client = loop {
-        match RecipesClient::connect(format!("http://{addr}")).await {
-            Ok(client) => break client,
-            Err(_) if std::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("node 1 does not listen at {addr}: {e}"),
-        }
-    };
-    for (name, content) in &acked {
-        let request = DownloadRequest {
-            name: name.clone(),
-            consistency: Consistency::Linearizable as i32,
-            min_version: None,
-        };
-        let reply = client
-            .download(request)
-            .await
-            .unwrap_or_else(|e| panic!("{name} lost: {e}"));
-        assert_eq!(&reply.into_inner().content, content, "{name} content");
-    }
+    // Node 1 was restarted during the change.
+    assert_read_back(&sts.client_addrs([1]).pop().unwrap(), &acked).await;
 
     eprintln!("{} writes acknowledged and read back", acked.len());
 
@@ -462,10 +475,7 @@ async fn planner_steps_drive_real_nodes_one_three_five_three_without_losing_writ
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_quorum_is_recovered_from_the_survivor_a_person_names() {
-    let Some(binary) = find_binary("recipestore-node") else {
-        eprintln!(
-            "skipped: recipestore-node binary not found (build it with `cargo build -p recipestore`)"
-        );
+    let Some(binary) = node_binary() else {
         return;
     };
     let mut sts = LocalStatefulSet::new(binary);
@@ -482,7 +492,9 @@ async fn a_lost_quorum_is_recovered_from_the_survivor_a_person_names() {
         stop.clone(),
         acked.clone(),
     ));
+    let deadline = Instant::now() + CONVERGE_WITHIN;
     while acked.lock().await.len() < 20 {
+        assert!(Instant::now() < deadline, "no writes acknowledged");
         tokio::task::yield_now().await;
     }
     stop.store(true, Ordering::Relaxed);
@@ -492,17 +504,11 @@ async fn a_lost_quorum_is_recovered_from_the_survivor_a_person_names() {
     // the last one back to be sure it applied it). Then every pod stops,
     // and pods 1 and 2 come back with new, empty volumes.
     let acked = acked.lock().await.clone();
-    let addr = sts.client_addrs([0]).pop().unwrap();
-    let mut client = RecipesClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
-    let (last, _) = acked.last().unwrap().clone();
-    let request = DownloadRequest {
-        name: last,
-        consistency: Consistency::Linearizable as i32,
-        min_version: None,
-    };
-    client.download(request).await.unwrap();
+    assert_read_back(
+        &sts.client_addrs([0]).pop().unwrap(),
+        &acked[acked.len() - 1..],
+    )
+    .await;
     for id in 0..3 {
         sts.kill(id).await;
     }
@@ -533,20 +539,5 @@ async fn a_lost_quorum_is_recovered_from_the_survivor_a_person_names() {
     assert_eq!(driver.forcing, None);
 
     // Every acknowledged write is there, through a member that rejoined.
-    let addr = sts.client_addrs([2]).pop().unwrap();
-    let mut client = RecipesClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
-    for (name, content) in &acked {
-        let request = DownloadRequest {
-            name: name.clone(),
-            consistency: Consistency::Linearizable as i32,
-            min_version: None,
-        };
-        let reply = client
-            .download(request)
-            .await
-            .unwrap_or_else(|e| panic!("{name} lost: {e}"));
-        assert_eq!(&reply.into_inner().content, content, "{name} content");
-    }
+    assert_read_back(&sts.client_addrs([2]).pop().unwrap(), &acked).await;
 }
