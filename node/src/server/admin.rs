@@ -205,7 +205,6 @@ impl Admin {
         Ok(membership_reply(response))
     }
 
-    /// Refuses to add a node whose data belongs to another cluster.
     /// Stamps initial member `id` at `member` with `cluster_id` (see `Join`).
     async fn join_member(&self, id: u64, member: &Member, cluster_id: &str) -> Result<(), Status> {
         let mut client = AdminClient::new(self.node.peer_channel(&member.peer_addr)?);
@@ -231,6 +230,7 @@ impl Admin {
         }
     }
 
+    /// Refuses to add a node whose data belongs to another cluster.
     async fn check_not_fenced(&self, member: &pb::Member) -> Result<(), Status> {
         let ours = self.node.identity.cluster_id().unwrap_or_default();
         let mut client = AdminClient::new(self.node.peer_channel(&member.peer_addr)?);
