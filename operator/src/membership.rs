@@ -13,6 +13,11 @@
 //! 2. No current leader of the cluster (highest term, in touch with its
 //!    quorum): wait. Nothing changes membership without one. If no node
 //!    holds the recorded cluster any more, refuse whatever cluster they hold.
+//!    If so many voters answer without the cluster's data that a quorum can
+//!    never form again, refuse (`QuorumLost`) until a person names a
+//!    survivor in the force-recovery annotation; then restart that survivor
+//!    as the only voter (`ForceNewCluster`), and the rules below add the
+//!    others back.
 //! 3. A learner inside the desired ordinals: promote it once caught up.
 //! 4. A learner above the desired ordinals (a scale-out reversed midway):
 //!    remove it. Learners do not vote, so this never touches quorum.
