@@ -136,13 +136,22 @@ pub fn read_end(path: &Path) -> io::Result<Option<SnapshotEnd>> {
     if &magic != MAGIC {
         return Ok(None);
     }
-    let mut end = [0u8; 12];
-    file.seek(SeekFrom::End(-(end.len() as i64)))?;
+    let mut end = [0u8; END_BYTES];
+    file.seek(SeekFrom::End(-(END_BYTES as i64)))?;
     file.read_exact(&mut end)?;
-    Ok(Some(SnapshotEnd {
-        recipes: u64::from_be_bytes(end[..8].try_into().expect("8 bytes")),
-        crc32: u32::from_be_bytes(end[8..].try_into().expect("4 bytes")),
-    }))
+    Ok(Some(SnapshotEnd::decode(&end)))
+}
+
+/// The bytes after `END`: the recipe count and the CRC-32.
+const END_BYTES: usize = 12;
+
+impl SnapshotEnd {
+    fn decode(bytes: &[u8; END_BYTES]) -> Self {
+        Self {
+            recipes: u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes")),
+            crc32: u32::from_be_bytes(bytes[8..].try_into().expect("4 bytes")),
+        }
+    }
 }
 
 /// Reads a snapshot file of any format, checking the end of the current one.
@@ -235,27 +244,23 @@ impl<R: Read> SnapshotReader<R> {
     }
 
     fn check_end(&mut self) -> io::Result<()> {
-        let mut end = [0u8; 12];
-        if read_full(&mut self.input, &mut end)? < end.len() {
+        let mut bytes = [0u8; END_BYTES];
+        if read_full(&mut self.input, &mut bytes)? < END_BYTES {
             return Err(invalid("the snapshot is cut short".into()));
         }
-        let recipes = u64::from_be_bytes(end[..8].try_into().expect("8 bytes"));
-        let crc = u32::from_be_bytes(end[8..].try_into().expect("4 bytes"));
+        let end = SnapshotEnd::decode(&bytes);
         let computed = self.crc.take().expect("checked by the caller").finalize();
         if read_full(&mut self.input, &mut [0u8; 1])? != 0 {
             return Err(invalid("the snapshot has bytes after its end".into()));
         }
-        if recipes != self.recipes || crc != computed {
+        if end.recipes != self.recipes || end.crc32 != computed {
             return Err(invalid(format!(
-                "the snapshot is damaged: its end names {recipes} recipes and checksum {crc:08x}, \
+                "the snapshot is damaged: its end names {} recipes and checksum {:08x}, \
                  the file holds {} recipes with checksum {computed:08x}",
-                self.recipes
+                end.recipes, end.crc32, self.recipes
             )));
         }
-        self.end = Some(SnapshotEnd {
-            recipes,
-            crc32: crc,
-        });
+        self.end = Some(end);
         Ok(())
     }
 }

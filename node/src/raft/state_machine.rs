@@ -163,10 +163,7 @@ impl Recipes {
             // An install replaces sled batch by batch, not through the
             // writer: a dump meanwhile would mix the old and the new state.
             let _installed = installing.read().unwrap_or_else(|e| e.into_inner());
-            let meta = SnapshotMeta {
-                last_log_id: read_meta(&tree, APPLIED)?,
-                last_membership: read_meta(&tree, MEMBERSHIP)?.unwrap_or_default(),
-            };
+            let meta = applied_meta(&tree)?;
             let (out, end) = write_recipes(&tree, SnapshotWriter::new(file, &meta)?)?;
             out.into_inner().map_err(|e| e.into_error())?;
             Ok((meta, end))
@@ -402,11 +399,17 @@ impl StateMachine {
     /// The applied id and membership, once every applied entry is in sled.
     async fn read_applied_state(&self) -> io::Result<(Option<LogId>, StoredMembership)> {
         self.recipes.unwritten.drain().await?;
-        Ok((
-            read_meta(&self.tree, APPLIED)?,
-            read_meta(&self.tree, MEMBERSHIP)?.unwrap_or_default(),
-        ))
+        let meta = applied_meta(&self.tree)?;
+        Ok((meta.last_log_id, meta.last_membership))
     }
+}
+
+/// The metadata of the state in `tree`: its applied id and membership.
+fn applied_meta(tree: &sled::Tree) -> io::Result<SnapshotMeta> {
+    Ok(SnapshotMeta {
+        last_log_id: read_meta(tree, APPLIED)?,
+        last_membership: read_meta(tree, MEMBERSHIP)?.unwrap_or_default(),
+    })
 }
 
 /// Removes snapshot files other than `keep`; a failure only costs disk space.
@@ -595,17 +598,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         // Sled holds everything applied once this returns, and nothing more
         // until `held` is dropped.
         let held = self.unwritten.hold().await?;
-        let last_log_id: Option<LogId> = read_meta(&self.tree, APPLIED)?;
-        let last_membership: StoredMembership =
-            read_meta(&self.tree, MEMBERSHIP)?.unwrap_or_default();
+        let meta = applied_meta(&self.tree)?;
         // Applying goes on in memory while sled is dumped: holding the
-        // apply lock instead stalled every write for the dump, every 10,000
-        // entries, for as long as writing out the whole store takes.
+        // apply lock instead stalled every write for each snapshot, for as
+        // long as writing out the whole store takes.
         drop(applying);
-        let meta = SnapshotMeta {
-            last_log_id,
-            last_membership,
-        };
         let file = snapshot_file_name(&meta);
         let path = self.snapshot_dir.join(&file);
         let tree = self.tree.clone();
