@@ -279,11 +279,7 @@ impl Backup {
         Identity::open(&building, node_id, None)
             .and_then(|identity| identity.join(cluster_id))
             .map_err(io::Error::other)?;
-        std::fs::rename(&building, data_dir)?;
-        if let Some(parent) = data_dir.parent() {
-            File::open(parent)?.sync_all()?;
-        }
-        Ok(())
+        crate::durable::rename(&building, data_dir)
     }
 }
 

@@ -253,11 +253,7 @@ fn write_stamp(path: &Path, stamp: &Stamp) -> io::Result<()> {
     let mut file = fs::File::create(&tmp)?;
     file.write_all(&serde_json::to_vec_pretty(stamp).map_err(io::Error::other)?)?;
     file.sync_all()?;
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    crate::durable::rename(&tmp, path)
 }
 
 #[cfg(test)]

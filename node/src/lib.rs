@@ -7,6 +7,7 @@ pub mod backup;
 pub mod cache;
 pub mod codec;
 pub mod config;
+pub mod durable;
 pub mod error;
 pub mod http;
 pub mod identity;

@@ -186,11 +186,8 @@ async fn save(
             return Err(e.context(format!("no backup was saved in {}", file.display())));
         }
     };
-    std::fs::rename(&part, file)
+    recipestore::durable::rename(&part, file)
         .with_context(|| format!("cannot rename {} to {}", part.display(), file.display()))?;
-    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-        File::open(dir)?.sync_all()?;
-    }
     let header = &backup.header;
     match output {
         Output::Json => print_header(header, output),

@@ -117,13 +117,9 @@ pub fn persist(out: BufWriter<File>, tmp: &Path, path: &Path) -> io::Result<()> 
     // as soon as it is built or installed: its bytes must be on stable
     // storage first...
     file.sync_all()?;
-    std::fs::rename(tmp, path)?;
     // ...and so must its name, or a power loss would leave the purged log
     // with no snapshot to stand for it.
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    crate::durable::rename(tmp, path)
 }
 
 /// The end a snapshot file in the current format says it has, without
