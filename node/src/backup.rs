@@ -315,7 +315,7 @@ mod tests {
     use super::*;
     use crate::raft::snapshot_file::SnapshotWriter;
 
-    type Leader = openraft::alias::CommittedLeaderIdOf<crate::raft::TypeConfig>;
+    use crate::raft::typ::CommittedLeaderId as Leader;
 
     fn member(port: u16) -> Member {
         Member {

@@ -29,13 +29,11 @@ use serde::Serialize;
 
 use crate::identity::Identity;
 use crate::raft::Member;
-use crate::raft::TypeConfig;
 use crate::raft::log_store::LogStore;
+use crate::raft::typ::CommittedLeaderId;
 use crate::raft::typ::Entry;
 use crate::raft::typ::LogId;
 use crate::raft::typ::Vote;
-
-type LeaderId = openraft::alias::CommittedLeaderIdOf<TypeConfig>;
 
 /// The membership entry a forced start appended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,7 +76,7 @@ pub async fn force_new_cluster(
     // A term no member has used: the entry's log id is new everywhere, and
     // the election that follows is in a later one still.
     let term = voted_term.max(last.committed_leader_id().term) + 1;
-    let log_id = LogId::new(LeaderId::new(term, id), last.index() + 1);
+    let log_id = LogId::new(CommittedLeaderId::new(term, id), last.index() + 1);
     let membership = Membership::new(vec![BTreeSet::from([id])], BTreeMap::from([(id, member)]))
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     // The vote first, as a leader of `term` has one before it appends.

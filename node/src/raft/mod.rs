@@ -83,6 +83,8 @@ pub mod typ {
 
     pub type Raft = openraft::Raft<TypeConfig, super::state_machine::StateMachine>;
     pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
+    /// The leader a log id names: its term and node.
+    pub type CommittedLeaderId = openraft::alias::CommittedLeaderIdOf<TypeConfig>;
     pub type Vote = openraft::alias::VoteOf<TypeConfig>;
     pub type Entry = openraft::alias::EntryOf<TypeConfig>;
     pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;

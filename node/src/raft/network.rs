@@ -603,10 +603,7 @@ mod tests {
     }
 
     fn log_id(index: u64) -> LogId {
-        LogId::new(
-            openraft::alias::CommittedLeaderIdOf::<TypeConfig>::new(1, 0),
-            index,
-        )
+        LogId::new(crate::raft::typ::CommittedLeaderId::new(1, 0), index)
     }
 
     /// An append of the entries after `prev` up to `last`: a heartbeat-like

@@ -735,7 +735,7 @@ mod tests {
     use super::*;
     use crate::raft::typ::Entry;
 
-    type Leader = openraft::alias::CommittedLeaderIdOf<TypeConfig>;
+    use crate::raft::typ::CommittedLeaderId as Leader;
 
     fn entry(index: u64, command: Command) -> Entry {
         Entry::new_normal(LogId::new(Leader::new(1, 0), index), command)
