@@ -192,6 +192,9 @@ impl From<proto::StatusResponse> for NodeStatus {
             committed_index: s.committed_index,
             matched_index: s.matched_index.into_iter().collect(),
             millis_since_quorum_ack: s.millis_since_quorum_ack,
+            recent_admitted: s.recent_admitted,
+            recent_shed: s.recent_shed,
+            recent_seconds: s.recent_seconds,
         }
     }
 }

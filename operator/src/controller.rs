@@ -42,6 +42,9 @@ use crate::metrics::Metrics;
 use crate::topology::{MANAGED_BY_LABEL, Topology};
 use crate::{Error, FIELD_MANAGER, RecipeStore, RecipeStoreSpec, Result, executor, status};
 
+/// The label the StatefulSet controller puts on each pod: the revision
+/// (a `ControllerRevision` name) the pod was created from.
+const REVISION_LABEL: &str = "controller-revision-hash";
 /// Requeue while a change is under way: membership moves one step per pass.
 const REQUEUE_CHANGING: Duration = Duration::from_secs(5);
 /// Requeue when steady, to notice node-side changes that Kubernetes does not see.
@@ -170,11 +173,18 @@ async fn dereference(rs: &RecipeStore, topology: &Topology, ctx: &Context) -> Re
             let ordinal = topology.ordinal_of(&pod.name_any())?;
             let running = pod.metadata.deletion_timestamp.is_none()
                 && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+            let ready = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
             Some((
                 ordinal,
                 membership::Pod {
                     member: topology.member(ordinal),
                     running,
+                    ready: running && ready,
+                    revision: pod.labels().get(REVISION_LABEL).cloned(),
                 },
             ))
         })
@@ -199,6 +209,9 @@ async fn dereference(rs: &RecipeStore, topology: &Topology, ctx: &Context) -> Re
                 .get(membership::FORCE_RECOVERY_ANNOTATION)
                 .cloned(),
             forcing: rs.status.as_ref().and_then(|s| s.forcing_new_cluster),
+            update_revision: statefulset
+                .as_ref()
+                .and_then(|s| s.status.as_ref()?.update_revision.clone()),
         },
         statefulset,
         service_monitor,
@@ -371,15 +384,27 @@ async fn perform(rs: &RecipeStore, topology: &Topology, ctx: &Context, plan: &Pl
     if plan.clear_force_recovery {
         clear_force_recovery(rs, topology, ctx).await?;
     }
-    if let Step::ForceNewCluster { id } = step {
+    let restart = match step {
         // The ConfigMap, applied before this, already names the member:
         // its new pod reads it at start.
+        Step::ForceNewCluster { id } => {
+            Some((id, "delete the pod of the member forcing a new cluster"))
+        }
+        // The StatefulSet controller recreates the pod from the update revision.
+        Step::RestartMember { id, .. } => Some((id, "delete a pod to roll it")),
+        _ => None,
+    };
+    if let Some((id, action)) = restart {
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &topology.namespace);
-        pods.delete(&topology.pod(*id), &DeleteParams::default())
+        match pods
+            .delete(&topology.pod(*id), &DeleteParams::default())
             .await
-            .map_err(Error::kube(
-                "delete the pod of the member forcing a new cluster",
-            ))?;
+        {
+            Ok(_) => {}
+            // Already gone: its replacement is on the way.
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(source) => return Err(Error::Kube { action, source }),
+        }
     }
     if let Err(source) = executor::execute(ctx.admin.as_ref(), plan).await {
         let error = Error::Membership {
@@ -400,6 +425,8 @@ async fn perform(rs: &RecipeStore, topology: &Topology, ctx: &Context, plan: &Pl
     }
     let event_type = match step {
         Step::Refuse(_) => EventType::Warning,
+        // A held roll is told, so that a roll that stops is explained.
+        Step::Wait(membership::WaitReason::RollHeld(_)) => EventType::Normal,
         s if s.is_change() => EventType::Normal,
         _ => return Ok(()),
     };

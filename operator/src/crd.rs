@@ -54,6 +54,12 @@ pub const GROUP: &str = "recipestore.dev";
         json_path = ".status.leader",
         description = "Pod of the Raft leader"
     ),
+    printcolumn(
+        name = "Updated",
+        type_ = "integer",
+        json_path = ".status.updatedMembers",
+        description = "Members running the StatefulSet's update revision"
+    ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(
         name = "Age",
@@ -316,6 +322,19 @@ pub struct RecipeStoreStatus {
     /// Members of the Raft cluster as the leader sees them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<MemberStatus>,
+    /// The StatefulSet revision the operator rolls the pods onto.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_revision: Option<String>,
+    /// The revision the pods not rolled yet run; the update revision once
+    /// every member runs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_revision: Option<String>,
+    /// Members whose pod runs the update revision.
+    #[serde(default)]
+    pub updated_members: u32,
+    /// The member a rolling upgrade is restarting or waiting for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolling_member: Option<u64>,
     #[serde(default)]
     pub phase: Phase,
     /// `Available`, `Progressing` and `Degraded`, one of each.
@@ -355,6 +374,8 @@ pub enum Phase {
     Running,
     /// Members are being added or removed.
     Scaling,
+    /// Pods are being rolled onto a new revision, one at a time.
+    Updating,
     /// No leader, a fenced node, or another condition that needs attention.
     Degraded,
     /// The spec is invalid and the store was never created. A refused
@@ -369,6 +390,7 @@ impl Phase {
             Self::Initializing => "Initializing",
             Self::Running => "Running",
             Self::Scaling => "Scaling",
+            Self::Updating => "Updating",
             Self::Degraded => "Degraded",
             Self::Failed => "Failed",
         }

@@ -61,6 +61,7 @@ pub async fn execute(admin: &dyn NodeAdmin, plan: &Plan) -> Result<(), AdminErro
         }
         // Kubernetes steps: the controller takes them.
         Step::ShrinkStatefulSet { .. }
+        | Step::RestartMember { .. }
         | Step::ForceNewCluster { .. }
         | Step::Wait(_)
         | Step::Refuse(_)

@@ -22,6 +22,7 @@ pub mod leader;
 pub mod membership;
 pub mod metrics;
 pub mod preflight;
+pub mod rollout;
 pub mod status;
 pub mod telemetry;
 pub mod topology;

@@ -27,6 +27,8 @@
 //!    leadership away first if it is the leader.
 //! 7. A desired pod that is running, reachable and not yet a member: add it as
 //!    a learner. A node that belongs to another cluster is refused.
+//! 8. Membership is steady: roll the pods onto the StatefulSet's update
+//!    revision, one member at a time, the leader last ([`crate::rollout`]).
 //!
 //! Every membership change keeps a healthy (caught-up) majority of both the
 //! current and the new voter set, since joint consensus needs both, and at
@@ -35,6 +37,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+
+use crate::rollout::{self, Gate};
 
 /// Node id: the StatefulSet ordinal of the node's pod.
 pub type NodeId = u64;
@@ -50,18 +54,19 @@ pub struct Member {
 }
 
 /// Role a node reports for itself.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Role {
     Leader,
     Follower,
     Candidate,
     Learner,
     Shutdown,
+    #[default]
     Unknown,
 }
 
 /// One node's answer to the admin `Status` call.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeStatus {
     pub id: NodeId,
     /// Empty until the node is initialized or has joined a cluster.
@@ -77,6 +82,10 @@ pub struct NodeStatus {
     pub matched_index: BTreeMap<NodeId, u64>,
     /// On the leader: time since a quorum last acknowledged it.
     pub millis_since_quorum_ack: Option<u64>,
+    /// Client requests the node admitted and shed over its last `recent_seconds`.
+    pub recent_admitted: u64,
+    pub recent_shed: u64,
+    pub recent_seconds: u64,
 }
 
 impl NodeStatus {
@@ -108,6 +117,10 @@ pub struct Pod {
     /// probe is deliberately not used to gate joining: a node reports ready
     /// only once it serves, which may need it to be a member first.
     pub running: bool,
+    /// The pod's Ready condition: what a rolling upgrade waits for.
+    pub ready: bool,
+    /// The StatefulSet revision the pod was created from.
+    pub revision: Option<String>,
 }
 
 /// Everything the planner looks at.
@@ -128,6 +141,8 @@ pub struct Observed {
     pub force_recovery: Option<String>,
     /// The member the nodes' configuration tells to force a new cluster.
     pub forcing: Option<NodeId>,
+    /// The StatefulSet revision every pod should run (`status.updateRevision`).
+    pub update_revision: Option<String>,
 }
 
 /// Tunables of the planner.
@@ -137,6 +152,9 @@ pub struct Policy {
     pub max_catch_up_lag: u64,
     /// A leader that has not heard from a quorum for longer is not trusted to lead.
     pub max_quorum_ack_millis: u64,
+    /// A rolling upgrade waits while a member sheds a larger share of its
+    /// recent client requests.
+    pub max_shed_percent: u64,
 }
 
 impl Default for Policy {
@@ -144,6 +162,7 @@ impl Default for Policy {
         Self {
             max_catch_up_lag: 64,
             max_quorum_ack_millis: 5_000,
+            max_shed_percent: 5,
         }
     }
 }
@@ -162,13 +181,20 @@ pub enum Step {
     },
     /// Drop a learner that is no longer wanted.
     RemoveLearner { id: NodeId },
-    /// Hand leadership away from a voter that is about to be removed.
-    TransferLeadership { from: NodeId, to: NodeId },
+    /// Hand leadership away from a voter that is about to be removed or restarted.
+    TransferLeadership {
+        from: NodeId,
+        to: NodeId,
+        before: Handoff,
+    },
     /// Drop one voter: `voters` is the new voter set.
     RemoveVoter {
         id: NodeId,
         voters: BTreeSet<NodeId>,
     },
+    /// Delete the pod of this member so that the StatefulSet recreates it
+    /// from `revision`: one step of a rolling upgrade.
+    RestartMember { id: NodeId, revision: String },
     /// Shrink the StatefulSet; the members it drops are already removed.
     ShrinkStatefulSet { from: u32, to: u32 },
     /// Restart this survivor of a lost quorum as its cluster's only voter
@@ -198,6 +224,17 @@ pub enum WaitReason {
     QuorumAtRisk { healthy: usize, voters: usize },
     /// The survivor restarts as its cluster's only voter.
     ForcingNewCluster(NodeId),
+    /// A rolling upgrade waits for a gate.
+    RollHeld(Gate),
+}
+
+/// What a leadership hand-off prepares for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handoff {
+    /// The leader leaves the voters (scale-in).
+    Removal,
+    /// The leader's pod restarts on a new revision (rolling upgrade).
+    Restart,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -275,6 +312,7 @@ impl Step {
             Step::RemoveLearner { .. } => "RemoveLearner",
             Step::TransferLeadership { .. } => "TransferLeadership",
             Step::RemoveVoter { .. } => "RemoveVoter",
+            Step::RestartMember { .. } => "RestartMember",
             Step::ShrinkStatefulSet { .. } => "ShrinkStatefulSet",
             Step::ForceNewCluster { .. } => "ForceNewCluster",
             Step::Wait(w) => w.reason(),
@@ -294,6 +332,7 @@ impl WaitReason {
             WaitReason::LearnerCatchingUp { .. } => "LearnerCatchingUp",
             WaitReason::QuorumAtRisk { .. } => "QuorumAtRisk",
             WaitReason::ForcingNewCluster(_) => "ForcingNewCluster",
+            WaitReason::RollHeld(_) => "RollHeld",
         }
     }
 }
@@ -335,12 +374,20 @@ impl fmt::Display for Step {
                     "removing learner {id}, which is above the desired replicas"
                 )
             }
-            Step::TransferLeadership { from, to } => {
+            Step::TransferLeadership { from, to, before } => {
+                let next = match before {
+                    Handoff::Removal => "removing",
+                    Handoff::Restart => "restarting",
+                };
                 write!(
                     f,
-                    "moving leadership from node {from} to node {to} before removing node {from}"
+                    "moving leadership from node {from} to node {to} before {next} node {from}"
                 )
             }
+            Step::RestartMember { id, revision } => write!(
+                f,
+                "restarting node {id} to update it to revision {revision}"
+            ),
             Step::RemoveVoter { id, voters } => {
                 write!(f, "removing voter {id}; voters become {voters:?}")
             }
@@ -386,6 +433,7 @@ impl fmt::Display for WaitReason {
                 f,
                 "waiting for node {id} to restart as the only voter of its cluster"
             ),
+            WaitReason::RollHeld(gate) => write!(f, "rolling upgrade held: {gate}"),
         }
     }
 }
@@ -563,7 +611,11 @@ pub fn plan(observed: &Observed, policy: &Policy) -> Plan {
                 .copied()
                 .find(|v| is_healthy(leader, policy, *v));
             plan.step = match successor {
-                Some(to) => Step::TransferLeadership { from: id, to },
+                Some(to) => Step::TransferLeadership {
+                    from: id,
+                    to,
+                    before: Handoff::Removal,
+                },
                 None => Step::Wait(WaitReason::QuorumAtRisk {
                     healthy: 0,
                     voters: next.len(),
@@ -600,6 +652,10 @@ pub fn plan(observed: &Observed, policy: &Policy) -> Plan {
         return plan;
     }
 
+    // Rule 8: membership is steady; roll pods onto a new revision.
+    if let Some(step) = rollout::plan(observed, leader, policy) {
+        plan.step = step;
+    }
     plan
 }
 

@@ -116,7 +116,7 @@ impl Drop for ReconcileTimer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::membership::{Refusal, WaitReason};
+    use crate::membership::{Handoff, Refusal, WaitReason};
 
     fn value(registry: &Registry, name: &str, label: Option<&str>) -> f64 {
         registry
@@ -157,7 +157,11 @@ mod tests {
     fn steps_count_changes_and_refusals_but_not_waits() {
         let registry = Registry::new();
         let metrics = Metrics::register(&registry).unwrap();
-        metrics.membership_step(&Step::TransferLeadership { from: 3, to: 0 });
+        metrics.membership_step(&Step::TransferLeadership {
+            from: 3,
+            to: 0,
+            before: Handoff::Removal,
+        });
         metrics.membership_step(&Step::Wait(WaitReason::NoLeader));
         metrics.membership_step(&Step::Refuse(Refusal::ClusterLost {
             cluster_id: "c".into(),

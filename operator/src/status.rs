@@ -5,7 +5,8 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::crd::{MemberRole, MemberStatus, Phase, RecipeStoreStatus};
-use crate::membership::{NodeStatus, Observed, Plan, Policy, Step, WaitReason};
+use crate::membership::{Handoff, NodeStatus, Observed, Plan, Policy, Step, WaitReason};
+use crate::rollout;
 use crate::topology::Topology;
 
 pub const AVAILABLE: &str = "Available";
@@ -162,6 +163,8 @@ pub fn compute(inputs: &Inputs<'_>) -> RecipeStoreStatus {
         } else {
             Phase::Pending
         }
+    } else if progressing.status && rolling_member(&plan.step).is_some() {
+        Phase::Updating
     } else if progressing.status {
         Phase::Scaling
     } else {
@@ -193,6 +196,7 @@ pub fn compute(inputs: &Inputs<'_>) -> RecipeStoreStatus {
         }
     });
 
+    let progress = rollout::progress(inputs.observed);
     let previous = inputs
         .previous
         .map(|s| s.conditions.as_slice())
@@ -207,6 +211,10 @@ pub fn compute(inputs: &Inputs<'_>) -> RecipeStoreStatus {
         cluster_id: plan.cluster_id.clone(),
         forcing_new_cluster: plan.forcing,
         members,
+        update_revision: progress.update_revision,
+        current_revision: progress.current_revision,
+        updated_members: progress.updated,
+        rolling_member: rolling_member(&plan.step),
         phase,
         conditions: [
             Some(available),
@@ -263,6 +271,21 @@ pub fn invalid(
         Some(phase) => phase,
     };
     status
+}
+
+/// The member a rolling upgrade restarts, hands leadership away from, or
+/// waits for.
+fn rolling_member(step: &Step) -> Option<u64> {
+    match step {
+        Step::RestartMember { id, .. }
+        | Step::TransferLeadership {
+            from: id,
+            before: Handoff::Restart,
+            ..
+        } => Some(*id),
+        Step::Wait(WaitReason::RollHeld(gate)) => Some(gate.id()),
+        _ => None,
+    }
 }
 
 fn members(leader: &NodeStatus, policy: &Policy) -> Vec<MemberStatus> {
@@ -339,6 +362,7 @@ mod tests {
                 .map(|id| (*id, if lagging.contains(id) { 0 } else { 1000 }))
                 .collect(),
             millis_since_quorum_ack: Some(1),
+            ..NodeStatus::default()
         };
         Observed {
             desired_replicas: desired,

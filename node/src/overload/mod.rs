@@ -6,6 +6,7 @@
 
 pub mod cpu;
 pub mod queue;
+pub mod recent;
 pub mod shed;
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use self::cpu::Gauges;
 use self::queue::NotRun;
 use self::queue::QueueConfig;
 use self::queue::WorkQueue;
+use self::recent::RecentRequests;
 use self::shed::Load;
 use self::shed::Op;
 use self::shed::ShedPolicy;
@@ -36,6 +38,8 @@ pub struct Overload {
     gauges: Arc<Gauges>,
     uploads: WorkQueue,
     downloads: WorkQueue,
+    /// Admitted and shed client requests of the last seconds.
+    pub recent: RecentRequests,
     sampler: tokio::task::JoinHandle<()>,
 }
 
@@ -100,6 +104,7 @@ impl Overload {
                     delay_interval,
                 },
             ),
+            recent: RecentRequests::default(),
             sampler,
         }
     }
@@ -131,35 +136,39 @@ impl Overload {
             memory_available_bytes: self.gauges.memory_available(),
         };
         if let Err(reason) = shed::decide(&self.policy, op, &load, rand::random::<f64>()) {
-            return Err(shed(op, reason, &load));
+            return Err(self.shed(op, reason, &load));
         }
         let deadline_at = deadline.map(|d| Instant::now() + d);
         match queue.run(deadline_at, job).await {
-            Ok(result) => result,
-            Err(NotRun::Expired) => Err(shed(op, ShedReason::Deadline, &load)),
-            Err(NotRun::Overdue) => Err(shed(op, ShedReason::QueueDelay, &load)),
+            Ok(result) => {
+                self.recent.record(false);
+                result
+            }
+            Err(NotRun::Expired) => Err(self.shed(op, ShedReason::Deadline, &load)),
+            Err(NotRun::Overdue) => Err(self.shed(op, ShedReason::QueueDelay, &load)),
             Err(NotRun::Closed) => Err(NodeError::ShuttingDown),
         }
     }
-}
 
-/// A shed with its retry-after hint; counts it.
-fn shed(op: Op, reason: ShedReason, load: &Load) -> NodeError {
-    metrics::observe_shed(op.label(), reason.label());
-    let retry_after = match reason {
-        ShedReason::CpuPriority | ShedReason::CpuProbabilistic => CPU_RETRY_AFTER,
-        _ => (load.expected_wait + load.service_time).max(MIN_RETRY_AFTER),
-    };
-    NodeError::Shed {
-        op,
-        reason,
-        load: format!(
-            "cpu {:.0} %, queue {}/{}, expected wait {} ms",
-            load.cpu_percent,
-            load.queue_len,
-            load.queue_capacity,
-            load.expected_wait.as_millis()
-        ),
-        retry_after,
+    /// A shed with its retry-after hint; counts it.
+    fn shed(&self, op: Op, reason: ShedReason, load: &Load) -> NodeError {
+        self.recent.record(true);
+        metrics::observe_shed(op.label(), reason.label());
+        let retry_after = match reason {
+            ShedReason::CpuPriority | ShedReason::CpuProbabilistic => CPU_RETRY_AFTER,
+            _ => (load.expected_wait + load.service_time).max(MIN_RETRY_AFTER),
+        };
+        NodeError::Shed {
+            op,
+            reason,
+            load: format!(
+                "cpu {:.0} %, queue {}/{}, expected wait {} ms",
+                load.cpu_percent,
+                load.queue_len,
+                load.queue_capacity,
+                load.expected_wait.as_millis()
+            ),
+            retry_after,
+        }
     }
 }

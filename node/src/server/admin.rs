@@ -31,6 +31,7 @@ use super::time_left;
 use crate::backup::BackupHeader;
 use crate::error::NodeError;
 use crate::node::Node;
+use crate::overload::recent;
 use crate::raft::Member;
 use crate::raft::TypeConfig;
 use crate::raft::typ;
@@ -443,6 +444,7 @@ impl pb::admin_server::Admin for Admin {
             .map(|(id, log_id)| (*id, log_id.as_ref().map_or(0, |l| l.index())))
             .collect();
         let index = |l: &Option<typ::LogId>| l.as_ref().map_or(0, |l| l.index());
+        let recent = self.node.overload.recent.counts();
         Ok(Response::new(pb::StatusResponse {
             id: self.node.id,
             cluster_id: self.node.identity.cluster_id().unwrap_or_default(),
@@ -467,6 +469,9 @@ impl pb::admin_server::Admin for Admin {
                 .last_quorum_acked
                 .as_ref()
                 .map(|acked| openraft::Instant::elapsed(&**acked).as_millis() as u64),
+            recent_admitted: recent.admitted,
+            recent_shed: recent.shed,
+            recent_seconds: recent::WINDOW_SECONDS,
         }))
     }
 

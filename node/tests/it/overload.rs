@@ -123,6 +123,17 @@ async fn at_high_cpu_uploads_are_shed_without_effect_while_downloads_keep_flowin
             >= 1.0
     );
 
+    // The admin Status reports the recent sheds, for the operator's gates.
+    let status = c.cluster.nodes[leader as usize].status().await.unwrap();
+    assert_eq!(status.recent_seconds, 10);
+    assert!(
+        status.recent_shed > 100 - ok,
+        "{} recent sheds reported; the upload and {} downloads were shed",
+        status.recent_shed,
+        100 - ok
+    );
+    assert!(status.recent_admitted >= ok, "{status:?}");
+
     // The shed upload left no trace.
     let err = client
         .download("shed-me", Consistency::Linearizable, None)

@@ -114,8 +114,12 @@ pub fn build(
             // ordinal 0 waits for a quorum that OrderedReady never lets start.
             // Membership is ordered by the operator, not by pod creation.
             pod_management_policy: Some("Parallel".to_owned()),
+            // The operator rolls the pods itself (`crate::rollout`): one
+            // member at a time, the leader last, gated on the nodes' own
+            // health; the StatefulSet controller's roll knows only ordinals
+            // and readiness.
             update_strategy: Some(StatefulSetUpdateStrategy {
-                type_: Some("RollingUpdate".to_owned()),
+                type_: Some("OnDelete".to_owned()),
                 ..StatefulSetUpdateStrategy::default()
             }),
             selector: LabelSelector {

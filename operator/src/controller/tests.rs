@@ -109,6 +109,7 @@ fn cluster(
                     BTreeMap::new()
                 },
                 millis_since_quorum_ack: leader.then_some(10),
+                ..NodeStatus::default()
             },
         );
     }
@@ -127,6 +128,7 @@ fn cluster(
                 committed_index: 0,
                 matched_index: BTreeMap::new(),
                 millis_since_quorum_ack: None,
+                ..NodeStatus::default()
             },
         );
     }
@@ -284,17 +286,31 @@ impl ApiServerVerifier {
             Reply::Json(v) => (StatusCode::OK, v),
             Reply::Echo => (StatusCode::OK, seen.body.clone()),
             // What the API server answers for a missing object of a served
-            // resource: /apis/{group}/{version}/namespaces/{ns}/{plural}/{name}.
+            // resource: /apis/{group}/{version}/namespaces/{ns}/{plural}/{name},
+            // or /api/v1/namespaces/{ns}/{plural}/{name} for the core group,
+            // which its message and details leave out.
             Reply::NotFound => {
                 let segments: Vec<&str> = seen.path.split('/').collect();
-                let (group, plural, name) = (segments[2], segments[6], segments[7]);
+                let (resource, details) = match segments[1] {
+                    "api" => {
+                        let (plural, name) = (segments[5], segments[6]);
+                        (plural.to_owned(), json!({"name": name, "kind": plural}))
+                    }
+                    _ => {
+                        let (group, plural, name) = (segments[2], segments[6], segments[7]);
+                        (
+                            format!("{plural}.{group}"),
+                            json!({"name": name, "group": group, "kind": plural}),
+                        )
+                    }
+                };
                 (
                     StatusCode::NOT_FOUND,
                     json!({
                         "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                        "message": format!("{plural}.{group} \"{name}\" not found"),
+                        "message": format!("{resource} \"{}\" not found", details["name"].as_str().unwrap()),
                         "reason": "NotFound",
-                        "details": {"name": name, "group": group, "kind": plural},
+                        "details": details,
                         "code": 404,
                     }),
                 )
@@ -1202,4 +1218,202 @@ async fn a_lost_quorum_is_refused_until_a_person_names_the_survivor_to_force() {
     .await;
     result.unwrap();
     assert_eq!(calls, [format!("AddLearner {} 1", member(0).peer_addr)]);
+}
+
+/// A ready pod created from `revision`.
+fn rolled_pod(ordinal: NodeId, revision: &str, ready: bool) -> Pod {
+    let mut pod = pod(ordinal);
+    pod.metadata.labels = Some(BTreeMap::from([(
+        REVISION_LABEL.to_owned(),
+        revision.to_owned(),
+    )]));
+    pod.status.as_mut().unwrap().conditions =
+        Some(vec![k8s_openapi::api::core::v1::PodCondition {
+            type_: "Ready".to_owned(),
+            status: if ready { "True" } else { "False" }.to_owned(),
+            ..Default::default()
+        }]);
+    pod
+}
+
+/// The StatefulSet after its template changed: pods are rolled onto `r2`.
+fn rolling_statefulset(rs: &RecipeStore) -> StatefulSet {
+    let mut sts = statefulset(rs, 3);
+    let status = sts.status.as_mut().unwrap();
+    status.current_revision = Some("r1".to_owned());
+    status.update_revision = Some("r2".to_owned());
+    sts
+}
+
+#[tokio::test]
+async fn a_new_revision_is_rolled_one_follower_at_a_time_and_the_leader_last() {
+    // Every pod on r1, node 0 leads: the highest follower goes first.
+    let rs = with_cluster(recipestore(3));
+    let state = ApiState {
+        statefulset: Some(rolling_statefulset(&rs)),
+        pods: (0..3).map(|id| rolled_pod(id, "r1", true)).collect(),
+    };
+    let expected = rs.clone();
+    let (result, calls) = reconcile_with(
+        rs,
+        FakeAdmin::new(cluster(&[0, 1, 2], &[], &[])),
+        move |mut api| async move {
+            api.dereference(&state).await;
+            let applied = api.apply_children(false).await;
+            assert_eq!(
+                applied.statefulset["spec"]["updateStrategy"]["type"], "OnDelete",
+                "the operator, not the StatefulSet controller, rolls the pods"
+            );
+            api.expect(
+                "restart the highest follower",
+                Method::DELETE,
+                &format!("/api/v1/namespaces/{NS}/pods/{NAME}-2"),
+                Reply::Json(serde_json::to_value(pod(2)).unwrap()),
+            )
+            .await;
+            let event = api.event("RestartMember", "Normal").await;
+            assert_eq!(
+                event["note"],
+                "restarting node 2 to update it to revision r2"
+            );
+            let status = api.status(&expected).await;
+            assert_eq!(status.phase, Phase::Updating);
+            assert_eq!(status.rolling_member, Some(2));
+            assert_eq!(status.updated_members, 0);
+            assert_eq!(status.update_revision.as_deref(), Some("r2"));
+            assert_eq!(status.current_revision.as_deref(), Some("r1"));
+            assert_eq!(condition(&status, "Progressing"), ("True", "RestartMember"));
+            api
+        },
+    )
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(REQUEUE_CHANGING));
+    assert!(calls.is_empty(), "{calls:?}");
+
+    // Its replacement runs r2 but is not ready yet: the roll holds and says so.
+    let rs = with_cluster(recipestore(3));
+    let state = ApiState {
+        statefulset: Some(rolling_statefulset(&rs)),
+        pods: vec![
+            rolled_pod(0, "r1", true),
+            rolled_pod(1, "r1", true),
+            rolled_pod(2, "r2", false),
+        ],
+    };
+    let expected = rs.clone();
+    let (result, calls) = reconcile_with(
+        rs,
+        FakeAdmin::new(cluster(&[0, 1, 2], &[], &[])),
+        move |mut api| async move {
+            api.dereference(&state).await;
+            api.apply_children(false).await;
+            let event = api.event("RollHeld", "Normal").await;
+            assert_eq!(
+                event["note"],
+                "rolling upgrade held: waiting for node 2, restarted on the new revision, to be ready"
+            );
+            let status = api.status(&expected).await;
+            assert_eq!(condition(&status, "Progressing"), ("True", "RollHeld"));
+            assert_eq!(status.rolling_member, Some(2));
+            assert_eq!(status.updated_members, 1);
+            api
+        },
+    )
+    .await;
+    result.unwrap();
+    assert!(
+        calls.is_empty(),
+        "nothing restarts past a member not back: {calls:?}"
+    );
+
+    // Followers done: leadership moves before the leader's pod is touched.
+    let rs = with_cluster(recipestore(3));
+    let state = ApiState {
+        statefulset: Some(rolling_statefulset(&rs)),
+        pods: vec![
+            rolled_pod(0, "r1", true),
+            rolled_pod(1, "r2", true),
+            rolled_pod(2, "r2", true),
+        ],
+    };
+    let expected = rs.clone();
+    let (result, calls) = reconcile_with(
+        rs,
+        FakeAdmin::new(cluster(&[0, 1, 2], &[], &[])),
+        move |mut api| async move {
+            api.dereference(&state).await;
+            api.apply_children(false).await;
+            api.event("TransferLeadership", "Normal").await;
+            let status = api.status(&expected).await;
+            assert_eq!(status.rolling_member, Some(0));
+            assert_eq!(status.updated_members, 2);
+            api
+        },
+    )
+    .await;
+    result.unwrap();
+    assert_eq!(
+        calls,
+        [format!("TransferLeadership {} 1", member(0).peer_addr)]
+    );
+}
+
+#[tokio::test]
+async fn a_roll_holds_while_a_member_sheds() {
+    let rs = with_cluster(recipestore(3));
+    let state = ApiState {
+        statefulset: Some(rolling_statefulset(&rs)),
+        pods: (0..3).map(|id| rolled_pod(id, "r1", true)).collect(),
+    };
+    let mut nodes = cluster(&[0, 1, 2], &[], &[]);
+    let busy = nodes.get_mut(&member(1).peer_addr).unwrap();
+    busy.recent_shed = 300;
+    busy.recent_admitted = 700;
+    busy.recent_seconds = 10;
+    let expected = rs.clone();
+    let (result, calls) = reconcile_with(rs, FakeAdmin::new(nodes), move |mut api| async move {
+        api.dereference(&state).await;
+        api.apply_children(false).await;
+        let event = api.event("RollHeld", "Normal").await;
+        assert_eq!(
+            event["note"],
+            "rolling upgrade held: node 1 shed 300 of 1000 client requests in the last 10 s"
+        );
+        let status = api.status(&expected).await;
+        assert_eq!(status.phase, Phase::Updating);
+        api
+    })
+    .await;
+    result.unwrap();
+    assert!(calls.is_empty(), "{calls:?}");
+}
+
+#[tokio::test]
+async fn a_pod_already_gone_counts_as_restarted() {
+    let rs = with_cluster(recipestore(3));
+    let state = ApiState {
+        statefulset: Some(rolling_statefulset(&rs)),
+        pods: (0..3).map(|id| rolled_pod(id, "r1", true)).collect(),
+    };
+    let expected = rs.clone();
+    let (result, _) = reconcile_with(
+        rs,
+        FakeAdmin::new(cluster(&[0, 1, 2], &[], &[])),
+        move |mut api| async move {
+            api.dereference(&state).await;
+            api.apply_children(false).await;
+            api.expect(
+                "restart the highest follower",
+                Method::DELETE,
+                &format!("/api/v1/namespaces/{NS}/pods/{NAME}-2"),
+                Reply::NotFound,
+            )
+            .await;
+            api.event("RestartMember", "Normal").await;
+            api.status(&expected).await;
+            api
+        },
+    )
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(REQUEUE_CHANGING));
 }

@@ -39,6 +39,8 @@ impl World {
                             Pod {
                                 member: member(id),
                                 running: true,
+                                ready: true,
+                                revision: None,
                             },
                         )
                     })
@@ -47,6 +49,7 @@ impl World {
                 recorded_cluster_id: None,
                 force_recovery: None,
                 forcing: None,
+                update_revision: None,
             },
         }
     }
@@ -117,6 +120,7 @@ impl World {
     fn down(mut self, id: NodeId) -> Self {
         if let Some(p) = self.observed.pods.get_mut(&id) {
             p.running = false;
+            p.ready = false;
         }
         self.observed.nodes.remove(&id);
         if let Some(leader) = self
@@ -187,6 +191,36 @@ impl World {
         self.observed.forcing = Some(id);
         self
     }
+
+    /// The StatefulSet's update revision is `update`; every pod runs
+    /// `current` except the `updated` ones.
+    fn revisions(mut self, update: &str, current: &str, updated: &[NodeId]) -> Self {
+        self.observed.update_revision = Some(update.to_owned());
+        for (id, pod) in &mut self.observed.pods {
+            let revision = if updated.contains(id) {
+                update
+            } else {
+                current
+            };
+            pod.revision = Some(revision.to_owned());
+        }
+        self
+    }
+
+    /// The pod of `id` runs and answers but is not ready.
+    fn unready(mut self, id: NodeId) -> Self {
+        self.observed.pods.get_mut(&id).unwrap().ready = false;
+        self
+    }
+
+    /// `id` shed `shed` of its recent requests and admitted `admitted`.
+    fn shedding(mut self, id: NodeId, shed: u64, admitted: u64) -> Self {
+        let node = self.observed.nodes.get_mut(&id).unwrap();
+        node.recent_shed = shed;
+        node.recent_admitted = admitted;
+        node.recent_seconds = 10;
+        self
+    }
 }
 
 fn node(id: NodeId, cluster_id: &str, role: Role) -> NodeStatus {
@@ -194,14 +228,7 @@ fn node(id: NodeId, cluster_id: &str, role: Role) -> NodeStatus {
         id,
         cluster_id: cluster_id.to_owned(),
         role,
-        term: 0,
-        leader_id: None,
-        voters: Vec::new(),
-        learners: Vec::new(),
-        last_log_index: 0,
-        committed_index: 0,
-        matched_index: BTreeMap::new(),
-        millis_since_quorum_ack: None,
+        ..NodeStatus::default()
     }
 }
 
@@ -338,12 +365,20 @@ fn planner_table() {
         (
             "moves leadership off a voter before removing it",
             World::new(3, 4).cluster(3, &[0, 1, 2, 3], &[]),
-            TransferLeadership { from: 3, to: 0 },
+            TransferLeadership {
+                from: 3,
+                to: 0,
+                before: Handoff::Removal,
+            },
         ),
         (
             "moves leadership to a healthy voter only",
             World::new(3, 4).cluster(3, &[0, 1, 2, 3], &[]).down(0),
-            TransferLeadership { from: 3, to: 1 },
+            TransferLeadership {
+                from: 3,
+                to: 1,
+                before: Handoff::Removal,
+            },
         ),
         (
             "does not remove a voter when the rest would lack a healthy quorum",
@@ -710,6 +745,28 @@ proptest! {
     }
 
     #[test]
+    fn a_roll_takes_down_one_member_at_a_time_and_the_leader_last(
+        world in arb_world(),
+        updated in proptest::collection::vec(proptest::bool::ANY, 7),
+    ) {
+        let updated: Vec<NodeId> = (0..7).filter(|id| updated[*id as usize]).collect();
+        let world = world.revisions("r2", "r1", &updated);
+        let plan = world.plan();
+        let Step::RestartMember { id, .. } = plan.step else {
+            return Ok(());
+        };
+        let leader = world.observed.nodes.values().find(|n| n.role == Role::Leader).unwrap();
+        let voters = leader.voter_ids();
+        let others_serving = voters.iter().filter(|v| **v != id).all(|v| {
+            world.observed.pods[v].ready && is_healthy(leader, &Policy::default(), *v)
+        });
+        prop_assert!(others_serving, "restarted {} while another voter was out: {:?}", id, world);
+        if id == leader.id {
+            prop_assert_eq!(voters.len(), 1, "restarted the leader of {:?}", voters);
+        }
+    }
+
+    #[test]
     fn initialized_clusters_are_never_initialized_again(world in arb_world()) {
         let step = world.plan().step;
         prop_assert!(!matches!(step, Step::Initialize { .. }), "{:?}", step);
@@ -723,4 +780,236 @@ proptest! {
         prop_assert!(!matches!(plan.step, Step::RemoveVoter { .. } | Step::ShrinkStatefulSet { .. }),
             "{:?}", plan.step);
     }
+}
+
+fn restart(id: NodeId) -> Step {
+    Step::RestartMember {
+        id,
+        revision: "r2".to_owned(),
+    }
+}
+
+#[test]
+fn rolling_upgrade_table() {
+    use Step::*;
+    use WaitReason::*;
+    use rollout::Gate;
+    let cluster = || World::new(3, 3).cluster(1, &[0, 1, 2], &[]);
+    let cases: Vec<(&str, World, Step)> = vec![
+        (
+            "is steady when every pod runs the update revision",
+            cluster().revisions("r2", "r1", &[0, 1, 2]),
+            Steady,
+        ),
+        ("is steady when no revision is known", cluster(), Steady),
+        (
+            "restarts followers first, the highest ordinal first",
+            cluster().revisions("r2", "r1", &[]),
+            restart(2),
+        ),
+        (
+            "then the next follower",
+            cluster().revisions("r2", "r1", &[2]),
+            restart(0),
+        ),
+        (
+            "moves leadership to an updated voter before restarting the leader",
+            cluster().revisions("r2", "r1", &[0, 2]),
+            TransferLeadership {
+                from: 1,
+                to: 0,
+                before: Handoff::Restart,
+            },
+        ),
+        (
+            "hands leadership to the most caught-up voter",
+            cluster().revisions("r2", "r1", &[0, 2]).lagging(0, 3),
+            TransferLeadership {
+                from: 1,
+                to: 2,
+                before: Handoff::Restart,
+            },
+        ),
+        (
+            "restarts the former leader once it follows",
+            World::new(3, 3)
+                .cluster(0, &[0, 1, 2], &[])
+                .revisions("r2", "r1", &[0, 2]),
+            restart(1),
+        ),
+        (
+            "restarts a single voter: it has nobody to hand over to",
+            World::new(1, 1)
+                .cluster(0, &[0], &[])
+                .revisions("r2", "r1", &[]),
+            restart(0),
+        ),
+        (
+            "waits for the member just restarted to be ready",
+            cluster().revisions("r2", "r1", &[2]).unready(2),
+            Wait(RollHeld(Gate::PodNotReady {
+                id: 2,
+                updated: true,
+            })),
+        ),
+        (
+            "waits for the member just restarted to catch up",
+            cluster().revisions("r2", "r1", &[2]).lagging(2, 500),
+            Wait(RollHeld(Gate::Behind {
+                id: 2,
+                lag: Some(500),
+            })),
+        ),
+        (
+            "waits for a member just restarted to answer",
+            cluster().revisions("r2", "r1", &[2]).unreachable(2),
+            Wait(RollHeld(Gate::NodeUnreachable(2))),
+        ),
+        (
+            "waits for the member just restarted to hear from the leader",
+            {
+                let mut w = cluster().revisions("r2", "r1", &[2]);
+                w.observed.nodes.get_mut(&2).unwrap().leader_id = None;
+                w
+            },
+            Wait(RollHeld(Gate::NotFollowing { id: 2, leader: 1 })),
+        ),
+        (
+            "waits for a recreated pod",
+            cluster().revisions("r2", "r1", &[2]).without_pod(2),
+            Wait(RollHeld(Gate::PodNotReady {
+                id: 2,
+                updated: true,
+            })),
+        ),
+        (
+            "never goes past a member that fails on the new revision",
+            cluster().revisions("r2", "r1", &[2]).down(2),
+            Wait(RollHeld(Gate::PodNotReady {
+                id: 2,
+                updated: true,
+            })),
+        ),
+        (
+            "waits while a member sheds",
+            cluster().revisions("r2", "r1", &[]).shedding(0, 60, 940),
+            Wait(RollHeld(Gate::Shedding {
+                id: 0,
+                shed: 60,
+                requests: 1000,
+                seconds: 10,
+            })),
+        ),
+        (
+            "goes on below the shedding threshold",
+            cluster().revisions("r2", "r1", &[]).shedding(0, 40, 960),
+            restart(2),
+        ),
+        (
+            "goes on when too few requests say anything about shedding",
+            cluster().revisions("r2", "r1", &[]).shedding(0, 10, 10),
+            restart(2),
+        ),
+        (
+            "restarts a member that is down on an old revision first",
+            cluster().revisions("r2", "r1", &[2]).down(0),
+            restart(0),
+        ),
+        (
+            "but not while another member is down too",
+            cluster().revisions("r2", "r1", &[]).down(0).lagging(2, 500),
+            Wait(RollHeld(Gate::PodNotReady {
+                id: 0,
+                updated: false,
+            })),
+        ),
+        (
+            "does not restart a shedding member out of turn",
+            cluster().revisions("r2", "r1", &[2]).shedding(0, 500, 500),
+            Wait(RollHeld(Gate::Shedding {
+                id: 0,
+                shed: 500,
+                requests: 1000,
+                seconds: 10,
+            })),
+        ),
+        (
+            "finishes a scale-out before rolling",
+            World::new(4, 4)
+                .cluster(1, &[0, 1, 2], &[])
+                .revisions("r2", "r1", &[]),
+            AddLearner { member: member(3) },
+        ),
+    ];
+    for (name, world, expected) in cases {
+        assert_eq!(world.plan().step, expected, "{name}");
+    }
+}
+
+/// Carries a step out on the world as Kubernetes and the nodes would,
+/// the restarted member coming back caught up on the update revision.
+fn take(world: &mut World, step: &Step) {
+    match step {
+        Step::RestartMember { id, revision } => {
+            world.observed.pods.get_mut(id).unwrap().revision = Some(revision.clone());
+        }
+        Step::TransferLeadership { from, to, .. } => {
+            let mut leader = world.observed.nodes.remove(from).unwrap();
+            let mut successor = world.observed.nodes.remove(to).unwrap();
+            successor.role = Role::Leader;
+            successor.matched_index = std::mem::take(&mut leader.matched_index);
+            successor.millis_since_quorum_ack = leader.millis_since_quorum_ack.take();
+            leader.role = Role::Follower;
+            world.observed.nodes.insert(*from, leader);
+            world.observed.nodes.insert(*to, successor);
+            for node in world.observed.nodes.values_mut() {
+                node.term += 1;
+                node.leader_id = Some(*to);
+            }
+        }
+        other => panic!("not a rolling step: {other:?}"),
+    }
+}
+
+#[test]
+fn a_roll_restarts_each_member_once_and_the_leader_last() {
+    for (voters, leader) in [(1, 0), (3, 0), (3, 2), (5, 3), (5, 4)] {
+        let ids: Vec<NodeId> = (0..voters).collect();
+        let replicas = u32::try_from(voters).unwrap();
+        let mut world = World::new(replicas, replicas)
+            .cluster(leader, &ids, &[])
+            .revisions("r2", "r1", &[]);
+        let mut restarted = Vec::new();
+        while let step @ (Step::RestartMember { .. } | Step::TransferLeadership { .. }) =
+            world.plan().step
+        {
+            if let Step::RestartMember { id, .. } = step {
+                restarted.push(id);
+            }
+            take(&mut world, &step);
+            assert!(restarted.len() <= ids.len(), "{restarted:?}");
+        }
+        assert_eq!(world.plan().step, Step::Steady);
+        assert_eq!(restarted.len(), ids.len(), "{restarted:?}");
+        assert_eq!(restarted.last(), Some(&leader), "{restarted:?}");
+        assert_eq!(rollout::progress(&world.observed).updated, replicas);
+    }
+}
+
+#[test]
+fn progress_counts_updated_members_and_names_the_old_revision() {
+    let world = World::new(3, 3)
+        .cluster(1, &[0, 1, 2], &[])
+        .revisions("r2", "r1", &[2]);
+    let progress = rollout::progress(&world.observed);
+    assert_eq!(progress.updated, 1);
+    assert_eq!(progress.update_revision.as_deref(), Some("r2"));
+    assert_eq!(progress.current_revision.as_deref(), Some("r1"));
+    let done = world.revisions("r2", "r1", &[0, 1, 2]);
+    assert_eq!(
+        rollout::progress(&done.observed)
+            .current_revision
+            .as_deref(),
+        Some("r2")
+    );
 }

@@ -80,7 +80,7 @@ fn crd_has_status_and_scale_subresources() {
 }
 
 #[test]
-fn crd_printer_columns_are_replicas_ready_leader_phase_age() {
+fn crd_printer_columns_are_replicas_ready_leader_updated_phase_age() {
     let crd = crd_from_disk();
     let columns: Vec<(&str, &str)> = crd.spec.versions[0]
         .additional_printer_columns
@@ -94,6 +94,7 @@ fn crd_printer_columns_are_replicas_ready_leader_phase_age() {
             ("Replicas", ".spec.replicas"),
             ("Ready", ".status.readyReplicas"),
             ("Leader", ".status.leader"),
+            ("Updated", ".status.updatedMembers"),
             ("Phase", ".status.phase"),
             ("Age", ".metadata.creationTimestamp"),
         ]

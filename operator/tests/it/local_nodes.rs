@@ -26,6 +26,8 @@ use tokio::time::{Instant, MissedTickBehavior, interval, timeout};
 use recipestore_testkit::{FAST_RAFT, find_binary, free_port};
 
 const CONVERGE_WITHIN: Duration = Duration::from_secs(90);
+/// The pods' termination grace period, as the operator sets it.
+const TERMINATION_GRACE: Duration = Duration::from_secs(60);
 /// How often the stand-in operator reconciles, like the controller's requeue.
 const RECONCILE_EVERY: Duration = Duration::from_millis(200);
 
@@ -33,6 +35,8 @@ const RECONCILE_EVERY: Duration = Duration::from_millis(200);
 struct LocalNode {
     member: Member,
     child: Child,
+    /// The revision of the stand-in StatefulSet the pod was started from.
+    revision: String,
 }
 
 /// A stand-in StatefulSet: ordinal `i` runs node `i`; data directories
@@ -47,6 +51,8 @@ struct LocalStatefulSet {
     /// The member the shared configuration tells to force a new cluster,
     /// as the operator's ConfigMap does: every pod started gets it.
     forcing: Option<NodeId>,
+    /// The pod template's revision: pods started from now on run it.
+    revision: String,
 }
 
 impl LocalStatefulSet {
@@ -58,6 +64,7 @@ impl LocalStatefulSet {
             pods: BTreeMap::new(),
             addresses: BTreeMap::new(),
             forcing: None,
+            revision: "r1".to_owned(),
         }
     }
 
@@ -110,7 +117,30 @@ impl LocalStatefulSet {
             .kill_on_drop(true)
             .spawn()
             .expect("node binary starts");
-        self.pods.insert(id, LocalNode { member, child });
+        let revision = self.revision.clone();
+        self.pods.insert(
+            id,
+            LocalNode {
+                member,
+                child,
+                revision,
+            },
+        );
+    }
+
+    /// Stops a pod as Kubernetes deletes one: SIGTERM, then SIGKILL after
+    /// the termination grace period.
+    async fn terminate(&mut self, id: NodeId) {
+        let Some(mut node) = self.pods.remove(&id) else {
+            return;
+        };
+        if let Some(pid) = node.child.id() {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap());
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        }
+        if timeout(TERMINATION_GRACE, node.child.wait()).await.is_err() {
+            node.child.kill().await.unwrap();
+        }
     }
 
     /// Kills a pod's process; the StatefulSet controller would restart it.
@@ -153,6 +183,8 @@ impl LocalStatefulSet {
                         Pod {
                             member: n.member.clone(),
                             running: true,
+                            ready: true,
+                            revision: Some(n.revision.clone()),
                         },
                     )
                 })
@@ -161,6 +193,7 @@ impl LocalStatefulSet {
             recorded_cluster_id: driver.cluster_id.clone(),
             force_recovery: driver.force_recovery.clone(),
             forcing: driver.forcing,
+            update_revision: Some(self.revision.clone()),
         }
     }
 
@@ -204,6 +237,8 @@ struct Driver {
     force_recovery: Option<String>,
     /// The member told to force a new cluster, as the status records it.
     forcing: Option<NodeId>,
+    /// When each leadership hand-off was asked for.
+    handoffs: Vec<Instant>,
 }
 
 enum Stopped {
@@ -221,6 +256,7 @@ impl Driver {
             steps: Vec::new(),
             force_recovery: None,
             forcing: None,
+            handoffs: Vec::new(),
         }
     }
 
@@ -267,9 +303,17 @@ impl Driver {
             if plan.clear_force_recovery {
                 self.force_recovery = None;
             }
-            if let Step::ForceNewCluster { id } = plan.step {
-                sts.kill(id).await;
-                sts.start(id);
+            match plan.step {
+                Step::ForceNewCluster { id } => {
+                    sts.kill(id).await;
+                    sts.start(id);
+                }
+                Step::RestartMember { id, .. } => {
+                    sts.terminate(id).await;
+                    sts.start(id);
+                }
+                Step::TransferLeadership { .. } => self.handoffs.push(Instant::now()),
+                _ => {}
             }
             if plan.step.is_change() {
                 self.steps.push(plan.step.clone());
@@ -540,4 +584,120 @@ async fn a_lost_quorum_is_recovered_from_the_survivor_a_person_names() {
 
     // Every acknowledged write is there, through a member that rejoined.
     assert_read_back(&sts.client_addrs([2]).pop().unwrap(), &acked).await;
+}
+
+/// Uploads recipes through a retrying client of every node, as an
+/// application behind the client Service would, until stopped; remembers
+/// what was acknowledged and when an upload failed for good.
+async fn write_through_client(
+    addrs: Vec<String>,
+    stop: Arc<AtomicBool>,
+    acked: Acknowledged,
+) -> Vec<(Instant, String)> {
+    let client = recipestore_client::Client::new(&addrs).unwrap();
+    let mut failures = Vec::new();
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let name = format!("rolled-{n:05}");
+        let content = format!("{n} onions, {} cloves of garlic", n % 5).into_bytes();
+        n += 1;
+        match client.upload(&name, content.clone(), None).await {
+            Ok(_) => acked.lock().await.push((name, content)),
+            Err(status) => failures.push((Instant::now(), status.to_string())),
+        }
+    }
+    failures
+}
+
+/// How long around a leadership hand-off writes may fail: the old leader
+/// steps down and a new one must be elected and learn its commit index.
+const HANDOFF_WINDOW: Duration = Duration::from_secs(5);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_roll_restarts_followers_then_the_leader_under_writes_without_losing_any() {
+    let Some(binary) = node_binary() else {
+        return;
+    };
+    for replicas in [3u32, 5] {
+        let mut sts = LocalStatefulSet::new(binary.clone());
+        sts.scale(replicas).await;
+        let mut driver = Driver::new(None);
+        assert!(matches!(
+            driver.run(&mut sts, replicas, |_| false).await,
+            Stopped::Converged
+        ));
+        let leader = driver
+            .admin
+            .status(&sts.pods[&0].member.peer_addr)
+            .await
+            .unwrap()
+            .leader_id
+            .expect("a leader after convergence");
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let writer = tokio::spawn(write_through_client(
+            sts.client_addrs(0..u64::from(replicas)),
+            stop.clone(),
+            acked.clone(),
+        ));
+
+        // A new pod template: the planner rolls every pod onto it.
+        sts.revision = "r2".to_owned();
+        driver.steps.clear();
+        let started = Instant::now();
+        assert!(matches!(
+            driver.run(&mut sts, replicas, |_| false).await,
+            Stopped::Converged
+        ));
+        let rolled_in = started.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        let failures = writer.await.unwrap();
+
+        let restarted: Vec<NodeId> = driver
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::RestartMember { id, .. } => Some(*id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            restarted.len(),
+            replicas as usize,
+            "each member restarted once: {:?}",
+            driver.steps
+        );
+        assert_eq!(
+            restarted.last(),
+            Some(&leader),
+            "the leader is restarted last: {:?}",
+            driver.steps
+        );
+        assert!(sts.pods.values().all(|p| p.revision == "r2"));
+        assert_eq!(driver.handoffs.len(), 1, "{:?}", driver.steps);
+        let outside_handoff: Vec<_> = failures
+            .iter()
+            .filter(|(at, _)| {
+                !driver
+                    .handoffs
+                    .iter()
+                    .any(|h| at.saturating_duration_since(*h) <= HANDOFF_WINDOW)
+            })
+            .collect();
+        assert!(
+            outside_handoff.is_empty(),
+            "writes failed outside the leader hand-off: {outside_handoff:?}"
+        );
+
+        // Nothing acknowledged is lost, read through the former leader.
+        let acked = acked.lock().await.clone();
+        assert!(acked.len() > 10, "writes flowed: {}", acked.len());
+        assert_read_back(&sts.client_addrs([leader]).pop().unwrap(), &acked).await;
+        eprintln!(
+            "{replicas} members rolled in {rolled_in:.1?} under {} acknowledged writes, {} failed within the hand-off window",
+            acked.len(),
+            failures.len()
+        );
+    }
 }
