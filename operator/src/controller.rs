@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -120,7 +121,7 @@ async fn reconcile_pass(rs: &RecipeStore, ctx: &Context) -> Result<Action> {
         world.service_monitor.as_ref(),
     )?;
 
-    apply(
+    let backup = apply(
         rs,
         &topology,
         ctx,
@@ -128,10 +129,11 @@ async fn reconcile_pass(rs: &RecipeStore, ctx: &Context) -> Result<Action> {
         world.service_monitor.as_ref(),
     )
     .await?;
+    record_backups(rs, &topology, ctx, backup.as_ref());
     // A failed step still gets its status written: what was observed is true.
     let performed = perform(rs, &topology, ctx, &plan).await;
 
-    update_status(rs, &topology, ctx, &world, &plan).await?;
+    update_status(rs, &topology, ctx, &world, &plan, backup.as_ref()).await?;
     performed?;
 
     Ok(match plan.step {
@@ -230,6 +232,9 @@ pub fn validate(spec: &RecipeStoreSpec, statefulset: Option<&StatefulSet>) -> Re
     if spec.image.is_empty() {
         return Err("image must not be empty".to_owned());
     }
+    if let Some(backup) = &spec.backup {
+        validate_backup(backup)?;
+    }
     // The node refuses exactly these settings at start-up, so a store
     // given them would never run.
     spec.node_settings()
@@ -255,6 +260,41 @@ pub fn validate(spec: &RecipeStoreSpec, statefulset: Option<&StatefulSet>) -> Re
             "storage is immutable: the StatefulSet claims {} per node, the spec asks for {}",
             claimed.0, spec.storage.size.0
         ));
+    }
+    Ok(())
+}
+
+/// The CronJob API checks the schedule too, but its refusal would come
+/// from an apply on every reconcile; this says which field is wrong.
+fn validate_backup(backup: &crate::crd::BackupSpec) -> Result<(), String> {
+    const MACROS: &[&str] = &[
+        "@yearly",
+        "@annually",
+        "@monthly",
+        "@weekly",
+        "@daily",
+        "@midnight",
+        "@hourly",
+    ];
+    let schedule = backup.schedule.trim();
+    let fields: Vec<&str> = schedule.split_whitespace().collect();
+    let cron_field = |f: &&str| {
+        f.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "*/,-?".contains(c))
+    };
+    let valid = MACROS.contains(&schedule) || (fields.len() == 5 && fields.iter().all(cron_field));
+    if !valid {
+        return Err(format!(
+            "backup.schedule {:?} is not a cron schedule: five fields (minute hour day-of-month month day-of-week, such as \"0 */6 * * *\") or one of {}",
+            backup.schedule,
+            MACROS.join(", ")
+        ));
+    }
+    if backup.retain == 0 {
+        return Err("backup.retain must be at least 1".to_owned());
+    }
+    if backup.claim_name.is_empty() {
+        return Err("backup.claimName must name a PersistentVolumeClaim".to_owned());
     }
     Ok(())
 }
@@ -285,13 +325,14 @@ async fn report_invalid(
 }
 
 /// Step 4a: server-side apply of every owned object, configuration first.
+/// Answers the backup CronJob as applied, with its status.
 async fn apply(
     rs: &RecipeStore,
     topology: &Topology,
     ctx: &Context,
     resources: &Resources,
     service_monitor: Option<&ApiResource>,
-) -> Result<()> {
+) -> Result<Option<CronJob>> {
     let ns = &topology.namespace;
     let client = &ctx.client;
     apply_one::<ConfigMap>(client, ns, &resources.config_map, "apply ConfigMap").await?;
@@ -306,6 +347,7 @@ async fn apply(
     apply_one::<PodDisruptionBudget>(client, ns, &resources.pdb, "apply PodDisruptionBudget")
         .await?;
     apply_one::<StatefulSet>(client, ns, &resources.statefulset, "apply StatefulSet").await?;
+    let backup = apply_backup(rs, topology, ctx, resources.backup.as_ref()).await?;
 
     if let Some(api_resource) = service_monitor {
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, api_resource);
@@ -351,7 +393,57 @@ async fn apply(
             None => {}
         }
     }
-    Ok(())
+    Ok(backup)
+}
+
+/// Applies the backup CronJob, or deletes it once `spec.backup` is gone
+/// (known from the status, so that stores that never had backups cost no
+/// request).
+async fn apply_backup(
+    rs: &RecipeStore,
+    topology: &Topology,
+    ctx: &Context,
+    cronjob: Option<&CronJob>,
+) -> Result<Option<CronJob>> {
+    let api: Api<CronJob> = Api::namespaced(ctx.client.clone(), &topology.namespace);
+    if let Some(cronjob) = cronjob {
+        let applied = api
+            .patch(&cronjob.name_any(), &apply_params(), &Patch::Apply(cronjob))
+            .await
+            .map_err(Error::kube("apply backup CronJob"))?;
+        return Ok(Some(applied));
+    }
+    if rs.status.as_ref().is_some_and(|s| s.backup.is_some()) {
+        match api
+            .delete(&topology.backup_cronjob(), &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(source) => {
+                return Err(Error::Kube {
+                    action: "delete backup CronJob",
+                    source,
+                });
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Exports when the store's last backup succeeded, for the alert on
+/// backups that stopped succeeding. Until one has, the time backups were
+/// turned on stands in: a schedule that never succeeds must alert too.
+fn record_backups(rs: &RecipeStore, topology: &Topology, ctx: &Context, cronjob: Option<&CronJob>) {
+    let since = cronjob.and_then(|c| {
+        let succeeded = c.status.as_ref()?.last_successful_time.as_ref();
+        succeeded
+            .or(c.metadata.creation_timestamp.as_ref())
+            .map(|t| t.0.as_second())
+    });
+    let turned_on = cronjob.map(|_| since.unwrap_or_else(|| Timestamp::now().as_second()));
+    ctx.metrics
+        .set_backup_success(&topology.namespace, &rs.name_any(), turned_on);
 }
 
 async fn apply_one<K>(
@@ -522,6 +614,7 @@ async fn update_status(
     ctx: &Context,
     world: &World,
     plan: &Plan,
+    backup: Option<&CronJob>,
 ) -> Result<()> {
     let sts_status = world.statefulset.as_ref().and_then(|s| s.status.as_ref());
     let status = status::compute(&status::Inputs {
@@ -533,6 +626,13 @@ async fn update_status(
         plan,
         policy: &ctx.policy,
         previous: rs.status.as_ref(),
+        backup: backup.map(|c| {
+            let status = c.status.clone().unwrap_or_default();
+            crate::crd::BackupStatus {
+                last_schedule_time: status.last_schedule_time,
+                last_successful_time: status.last_successful_time,
+            }
+        }),
         now: now(),
         // Read again: applying may have found the API gone.
         service_monitor_api: rs
@@ -661,7 +761,11 @@ pub async fn run(
         .owns(api::<StatefulSet>(&client, &namespace), children.clone())
         .owns(api::<Service>(&client, &namespace), children.clone())
         .owns(api::<ConfigMap>(&client, &namespace), children.clone())
-        .owns(api::<PodDisruptionBudget>(&client, &namespace), children);
+        .owns(
+            api::<PodDisruptionBudget>(&client, &namespace),
+            children.clone(),
+        )
+        .owns(api::<CronJob>(&client, &namespace), children);
     let store = controller.store();
     let running = controller
         .graceful_shutdown_on(shutdown.clone())

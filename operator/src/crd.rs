@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{
     Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use recipestore_settings::{Cache, NodeSettings, Queues, Raft, Shedding};
 use schemars::JsonSchema;
@@ -125,6 +125,33 @@ pub struct RecipeStoreSpec {
     /// What happens to the nodes' volumes when the RecipeStore is deleted or scaled in.
     #[serde(default)]
     pub persistent_volume_claim_retention_policy: PvcRetentionPolicy,
+
+    /// Scheduled backups; none when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
+}
+
+/// Backups on a schedule, each a consistent snapshot of every recipe taken
+/// at a linearizable point (`recipectl snapshot save`), written by a
+/// CronJob into a PersistentVolumeClaim.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSpec {
+    /// When to take a backup, as a CronJob schedule (`0 */6 * * *`, `@daily`).
+    #[schemars(length(min = 1))]
+    pub schedule: String,
+    /// Backups to keep: after each successful backup the oldest beyond
+    /// this many are deleted (default 7).
+    #[serde(default = "default_backups_retained")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub retain: u32,
+    /// An existing PersistentVolumeClaim the backups are written to, as
+    /// `backup-<UTC time>.rsback` files at its root.
+    #[schemars(length(min = 1))]
+    pub claim_name: String,
+    /// Pause the schedule without forgetting it.
+    #[serde(default)]
+    pub suspend: bool,
 }
 
 /// Image pull policy of the node container.
@@ -237,6 +264,9 @@ fn default_image() -> String {
 fn default_storage_size() -> Quantity {
     Quantity("10Gi".to_owned())
 }
+fn default_backups_retained() -> u32 {
+    7
+}
 fn default_true() -> bool {
     true
 }
@@ -335,12 +365,27 @@ pub struct RecipeStoreStatus {
     /// The member a rolling upgrade is restarting or waiting for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolling_member: Option<u64>,
+    /// Scheduled backups, as their CronJob reports them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupStatus>,
     #[serde(default)]
     pub phase: Phase,
     /// `Available`, `Progressing` and `Degraded`, one of each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// Scheduled backups, from the CronJob's status.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    /// When the last backup was started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<Time>,
+    /// When the last backup finished successfully.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_time: Option<Time>,
 }
 
 /// One member of the Raft cluster.

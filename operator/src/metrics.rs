@@ -3,7 +3,9 @@
 
 use std::time::Instant;
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 use crate::Error;
 use crate::membership::Step;
@@ -16,6 +18,7 @@ pub struct Metrics {
     membership_changes: IntCounterVec,
     membership_refusals: IntCounterVec,
     leader: IntGauge,
+    backup_last_success: IntGaugeVec,
 }
 
 impl Metrics {
@@ -58,6 +61,14 @@ impl Metrics {
                 "recipestore_operator_leader",
                 "1 while this replica holds the leader Lease",
             )?,
+            backup_last_success: IntGaugeVec::new(
+                Opts::new(
+                    "recipestore_operator_backup_last_success_timestamp_seconds",
+                    "When the last scheduled backup of a store succeeded (Unix time); \
+                     until one has, when its backups were turned on",
+                ),
+                &["store_namespace", "store"],
+            )?,
         };
         registry.register(Box::new(metrics.reconciles.clone()))?;
         registry.register(Box::new(metrics.errors.clone()))?;
@@ -65,6 +76,7 @@ impl Metrics {
         registry.register(Box::new(metrics.membership_changes.clone()))?;
         registry.register(Box::new(metrics.membership_refusals.clone()))?;
         registry.register(Box::new(metrics.leader.clone()))?;
+        registry.register(Box::new(metrics.backup_last_success.clone()))?;
         Ok(metrics)
     }
 
@@ -93,6 +105,22 @@ impl Metrics {
                 .with_label_values(&[s.reason()])
                 .inc(),
             _ => {}
+        }
+    }
+
+    /// Records when a store's last backup succeeded; `None` forgets the
+    /// store (its backups were turned off).
+    pub fn set_backup_success(&self, namespace: &str, name: &str, unix_seconds: Option<i64>) {
+        match unix_seconds {
+            Some(at) => self
+                .backup_last_success
+                .with_label_values(&[namespace, name])
+                .set(at),
+            None => {
+                let _ = self
+                    .backup_last_success
+                    .remove_label_values(&[namespace, name]);
+            }
         }
     }
 

@@ -4,7 +4,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::crd::{MemberRole, MemberStatus, Phase, RecipeStoreStatus};
+use crate::crd::{BackupStatus, MemberRole, MemberStatus, Phase, RecipeStoreStatus};
 use crate::membership::{Handoff, NodeStatus, Observed, Plan, Policy, Step, WaitReason};
 use crate::rollout;
 use crate::topology::Topology;
@@ -27,6 +27,8 @@ pub struct Inputs<'a> {
     pub plan: &'a Plan,
     pub policy: &'a Policy,
     pub previous: Option<&'a RecipeStoreStatus>,
+    /// The backup CronJob's figures, when `spec.backup` asks for backups.
+    pub backup: Option<BackupStatus>,
     pub now: Time,
     /// When the spec asks for a ServiceMonitor: whether the cluster serves
     /// the ServiceMonitor API (so the operator applied one).
@@ -215,6 +217,7 @@ pub fn compute(inputs: &Inputs<'_>) -> RecipeStoreStatus {
         current_revision: progress.current_revision,
         updated_members: progress.updated,
         rolling_member: rolling_member(&plan.step),
+        backup: inputs.backup.clone(),
         phase,
         conditions: [
             Some(available),
@@ -390,6 +393,7 @@ mod tests {
             plan: &plan,
             policy: &policy,
             previous,
+            backup: None,
             now,
             service_monitor_api: None,
         })
@@ -477,6 +481,7 @@ mod tests {
                 plan: &plan,
                 policy: &policy,
                 previous: None,
+                backup: None,
                 now: at(10),
                 service_monitor_api,
             })

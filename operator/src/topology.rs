@@ -52,6 +52,10 @@ impl Topology {
         format!("{}-peers", self.name)
     }
 
+    pub fn backup_cronjob(&self) -> String {
+        format!("{}-backup", self.name)
+    }
+
     pub fn config_map(&self) -> String {
         format!("{}-config", self.name)
     }

@@ -406,11 +406,14 @@ fn rbac_grants_no_wildcards_no_secrets_and_no_deletes_of_store_objects() {
             assert_ne!(item, "*", "wildcard in {rule:?}");
         }
         assert!(!resources.iter().any(|r| r == "secrets"), "{rule:?}");
-        // A disabled ServiceMonitor goes; a pod is deleted only to restart
-        // it (a member recovering a lost quorum), its volume stays.
+        // A disabled ServiceMonitor or backup schedule goes; a pod is
+        // deleted only to restart it (a rolling upgrade, a member
+        // recovering a lost quorum), its volume stays.
         if rule.verbs.iter().any(|v| v == "delete") {
             assert!(
-                resources == ["servicemonitors"] || resources == ["pods"],
+                resources == ["servicemonitors"]
+                    || resources == ["pods"]
+                    || resources == ["cronjobs"],
                 "{rule:?}"
             );
         }

@@ -38,7 +38,18 @@ pub enum SnapshotCommand {
     Trigger,
     /// Save a backup of the cluster's state in FILE: every recipe and
     /// version, with every write acknowledged before the command started.
-    Save { file: PathBuf },
+    Save {
+        #[arg(required_unless_present = "into", conflicts_with = "into")]
+        file: Option<PathBuf>,
+        /// Save into this directory, as `backup-<UTC time>.rsback`, instead
+        /// of FILE (what scheduled backups do).
+        #[arg(long)]
+        into: Option<PathBuf>,
+        /// With --into: once saved, delete the oldest backups there beyond
+        /// this many.
+        #[arg(long, requires = "into", value_parser = clap::value_parser!(u32).range(1..))]
+        keep: Option<u32>,
+    },
     /// Check a backup from end to end and show what it holds.
     Status { file: PathBuf },
     /// Make the data directories of a new local cluster that starts with a
@@ -70,7 +81,18 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     match command {
         SnapshotCommand::Trigger => trigger(peers, timeout, output).await,
-        SnapshotCommand::Save { file } => save(peers, timeout, &file, output).await,
+        SnapshotCommand::Save { file, into, keep } => {
+            let file = match (file, &into) {
+                (Some(file), _) => file,
+                (None, Some(dir)) => dir.join(backup_name(jiff::Timestamp::now())),
+                (None, None) => unreachable!("clap requires FILE or --into"),
+            };
+            save(peers, timeout, &file, output).await?;
+            match (into, keep) {
+                (Some(dir), Some(keep)) => prune(&dir, keep as usize, output),
+                _ => Ok(()),
+            }
+        }
         SnapshotCommand::Status { file } => {
             let backup = check(&file, output).await?;
             print_header(&backup.header, output);
@@ -202,6 +224,40 @@ async fn save(
             header.node_id,
             started.elapsed().as_secs_f64()
         ),
+    }
+    Ok(())
+}
+
+const BACKUP_PREFIX: &str = "backup-";
+const BACKUP_SUFFIX: &str = ".rsback";
+
+/// `backup-<UTC time>.rsback`: names that sort in the order taken.
+fn backup_name(at: jiff::Timestamp) -> String {
+    format!(
+        "{BACKUP_PREFIX}{}{BACKUP_SUFFIX}",
+        at.strftime("%Y%m%dT%H%M%S%.3fZ")
+    )
+}
+
+/// Deletes the oldest backups in `dir` (by name, as [`backup_name`] makes
+/// them) beyond the newest `keep`. Other files are left alone.
+fn prune(dir: &Path, keep: usize, output: Output) -> anyhow::Result<()> {
+    let mut backups: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(BACKUP_PREFIX) && n.ends_with(BACKUP_SUFFIX))
+        })
+        .collect();
+    backups.sort();
+    let excess = backups.len().saturating_sub(keep);
+    for old in &backups[..excess] {
+        std::fs::remove_file(old).with_context(|| format!("cannot delete {}", old.display()))?;
+        if output == Output::Text {
+            println!("deleted {}", old.display());
+        }
     }
     Ok(())
 }

@@ -190,3 +190,61 @@ async fn a_backup_restores_into_a_new_cluster_with_every_recipe_and_version() {
         .unwrap();
     assert!(next.version > last_write, "{next:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_saves_into_a_directory_keep_the_newest_backups() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, _) = started(&dir.path().join("cluster"), free_node_ports()).await;
+    let peers = cluster.peer_endpoints().join(",");
+    let client = Client::new(&cluster.client_endpoints()).unwrap();
+    let backups = dir.path().join("backups");
+    std::fs::create_dir(&backups).unwrap();
+    // A file that is not a backup is never pruned.
+    std::fs::write(backups.join("notes.txt"), "keep me").unwrap();
+    let mut saved = Vec::new();
+    for i in 0..3u32 {
+        client
+            .upload(&format!("dish-{i}"), b"salt".to_vec(), None)
+            .await
+            .unwrap();
+        let into = backups.to_str().unwrap();
+        let out = succeeded(&recipectl(&[
+            "--peers", &peers, "snapshot", "save", "--into", into, "--keep", "2",
+        ]));
+        saved.push(out);
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&backups)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 3, "two backups and the notes: {names:?}");
+    assert_eq!(names[2], "notes.txt");
+    assert!(
+        saved[2].contains("deleted") && saved[2].contains("backup-"),
+        "the third save deleted the first: {}",
+        saved[2]
+    );
+    // The newest holds all three recipes; both kept ones are sound.
+    let newest = backups.join(&names[1]);
+    let status = succeeded(&recipectl(&[
+        "--output",
+        "json",
+        "snapshot",
+        "status",
+        newest.to_str().unwrap(),
+    ]));
+    let header: serde_json::Value = serde_json::from_str(status.trim()).unwrap();
+    assert_eq!(header["recipes"], 3, "{header}");
+    succeeded(&recipectl(&[
+        "snapshot",
+        "status",
+        backups.join(&names[0]).to_str().unwrap(),
+    ]));
+
+    // --keep needs --into, and FILE and --into exclude each other.
+    let out = recipectl(&["snapshot", "save", "x.rsback", "--keep", "2"]);
+    assert!(!out.status.success());
+    let out = recipectl(&["snapshot", "save", "x.rsback", "--into", "d"]);
+    assert!(!out.status.success());
+}

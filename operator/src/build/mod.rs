@@ -1,6 +1,7 @@
 //! Pure builders: from a `RecipeStore` (and the replica count the membership
 //! planner allows) to the objects the operator applies. No client, no I/O.
 
+pub mod backup;
 pub mod config_map;
 pub mod pdb;
 pub mod service;
@@ -8,6 +9,7 @@ pub mod service_monitor;
 pub mod statefulset;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -28,6 +30,8 @@ pub struct Resources {
     pub statefulset: StatefulSet,
     /// Only when the ServiceMonitor CRD exists and monitoring asks for it.
     pub service_monitor: Option<DynamicObject>,
+    /// Only when `spec.backup` asks for scheduled backups.
+    pub backup: Option<CronJob>,
 }
 
 /// Builds every owned object. `replicas` comes from the membership plan, not
@@ -50,6 +54,7 @@ pub fn build(
         client_service: service::build_client(&topology, &owner),
         pdb: pdb::build(&topology, &owner),
         statefulset,
+        backup: backup::build(rs, &topology, &owner),
         service_monitor: service_monitor
             .filter(|_| rs.spec.monitoring.service_monitor.enabled)
             .map(|api| service_monitor::build(rs, &topology, &owner, api)),

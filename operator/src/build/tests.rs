@@ -514,3 +514,69 @@ fn full_objects_match_golden_files() {
     golden("full-statefulset", &r.statefulset);
     golden("full-servicemonitor", &r.service_monitor);
 }
+
+#[test]
+fn backups_are_a_cronjob_whose_pods_no_member_selector_matches() {
+    let mut rs = fixture(MINIMAL);
+    assert!(
+        build(&rs, 3, None, None).unwrap().backup.is_none(),
+        "no backups unless asked"
+    );
+    rs.spec.backup = Some(crate::crd::BackupSpec {
+        schedule: "0 */6 * * *".to_owned(),
+        retain: 5,
+        claim_name: "cookbook-backups".to_owned(),
+        suspend: false,
+    });
+    let r = build(&rs, 3, None, None).unwrap();
+    let cronjob = r.backup.expect("a backup CronJob");
+    let spec = cronjob.spec.unwrap();
+    assert_eq!(spec.schedule, "0 */6 * * *");
+    assert_eq!(spec.concurrency_policy.as_deref(), Some("Forbid"));
+    let pod_template = spec.job_template.spec.unwrap().template;
+    let labels = pod_template.metadata.unwrap().labels.unwrap();
+    let selector = r.statefulset.spec.as_ref().unwrap().selector.clone();
+    let selects = selector
+        .match_labels
+        .unwrap()
+        .iter()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    assert!(!selects, "a backup pod is no member: {labels:?}");
+    let pod = pod_template.spec.unwrap();
+    assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+    assert_eq!(
+        pod.volumes.unwrap()[0]
+            .persistent_volume_claim
+            .as_ref()
+            .unwrap()
+            .claim_name,
+        "cookbook-backups"
+    );
+    let container = &pod.containers[0];
+    assert_eq!(
+        container.image,
+        r.statefulset
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .image
+    );
+    let args = container.args.clone().unwrap().join(" ");
+    assert!(
+        args.ends_with("snapshot save --into /backups --keep 5"),
+        "{args}"
+    );
+    let topology = topology(&rs).unwrap();
+    for id in 0..3 {
+        let peer = topology.member(id).peer_addr;
+        assert!(args.contains(&peer), "member {id} is a peer to try: {args}");
+    }
+    let security = container.security_context.as_ref().unwrap();
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
+}

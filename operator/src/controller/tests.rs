@@ -550,15 +550,37 @@ async fn reconcile_in<F>(
 where
     F: Future<Output = ApiServerVerifier> + Send + 'static,
 {
+    let registry = prometheus::Registry::new();
+    reconcile_measured(rs, admin, integrations, &registry, script).await
+}
+
+/// [`reconcile_with`] with the operator's metrics in `registry`.
+async fn reconcile_in_registry<F>(
+    rs: RecipeStore,
+    admin: FakeAdmin,
+    registry: &prometheus::Registry,
+    script: impl FnOnce(ApiServerVerifier) -> F,
+) -> (Result<Action>, Vec<String>)
+where
+    F: Future<Output = ApiServerVerifier> + Send + 'static,
+{
+    reconcile_measured(rs, admin, Integrations::default(), registry, script).await
+}
+
+async fn reconcile_measured<F>(
+    rs: RecipeStore,
+    admin: FakeAdmin,
+    integrations: Integrations,
+    registry: &prometheus::Registry,
+    script: impl FnOnce(ApiServerVerifier) -> F,
+) -> (Result<Action>, Vec<String>)
+where
+    F: Future<Output = ApiServerVerifier> + Send + 'static,
+{
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let admin = Arc::new(admin);
-    let ctx = Arc::new(context(
-        client,
-        &prometheus::Registry::new(),
-        admin.clone(),
-        integrations,
-    ));
+    let ctx = Arc::new(context(client, registry, admin.clone(), integrations));
     let verifier: JoinHandle<()> = tokio::spawn({
         let script = script(ApiServerVerifier(handle));
         async move { script.await.expect_no_more().await }
@@ -990,6 +1012,18 @@ fn validate_names_the_broken_rule() {
         ("downloadWorkersMin", |s| {
             s.queues.download_workers_min = 100
         }),
+        ("is not a cron schedule", |s| {
+            s.backup = Some(backup_spec("every six hours"))
+        }),
+        ("is not a cron schedule", |s| {
+            s.backup = Some(backup_spec("0 */6 * *"))
+        }),
+        ("backup.retain", |s| {
+            s.backup = Some(crate::crd::BackupSpec {
+                retain: 0,
+                ..backup_spec("@daily")
+            })
+        }),
     ];
     for (needle, break_it) in cases {
         let mut spec = recipestore(3).spec;
@@ -1416,4 +1450,110 @@ async fn a_pod_already_gone_counts_as_restarted() {
     )
     .await;
     assert_eq!(result.unwrap(), Action::requeue(REQUEUE_CHANGING));
+}
+
+fn backup_spec(schedule: &str) -> crate::crd::BackupSpec {
+    crate::crd::BackupSpec {
+        schedule: schedule.to_owned(),
+        retain: 7,
+        claim_name: "cookbook-backups".to_owned(),
+        suspend: false,
+    }
+}
+
+#[test]
+fn validate_accepts_cron_schedules_and_macros() {
+    for schedule in ["0 */6 * * *", "30 2 * * MON-FRI", "@hourly"] {
+        let mut spec = recipestore(3).spec;
+        spec.backup = Some(backup_spec(schedule));
+        assert_eq!(validate(&spec, None), Ok(()), "{schedule}");
+    }
+}
+
+#[tokio::test]
+async fn scheduled_backups_are_a_cronjob_whose_outcome_shows_on_the_store() {
+    let mut rs = with_cluster(recipestore(3));
+    rs.spec.backup = Some(backup_spec("0 */6 * * *"));
+    let state = ApiState {
+        statefulset: Some(statefulset(&rs, 3)),
+        pods: vec![pod(0), pod(1), pod(2)],
+    };
+    let expected = rs.clone();
+    let registry = prometheus::Registry::new();
+    let (result, _) = reconcile_in_registry(
+        rs,
+        FakeAdmin::new(cluster(&[0, 1, 2], &[], &[])),
+        &registry,
+        move |mut api| async move {
+            api.dereference(&state).await;
+            api.apply_children(false).await;
+            let (seen, send) = api.next("apply the backup CronJob").await;
+            assert_eq!(seen.method, Method::PATCH);
+            assert_eq!(
+                seen.path,
+                format!("/apis/batch/v1/namespaces/{NS}/cronjobs/{NAME}-backup")
+            );
+            assert_server_side_apply(&seen);
+            assert_eq!(seen.body["spec"]["schedule"], "0 */6 * * *");
+            let mut applied = seen.body.clone();
+            applied["metadata"]["creationTimestamp"] = json!("2026-12-01T00:00:00Z");
+            applied["status"] = json!({
+                "lastScheduleTime": "2026-12-06T06:00:00Z",
+                "lastSuccessfulTime": "2026-12-06T06:00:41Z",
+            });
+            send.send_response(
+                Response::builder()
+                    .body(Body::from(serde_json::to_vec(&applied).unwrap()))
+                    .unwrap(),
+            );
+            let status = api.status(&expected).await;
+            let backup = status.backup.expect("backup status");
+            assert_eq!(
+                backup.last_successful_time.unwrap().0.to_string(),
+                "2026-12-06T06:00:41Z"
+            );
+            api
+        },
+    )
+    .await;
+    result.unwrap();
+    let gauge = registry
+        .gather()
+        .into_iter()
+        .find(|f| f.name() == "recipestore_operator_backup_last_success_timestamp_seconds")
+        .expect("the backup gauge");
+    let succeeded: Timestamp = "2026-12-06T06:00:41Z".parse().unwrap();
+    assert_eq!(
+        gauge.get_metric()[0].get_gauge().get_value(),
+        succeeded.as_second() as f64
+    );
+
+    // Backups turned off: the CronJob goes (already gone is fine too).
+    let mut rs = with_cluster(recipestore(3));
+    rs.status.as_mut().unwrap().backup = Some(crate::crd::BackupStatus::default());
+    let state = ApiState {
+        statefulset: Some(statefulset(&rs, 3)),
+        pods: vec![pod(0), pod(1), pod(2)],
+    };
+    let expected = rs.clone();
+    let (result, _) = reconcile_with(
+        rs,
+        FakeAdmin::new(cluster(&[0, 1, 2], &[], &[])),
+        move |mut api| async move {
+            api.dereference(&state).await;
+            api.apply_children(false).await;
+            api.expect(
+                "delete the backup CronJob",
+                Method::DELETE,
+                &format!("/apis/batch/v1/namespaces/{NS}/cronjobs/{NAME}-backup"),
+                Reply::NotFound,
+            )
+            .await;
+            let status = api.status(&expected).await;
+            assert_eq!(status.backup, None);
+            api
+        },
+    )
+    .await;
+    result.unwrap();
 }
