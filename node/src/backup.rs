@@ -223,15 +223,6 @@ impl Backup {
         members: &BTreeMap<u64, Member>,
         cluster_id: &str,
     ) -> io::Result<()> {
-        if !members.contains_key(&node_id) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "node {node_id} is not one of the members {:?}",
-                    members.keys()
-                ),
-            ));
-        }
         if data_dir.exists() {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
@@ -244,10 +235,64 @@ impl Backup {
         let mut building = data_dir.as_os_str().to_owned();
         building.push(".restoring");
         let building = PathBuf::from(building);
-        if building.exists() {
-            std::fs::remove_dir_all(&building)?;
+        self.build(&building, node_id, members, cluster_id)?;
+        crate::durable::rename(&building, data_dir)
+    }
+
+    /// [`Backup::restore`] into a directory that exists and must stay (a
+    /// volume's mount point): the data is built in `<data_dir>/.restoring`
+    /// and its entries are then renamed up into `data_dir`, the identity
+    /// stamp last, once the others are durable: without the stamp the
+    /// restore counts as not done and runs again (on Kubernetes, an init
+    /// container that must succeed before the node starts). Answers
+    /// `false`, changing nothing, when `data_dir` already holds a node's
+    /// data (its stamp): restored before, or a live member.
+    pub fn restore_in_place(
+        &self,
+        data_dir: &Path,
+        node_id: u64,
+        members: &BTreeMap<u64, Member>,
+        cluster_id: &str,
+    ) -> io::Result<bool> {
+        if Identity::is_stamped(data_dir) {
+            return Ok(false);
         }
-        std::fs::create_dir_all(&building)?;
+        let building = data_dir.join(".restoring");
+        self.build(&building, node_id, members, cluster_id)?;
+        let stamp = Identity::stamp_path(&building);
+        for entry in std::fs::read_dir(&building)? {
+            let path = entry?.path();
+            if path != stamp {
+                let target = data_dir.join(path.file_name().expect("a directory entry"));
+                remove_any(&target)?;
+                std::fs::rename(&path, &target)?;
+            }
+        }
+        crate::durable::sync_dir(data_dir)?;
+        crate::durable::rename(&stamp, &Identity::stamp_path(data_dir))?;
+        std::fs::remove_dir(&building)?;
+        Ok(true)
+    }
+
+    /// Builds a restored data directory at `building`, from scratch.
+    fn build(
+        &self,
+        building: &Path,
+        node_id: u64,
+        members: &BTreeMap<u64, Member>,
+        cluster_id: &str,
+    ) -> io::Result<()> {
+        if !members.contains_key(&node_id) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "node {node_id} is not one of the members {:?}",
+                    members.keys()
+                ),
+            ));
+        }
+        remove_any(building)?;
+        std::fs::create_dir_all(building)?;
 
         let voters: BTreeSet<u64> = members.keys().copied().collect();
         let membership = Membership::new(vec![voters], members.clone())
@@ -258,7 +303,7 @@ impl Backup {
         };
         let mut input = BufReader::new(File::open(&self.path)?);
         input.seek(SeekFrom::Start(self.snapshot_start))?;
-        let end = seed_snapshot(&lifecycle::snapshot_dir(&building), &meta, input)?;
+        let end = seed_snapshot(&lifecycle::snapshot_dir(building), &meta, input)?;
         if end.recipes != self.header.recipes {
             return Err(invalid(format!(
                 "{} changed while it was restored: it held {} recipes, then {}",
@@ -272,14 +317,24 @@ impl Backup {
         // in log order.
         let term = self.last_log_id.committed_leader_id().term;
         LogStore::seed(
-            &lifecycle::raft_log_dir(&building),
+            &lifecycle::raft_log_dir(building),
             self.last_log_id,
             Vote::new(term, node_id),
         )?;
-        Identity::open(&building, node_id, None)
+        Identity::open(building, node_id, None)
             .and_then(|identity| identity.join(cluster_id))
             .map_err(io::Error::other)?;
-        crate::durable::rename(&building, data_dir)
+        Ok(())
+    }
+}
+
+/// Removes a file or a directory tree, if there is one.
+fn remove_any(path: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -478,5 +533,37 @@ mod tests {
             error.to_string().contains("not one of the members"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_restore_in_place_keeps_the_mount_point_and_redoes_a_cut_restore() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.rsb");
+        std::fs::write(&path, backup_bytes()).unwrap();
+        let backup = Backup::open(&path, |_| {}).unwrap();
+        let members = BTreeMap::from([(0, member(9000)), (1, member(9010))]);
+        // A volume's root: it exists and holds the file system's own entry.
+        let data = dir.path().join("volume");
+        std::fs::create_dir_all(data.join("lost+found")).unwrap();
+        // A restore cut short: data moved up, no stamp yet.
+        std::fs::create_dir_all(lifecycle::raft_log_dir(&data).join("stale")).unwrap();
+        std::fs::create_dir_all(data.join(".restoring/snapshots")).unwrap();
+
+        assert!(backup.restore_in_place(&data, 0, &members, "c2").unwrap());
+        let identity = Identity::open(&data, 0, Some("c2")).unwrap();
+        assert_eq!(identity.cluster_id().as_deref(), Some("c2"));
+        assert!(data.join("lost+found").is_dir());
+        assert!(!data.join(".restoring").exists());
+        assert!(!lifecycle::raft_log_dir(&data).join("stale").exists());
+        assert_eq!(
+            std::fs::read_dir(lifecycle::snapshot_dir(&data))
+                .unwrap()
+                .count(),
+            1
+        );
+        // Stamped now: a second run (a restarted pod) changes nothing.
+        let stamp = std::fs::read(Identity::stamp_path(&data)).unwrap();
+        assert!(!backup.restore_in_place(&data, 0, &members, "c3").unwrap());
+        assert_eq!(std::fs::read(Identity::stamp_path(&data)).unwrap(), stamp);
     }
 }

@@ -17,5 +17,10 @@ pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
+    sync_dir(dir)
+}
+
+/// Makes the names in `dir` (renames into it, say) durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }

@@ -81,6 +81,17 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// Where `data_dir` keeps its stamp.
+    pub fn stamp_path(data_dir: &Path) -> PathBuf {
+        data_dir.join(STAMP_FILE)
+    }
+
+    /// Whether `data_dir` holds a node's stamp (it was ever started, or
+    /// restored into).
+    pub fn is_stamped(data_dir: &Path) -> bool {
+        Self::stamp_path(data_dir).exists()
+    }
+
     /// Loads the stamp in `data_dir`, or creates it for `node_id`. Refuses a
     /// directory stamped for another node or, when `expected_cluster` is
     /// given, another cluster.
@@ -89,7 +100,7 @@ impl Identity {
         node_id: u64,
         expected_cluster: Option<&str>,
     ) -> Result<Self, IdentityError> {
-        let path = data_dir.join(STAMP_FILE);
+        let path = Self::stamp_path(data_dir);
         let io_err = |source| IdentityError::Io {
             path: path.clone(),
             source,

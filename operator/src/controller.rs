@@ -108,7 +108,9 @@ async fn reconcile_pass(rs: &RecipeStore, ctx: &Context) -> Result<Action> {
 
     let world = dereference(rs, &topology, ctx).await?;
 
-    if let Err(problem) = validate(&rs.spec, world.statefulset.as_ref()) {
+    let valid =
+        validate(&rs.spec, world.statefulset.as_ref()).and_then(|()| build::restore::check(rs));
+    if let Err(problem) = valid {
         report_invalid(rs, &topology, ctx, &problem).await?;
         return Err(Error::InvalidSpec(problem));
     }
@@ -633,6 +635,7 @@ async fn update_status(
                 last_successful_time: status.last_successful_time,
             }
         }),
+        restored_members: build::restore::members(rs),
         now: now(),
         // Read again: applying may have found the API gone.
         service_monitor_api: rs

@@ -129,6 +129,26 @@ pub struct RecipeStoreSpec {
     /// Scheduled backups; none when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupSpec>,
+
+    /// Create the store from a backup instead of empty: every recipe at its
+    /// version, in a new cluster of `replicas` members. Read when the store
+    /// is created; refused on a store that already holds its cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<RestoreSpec>,
+}
+
+/// A backup file in a PersistentVolumeClaim (the claim of scheduled
+/// backups, say).
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreSpec {
+    /// The claim holding the backup; mounted read-only.
+    #[schemars(length(min = 1))]
+    pub claim_name: String,
+    /// The backup's file name at the root of the claim, such as
+    /// `backup-20261206T060000.000Z.rsback`.
+    #[schemars(length(min = 1))]
+    pub file: String,
 }
 
 /// Backups on a schedule, each a consistent snapshot of every recipe taken
@@ -365,6 +385,9 @@ pub struct RecipeStoreStatus {
     /// The member a rolling upgrade is restarting or waiting for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolling_member: Option<u64>,
+    /// Members the store was created with from `spec.restoreFrom`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_members: Option<u32>,
     /// Scheduled backups, as their CronJob reports them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupStatus>,

@@ -29,6 +29,8 @@ pub struct Inputs<'a> {
     pub previous: Option<&'a RecipeStoreStatus>,
     /// The backup CronJob's figures, when `spec.backup` asks for backups.
     pub backup: Option<BackupStatus>,
+    /// Members the store was created with from a backup.
+    pub restored_members: Option<u32>,
     pub now: Time,
     /// When the spec asks for a ServiceMonitor: whether the cluster serves
     /// the ServiceMonitor API (so the operator applied one).
@@ -218,6 +220,7 @@ pub fn compute(inputs: &Inputs<'_>) -> RecipeStoreStatus {
         updated_members: progress.updated,
         rolling_member: rolling_member(&plan.step),
         backup: inputs.backup.clone(),
+        restored_members: inputs.restored_members,
         phase,
         conditions: [
             Some(available),
@@ -394,6 +397,7 @@ mod tests {
             policy: &policy,
             previous,
             backup: None,
+            restored_members: None,
             now,
             service_monitor_api: None,
         })
@@ -482,6 +486,7 @@ mod tests {
                 policy: &policy,
                 previous: None,
                 backup: None,
+                restored_members: None,
                 now: at(10),
                 service_monitor_api,
             })

@@ -71,6 +71,44 @@ pub enum SnapshotCommand {
         #[arg(long)]
         cluster_id: Option<String>,
     },
+    /// Make one member's data directory of a new cluster from a backup, in
+    /// place (a volume's mount point): what a RecipeStore's pods run before
+    /// their node when the store is created from a backup. Does nothing for
+    /// a directory that already holds a node's data, or for a node that is
+    /// not one of the members (it joins later as a new one).
+    RestoreMember {
+        file: PathBuf,
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// This node's id, from the ordinal at the end of its pod's name.
+        #[arg(long, env = "POD_NAME")]
+        pod_name: String,
+        /// The new cluster's id, the same for every member.
+        #[arg(long)]
+        cluster_id: String,
+        /// A voter of the new cluster, as `ID=PEER_ADDR,CLIENT_ADDR`; one
+        /// flag per member.
+        #[arg(long = "member", value_parser = parse_member, required = true)]
+        members: Vec<(u64, Member)>,
+    },
+}
+
+/// `ID=PEER_ADDR,CLIENT_ADDR`.
+fn parse_member(text: &str) -> Result<(u64, Member), String> {
+    let shape = || format!("{text:?} is not ID=PEER_ADDR,CLIENT_ADDR");
+    let (id, addrs) = text.split_once('=').ok_or_else(shape)?;
+    let (peer, client) = addrs.split_once(',').ok_or_else(shape)?;
+    let id = id.parse().map_err(|_| shape())?;
+    if peer.is_empty() || client.is_empty() {
+        return Err(shape());
+    }
+    Ok((
+        id,
+        Member {
+            peer_addr: peer.to_owned(),
+            client_addr: client.to_owned(),
+        },
+    ))
 }
 
 pub async fn run(
@@ -105,6 +143,17 @@ pub async fn run(
             base_port,
             cluster_id,
         } => restore(&file, &data_dir, nodes, base_port, cluster_id, output).await,
+        SnapshotCommand::RestoreMember {
+            file,
+            data_dir,
+            pod_name,
+            cluster_id,
+            members,
+        } => {
+            let id = recipestore::config::ordinal_of(&pod_name)?;
+            let members: BTreeMap<u64, Member> = members.into_iter().collect();
+            restore_member(&file, &data_dir, id, &members, &cluster_id, output).await
+        }
     }
 }
 
@@ -308,6 +357,47 @@ fn print_header(header: &BackupHeader, output: Output) {
             );
         }
     }
+}
+
+async fn restore_member(
+    file: &Path,
+    data_dir: &Path,
+    id: u64,
+    members: &BTreeMap<u64, Member>,
+    cluster_id: &str,
+    output: Output,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        is_cluster_id(cluster_id),
+        "--cluster-id {cluster_id:?} is not a cluster id (a UUID)"
+    );
+    if !members.contains_key(&id) {
+        println!(
+            "node {id} is not one of the restored members {:?}: it starts empty and joins as a new member",
+            members.keys()
+        );
+        return Ok(());
+    }
+    let backup = check(file, output).await?;
+    let restored = backup
+        .restore_in_place(data_dir, id, members, cluster_id)
+        .with_context(|| format!("cannot restore node {id} into {}", data_dir.display()))?;
+    let header = &backup.header;
+    if restored {
+        println!(
+            "restored {} recipes (index {} of cluster {}) into {} as node {id} of cluster {cluster_id}",
+            header.recipes,
+            header.last_index,
+            header.cluster_id,
+            data_dir.display()
+        );
+    } else {
+        println!(
+            "{} already holds node {id}'s data: nothing restored",
+            data_dir.display()
+        );
+    }
+    Ok(())
 }
 
 async fn restore(

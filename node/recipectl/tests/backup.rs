@@ -248,3 +248,89 @@ async fn scheduled_saves_into_a_directory_keep_the_newest_backups() {
     let out = recipectl(&["snapshot", "save", "x.rsback", "--into", "d"]);
     assert!(!out.status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_restore_their_own_member_in_place_and_a_later_pod_starts_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, _) = started(&dir.path().join("old"), free_node_ports()).await;
+    let client = Client::new(&old.client_endpoints()).unwrap();
+    let mut expected = BTreeMap::new();
+    for i in 0..40u32 {
+        let name = format!("stew-{i:02}");
+        let content = format!("{i} carrots").into_bytes();
+        let version = client
+            .upload(&name, content.clone(), None)
+            .await
+            .unwrap()
+            .version;
+        expected.insert(name, (version, content));
+    }
+    let backups = dir.path().join("backups");
+    std::fs::create_dir(&backups).unwrap();
+    let peers = old.peer_endpoints().join(",");
+    succeeded(&recipectl(&[
+        "--peers",
+        &peers,
+        "snapshot",
+        "save",
+        "--into",
+        backups.to_str().unwrap(),
+    ]));
+    let file = std::fs::read_dir(&backups)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+
+    // Each "pod" restores its own volume, a mount point that exists.
+    let root = dir.path().join("new");
+    let port = free_node_ports();
+    let members: Vec<String> = recipectl::local_cluster::loopback_members(port, 3)
+        .unwrap()
+        .iter()
+        .map(|m| format!("{}={},{}", m.id, m.peer_addr, m.client_addr))
+        .collect();
+    let cluster_id = "4bd7f3c2-7a0e-4c38-9d52-2a8a1c1e5f10";
+    let restore_member = |id: u64| {
+        let data = recipectl::local_cluster::node_data_dir(&root, id);
+        std::fs::create_dir_all(data.join("lost+found")).unwrap();
+        let mut args = vec![
+            "snapshot".to_owned(),
+            "restore-member".to_owned(),
+            file.to_str().unwrap().to_owned(),
+            "--data-dir".to_owned(),
+            data.to_str().unwrap().to_owned(),
+            "--pod-name".to_owned(),
+            format!("cookbook-{id}"),
+            "--cluster-id".to_owned(),
+            cluster_id.to_owned(),
+        ];
+        for member in &members {
+            args.extend(["--member".to_owned(), member.clone()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        succeeded(&recipectl(&args))
+    };
+    for id in 0..3 {
+        let out = restore_member(id);
+        assert!(
+            out.contains(&format!("as node {id} of cluster {cluster_id}")),
+            "{out}"
+        );
+    }
+    // A pod restarted later, or one added by a scale-out, restores nothing.
+    assert!(restore_member(1).contains("nothing restored"));
+    let out = restore_member(3);
+    assert!(out.contains("not one of the restored members"), "{out}");
+    std::fs::remove_dir_all(recipectl::local_cluster::node_data_dir(&root, 3)).unwrap();
+
+    let (new, init) = started(&root, port).await;
+    assert!(init.already_initialized, "{init:?}");
+    assert_eq!(init.cluster_id, cluster_id);
+    let client = Client::new(&new.client_endpoints()).unwrap();
+    assert!(
+        contents(&client).await == expected,
+        "the restored recipes differ"
+    );
+}

@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod config_map;
 pub mod pdb;
+pub mod restore;
 pub mod service;
 pub mod service_monitor;
 pub mod statefulset;

@@ -73,14 +73,20 @@ pub fn build(
         ..ObjectMeta::default()
     };
 
+    let mut volumes = vec![Volume {
+        // Writable scratch space under a read-only root filesystem.
+        name: "tmp".to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }];
+    let restore = super::restore::init(rs, topology).map(|(container, volume)| {
+        volumes.push(volume);
+        vec![container]
+    });
     let pod_spec = PodSpec {
+        init_containers: restore,
         containers: vec![container(rs, topology)],
-        volumes: Some(vec![Volume {
-            // Writable scratch space under a read-only root filesystem.
-            name: "tmp".to_owned(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        }]),
+        volumes: Some(volumes),
         security_context: Some(pod_security_context()),
         termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
         affinity: Some(

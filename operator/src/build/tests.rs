@@ -580,3 +580,89 @@ fn backups_are_a_cronjob_whose_pods_no_member_selector_matches() {
     assert_eq!(security.read_only_root_filesystem, Some(true));
     assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
 }
+
+fn restoring(rs: &mut RecipeStore) {
+    rs.metadata.uid = Some("4bd7f3c2-7a0e-4c38-9d52-2a8a1c1e5f10".to_owned());
+    rs.spec.restore_from = Some(crate::crd::RestoreSpec {
+        claim_name: "cookbook-backups".to_owned(),
+        file: "backup-20261206T060000.000Z.rsback".to_owned(),
+    });
+}
+
+fn init_containers(r: &Resources) -> Vec<Container> {
+    r.statefulset
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .init_containers
+        .clone()
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_store_created_from_a_backup_restores_each_member_before_its_node_starts() {
+    let mut rs = fixture(MINIMAL);
+    assert!(init_containers(&build(&rs, 3, None, None).unwrap()).is_empty());
+    restoring(&mut rs);
+    let r = build(&rs, 3, None, None).unwrap();
+    let init = init_containers(&r);
+    assert_eq!(init.len(), 1);
+    let args = init[0].args.clone().unwrap().join(" ");
+    assert!(
+        args.starts_with(
+            "snapshot restore-member /restore/backup-20261206T060000.000Z.rsback \
+             --data-dir /var/lib/recipestore --cluster-id 4bd7f3c2-7a0e-4c38-9d52-2a8a1c1e5f10"
+        ),
+        "{args}"
+    );
+    let topology = topology(&rs).unwrap();
+    for id in 0..3 {
+        let m = topology.member(id);
+        assert!(
+            args.contains(&format!("--member {id}={},{}", m.peer_addr, m.client_addr)),
+            "{args}"
+        );
+    }
+    assert!(!args.contains("--member 3="), "{args}");
+
+    // Scaled out later: the members stay those the store was created with,
+    // so the template (and the pods) do not change.
+    let mut grown = rs.clone();
+    grown.spec.replicas = 5;
+    grown.status = Some(crate::crd::RecipeStoreStatus {
+        cluster_id: Some("4bd7f3c2-7a0e-4c38-9d52-2a8a1c1e5f10".to_owned()),
+        restored_members: Some(3),
+        ..Default::default()
+    });
+    assert_eq!(
+        init_containers(&build(&grown, 5, None, None).unwrap()),
+        init
+    );
+}
+
+#[test]
+fn restore_is_refused_for_a_running_store_and_for_paths() {
+    let mut rs = fixture(MINIMAL);
+    restoring(&mut rs);
+    assert_eq!(restore::check(&rs), Ok(()));
+    let mut running = rs.clone();
+    running.status = Some(crate::crd::RecipeStoreStatus {
+        cluster_id: Some("c-1".to_owned()),
+        ..Default::default()
+    });
+    let problem = restore::check(&running).unwrap_err();
+    assert!(
+        problem.contains("only applies when a store is created"),
+        "{problem}"
+    );
+    for file in ["../etc/passwd", "sub/backup.rsback", ".."] {
+        let mut bad = rs.clone();
+        bad.spec.restore_from.as_mut().unwrap().file = file.to_owned();
+        let problem = restore::check(&bad).unwrap_err();
+        assert!(problem.contains("must name a file"), "{problem}");
+    }
+}

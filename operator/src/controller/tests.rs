@@ -1557,3 +1557,63 @@ async fn scheduled_backups_are_a_cronjob_whose_outcome_shows_on_the_store() {
     .await;
     result.unwrap();
 }
+
+#[tokio::test]
+async fn a_store_created_from_a_backup_records_its_members_and_never_initializes() {
+    let mut rs = recipestore(3);
+    rs.spec.restore_from = Some(crate::crd::RestoreSpec {
+        claim_name: "cookbook-backups".to_owned(),
+        file: "backup-20261206T060000.000Z.rsback".to_owned(),
+    });
+    // Pods still in their init containers (restoring) answer nothing.
+    let state = ApiState {
+        statefulset: Some(statefulset(&rs, 3)),
+        pods: vec![],
+    };
+    let expected = rs.clone();
+    let (result, calls) = reconcile_with(rs, FakeAdmin::default(), move |mut api| async move {
+        api.dereference(&state).await;
+        let sts = api.apply_children(false).await.statefulset;
+        let init = &sts["spec"]["template"]["spec"]["initContainers"][0];
+        assert_eq!(init["name"], "restore");
+        let status = api.status(&expected).await;
+        assert_eq!(status.restored_members, Some(3));
+        api
+    })
+    .await;
+    result.unwrap();
+    assert!(calls.is_empty(), "{calls:?}");
+
+    // Restored members elect a leader in the cluster the store's uid
+    // names; the operator adopts it.
+    let mut rs = recipestore(3);
+    rs.spec.restore_from = Some(crate::crd::RestoreSpec {
+        claim_name: "cookbook-backups".to_owned(),
+        file: "backup-20261206T060000.000Z.rsback".to_owned(),
+    });
+    rs.status = Some(RecipeStoreStatus {
+        restored_members: Some(3),
+        ..RecipeStoreStatus::default()
+    });
+    let state = ApiState {
+        statefulset: Some(statefulset(&rs, 3)),
+        pods: vec![pod(0), pod(1), pod(2)],
+    };
+    let expected = rs.clone();
+    let (result, calls) = reconcile_with(
+        rs,
+        FakeAdmin::new(cluster(&[0, 1, 2], &[], &[])),
+        move |mut api| async move {
+            api.dereference(&state).await;
+            api.apply_children(false).await;
+            let status = api.status(&expected).await;
+            assert_eq!(status.cluster_id.as_deref(), Some(CLUSTER));
+            assert_eq!(status.restored_members, Some(3));
+            assert_eq!(status.phase, Phase::Running);
+            api
+        },
+    )
+    .await;
+    result.unwrap();
+    assert!(calls.is_empty(), "no Initialize: {calls:?}");
+}
