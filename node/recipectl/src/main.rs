@@ -3,6 +3,7 @@
 mod admin;
 mod bench;
 mod local;
+mod s3;
 mod snapshot;
 
 use std::io::Read;

@@ -21,6 +21,7 @@ use recipectl::local_cluster::loopback_members;
 use recipectl::local_cluster::node_data_dir;
 use recipestore::backup::Backup;
 use recipestore::backup::BackupHeader;
+use recipestore::identity::Identity;
 use recipestore::identity::is_cluster_id;
 use recipestore::identity::new_cluster_id;
 use recipestore::raft::Member;
@@ -31,6 +32,7 @@ use crate::admin::call;
 use crate::admin::cluster_status;
 use crate::admin::described;
 use crate::fail;
+use crate::s3::{self, Location, S3Options};
 
 #[derive(Debug, Subcommand)]
 pub enum SnapshotCommand {
@@ -41,14 +43,18 @@ pub enum SnapshotCommand {
     Save {
         #[arg(required_unless_present = "into", conflicts_with = "into")]
         file: Option<PathBuf>,
-        /// Save into this directory, as `backup-<UTC time>.rsback`, instead
-        /// of FILE (what scheduled backups do).
+        /// Save into this directory, or S3 prefix (`s3://BUCKET/PREFIX`),
+        /// as `backup-<UTC time>.rsback`, instead of FILE (what scheduled
+        /// backups do). An S3 backup is saved and checked in the temporary
+        /// directory first.
         #[arg(long)]
-        into: Option<PathBuf>,
+        into: Option<String>,
         /// With --into: once saved, delete the oldest backups there beyond
         /// this many.
         #[arg(long, requires = "into", value_parser = clap::value_parser!(u32).range(1..))]
         keep: Option<u32>,
+        #[command(flatten)]
+        s3: S3Options,
     },
     /// Check a backup from end to end and show what it holds.
     Status { file: PathBuf },
@@ -77,7 +83,9 @@ pub enum SnapshotCommand {
     /// a directory that already holds a node's data, or for a node that is
     /// not one of the members (it joins later as a new one).
     RestoreMember {
-        file: PathBuf,
+        /// The backup: a file, or `s3://BUCKET/KEY` (downloaded into
+        /// --data-dir first).
+        file: String,
         #[arg(long)]
         data_dir: PathBuf,
         /// This node's id, from the ordinal at the end of its pod's name.
@@ -90,6 +98,8 @@ pub enum SnapshotCommand {
         /// flag per member.
         #[arg(long = "member", value_parser = parse_member, required = true)]
         members: Vec<(u64, Member)>,
+        #[command(flatten)]
+        s3: S3Options,
     },
 }
 
@@ -119,18 +129,16 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     match command {
         SnapshotCommand::Trigger => trigger(peers, timeout, output).await,
-        SnapshotCommand::Save { file, into, keep } => {
-            let file = match (file, &into) {
-                (Some(file), _) => file,
-                (None, Some(dir)) => dir.join(backup_name(jiff::Timestamp::now())),
-                (None, None) => unreachable!("clap requires FILE or --into"),
-            };
-            save(peers, timeout, &file, output).await?;
-            match (into, keep) {
-                (Some(dir), Some(keep)) => prune(&dir, keep as usize, output),
-                _ => Ok(()),
-            }
-        }
+        SnapshotCommand::Save {
+            file,
+            into,
+            keep,
+            s3,
+        } => match (file, into) {
+            (Some(file), _) => save(peers, timeout, &file, output).await,
+            (None, Some(into)) => save_into(peers, timeout, &into, keep, &s3, output).await,
+            (None, None) => unreachable!("clap requires FILE or --into"),
+        },
         SnapshotCommand::Status { file } => {
             let backup = check(&file, output).await?;
             print_header(&backup.header, output);
@@ -149,10 +157,17 @@ pub async fn run(
             pod_name,
             cluster_id,
             members,
+            s3,
         } => {
             let id = recipestore::config::ordinal_of(&pod_name)?;
             let members: BTreeMap<u64, Member> = members.into_iter().collect();
-            restore_member(&file, &data_dir, id, &members, &cluster_id, output).await
+            let member = NewMember {
+                data_dir: &data_dir,
+                id,
+                members: &members,
+                cluster_id: &cluster_id,
+            };
+            restore_member(&file, &member, &s3, output).await
         }
     }
 }
@@ -288,27 +303,16 @@ fn backup_name(at: jiff::Timestamp) -> String {
     )
 }
 
-/// Deletes the oldest backups in `dir` (by name, as [`backup_name`] makes
-/// them) beyond the newest `keep`. Other files are left alone.
-fn prune(dir: &Path, keep: usize, output: Output) -> anyhow::Result<()> {
-    let mut backups: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot list {}", dir.display()))?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| {
-            path.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(BACKUP_PREFIX) && n.ends_with(BACKUP_SUFFIX))
-        })
+/// Of `names`, the backups (as [`backup_name`] makes them) older than the
+/// newest `keep`, oldest first. Other names are never chosen.
+fn beyond(names: impl Iterator<Item = String>, keep: u32) -> Vec<String> {
+    let mut backups: Vec<String> = names
+        .filter(|n| n.starts_with(BACKUP_PREFIX) && n.ends_with(BACKUP_SUFFIX))
         .collect();
     backups.sort();
-    let excess = backups.len().saturating_sub(keep);
-    for old in &backups[..excess] {
-        std::fs::remove_file(old).with_context(|| format!("cannot delete {}", old.display()))?;
-        if output == Output::Text {
-            println!("deleted {}", old.display());
-        }
-    }
-    Ok(())
+    let excess = backups.len().saturating_sub(keep as usize);
+    backups.truncate(excess);
+    backups
 }
 
 /// `path` with `suffix` appended to its file name.
@@ -359,14 +363,26 @@ fn print_header(header: &BackupHeader, output: Output) {
     }
 }
 
-async fn restore_member(
-    file: &Path,
-    data_dir: &Path,
+/// The member a `restore-member` makes.
+struct NewMember<'a> {
+    data_dir: &'a Path,
     id: u64,
-    members: &BTreeMap<u64, Member>,
-    cluster_id: &str,
+    members: &'a BTreeMap<u64, Member>,
+    cluster_id: &'a str,
+}
+
+async fn restore_member(
+    file: &str,
+    member: &NewMember<'_>,
+    s3: &S3Options,
     output: Output,
 ) -> anyhow::Result<()> {
+    let NewMember {
+        data_dir,
+        id,
+        members,
+        cluster_id,
+    } = *member;
     anyhow::ensure!(
         is_cluster_id(cluster_id),
         "--cluster-id {cluster_id:?} is not a cluster id (a UUID)"
@@ -378,10 +394,38 @@ async fn restore_member(
         );
         return Ok(());
     }
-    let backup = check(file, output).await?;
-    let restored = backup
-        .restore_in_place(data_dir, id, members, cluster_id)
-        .with_context(|| format!("cannot restore node {id} into {}", data_dir.display()))?;
+    if Identity::is_stamped(data_dir) {
+        println!(
+            "{} already holds node {id}'s data: nothing restored",
+            data_dir.display()
+        );
+        return Ok(());
+    }
+    // An S3 backup is downloaded onto the volume it is restored into, and
+    // removed after.
+    let downloaded = match Location::parse(file) {
+        None => None,
+        Some(location) => {
+            let location = location?;
+            let store = s3::Store::new(s3, &location.bucket)?;
+            let path = data_dir.join(".restore-download.rsback");
+            store.download(&location.key, &path).await?;
+            Some(path)
+        }
+    };
+    let path = downloaded.clone().unwrap_or_else(|| PathBuf::from(file));
+    let restored = async {
+        let backup = check(&path, output).await?;
+        let restored = backup
+            .restore_in_place(data_dir, id, members, cluster_id)
+            .with_context(|| format!("cannot restore node {id} into {}", data_dir.display()))?;
+        anyhow::Ok((backup, restored))
+    }
+    .await;
+    if let Some(downloaded) = downloaded {
+        let _ = std::fs::remove_file(downloaded);
+    }
+    let (backup, restored) = restored?;
     let header = &backup.header;
     if restored {
         println!(
@@ -398,6 +442,68 @@ async fn restore_member(
         );
     }
     Ok(())
+}
+
+/// `snapshot save --into`: a new, timestamped backup in a directory or
+/// under an S3 prefix, then the oldest beyond `keep` deleted.
+async fn save_into(
+    peers: &[String],
+    timeout: Duration,
+    into: &str,
+    keep: Option<u32>,
+    s3: &S3Options,
+    output: Output,
+) -> anyhow::Result<()> {
+    let name = backup_name(jiff::Timestamp::now());
+    let Some(location) = Location::parse(into) else {
+        let dir = Path::new(into);
+        save(peers, timeout, &dir.join(&name), output).await?;
+        if let Some(keep) = keep {
+            let names = std::fs::read_dir(dir)
+                .with_context(|| format!("cannot list {}", dir.display()))?
+                .filter_map(|entry| entry.ok()?.file_name().into_string().ok());
+            for old in beyond(names, keep) {
+                let path = dir.join(&old);
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("cannot delete {}", path.display()))?;
+                say_deleted(&path.display().to_string(), output);
+            }
+        }
+        return Ok(());
+    };
+    let location = location?;
+    // Credentials and endpoint are checked before the cluster is asked.
+    let store = s3::Store::new(s3, &location.bucket)?;
+    let scratch = tempfile::tempdir().context("cannot make a temporary directory")?;
+    let file = scratch.path().join(&name);
+    save(peers, timeout, &file, output).await?;
+    let key = location.child(&name);
+    store.upload(&file, &key).await?;
+    if output == Output::Text {
+        println!("uploaded to s3://{}/{key}", location.bucket);
+    }
+    if let Some(keep) = keep {
+        let prefix = location.child(BACKUP_PREFIX);
+        let keys = store.list(&prefix).await?;
+        // Only keys directly under the prefix, as files in a directory.
+        let parent = location.child("");
+        let names = keys
+            .iter()
+            .filter_map(|k| k.strip_prefix(&parent))
+            .map(str::to_owned);
+        for old in beyond(names, keep) {
+            let key = location.child(&old);
+            store.delete(&key).await?;
+            say_deleted(&format!("s3://{}/{key}", location.bucket), output);
+        }
+    }
+    Ok(())
+}
+
+fn say_deleted(what: &str, output: Output) {
+    if output == Output::Text {
+        println!("deleted {what}");
+    }
 }
 
 async fn restore(

@@ -334,3 +334,152 @@ async fn pods_restore_their_own_member_in_place_and_a_later_pod_starts_empty() {
         "the restored recipes differ"
     );
 }
+
+/// A real S3-compatible server: moto's, from PyPI (`pip install
+/// 'moto[server]'`, which `scripts/test.sh` does), on a free port; killed
+/// on drop.
+struct S3Server {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl S3Server {
+    async fn start() -> Self {
+        let port = recipestore_testkit::free_port();
+        let child = std::process::Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto_server runs: pip install 'moto[server]' (scripts/test.sh does)");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        recipestore_testkit::eventually(Duration::from_secs(30), "moto_server to listen", || {
+            let addr = format!("127.0.0.1:{port}");
+            async move { tokio::net::TcpStream::connect(addr).await.ok().map(drop) }
+        })
+        .await;
+        Self { child, endpoint }
+    }
+
+    /// recipectl with credentials for this server.
+    fn recipectl(&self, args: &[&str]) -> Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_recipectl"))
+            .args(args)
+            .env("RECIPESTORE_S3_ENDPOINT", &self.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "cook")
+            .env("AWS_SECRET_ACCESS_KEY", "secret-sauce")
+            .output()
+            .expect("run recipectl")
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_go_to_an_s3_bucket_and_pods_restore_from_it() {
+    let s3 = S3Server::start().await;
+    let http = reqwest::Client::new();
+    let bucket = format!("{}/kitchen", s3.endpoint);
+    assert!(
+        http.put(&bucket)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let (old, _) = started(&dir.path().join("old"), free_node_ports()).await;
+    let client = Client::new(&old.client_endpoints()).unwrap();
+    let peers = old.peer_endpoints().join(",");
+    let mut expected = BTreeMap::new();
+    for round in 0..3u32 {
+        let name = format!("soup-{round}");
+        let version = client
+            .upload(&name, b"broth".to_vec(), None)
+            .await
+            .unwrap()
+            .version;
+        expected.insert(name, (version, b"broth".to_vec()));
+        let out = succeeded(&s3.recipectl(&[
+            "--peers",
+            &peers,
+            "snapshot",
+            "save",
+            "--into",
+            "s3://kitchen/cookbook",
+            "--keep",
+            "2",
+        ]));
+        assert!(
+            out.contains("uploaded to s3://kitchen/cookbook/backup-"),
+            "{out}"
+        );
+    }
+    let listing = http
+        .get(&bucket)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let keys: Vec<&str> = listing
+        .split("<Key>")
+        .skip(1)
+        .filter_map(|s| s.split("</Key>").next())
+        .collect();
+    assert_eq!(keys.len(), 2, "the oldest of three was deleted: {keys:?}");
+    let newest = keys.iter().max().unwrap();
+
+    // Without credentials, a precise refusal before any request.
+    let out = recipectl(&["snapshot", "save", "--into", "s3://kitchen/x"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--s3-endpoint"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let root = dir.path().join("new");
+    let port = free_node_ports();
+    let members: Vec<String> = recipectl::local_cluster::loopback_members(port, 3)
+        .unwrap()
+        .iter()
+        .map(|m| format!("{}={},{}", m.id, m.peer_addr, m.client_addr))
+        .collect();
+    let location = format!("s3://kitchen/{newest}");
+    for id in 0..3u64 {
+        let data = recipectl::local_cluster::node_data_dir(&root, id);
+        std::fs::create_dir_all(&data).unwrap();
+        let mut args = vec![
+            "snapshot".to_owned(),
+            "restore-member".to_owned(),
+            location.clone(),
+            "--data-dir".to_owned(),
+            data.to_str().unwrap().to_owned(),
+            "--pod-name".to_owned(),
+            format!("cookbook-{id}"),
+            "--cluster-id".to_owned(),
+            "9c0e3a44-8f0b-4d1e-a0b7-5d8f2c6e1a37".to_owned(),
+        ];
+        for member in &members {
+            args.extend(["--member".to_owned(), member.clone()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        succeeded(&s3.recipectl(&args));
+        assert!(!data.join(".restore-download.rsback").exists());
+    }
+    let (new, _) = started(&root, port).await;
+    let client = Client::new(&new.client_endpoints()).unwrap();
+    assert!(
+        contents(&client).await == expected,
+        "the restored recipes differ"
+    );
+}

@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{
     Volume, VolumeMount,
 };
 
+use super::backup::{s3_env, s3_location};
 use super::statefulset::{DATA_DIR, DATA_VOLUME, container_security_context};
 use crate::RecipeStore;
 use crate::topology::Topology;
@@ -44,10 +45,15 @@ pub fn check(rs: &RecipeStore) -> Result<(), String> {
         return Ok(());
     };
     let file = &restore.file;
+    if restore.claim_name.is_some() == restore.s3.is_some() {
+        return Err(
+            "restoreFrom needs exactly one of claimName (a PersistentVolumeClaim) and s3 (a bucket)"
+                .to_owned(),
+        );
+    }
     if file.is_empty() || file.contains('/') || file == "." || file == ".." {
         return Err(format!(
-            "restoreFrom.file {file:?} must name a file at the root of claim {}, such as backup-20261206T060000.000Z.rsback",
-            restore.claim_name
+            "restoreFrom.file {file:?} must name a backup at the root of the claim or under the bucket's prefix, such as backup-20261206T060000.000Z.rsback"
         ));
     }
     if members(rs).is_none() {
@@ -60,16 +66,31 @@ pub fn check(rs: &RecipeStore) -> Result<(), String> {
     Ok(())
 }
 
-/// The init container and the volume of the backup's claim, for a store
-/// created from a backup.
-pub fn init(rs: &RecipeStore, topology: &Topology) -> Option<(Container, Volume)> {
+/// The init container, and the volume of the backup's claim when it is in
+/// one, for a store created from a backup.
+pub fn init(rs: &RecipeStore, topology: &Topology) -> Option<(Container, Option<Volume>)> {
     let restore = rs.spec.restore_from.as_ref()?;
     let members = members(rs)?;
     let cluster_id = rs.metadata.uid.clone()?;
+    let (file, env, volume) = match (&restore.claim_name, &restore.s3) {
+        (_, Some(s3)) => (s3_location(s3, &restore.file), Some(s3_env(s3)), None),
+        (claim, None) => (
+            format!("{BACKUP_DIR}/{}", restore.file),
+            None,
+            Some(Volume {
+                name: VOLUME.to_owned(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: claim.clone().unwrap_or_default(),
+                    read_only: Some(true),
+                }),
+                ..Volume::default()
+            }),
+        ),
+    };
     let mut args = vec![
         "snapshot".to_owned(),
         "restore-member".to_owned(),
-        format!("{BACKUP_DIR}/{}", restore.file),
+        file,
         "--data-dir".to_owned(),
         DATA_DIR.to_owned(),
         "--cluster-id".to_owned(),
@@ -86,40 +107,39 @@ pub fn init(rs: &RecipeStore, topology: &Topology) -> Option<(Container, Volume)
         image_pull_policy: Some(rs.spec.image_pull_policy.as_str().to_owned()),
         command: Some(vec!["/usr/local/bin/recipectl".to_owned()]),
         args: Some(args),
-        env: Some(vec![EnvVar {
-            name: "POD_NAME".to_owned(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: "metadata.name".to_owned(),
-                    ..ObjectFieldSelector::default()
+        env: Some(
+            [EnvVar {
+                name: "POD_NAME".to_owned(),
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: "metadata.name".to_owned(),
+                        ..ObjectFieldSelector::default()
+                    }),
+                    ..EnvVarSource::default()
                 }),
-                ..EnvVarSource::default()
-            }),
-            ..EnvVar::default()
-        }]),
-        volume_mounts: Some(vec![
-            VolumeMount {
+                ..EnvVar::default()
+            }]
+            .into_iter()
+            .chain(env.into_iter().flatten())
+            .collect(),
+        ),
+        volume_mounts: Some(
+            [VolumeMount {
                 name: DATA_VOLUME.to_owned(),
                 mount_path: DATA_DIR.to_owned(),
                 ..VolumeMount::default()
-            },
-            VolumeMount {
+            }]
+            .into_iter()
+            .chain(volume.as_ref().map(|_| VolumeMount {
                 name: VOLUME.to_owned(),
                 mount_path: BACKUP_DIR.to_owned(),
                 read_only: Some(true),
                 ..VolumeMount::default()
-            },
-        ]),
+            }))
+            .collect(),
+        ),
         security_context: Some(container_security_context()),
         ..Container::default()
-    };
-    let volume = Volume {
-        name: VOLUME.to_owned(),
-        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-            claim_name: restore.claim_name.clone(),
-            read_only: Some(true),
-        }),
-        ..Volume::default()
     };
     Some((container, volume))
 }

@@ -80,7 +80,7 @@ pub fn build(
         ..Volume::default()
     }];
     let restore = super::restore::init(rs, topology).map(|(container, volume)| {
-        volumes.push(volume);
+        volumes.extend(volume);
         vec![container]
     });
     let pod_spec = PodSpec {

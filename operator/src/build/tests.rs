@@ -525,7 +525,8 @@ fn backups_are_a_cronjob_whose_pods_no_member_selector_matches() {
     rs.spec.backup = Some(crate::crd::BackupSpec {
         schedule: "0 */6 * * *".to_owned(),
         retain: 5,
-        claim_name: "cookbook-backups".to_owned(),
+        claim_name: Some("cookbook-backups".to_owned()),
+        s3: None,
         suspend: false,
     });
     let r = build(&rs, 3, None, None).unwrap();
@@ -584,7 +585,8 @@ fn backups_are_a_cronjob_whose_pods_no_member_selector_matches() {
 fn restoring(rs: &mut RecipeStore) {
     rs.metadata.uid = Some("4bd7f3c2-7a0e-4c38-9d52-2a8a1c1e5f10".to_owned());
     rs.spec.restore_from = Some(crate::crd::RestoreSpec {
-        claim_name: "cookbook-backups".to_owned(),
+        claim_name: Some("cookbook-backups".to_owned()),
+        s3: None,
         file: "backup-20261206T060000.000Z.rsback".to_owned(),
     });
 }
@@ -663,6 +665,113 @@ fn restore_is_refused_for_a_running_store_and_for_paths() {
         let mut bad = rs.clone();
         bad.spec.restore_from.as_mut().unwrap().file = file.to_owned();
         let problem = restore::check(&bad).unwrap_err();
-        assert!(problem.contains("must name a file"), "{problem}");
+        assert!(problem.contains("must name a backup"), "{problem}");
     }
+}
+
+fn bucket() -> crate::crd::S3Spec {
+    crate::crd::S3Spec {
+        endpoint: "http://minio.storage:9000".to_owned(),
+        bucket: "kitchen".to_owned(),
+        prefix: "cookbook/".to_owned(),
+        region: "eu-west-1".to_owned(),
+        secret_name: "kitchen-s3".to_owned(),
+    }
+}
+
+fn s3_env_of(container: &Container) -> BTreeMap<String, String> {
+    container
+        .env
+        .iter()
+        .flatten()
+        .map(|e| {
+            let value = match (&e.value, &e.value_from) {
+                (Some(v), _) => v.clone(),
+                (None, Some(from)) => from
+                    .secret_key_ref
+                    .as_ref()
+                    .map(|secret| format!("secret {}/{}", secret.name, secret.key))
+                    .unwrap_or_default(),
+                _ => String::new(),
+            };
+            (e.name.clone(), value)
+        })
+        .collect()
+}
+
+#[test]
+fn backups_and_restores_through_a_bucket_take_its_keys_from_the_secret() {
+    let mut rs = fixture(MINIMAL);
+    rs.spec.backup = Some(crate::crd::BackupSpec {
+        schedule: "@daily".to_owned(),
+        retain: 3,
+        claim_name: None,
+        s3: Some(bucket()),
+        suspend: false,
+    });
+    let cronjob = build(&rs, 3, None, None).unwrap().backup.unwrap();
+    let pod = cronjob
+        .spec
+        .unwrap()
+        .job_template
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
+    let container = &pod.containers[0];
+    let args = container.args.clone().unwrap().join(" ");
+    assert!(
+        args.ends_with("--into s3://kitchen/cookbook --keep 3"),
+        "{args}"
+    );
+    let env = s3_env_of(container);
+    assert_eq!(env["RECIPESTORE_S3_ENDPOINT"], "http://minio.storage:9000");
+    assert_eq!(env["AWS_REGION"], "eu-west-1");
+    assert_eq!(
+        env["AWS_ACCESS_KEY_ID"],
+        "secret kitchen-s3/AWS_ACCESS_KEY_ID"
+    );
+    assert_eq!(
+        env["AWS_SECRET_ACCESS_KEY"],
+        "secret kitchen-s3/AWS_SECRET_ACCESS_KEY"
+    );
+    // The backup is saved and checked in scratch space first.
+    let volume = &pod.volumes.unwrap()[0];
+    assert!(volume.empty_dir.is_some(), "{volume:?}");
+    assert_eq!(
+        container.volume_mounts.as_ref().unwrap()[0].mount_path,
+        "/tmp"
+    );
+
+    restoring(&mut rs);
+    let restore = rs.spec.restore_from.as_mut().unwrap();
+    restore.claim_name = None;
+    restore.s3 = Some(bucket());
+    assert_eq!(restore::check(&rs), Ok(()));
+    let r = build(&rs, 3, None, None).unwrap();
+    let init = &init_containers(&r)[0];
+    let args = init.args.clone().unwrap().join(" ");
+    assert!(
+        args.starts_with(
+            "snapshot restore-member s3://kitchen/cookbook/backup-20261206T060000.000Z.rsback"
+        ),
+        "{args}"
+    );
+    assert_eq!(
+        s3_env_of(init)["AWS_ACCESS_KEY_ID"],
+        "secret kitchen-s3/AWS_ACCESS_KEY_ID"
+    );
+    let mounts: Vec<&str> = init
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.mount_path.as_str())
+        .collect();
+    assert_eq!(mounts, ["/var/lib/recipestore"], "no claim to mount");
+
+    // One place, not both, not neither.
+    let restore = rs.spec.restore_from.as_mut().unwrap();
+    restore.claim_name = Some("cookbook-backups".to_owned());
+    assert!(restore::check(&rs).unwrap_err().contains("exactly one"));
 }

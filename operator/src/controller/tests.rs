@@ -1018,6 +1018,12 @@ fn validate_names_the_broken_rule() {
         ("is not a cron schedule", |s| {
             s.backup = Some(backup_spec("0 */6 * *"))
         }),
+        ("exactly one of claimName", |s| {
+            s.backup = Some(crate::crd::BackupSpec {
+                claim_name: None,
+                ..backup_spec("@daily")
+            })
+        }),
         ("backup.retain", |s| {
             s.backup = Some(crate::crd::BackupSpec {
                 retain: 0,
@@ -1456,7 +1462,8 @@ fn backup_spec(schedule: &str) -> crate::crd::BackupSpec {
     crate::crd::BackupSpec {
         schedule: schedule.to_owned(),
         retain: 7,
-        claim_name: "cookbook-backups".to_owned(),
+        claim_name: Some("cookbook-backups".to_owned()),
+        s3: None,
         suspend: false,
     }
 }
@@ -1562,7 +1569,8 @@ async fn scheduled_backups_are_a_cronjob_whose_outcome_shows_on_the_store() {
 async fn a_store_created_from_a_backup_records_its_members_and_never_initializes() {
     let mut rs = recipestore(3);
     rs.spec.restore_from = Some(crate::crd::RestoreSpec {
-        claim_name: "cookbook-backups".to_owned(),
+        claim_name: Some("cookbook-backups".to_owned()),
+        s3: None,
         file: "backup-20261206T060000.000Z.rsback".to_owned(),
     });
     // Pods still in their init containers (restoring) answer nothing.
@@ -1588,7 +1596,8 @@ async fn a_store_created_from_a_backup_records_its_members_and_never_initializes
     // names; the operator adopts it.
     let mut rs = recipestore(3);
     rs.spec.restore_from = Some(crate::crd::RestoreSpec {
-        claim_name: "cookbook-backups".to_owned(),
+        claim_name: Some("cookbook-backups".to_owned()),
+        s3: None,
         file: "backup-20261206T060000.000Z.rsback".to_owned(),
     });
     rs.status = Some(RecipeStoreStatus {
