@@ -35,6 +35,9 @@ struct Metrics {
     fsync_seconds: HistogramVec,
     fsync_batch_entries: HistogramVec,
     snapshot_build_seconds: HistogramVec,
+    backups: IntCounterVec,
+    backup_last_bytes: IntGauge,
+    backup_last_seconds: Gauge,
     shed: IntCounterVec,
     queue_depth: IntGaugeVec,
     queue_workers: IntGaugeVec,
@@ -169,6 +172,27 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             &[],
         )
         .expect("valid metric"),
+        backups: IntCounterVec::new(
+            opts(
+                "backup",
+                "streams_total",
+                "Backups this node streamed (admin SaveSnapshot), by outcome: sent whole, or failed (the reader left or a read failed).",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric"),
+        backup_last_bytes: IntGauge::with_opts(opts(
+            "backup",
+            "last_bytes",
+            "Size of the last backup this node sent whole.",
+        ))
+        .expect("valid metric"),
+        backup_last_seconds: Gauge::with_opts(opts(
+            "backup",
+            "last_duration_seconds",
+            "Time from the request to the last byte of the last backup this node sent whole.",
+        ))
+        .expect("valid metric"),
         shed: IntCounterVec::new(
             opts(
                 "",
@@ -248,6 +272,9 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Box::new(m.fsync_seconds.clone()),
         Box::new(m.fsync_batch_entries.clone()),
         Box::new(m.snapshot_build_seconds.clone()),
+        Box::new(m.backups.clone()),
+        Box::new(m.backup_last_bytes.clone()),
+        Box::new(m.backup_last_seconds.clone()),
         Box::new(m.shed.clone()),
         Box::new(m.queue_depth.clone()),
         Box::new(m.queue_workers.clone()),
@@ -279,6 +306,17 @@ pub fn observe_request(op: &str, code: tonic::Code, elapsed: Duration) {
         .request_seconds
         .with_label_values(&labels)
         .observe(elapsed.as_secs_f64());
+}
+
+/// Records a backup stream that ended: `sent` whole (`bytes` of it, over
+/// `elapsed`), or not.
+pub fn observe_backup(sent: bool, bytes: u64, elapsed: Duration) {
+    let outcome = if sent { "sent" } else { "failed" };
+    METRICS.backups.with_label_values(&[outcome]).inc();
+    if sent {
+        METRICS.backup_last_bytes.set(bytes as i64);
+        METRICS.backup_last_seconds.set(elapsed.as_secs_f64());
+    }
 }
 
 /// Counts a shed request.
@@ -335,6 +373,9 @@ pub fn observe_cache_size(bytes: u64, entries: u64) {
 /// Makes every labelled family visible from the start, so dashboards and
 /// alerts see zeros rather than "no data" on a quiet node.
 pub fn initialize_labels() {
+    for outcome in ["sent", "failed"] {
+        METRICS.backups.with_label_values(&[outcome]);
+    }
     for op in ["upload", "download"] {
         for reason in crate::overload::shed::ShedReason::ALL {
             METRICS.shed.with_label_values(&[op, reason.label()]);

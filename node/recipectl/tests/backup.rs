@@ -242,6 +242,27 @@ async fn scheduled_saves_into_a_directory_keep_the_newest_backups() {
         backups.join(&names[0]).to_str().unwrap(),
     ]));
 
+    // The nodes that served them count them, with the size of the last.
+    let mut sent = 0.0;
+    let mut last_bytes = 0.0;
+    for node in &cluster.nodes {
+        let text = reqwest::get(format!("http://{}/metrics", node.http_addr()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let value = |series: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        sent += value("recipestore_backup_streams_total{outcome=\"sent\"}");
+        last_bytes = f64::max(last_bytes, value("recipestore_backup_last_bytes"));
+    }
+    assert_eq!(sent, 3.0, "three backups sent whole");
+    assert!(last_bytes > 0.0);
+
     // --keep needs --into, and FILE and --into exclude each other.
     let out = recipectl(&["snapshot", "save", "x.rsback", "--keep", "2"]);
     assert!(!out.status.success());

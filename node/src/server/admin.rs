@@ -30,6 +30,7 @@ use tonic::transport::Channel;
 use super::time_left;
 use crate::backup::BackupHeader;
 use crate::error::NodeError;
+use crate::metrics;
 use crate::node::Node;
 use crate::overload::recent;
 use crate::raft::Member;
@@ -726,7 +727,11 @@ impl pb::admin_server::Admin for Admin {
         );
         let head = header.encode().map_err(internal)?;
         let (chunks, stream) = tokio::sync::mpsc::channel(2);
-        tokio::task::spawn_blocking(move || send_backup(head, file, snapshot_bytes, &chunks));
+        tokio::task::spawn_blocking(move || {
+            let total = head.len() as u64 + snapshot_bytes;
+            let sent = send_backup(head, file, snapshot_bytes, &chunks);
+            metrics::observe_backup(sent, total, started.elapsed());
+        });
         Ok(Response::new(ReceiverStream::new(stream).boxed()))
     }
 }
@@ -735,23 +740,24 @@ impl pb::admin_server::Admin for Admin {
 const BACKUP_CHUNK_BYTES: usize = 1 << 20;
 
 /// Sends `head` and then the `snapshot_bytes` of `snapshot` as a backup
-/// stream, until done or the caller goes away.
+/// stream, until done or the caller goes away. Answers whether it was all
+/// handed to the stream.
 fn send_backup(
     head: Vec<u8>,
     mut snapshot: std::fs::File,
     snapshot_bytes: u64,
     chunks: &tokio::sync::mpsc::Sender<Result<pb::BackupChunk, Status>>,
-) {
+) -> bool {
     let first = pb::BackupChunk {
         total_bytes: head.len() as u64 + snapshot_bytes,
         data: head,
     };
     if chunks.blocking_send(Ok(first)).is_err() {
-        return;
+        return false;
     }
     if let Err(e) = snapshot.seek(SeekFrom::Start(0)) {
         let _ = chunks.blocking_send(Err(Status::internal(format!("backup failed: {e}"))));
-        return;
+        return false;
     }
     loop {
         let mut data = Vec::with_capacity(BACKUP_CHUNK_BYTES);
@@ -759,7 +765,7 @@ fn send_backup(
             .take(BACKUP_CHUNK_BYTES as u64)
             .read_to_end(&mut data)
         {
-            Ok(0) => return,
+            Ok(0) => return true,
             Ok(_) => Ok(pb::BackupChunk {
                 data,
                 total_bytes: 0,
@@ -768,7 +774,7 @@ fn send_backup(
         };
         let failed = chunk.is_err();
         if chunks.blocking_send(chunk).is_err() || failed {
-            return;
+            return false;
         }
     }
 }
