@@ -132,6 +132,10 @@ async fn reconcile_pass(rs: &RecipeStore, ctx: &Context) -> Result<Action> {
     )
     .await?;
     record_backups(rs, &topology, ctx, backup.as_ref());
+    if let Some(at) = newly_succeeded(rs, backup.as_ref()) {
+        let note = format!("a scheduled backup succeeded at {}", at.0);
+        publish(ctx, rs, EventType::Normal, "BackupSucceeded", "Backup", note).await?;
+    }
     // A failed step still gets its status written: what was observed is true.
     let performed = perform(rs, &topology, ctx, &plan).await;
 
@@ -449,6 +453,17 @@ fn record_backups(rs: &RecipeStore, topology: &Topology, ctx: &Context, cronjob:
     let turned_on = cronjob.map(|_| since.unwrap_or_else(|| Timestamp::now().as_second()));
     ctx.metrics
         .set_backup_success(&topology.namespace, &rs.name_any(), turned_on);
+}
+
+/// The CronJob's last success, when the status does not know it yet.
+fn newly_succeeded(rs: &RecipeStore, cronjob: Option<&CronJob>) -> Option<Time> {
+    let succeeded = cronjob?.status.as_ref()?.last_successful_time.clone()?;
+    let known = rs
+        .status
+        .as_ref()
+        .and_then(|s| s.backup.as_ref())
+        .and_then(|b| b.last_successful_time.as_ref());
+    (known != Some(&succeeded)).then_some(succeeded)
 }
 
 async fn apply_one<K>(

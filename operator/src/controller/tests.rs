@@ -1513,6 +1513,11 @@ async fn scheduled_backups_are_a_cronjob_whose_outcome_shows_on_the_store() {
                     .body(Body::from(serde_json::to_vec(&applied).unwrap()))
                     .unwrap(),
             );
+            let event = api.event("BackupSucceeded", "Normal").await;
+            assert_eq!(
+                event["note"],
+                "a scheduled backup succeeded at 2026-12-06T06:00:41Z"
+            );
             let status = api.status(&expected).await;
             let backup = status.backup.expect("backup status");
             assert_eq!(
@@ -1625,4 +1630,24 @@ async fn a_store_created_from_a_backup_records_its_members_and_never_initializes
     .await;
     result.unwrap();
     assert!(calls.is_empty(), "no Initialize: {calls:?}");
+}
+
+#[test]
+fn a_backup_success_is_told_once() {
+    let at: Timestamp = "2026-12-06T06:00:41Z".parse().unwrap();
+    let cronjob = CronJob {
+        status: Some(k8s_openapi::api::batch::v1::CronJobStatus {
+            last_successful_time: Some(Time(at)),
+            ..Default::default()
+        }),
+        ..CronJob::default()
+    };
+    let mut rs = with_cluster(recipestore(3));
+    assert_eq!(newly_succeeded(&rs, Some(&cronjob)), Some(Time(at)));
+    rs.status.as_mut().unwrap().backup = Some(crate::crd::BackupStatus {
+        last_successful_time: Some(Time(at)),
+        ..Default::default()
+    });
+    assert_eq!(newly_succeeded(&rs, Some(&cronjob)), None);
+    assert_eq!(newly_succeeded(&rs, None), None);
 }
