@@ -134,7 +134,15 @@ async fn reconcile_pass(rs: &RecipeStore, ctx: &Context) -> Result<Action> {
     record_backups(rs, &topology, ctx, backup.as_ref());
     if let Some(at) = newly_succeeded(rs, backup.as_ref()) {
         let note = format!("a scheduled backup succeeded at {}", at.0);
-        publish(ctx, rs, EventType::Normal, "BackupSucceeded", "Backup", note).await?;
+        publish(
+            ctx,
+            rs,
+            EventType::Normal,
+            "BackupSucceeded",
+            "Backup",
+            note,
+        )
+        .await?;
     }
     // A failed step still gets its status written: what was observed is true.
     let performed = perform(rs, &topology, ctx, &plan).await;
