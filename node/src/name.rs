@@ -18,6 +18,10 @@ pub enum InvalidRecipe {
     ControlCharacter { code: u32, at: usize },
     #[error("recipe content is {bytes} bytes; the limit is {limit} bytes")]
     ContentTooLarge { bytes: usize, limit: usize },
+    #[error(
+        "the request is {bytes} bytes, more than any recipe may be: recipe content is limited to {limit} bytes"
+    )]
+    RequestTooLarge { bytes: usize, limit: usize },
 }
 
 /// A refused recipe is the caller's mistake: INVALID_ARGUMENT.

@@ -77,8 +77,12 @@ pub async fn serve_client(
 ) -> anyhow::Result<()> {
     let incoming = bind(addr, "client")?;
     // Room for the largest content plus the request's other fields.
-    let max_message = node.config.max_content_bytes + 64 * 1024;
+    let max_content = node.config.max_content_bytes;
+    let max_message = max_content + 64 * 1024;
     tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(move |response| {
+            oversized_is_invalid(response, max_content)
+        }))
         .add_service(
             RecipesServer::new(recipes::RecipesService::new(node))
                 .max_decoding_message_size(max_message)
@@ -87,6 +91,42 @@ pub async fn serve_client(
         .serve_with_incoming_shutdown(incoming, stopped(stop))
         .await
         .context("client server failed")
+}
+
+/// A request over the decoding limit is refused by tonic before any
+/// handler sees it, with OUT_OF_RANGE and the transport's words; a recipe
+/// that large is the caller's mistake, answered as one: INVALID_ARGUMENT
+/// with the content limit, as for content over the limit that fits the
+/// decoding limit.
+fn oversized_is_invalid(
+    mut response: tonic::codegen::http::Response<tonic::body::Body>,
+    max_content: usize,
+) -> tonic::codegen::http::Response<tonic::body::Body> {
+    const TONIC_SAYS: &str = "decoded message length too large: found ";
+    let Some(status) = Status::from_header_map(response.headers()) else {
+        return response;
+    };
+    if status.code() != tonic::Code::OutOfRange {
+        return response;
+    }
+    let Some(found) = status
+        .message()
+        .split_once(TONIC_SAYS)
+        .map(|(_, rest)| rest)
+    else {
+        return response;
+    };
+    let bytes = found
+        .split_once(' ')
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or(0);
+    let invalid = Status::from(crate::name::InvalidRecipe::RequestTooLarge {
+        bytes,
+        limit: max_content,
+    });
+    // The message is ours and plain: writing it cannot fail.
+    let _ = invalid.add_header(response.headers_mut());
+    response
 }
 
 /// How long a call may wait for replication or a leader: the caller's

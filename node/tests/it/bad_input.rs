@@ -38,6 +38,13 @@ async fn bad_input_gets_a_precise_code_and_stores_nothing() {
             Code::InvalidArgument,
             "limit is 1000 bytes",
         ),
+        // Over the transport's own limit too: still the caller's mistake.
+        (
+            "far-too-big".into(),
+            vec![0; 200_000],
+            Code::InvalidArgument,
+            "recipe content is limited to 1000 bytes",
+        ),
     ];
     for (name, content, code, message) in cases {
         let err = client.upload(&name, content, None).await.unwrap_err();
