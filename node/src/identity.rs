@@ -333,4 +333,20 @@ mod tests {
         let err = identity.admit_vote("alpha").unwrap_err().to_string();
         assert!(err.contains("belongs to cluster beta"), "{err}");
     }
+
+    proptest::proptest! {
+        /// A stamp file is read at every start: a damaged one is refused
+        /// with its path, never a panic, and never rewritten.
+        #[test]
+        fn any_stamp_bytes_open_or_are_refused(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(Identity::stamp_path(dir.path()), &bytes).unwrap();
+            if let Err(error) = Identity::open(dir.path(), 1, None) {
+                proptest::prop_assert!(error.to_string().contains("identity.json"), "{}", error);
+                proptest::prop_assert_eq!(std::fs::read(Identity::stamp_path(dir.path())).unwrap(), bytes);
+            }
+        }
+    }
 }

@@ -368,4 +368,39 @@ mod tests {
         }
         assert_eq!(read_all(&file).unwrap(), expected());
     }
+
+    proptest::proptest! {
+        /// Bytes from a peer or a disk: whatever they are, reading them
+        /// ends in the recipes or an error, never a panic, and never holds
+        /// more memory than the bytes given (lengths are read through
+        /// `take`).
+        #[test]
+        fn any_damage_reads_as_the_recipes_or_an_error(
+            flips in proptest::collection::vec((0usize..4096, 0u8..8), 0..4),
+            cut in proptest::option::of(0usize..4096),
+            tail in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+        ) {
+            let mut file = written();
+            for (at, bit) in flips {
+                let at = at % file.len();
+                file[at] ^= 1 << bit;
+            }
+            if let Some(cut) = cut {
+                file.truncate(cut % (file.len() + 1));
+            }
+            file.extend(tail);
+            if let Ok(recipes) = read_all(&file) {
+                proptest::prop_assert!(recipes.len() <= file.len());
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_are_refused_or_read(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2048),
+            magic in proptest::bool::ANY,
+        ) {
+            let file = if magic { [MAGIC.as_slice(), &bytes].concat() } else { bytes };
+            let _ = read_all(&file);
+        }
+    }
 }

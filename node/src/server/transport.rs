@@ -207,3 +207,102 @@ impl pb::raft_transport_server::RaftTransport for Transport {
         reply(&response)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use openraft::entry::RaftEntry;
+    use openraft::raft::TransferLeaderRequest;
+    use openraft::raft::VoteRequest;
+    use openraft::vote::RaftLeaderId;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::raft::typ::CommittedLeaderId;
+    use crate::raft::typ::Entry;
+    use crate::raft::typ::LogId;
+    use crate::raft::typ::Vote;
+
+    fn message(payload: Vec<u8>) -> pb::RaftMessage {
+        pb::RaftMessage {
+            cluster_id: String::new(),
+            payload,
+        }
+    }
+
+    /// Every payload a peer's message may carry, decoded as the transport
+    /// does; a refusal must be INVALID_ARGUMENT.
+    fn decode_all(payload: &[u8]) -> Result<(), TestCaseError> {
+        let m = message(payload.to_vec());
+        let codes = [
+            decode::<AppendEntriesRequest<TypeConfig>>(&m).err(),
+            decode::<VoteRequest<TypeConfig>>(&m).err(),
+            decode::<TransferLeaderRequest<TypeConfig>>(&m).err(),
+            codec::decode::<SnapshotHeader>(payload)
+                .err()
+                .map(|e| Status::invalid_argument(e.to_string())),
+        ];
+        for status in codes.into_iter().flatten() {
+            prop_assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        }
+        Ok(())
+    }
+
+    /// An append of two entries, as a leader sends it.
+    fn append() -> Vec<u8> {
+        let leader = CommittedLeaderId::new(3, 1);
+        let entries = (5..7)
+            .map(|index| Entry::new_blank(LogId::new(leader, index)))
+            .collect();
+        let request = AppendEntriesRequest::<TypeConfig> {
+            vote: Vote::new_committed(3, 1),
+            prev_log_id: Some(LogId::new(leader, 4)),
+            entries,
+            leader_commit: Some(LogId::new(leader, 4)),
+        };
+        codec::encode(&request).unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn any_payload_decodes_or_is_invalid_argument(
+            bytes in proptest::collection::vec(any::<u8>(), 0..1024),
+        ) {
+            decode_all(&bytes)?;
+        }
+
+        #[test]
+        fn a_damaged_append_decodes_or_is_invalid_argument(
+            flips in proptest::collection::vec((any::<usize>(), 0u8..8), 1..4),
+            cut in any::<usize>(),
+        ) {
+            let mut bytes = append();
+            for (at, bit) in flips {
+                let at = at % bytes.len();
+                bytes[at] ^= 1 << bit;
+            }
+            bytes.truncate(cut % (bytes.len() + 1));
+            decode_all(&bytes)?;
+        }
+    }
+
+    /// A length field claiming four billion entries costs nothing: the
+    /// decoder allocates for what arrives, not for what is claimed.
+    #[test]
+    fn a_huge_claimed_length_is_refused_without_allocating_it() {
+        let mut bytes = append();
+        let entries = bytes
+            .windows(7)
+            .position(|w| w == b"entries")
+            .expect("named fields")
+            + 7;
+        // The array header after the field name: fixarray (0x92) of two.
+        assert_eq!(bytes[entries], 0x92);
+        bytes.splice(entries..=entries, [0xdd, 0xff, 0xff, 0xff, 0xff]);
+        let status = decode::<AppendEntriesRequest<TypeConfig>>(&message(bytes)).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(
+            status.message().contains("undecodable Raft message"),
+            "{status}"
+        );
+    }
+}
