@@ -73,6 +73,8 @@ pub fn build(rs: &RecipeStore, topology: &Topology, owner: &OwnerReference) -> O
     let pod = PodSpec {
         restart_policy: Some("Never".to_owned()),
         security_context: Some(pod_security_context()),
+        // recipectl talks to the members, never to the Kubernetes API.
+        automount_service_account_token: Some(false),
         containers: vec![Container {
             name: "backup".to_owned(),
             image: Some(rs.spec.image.clone()),

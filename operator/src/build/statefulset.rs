@@ -88,6 +88,8 @@ pub fn build(
         containers: vec![container(rs, topology)],
         volumes: Some(volumes),
         security_context: Some(pod_security_context()),
+        // Nodes never call the Kubernetes API: no token to steal.
+        automount_service_account_token: Some(false),
         termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
         affinity: Some(
             spec.placement

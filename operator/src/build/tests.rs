@@ -328,6 +328,7 @@ fn statefulset_runs_non_root_with_read_only_root() {
         pod.security_context.as_ref().unwrap().run_as_non_root,
         Some(true)
     );
+    assert_eq!(pod.automount_service_account_token, Some(false));
     let sc = node_container(&r).security_context.as_ref().unwrap();
     assert_eq!(sc.read_only_root_filesystem, Some(true));
     assert_eq!(sc.allow_privilege_escalation, Some(false));
@@ -545,6 +546,7 @@ fn backups_are_a_cronjob_whose_pods_no_member_selector_matches() {
     assert!(!selects, "a backup pod is no member: {labels:?}");
     let pod = pod_template.spec.unwrap();
     assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+    assert_eq!(pod.automount_service_account_token, Some(false));
     assert_eq!(
         pod.volumes.unwrap()[0]
             .persistent_volume_claim
