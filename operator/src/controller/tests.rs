@@ -1651,3 +1651,53 @@ fn a_backup_success_is_told_once() {
     assert_eq!(newly_succeeded(&rs, Some(&cronjob)), None);
     assert_eq!(newly_succeeded(&rs, None), None);
 }
+
+proptest::proptest! {
+    /// A spec from anyone with edit rights on the resource: refused with a
+    /// message, or accepted and then built into objects, never a panic.
+    #[test]
+    fn any_spec_is_refused_with_a_message_or_builds(
+        replicas in -2i32..12,
+        image in "[ -~]{0,12}",
+        heartbeat in 0u64..3_000,
+        election_min in 0u64..6_000,
+        election_max in 0u64..6_000,
+        queue in 0u32..5_000,
+        workers_min in 0u32..300,
+        workers_max in 0u32..300,
+        cache_mib in 0u32..100_000,
+        schedule in proptest::option::of("[ -~]{0,24}"),
+        retain in 0u32..5,
+        restore_file in proptest::option::of("[ -~]{0,16}"),
+    ) {
+        let mut rs = recipestore(3);
+        let spec = &mut rs.spec;
+        spec.replicas = replicas;
+        spec.image = image;
+        spec.raft.heartbeat_interval_ms = heartbeat;
+        spec.raft.election_timeout_min_ms = election_min;
+        spec.raft.election_timeout_max_ms = election_max;
+        spec.queues.download_capacity = queue;
+        spec.queues.download_workers_min = workers_min;
+        spec.queues.download_workers_max = workers_max;
+        spec.cache.size_mib = cache_mib;
+        spec.backup = schedule.map(|schedule| crate::crd::BackupSpec {
+            retain,
+            ..backup_spec(&schedule)
+        });
+        spec.restore_from = restore_file.map(|file| crate::crd::RestoreSpec {
+            claim_name: Some("cookbook-backups".to_owned()),
+            s3: None,
+            file,
+        });
+        let valid = validate(&rs.spec, None).and_then(|()| build::restore::check(&rs));
+        match valid {
+            Err(problem) => proptest::prop_assert!(!problem.is_empty()),
+            Ok(()) => {
+                let replicas = u32::try_from(rs.spec.replicas).unwrap();
+                let built = build::build(&rs, replicas, None, None);
+                proptest::prop_assert!(built.is_ok(), "{:?}", built.err());
+            }
+        }
+    }
+}
