@@ -70,6 +70,35 @@ async fn contents(client: &Client) -> BTreeMap<String, (u64, Vec<u8>)> {
     }
 }
 
+/// `snapshot restore-member` arguments making pod `cookbook-<id>` a member
+/// of a new 3-node local cluster on `port`, its data in `root`, from
+/// `backup` (a file or an s3:// location).
+fn restore_member_args(
+    backup: &str,
+    root: &Path,
+    port: u16,
+    id: u64,
+    cluster_id: &str,
+) -> Vec<String> {
+    let data = recipectl::local_cluster::node_data_dir(root, id);
+    let mut args = vec![
+        "snapshot".to_owned(),
+        "restore-member".to_owned(),
+        backup.to_owned(),
+        "--data-dir".to_owned(),
+        data.to_str().unwrap().to_owned(),
+        "--pod-name".to_owned(),
+        format!("cookbook-{id}"),
+        "--cluster-id".to_owned(),
+        cluster_id.to_owned(),
+    ];
+    for m in recipectl::local_cluster::loopback_members(port, 3).unwrap() {
+        args.push("--member".to_owned());
+        args.push(format!("{}={},{}", m.id, m.peer_addr, m.client_addr));
+    }
+    args
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_restores_into_a_new_cluster_with_every_recipe_and_version() {
     let dir = tempfile::tempdir().unwrap();
@@ -307,29 +336,11 @@ async fn pods_restore_their_own_member_in_place_and_a_later_pod_starts_empty() {
     // Each "pod" restores its own volume, a mount point that exists.
     let root = dir.path().join("new");
     let port = free_node_ports();
-    let members: Vec<String> = recipectl::local_cluster::loopback_members(port, 3)
-        .unwrap()
-        .iter()
-        .map(|m| format!("{}={},{}", m.id, m.peer_addr, m.client_addr))
-        .collect();
     let cluster_id = "4bd7f3c2-7a0e-4c38-9d52-2a8a1c1e5f10";
     let restore_member = |id: u64| {
         let data = recipectl::local_cluster::node_data_dir(&root, id);
         std::fs::create_dir_all(data.join("lost+found")).unwrap();
-        let mut args = vec![
-            "snapshot".to_owned(),
-            "restore-member".to_owned(),
-            file.to_str().unwrap().to_owned(),
-            "--data-dir".to_owned(),
-            data.to_str().unwrap().to_owned(),
-            "--pod-name".to_owned(),
-            format!("cookbook-{id}"),
-            "--cluster-id".to_owned(),
-            cluster_id.to_owned(),
-        ];
-        for member in &members {
-            args.extend(["--member".to_owned(), member.clone()]);
-        }
+        let args = restore_member_args(file.to_str().unwrap(), &root, port, id, cluster_id);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         succeeded(&recipectl(&args))
     };
@@ -470,29 +481,12 @@ async fn backups_go_to_an_s3_bucket_and_pods_restore_from_it() {
 
     let root = dir.path().join("new");
     let port = free_node_ports();
-    let members: Vec<String> = recipectl::local_cluster::loopback_members(port, 3)
-        .unwrap()
-        .iter()
-        .map(|m| format!("{}={},{}", m.id, m.peer_addr, m.client_addr))
-        .collect();
     let location = format!("s3://kitchen/{newest}");
     for id in 0..3u64 {
         let data = recipectl::local_cluster::node_data_dir(&root, id);
         std::fs::create_dir_all(&data).unwrap();
-        let mut args = vec![
-            "snapshot".to_owned(),
-            "restore-member".to_owned(),
-            location.clone(),
-            "--data-dir".to_owned(),
-            data.to_str().unwrap().to_owned(),
-            "--pod-name".to_owned(),
-            format!("cookbook-{id}"),
-            "--cluster-id".to_owned(),
-            "9c0e3a44-8f0b-4d1e-a0b7-5d8f2c6e1a37".to_owned(),
-        ];
-        for member in &members {
-            args.extend(["--member".to_owned(), member.clone()]);
-        }
+        let cluster_id = "9c0e3a44-8f0b-4d1e-a0b7-5d8f2c6e1a37";
+        let args = restore_member_args(&location, &root, port, id, cluster_id);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         succeeded(&s3.recipectl(&args));
         assert!(!data.join(".restore-download.rsback").exists());

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, EnvVar, Probe};
+use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{ApiResource, GroupVersionKind};
 use serde_json::json;
@@ -26,8 +26,8 @@ fn service_monitor_api() -> ApiResource {
     ))
 }
 
-fn node_container(r: &Resources) -> &Container {
-    &r.statefulset
+fn node_pod(r: &Resources) -> &PodSpec {
+    r.statefulset
         .spec
         .as_ref()
         .unwrap()
@@ -35,7 +35,10 @@ fn node_container(r: &Resources) -> &Container {
         .spec
         .as_ref()
         .unwrap()
-        .containers[0]
+}
+
+fn node_container(r: &Resources) -> &Container {
+    &node_pod(r).containers[0]
 }
 
 fn env(c: &Container) -> BTreeMap<&str, &EnvVar> {
@@ -531,7 +534,7 @@ fn backups_are_a_cronjob_whose_pods_no_member_selector_matches() {
         suspend: false,
     });
     let r = build(&rs, 3, None, None).unwrap();
-    let cronjob = r.backup.expect("a backup CronJob");
+    let cronjob = r.backup.clone().expect("a backup CronJob");
     let spec = cronjob.spec.unwrap();
     assert_eq!(spec.schedule, "0 */6 * * *");
     assert_eq!(spec.concurrency_policy.as_deref(), Some("Forbid"));
@@ -556,19 +559,7 @@ fn backups_are_a_cronjob_whose_pods_no_member_selector_matches() {
         "cookbook-backups"
     );
     let container = &pod.containers[0];
-    assert_eq!(
-        container.image,
-        r.statefulset
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .containers[0]
-            .image
-    );
+    assert_eq!(container.image, node_container(&r).image);
     let args = container.args.clone().unwrap().join(" ");
     assert!(
         args.ends_with("snapshot save --into /backups --keep 5"),
@@ -594,17 +585,7 @@ fn restoring(rs: &mut RecipeStore) {
 }
 
 fn init_containers(r: &Resources) -> Vec<Container> {
-    r.statefulset
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .init_containers
-        .clone()
-        .unwrap_or_default()
+    node_pod(r).init_containers.clone().unwrap_or_default()
 }
 
 #[test]

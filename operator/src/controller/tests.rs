@@ -1276,6 +1276,20 @@ fn rolled_pod(ordinal: NodeId, revision: &str, ready: bool) -> Pod {
     pod
 }
 
+/// A store of three members led by node 0 while its StatefulSet rolls
+/// onto `r2`; pod `i` runs `pods[i]` (revision, ready).
+fn rolling(pods: [(&str, bool); 3]) -> (RecipeStore, ApiState) {
+    let rs = with_cluster(recipestore(3));
+    let state = ApiState {
+        statefulset: Some(rolling_statefulset(&rs)),
+        pods: (0..3)
+            .zip(pods)
+            .map(|(id, (revision, ready))| rolled_pod(id, revision, ready))
+            .collect(),
+    };
+    (rs, state)
+}
+
 /// The StatefulSet after its template changed: pods are rolled onto `r2`.
 fn rolling_statefulset(rs: &RecipeStore) -> StatefulSet {
     let mut sts = statefulset(rs, 3);
@@ -1288,11 +1302,7 @@ fn rolling_statefulset(rs: &RecipeStore) -> StatefulSet {
 #[tokio::test]
 async fn a_new_revision_is_rolled_one_follower_at_a_time_and_the_leader_last() {
     // Every pod on r1, node 0 leads: the highest follower goes first.
-    let rs = with_cluster(recipestore(3));
-    let state = ApiState {
-        statefulset: Some(rolling_statefulset(&rs)),
-        pods: (0..3).map(|id| rolled_pod(id, "r1", true)).collect(),
-    };
+    let (rs, state) = rolling([("r1", true), ("r1", true), ("r1", true)]);
     let expected = rs.clone();
     let (result, calls) = reconcile_with(
         rs,
@@ -1331,15 +1341,7 @@ async fn a_new_revision_is_rolled_one_follower_at_a_time_and_the_leader_last() {
     assert!(calls.is_empty(), "{calls:?}");
 
     // Its replacement runs r2 but is not ready yet: the roll holds and says so.
-    let rs = with_cluster(recipestore(3));
-    let state = ApiState {
-        statefulset: Some(rolling_statefulset(&rs)),
-        pods: vec![
-            rolled_pod(0, "r1", true),
-            rolled_pod(1, "r1", true),
-            rolled_pod(2, "r2", false),
-        ],
-    };
+    let (rs, state) = rolling([("r1", true), ("r1", true), ("r2", false)]);
     let expected = rs.clone();
     let (result, calls) = reconcile_with(
         rs,
@@ -1367,15 +1369,7 @@ async fn a_new_revision_is_rolled_one_follower_at_a_time_and_the_leader_last() {
     );
 
     // Followers done: leadership moves before the leader's pod is touched.
-    let rs = with_cluster(recipestore(3));
-    let state = ApiState {
-        statefulset: Some(rolling_statefulset(&rs)),
-        pods: vec![
-            rolled_pod(0, "r1", true),
-            rolled_pod(1, "r2", true),
-            rolled_pod(2, "r2", true),
-        ],
-    };
+    let (rs, state) = rolling([("r1", true), ("r2", true), ("r2", true)]);
     let expected = rs.clone();
     let (result, calls) = reconcile_with(
         rs,
@@ -1400,11 +1394,7 @@ async fn a_new_revision_is_rolled_one_follower_at_a_time_and_the_leader_last() {
 
 #[tokio::test]
 async fn a_roll_holds_while_a_member_sheds() {
-    let rs = with_cluster(recipestore(3));
-    let state = ApiState {
-        statefulset: Some(rolling_statefulset(&rs)),
-        pods: (0..3).map(|id| rolled_pod(id, "r1", true)).collect(),
-    };
+    let (rs, state) = rolling([("r1", true), ("r1", true), ("r1", true)]);
     let mut nodes = cluster(&[0, 1, 2], &[], &[]);
     let busy = nodes.get_mut(&member(1).peer_addr).unwrap();
     busy.recent_shed = 300;
@@ -1430,11 +1420,7 @@ async fn a_roll_holds_while_a_member_sheds() {
 
 #[tokio::test]
 async fn a_pod_already_gone_counts_as_restarted() {
-    let rs = with_cluster(recipestore(3));
-    let state = ApiState {
-        statefulset: Some(rolling_statefulset(&rs)),
-        pods: (0..3).map(|id| rolled_pod(id, "r1", true)).collect(),
-    };
+    let (rs, state) = rolling([("r1", true), ("r1", true), ("r1", true)]);
     let expected = rs.clone();
     let (result, _) = reconcile_with(
         rs,

@@ -345,6 +345,29 @@ impl Driver {
     }
 }
 
+/// `replicas` pods, driven until their voters are exactly those.
+async fn converged(binary: PathBuf, replicas: u32) -> (LocalStatefulSet, Driver) {
+    let mut sts = LocalStatefulSet::new(binary);
+    sts.scale(replicas).await;
+    let mut driver = Driver::new(None);
+    assert!(matches!(
+        driver.run(&mut sts, replicas, |_| false).await,
+        Stopped::Converged
+    ));
+    (sts, driver)
+}
+
+/// The leader, as node 0 knows it.
+async fn leader_of(sts: &LocalStatefulSet, driver: &Driver) -> NodeId {
+    driver
+        .admin
+        .status(&sts.pods[&0].member.peer_addr)
+        .await
+        .unwrap()
+        .leader_id
+        .expect("a leader after convergence")
+}
+
 /// Recipes whose upload was acknowledged: name and content.
 type Acknowledged = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 
@@ -524,13 +547,7 @@ async fn a_lost_quorum_is_recovered_from_the_survivor_a_person_names() {
     let Some(binary) = node_binary() else {
         return;
     };
-    let mut sts = LocalStatefulSet::new(binary);
-    sts.scale(3).await;
-    let mut driver = Driver::new(None);
-    assert!(matches!(
-        driver.run(&mut sts, 3, |_| false).await,
-        Stopped::Converged
-    ));
+    let (mut sts, mut driver) = converged(binary, 3).await;
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(Vec::new()));
     let writer = tokio::spawn(write_continuously(
@@ -636,20 +653,8 @@ async fn a_roll_restarts_followers_then_the_leader_under_writes_without_losing_a
         return;
     };
     for replicas in [3u32, 5] {
-        let mut sts = LocalStatefulSet::new(binary.clone());
-        sts.scale(replicas).await;
-        let mut driver = Driver::new(None);
-        assert!(matches!(
-            driver.run(&mut sts, replicas, |_| false).await,
-            Stopped::Converged
-        ));
-        let leader = driver
-            .admin
-            .status(&sts.pods[&0].member.peer_addr)
-            .await
-            .unwrap()
-            .leader_id
-            .expect("a leader after convergence");
+        let (mut sts, mut driver) = converged(binary.clone(), replicas).await;
+        let leader = leader_of(&sts, &driver).await;
 
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(Vec::new()));
@@ -729,22 +734,10 @@ async fn scale_three_five_three_one_three_under_writes_loses_nothing() {
     let Some(binary) = node_binary() else {
         return;
     };
-    let mut sts = LocalStatefulSet::new(binary);
-    sts.scale(3).await;
-    let mut driver = Driver::new(None);
-    assert!(matches!(
-        driver.run(&mut sts, 3, |_| false).await,
-        Stopped::Converged
-    ));
+    let (mut sts, mut driver) = converged(binary, 3).await;
     // Node 0 stays through every size: leadership on it keeps every
     // scale-in below from needing a hand-off, so move it away on purpose.
-    let leader = driver
-        .admin
-        .status(&sts.pods[&0].member.peer_addr)
-        .await
-        .unwrap()
-        .leader_id
-        .unwrap();
+    let leader = leader_of(&sts, &driver).await;
     if leader != 2 {
         let addr = sts.pods[&leader].member.peer_addr.clone();
         driver.admin.transfer_leadership(&addr, 2).await.unwrap();
