@@ -391,21 +391,9 @@ async fn apply(
                 }
             }
             // Turned off in the spec: remove the one this operator created.
+            // Either the object or (a plain-text 404) the API may be gone.
             None if !rs.spec.monitoring.service_monitor.enabled => {
-                match api
-                    .delete(topology.statefulset(), &DeleteParams::default())
-                    .await
-                {
-                    Ok(_) => {}
-                    // Either the object or (a plain-text 404) the API is gone.
-                    Err(kube::Error::Api(status)) if status.code == 404 => {}
-                    Err(source) => {
-                        return Err(Error::Kube {
-                            action: "delete ServiceMonitor",
-                            source,
-                        });
-                    }
-                }
+                delete_if_present(&api, topology.statefulset(), "delete ServiceMonitor").await?;
             }
             None => {}
         }
@@ -431,21 +419,21 @@ async fn apply_backup(
         return Ok(Some(applied));
     }
     if rs.status.as_ref().is_some_and(|s| s.backup.is_some()) {
-        match api
-            .delete(&topology.backup_cronjob(), &DeleteParams::default())
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(source) => {
-                return Err(Error::Kube {
-                    action: "delete backup CronJob",
-                    source,
-                });
-            }
-        }
+        delete_if_present(&api, &topology.backup_cronjob(), "delete backup CronJob").await?;
     }
     Ok(None)
+}
+
+/// Deletes `name`; one already gone (a 404) is what was wanted.
+async fn delete_if_present<K>(api: &Api<K>, name: &str, action: &'static str) -> Result<()>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(source) => Err(Error::Kube { action, source }),
+    }
 }
 
 /// Exports when the store's last backup succeeded, for the alert on
@@ -514,17 +502,10 @@ async fn perform(rs: &RecipeStore, topology: &Topology, ctx: &Context, plan: &Pl
         Step::RestartMember { id, .. } => Some((id, "delete a pod to roll it")),
         _ => None,
     };
+    // A pod already gone has its replacement on the way.
     if let Some((id, action)) = restart {
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &topology.namespace);
-        match pods
-            .delete(&topology.pod(*id), &DeleteParams::default())
-            .await
-        {
-            Ok(_) => {}
-            // Already gone: its replacement is on the way.
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(source) => return Err(Error::Kube { action, source }),
-        }
+        delete_if_present(&pods, &topology.pod(*id), action).await?;
     }
     if let Err(source) = executor::execute(ctx.admin.as_ref(), plan).await {
         let error = Error::Membership {
