@@ -106,15 +106,12 @@ impl Store {
             .bucket
             .put_object(Some(&self.credentials), key)
             .sign(SIGNED_FOR);
-        let response = self
+        let request = self
             .http
             .put(url)
             .header(reqwest::header::CONTENT_LENGTH, len)
-            .body(reqwest::Body::wrap_stream(ReaderStream::new(file)))
-            .send()
-            .await
-            .with_context(|| format!("cannot upload to {}", self.describe(key)))?;
-        self.check(response, "upload", key).await.map(drop)
+            .body(reqwest::Body::wrap_stream(ReaderStream::new(file)));
+        self.send(request, "upload", key).await.map(drop)
     }
 
     /// Downloads `key` into a new file at `path`, synced.
@@ -124,13 +121,7 @@ impl Store {
             .bucket
             .get_object(Some(&self.credentials), key)
             .sign(SIGNED_FOR);
-        let response = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .with_context(|| format!("cannot download {}", self.describe(key)))?;
-        let mut response = self.check(response, "download", key).await?;
+        let mut response = self.send(self.http.get(url), "download", key).await?;
         let mut out = tokio::fs::File::create(path)
             .await
             .with_context(|| format!("cannot create {}", path.display()))?;
@@ -152,13 +143,8 @@ impl Store {
             if let Some(token) = &token {
                 action.with_continuation_token(token.clone());
             }
-            let response = self
-                .http
-                .get(action.sign(SIGNED_FOR))
-                .send()
-                .await
-                .with_context(|| format!("cannot list {}", self.describe(prefix)))?;
-            let body = self.check(response, "list", prefix).await?.text().await?;
+            let request = self.http.get(action.sign(SIGNED_FOR));
+            let body = self.send(request, "list", prefix).await?.text().await?;
             let page = ListObjectsV2::parse_response(&body)
                 .with_context(|| format!("the listing of {} is not S3's", self.describe(prefix)))?;
             keys.extend(page.contents.into_iter().map(|c| c.key));
@@ -174,13 +160,9 @@ impl Store {
             .bucket
             .delete_object(Some(&self.credentials), key)
             .sign(SIGNED_FOR);
-        let response = self
-            .http
-            .delete(url)
-            .send()
+        self.send(self.http.delete(url), "delete", key)
             .await
-            .with_context(|| format!("cannot delete {}", self.describe(key)))?;
-        self.check(response, "delete", key).await.map(drop)
+            .map(drop)
     }
 
     fn describe(&self, key: &str) -> String {
@@ -191,13 +173,18 @@ impl Store {
         )
     }
 
-    /// The response when it succeeded; otherwise an error with S3's own words.
-    async fn check(
+    /// Sends `request` (to `what` `key`), answering the response when it
+    /// succeeded, otherwise an error with S3's own words.
+    async fn send(
         &self,
-        response: reqwest::Response,
+        request: reqwest::RequestBuilder,
         what: &str,
         key: &str,
     ) -> anyhow::Result<reqwest::Response> {
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot {what} {}", self.describe(key)))?;
         if response.status().is_success() {
             return Ok(response);
         }
