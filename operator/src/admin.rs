@@ -10,6 +10,8 @@ use recipestore_client::admin::AdminClient;
 use recipestore_client::admin::Timeouts;
 use recipestore_protocol::pb as proto;
 
+use recipestore_settings::Shedding;
+
 use crate::membership::{Member, NodeId, NodeStatus, Role};
 
 /// Failure of one admin call.
@@ -50,6 +52,12 @@ pub trait NodeAdmin: Send + Sync {
         &'a self,
         addr: &'a str,
         id: NodeId,
+    ) -> BoxFuture<'a, Result<(), AdminError>>;
+    /// Applies `shedding` to the running node at `addr`.
+    fn reconfigure<'a>(
+        &'a self,
+        addr: &'a str,
+        shedding: &'a Shedding,
     ) -> BoxFuture<'a, Result<(), AdminError>>;
 }
 
@@ -143,6 +151,18 @@ impl NodeAdmin for GrpcAdmin {
             Ok(())
         })
     }
+
+    fn reconfigure<'a>(
+        &'a self,
+        addr: &'a str,
+        shedding: &'a Shedding,
+    ) -> BoxFuture<'a, Result<(), AdminError>> {
+        Box::pin(async move {
+            let json = serde_json::to_string(shedding).expect("settings serialize");
+            self.client(addr)?.reconfigure(json).await?;
+            Ok(())
+        })
+    }
 }
 
 impl From<proto::Member> for Member {
@@ -195,6 +215,8 @@ impl From<proto::StatusResponse> for NodeStatus {
             recent_admitted: s.recent_admitted,
             recent_shed: s.recent_shed,
             recent_seconds: s.recent_seconds,
+            // Empty from a node too old to say (and to be reconfigured).
+            shedding: serde_json::from_str(&s.shedding_json).ok(),
         }
     }
 }

@@ -132,6 +132,7 @@ async fn reconcile_pass(rs: &RecipeStore, ctx: &Context) -> Result<Action> {
     )
     .await?;
     record_backups(rs, &topology, ctx, backup.as_ref());
+    reload_settings(rs, ctx, &world.membership).await?;
     if let Some(at) = newly_succeeded(rs, backup.as_ref()) {
         let note = format!("a scheduled backup succeeded at {}", at.0);
         publish(
@@ -422,6 +423,23 @@ async fn apply_backup(
         delete_if_present(&api, &topology.backup_cronjob(), "delete backup CronJob").await?;
     }
     Ok(None)
+}
+
+/// Gives the running nodes the settings they take without a restart
+/// (which therefore do not roll the pods), and says so in an Event.
+async fn reload_settings(rs: &RecipeStore, ctx: &Context, observed: &Observed) -> Result<()> {
+    let reloaded = executor::reconfigure(ctx.admin.as_ref(), observed, &rs.spec.shedding)
+        .await
+        .map_err(|source| Error::Membership {
+            step: "Reconfigure",
+            source,
+        })?;
+    if reloaded.is_empty() {
+        return Ok(());
+    }
+    let note = format!("shedding settings reloaded on nodes {reloaded:?}, without a restart");
+    info!("{note}");
+    publish(ctx, rs, EventType::Normal, "Reconfigured", "Settings", note).await
 }
 
 /// Deletes `name`; one already gone (a 404) is what was wanted.

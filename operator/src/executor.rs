@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use futures::future::join_all;
 use tracing::debug;
 
+use recipestore_settings::Shedding;
+
 use crate::admin::{AdminError, NodeAdmin};
 use crate::membership::{self, NodeId, NodeStatus, Observed, Plan, Pod, Policy, Step};
 
@@ -68,6 +70,35 @@ pub async fn execute(admin: &dyn NodeAdmin, plan: &Plan) -> Result<(), AdminErro
         | Step::Steady => {}
     }
     Ok(())
+}
+
+/// Gives `desired` shedding settings to every answering node that runs
+/// with others (but for `enabled`, which needs a restart); answers the
+/// nodes reconfigured. A node that does not say what it runs is left
+/// alone: it is too old to take them.
+pub async fn reconfigure(
+    admin: &dyn NodeAdmin,
+    observed: &Observed,
+    desired: &Shedding,
+) -> Result<Vec<NodeId>, AdminError> {
+    let mut reconfigured = Vec::new();
+    for (id, node) in &observed.nodes {
+        let Some(running) = &node.shedding else {
+            continue;
+        };
+        let wanted = Shedding {
+            enabled: running.enabled,
+            ..desired.clone()
+        };
+        if *running == wanted {
+            continue;
+        }
+        if let Some(pod) = observed.pods.get(id) {
+            admin.reconfigure(&pod.member.peer_addr, desired).await?;
+            reconfigured.push(*id);
+        }
+    }
+    Ok(reconfigured)
 }
 
 /// One full round without Kubernetes: observe the nodes of `observed.pods`,

@@ -86,6 +86,8 @@ pub struct NodeStatus {
     pub recent_admitted: u64,
     pub recent_shed: u64,
     pub recent_seconds: u64,
+    /// The shedding settings the node runs with, when it says.
+    pub shedding: Option<recipestore_settings::Shedding>,
 }
 
 impl NodeStatus {

@@ -193,6 +193,17 @@ impl AdminClient {
     }
 
     /// Builds a snapshot on this node now.
+    /// Applies `shedding_json` (a `spec.shedding`) to the running node;
+    /// answers whether anything changed.
+    pub async fn reconfigure(&self, shedding_json: String) -> Result<bool, AdminError> {
+        let request = self.request(pb::ReconfigureRequest { shedding_json });
+        let reply = self.inner.clone().reconfigure(request).await;
+        Ok(reply
+            .map_err(self.failed("Reconfigure"))?
+            .into_inner()
+            .changed)
+    }
+
     pub async fn trigger_snapshot(&self) -> Result<pb::TriggerSnapshotResponse, AdminError> {
         let request = self.request(pb::TriggerSnapshotRequest {});
         let reply = self.inner.clone().trigger_snapshot(request).await;

@@ -22,6 +22,17 @@ use clap::{ArgAction, Args};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// The environment variables of the settings a running node takes through
+/// the admin `Reconfigure` call (the shedding group but `enabled`):
+/// changing them needs no restart, so they do not roll the pods.
+pub const RELOADABLE_ENV: &[&str] = &[
+    "RECIPESTORE_SHED_UPLOAD_PRIORITY_CPU",
+    "RECIPESTORE_SHED_DOWNLOAD_TIERS",
+    "RECIPESTORE_SHED_UPLOAD_TIERS",
+    "RECIPESTORE_SHED_CPU",
+    "RECIPESTORE_SHED_MEMORY_FLOOR_MIB",
+];
+
 /// Every default, in one place.
 pub mod defaults {
     pub const HEARTBEAT_INTERVAL_MS: u64 = 100;
@@ -667,6 +678,28 @@ mod tests {
         let from_empty: NodeSettings = serde_json::from_str("{}").unwrap();
         assert_eq!(from_empty, NodeSettings::default());
         assert_eq!(NodeSettings::default().validate(), Ok(()));
+    }
+
+    /// The reloadable variables are exactly those of the shedding settings
+    /// a running node takes: everything in the group but `enabled`.
+    #[test]
+    fn the_reloadable_settings_are_the_shedding_group_but_enabled() {
+        let base = NodeSettings::default().to_env();
+        let mut shedding = varied().shedding;
+        shedding.enabled = NodeSettings::default().shedding.enabled;
+        let changed = NodeSettings {
+            shedding,
+            ..NodeSettings::default()
+        }
+        .to_env();
+        let differ: Vec<&str> = base
+            .iter()
+            .filter(|(k, v)| changed.get(*k) != Some(v))
+            .map(|(k, _)| k.as_str())
+            .collect();
+        let mut reloadable = RELOADABLE_ENV.to_vec();
+        reloadable.sort_unstable();
+        assert_eq!(differ, reloadable);
     }
 
     #[test]

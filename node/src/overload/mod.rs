@@ -10,6 +10,8 @@ pub mod recent;
 pub mod shed;
 
 use std::sync::Arc;
+use std::sync::PoisonError;
+use std::sync::RwLock;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -23,6 +25,7 @@ use self::shed::Op;
 use self::shed::ShedPolicy;
 use self::shed::ShedReason;
 use recipestore_settings::NodeSettings;
+use recipestore_settings::Shedding;
 
 use crate::config::SamplingConfig;
 use crate::error::NodeError;
@@ -34,7 +37,9 @@ const MIN_RETRY_AFTER: Duration = Duration::from_millis(50);
 const CPU_RETRY_AFTER: Duration = Duration::from_millis(500);
 
 pub struct Overload {
-    policy: ShedPolicy,
+    /// The shedding settings and the policy made of them; replaced whole
+    /// by [`Overload::reconfigure`].
+    shedding: RwLock<(Shedding, ShedPolicy)>,
     gauges: Arc<Gauges>,
     uploads: WorkQueue,
     downloads: WorkQueue,
@@ -80,7 +85,10 @@ impl Overload {
         let delay_interval = Duration::from_millis(u64::from(queues.delay_interval_ms));
         let count = |n: u32| n as usize;
         Self {
-            policy: ShedPolicy::from(&settings.shedding),
+            shedding: RwLock::new((
+                settings.shedding.clone(),
+                ShedPolicy::from(&settings.shedding),
+            )),
             gauges,
             uploads: WorkQueue::new(
                 "upload",
@@ -135,7 +143,11 @@ impl Overload {
             time_left: deadline,
             memory_available_bytes: self.gauges.memory_available(),
         };
-        if let Err(reason) = shed::decide(&self.policy, op, &load, rand::random::<f64>()) {
+        let decided = {
+            let shedding = self.shedding.read().unwrap_or_else(PoisonError::into_inner);
+            shed::decide(&shedding.1, op, &load, rand::random::<f64>())
+        };
+        if let Err(reason) = decided {
             return Err(self.shed(op, reason, &load));
         }
         let deadline_at = deadline.map(|d| Instant::now() + d);
@@ -148,6 +160,31 @@ impl Overload {
             Err(NotRun::Overdue) => Err(self.shed(op, ShedReason::QueueDelay, &load)),
             Err(NotRun::Closed) => Err(NodeError::ShuttingDown),
         }
+    }
+
+    /// The shedding settings the node runs with.
+    pub fn shedding(&self) -> Shedding {
+        let shedding = self.shedding.read().unwrap_or_else(PoisonError::into_inner);
+        shedding.0.clone()
+    }
+
+    /// Runs with `shedding` from now on, but for `enabled`, which also
+    /// decides at start whether the queues shed by delay and so needs a
+    /// restart. Answers whether anything changed.
+    pub fn reconfigure(&self, shedding: &Shedding) -> bool {
+        let mut current = self
+            .shedding
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let next = Shedding {
+            enabled: current.0.enabled,
+            ..shedding.clone()
+        };
+        if next == current.0 {
+            return false;
+        }
+        *current = (next.clone(), ShedPolicy::from(&next));
+        true
     }
 
     /// A shed with its retry-after hint; counts it.

@@ -473,6 +473,8 @@ impl pb::admin_server::Admin for Admin {
             recent_admitted: recent.admitted,
             recent_shed: recent.shed,
             recent_seconds: recent::WINDOW_SECONDS,
+            shedding_json: serde_json::to_string(&self.node.overload.shedding())
+                .map_err(|e| Status::internal(e.to_string()))?,
         }))
     }
 
@@ -688,6 +690,27 @@ impl pb::admin_server::Admin for Admin {
     }
 
     type SaveSnapshotStream = BoxStream<'static, Result<pb::BackupChunk, Status>>;
+
+    async fn reconfigure(
+        &self,
+        request: Request<pb::ReconfigureRequest>,
+    ) -> Result<Response<pb::ReconfigureResponse>, Status> {
+        let json = request.into_inner().shedding_json;
+        let shedding: recipestore_settings::Shedding = serde_json::from_str(&json)
+            .map_err(|e| Status::invalid_argument(format!("shedding settings: {e}")))?;
+        // The same rules the node applies to its flags at start.
+        recipestore_settings::NodeSettings {
+            shedding: shedding.clone(),
+            ..self.node.config.settings.clone()
+        }
+        .validate()
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let changed = self.node.overload.reconfigure(&shedding);
+        if changed {
+            tracing::info!(shedding = %json, "shedding settings reloaded");
+        }
+        Ok(Response::new(pb::ReconfigureResponse { changed }))
+    }
 
     async fn save_snapshot(
         &self,

@@ -349,3 +349,56 @@ async fn a_client_refused_again_and_again_stops_sending_to_that_node() {
     .await;
     assert_eq!(shed as usize, calls - throttled);
 }
+
+/// The shedding settings but `enabled` change on a running node through
+/// the admin `Reconfigure` call, as the operator gives them; bad ones are
+/// refused and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shedding_settings_are_reloaded_without_a_restart() {
+    let c = TestCluster::start(3, &[]).await;
+    let leader = c.leader().await;
+    let node = &c.cluster.nodes[leader as usize];
+    let _cpu = FakeCpu::saturated(&c);
+    await_cpu_above(&c, leader, 0.9).await;
+    let client = single_shot(node.client_addr());
+    // Serving in time at a busy CPU: nothing is shed (the default).
+    client
+        .upload("before", b"x".to_vec(), None)
+        .await
+        .expect("admitted by the settings the node started with");
+
+    let admin = recipestore_client::admin::AdminClient::new(
+        &node.peer_addr(),
+        recipestore_client::admin::Timeouts::default(),
+    )
+    .unwrap();
+    let refused = admin
+        .reconfigure(r#"{"uploadPriorityCpuPercent": 0}"#.to_owned())
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("shedding.uploadPriorityCpuPercent (--shed-upload-priority-cpu) must be at least 1, not 0"),
+        "{refused}"
+    );
+
+    let seed_rules = r#"{"cpu": "always", "enabled": false}"#.to_owned();
+    assert!(
+        admin.reconfigure(seed_rules.clone()).await.unwrap(),
+        "changed"
+    );
+    assert!(!admin.reconfigure(seed_rules).await.unwrap(), "unchanged");
+    let err = client
+        .upload("after", b"x".to_vec(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+    assert!(err.message().contains("cpu_priority"), "{}", err.message());
+
+    // Status says what the node runs with; `enabled` stays as started.
+    let status = node.status().await.unwrap();
+    let running: serde_json::Value = serde_json::from_str(&status.shedding_json).unwrap();
+    assert_eq!(running["cpu"], "always");
+    assert_eq!(running["enabled"], true);
+}

@@ -329,11 +329,12 @@ pub fn config_hash(data: Option<&BTreeMap<String, String>>) -> String {
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     let mut hash = OFFSET;
     // The member told to force a new cluster is restarted alone; the
-    // others, lost or not, are not rolled for it.
-    let rolled = data
-        .into_iter()
-        .flatten()
-        .filter(|(k, _)| *k != super::config_map::FORCE_NEW_CLUSTER);
+    // others, lost or not, are not rolled for it. Settings the nodes take
+    // while running are given to them, not rolled either.
+    let rolled = data.into_iter().flatten().filter(|(k, _)| {
+        *k != super::config_map::FORCE_NEW_CLUSTER
+            && !recipestore_settings::RELOADABLE_ENV.contains(&k.as_str())
+    });
     for (k, v) in rolled {
         for byte in k.bytes().chain([0]).chain(v.bytes()).chain([0]) {
             hash ^= u64::from(byte);

@@ -442,6 +442,17 @@ fn config_changes_roll_the_pods() {
     changed.spec.cache.size_mib = 1;
     assert_eq!(annotation(&rs), annotation(&rs.clone()));
     assert_ne!(annotation(&rs), annotation(&changed));
+
+    // Shedding settings the nodes take while running roll nothing, but
+    // for turning shedding off, which the queues read at start.
+    let mut reloaded = rs.clone();
+    reloaded.spec.shedding.download_thresholds = "99:0.5".parse().unwrap();
+    reloaded.spec.shedding.upload_priority_cpu_percent = 99;
+    reloaded.spec.shedding.memory_floor_mib = 8;
+    assert_eq!(annotation(&rs), annotation(&reloaded));
+    let mut off = rs.clone();
+    off.spec.shedding.enabled = false;
+    assert_ne!(annotation(&rs), annotation(&off));
 }
 
 #[test]

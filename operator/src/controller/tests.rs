@@ -228,6 +228,17 @@ impl NodeAdmin for FakeAdmin {
     ) -> BoxFuture<'a, Result<(), AdminError>> {
         self.record(format!("RemoveLearner {addr} {id}"))
     }
+
+    fn reconfigure<'a>(
+        &'a self,
+        addr: &'a str,
+        shedding: &'a recipestore_settings::Shedding,
+    ) -> BoxFuture<'a, Result<(), AdminError>> {
+        self.record(format!(
+            "Reconfigure {addr} {}",
+            shedding.download_thresholds
+        ))
+    }
 }
 
 // ---------- the verifier ----------
@@ -1686,4 +1697,43 @@ proptest::proptest! {
             }
         }
     }
+}
+
+#[tokio::test]
+async fn shedding_settings_are_reloaded_on_running_nodes_without_a_roll() {
+    let mut rs = with_cluster(recipestore(3));
+    rs.spec.shedding.download_thresholds = "99:0.5".parse().unwrap();
+    let state = ApiState {
+        statefulset: Some(statefulset(&rs, 3)),
+        pods: vec![pod(0), pod(1), pod(2)],
+    };
+    // Node 1 runs the new settings already; node 2 is too old to say.
+    let mut nodes = cluster(&[0, 1, 2], &[], &[]);
+    let running = recipestore_settings::Shedding::default();
+    for id in [0, 1] {
+        nodes.get_mut(&member(id).peer_addr).unwrap().shedding = Some(running.clone());
+    }
+    nodes.get_mut(&member(1).peer_addr).unwrap().shedding = Some(rs.spec.shedding.clone());
+    let expected = rs.clone();
+    let (result, calls) = reconcile_with(rs, FakeAdmin::new(nodes), move |mut api| async move {
+        api.dereference(&state).await;
+        let applied = api.apply_children(false).await;
+        assert_eq!(
+            applied.config_map["data"]["RECIPESTORE_SHED_DOWNLOAD_TIERS"], "99:0.50",
+            "pods started later read them too"
+        );
+        let event = api.event("Reconfigured", "Normal").await;
+        assert_eq!(
+            event["note"],
+            "shedding settings reloaded on nodes [0], without a restart"
+        );
+        api.status(&expected).await;
+        api
+    })
+    .await;
+    result.unwrap();
+    assert_eq!(
+        calls,
+        [format!("Reconfigure {} 99:0.50", member(0).peer_addr)]
+    );
 }
