@@ -274,6 +274,7 @@ impl ApiServerVerifier {
         } else {
             serde_json::from_slice(&bytes).unwrap()
         };
+        assert_granted(&method, &path, &query);
         (
             Seen {
                 method,
@@ -468,6 +469,65 @@ impl ApiServerVerifier {
         );
         status
     }
+}
+
+/// The rules of the operator's role in the chart, with every optional
+/// API it may be given (the ServiceMonitor rule): the template's rules with
+/// its Helm control lines left out.
+fn chart_rules() -> Vec<k8s_openapi::api::rbac::v1::PolicyRule> {
+    let template = include_str!("../../../charts/recipestore-operator/templates/rbac.yaml");
+    let rules: String = template
+        .split("\n---")
+        .next()
+        .and_then(|role| role.split_once("\nrules:\n"))
+        .map(|(_, rules)| rules)
+        .expect("the first document of rbac.yaml is the operator's role, ending in its rules")
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("{{"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    serde_yaml::from_str(&rules).expect("the role's rules parse")
+}
+
+/// Fails unless the chart's role grants the request: a call the operator
+/// makes that RBAC would refuse in a real cluster.
+fn assert_granted(method: &Method, path: &str, query: &str) {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // /api/v1/... (the core group) or /apis/{group}/{version}/...
+    let (group, rest) = match segments.as_slice() {
+        ["api", _version, rest @ ..] => ("", rest),
+        ["apis", group, _version, rest @ ..] => (*group, rest),
+        _ => panic!("not a resource path: {path}"),
+    };
+    let rest = match rest {
+        ["namespaces", _ns, rest @ ..] => rest,
+        rest => rest,
+    };
+    let (resource, named) = match rest {
+        [resource] => (resource.to_string(), false),
+        [resource, _name] => (resource.to_string(), true),
+        [resource, _name, sub] => (format!("{resource}/{sub}"), true),
+        _ => panic!("not a resource path: {path}"),
+    };
+    let verb = match (method.as_str(), named) {
+        ("GET", true) => "get",
+        ("GET", false) if query.contains("watch=true") => "watch",
+        ("GET", false) => "list",
+        ("POST", _) => "create",
+        ("PATCH", _) => "patch",
+        ("PUT", _) => "update",
+        ("DELETE", _) => "delete",
+        (other, _) => panic!("unexpected method {other} {path}"),
+    };
+    let granted = chart_rules().iter().any(|rule| {
+        rule.api_groups.iter().flatten().any(|g| g == group)
+            && rule.resources.iter().flatten().any(|r| *r == resource)
+            && rule.verbs.iter().any(|v| v == verb)
+    });
+    assert!(
+        granted,
+        "the chart's role does not let the operator {verb} {resource} in group {group:?} ({method} {path})"
+    );
 }
 
 /// Owned objects as a reconcile applied them.
@@ -1736,4 +1796,35 @@ async fn shedding_settings_are_reloaded_on_running_nodes_without_a_roll() {
         calls,
         [format!("Reconfigure {} 99:0.50", member(0).peer_addr)]
     );
+}
+
+#[test]
+fn the_chart_grants_what_reconciles_call_and_no_more_than_it_says() {
+    assert_granted(
+        &Method::PATCH,
+        &format!("/apis/recipestore.dev/v1alpha1/namespaces/{NS}/recipestores/{NAME}/status"),
+        "",
+    );
+    assert_granted(
+        &Method::GET,
+        &format!("/apis/batch/v1/namespaces/{NS}/cronjobs"),
+        "watch=true",
+    );
+    for (method, path) in [
+        (
+            Method::GET,
+            format!("/api/v1/namespaces/{NS}/secrets/{NAME}"),
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/namespaces/{NS}/persistentvolumeclaims/data-{NAME}-0"),
+        ),
+        (
+            Method::DELETE,
+            format!("/apis/apps/v1/namespaces/{NS}/statefulsets/{NAME}"),
+        ),
+    ] {
+        let refused = std::panic::catch_unwind(|| assert_granted(&method, &path, ""));
+        assert!(refused.is_err(), "{method} {path} is not granted");
+    }
 }
