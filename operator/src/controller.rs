@@ -188,7 +188,8 @@ async fn dereference(rs: &RecipeStore, topology: &Topology, ctx: &Context) -> Re
         .iter()
         .filter_map(|pod| {
             let ordinal = topology.ordinal_of(&pod.name_any())?;
-            let running = pod.metadata.deletion_timestamp.is_none()
+            let deleting = pod.metadata.deletion_timestamp.is_some();
+            let running = !deleting
                 && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
             let ready = pod
                 .status
@@ -201,6 +202,7 @@ async fn dereference(rs: &RecipeStore, topology: &Topology, ctx: &Context) -> Re
                     member: topology.member(ordinal),
                     running,
                     ready: running && ready,
+                    deleting,
                     revision: pod.labels().get(REVISION_LABEL).cloned(),
                 },
             ))

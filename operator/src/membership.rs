@@ -121,6 +121,9 @@ pub struct Pod {
     pub running: bool,
     /// The pod's Ready condition: what a rolling upgrade waits for.
     pub ready: bool,
+    /// The pod is being deleted (its replacement comes from the update
+    /// revision).
+    pub deleting: bool,
     /// The StatefulSet revision the pod was created from.
     pub revision: Option<String>,
 }

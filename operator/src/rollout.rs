@@ -30,7 +30,7 @@
 use std::fmt;
 
 use crate::membership::{
-    Handoff, NodeId, NodeStatus, Observed, Policy, Step, WaitReason, is_healthy,
+    Handoff, NodeId, NodeStatus, Observed, Pod, Policy, Step, WaitReason, is_healthy,
 };
 
 /// Fewer client requests than this over a node's recent window say nothing
@@ -150,19 +150,21 @@ pub fn progress(observed: &Observed) -> Progress {
 pub fn plan(observed: &Observed, leader: &NodeStatus, policy: &Policy) -> Option<Step> {
     let revision = observed.update_revision.as_deref()?;
     let voters = leader.voter_ids();
-    let outdated: Vec<NodeId> = voters
+    let behind: Vec<&Pod> = voters
         .iter()
-        .copied()
-        .filter(|id| {
-            observed
-                .pods
-                .get(id)
-                .is_some_and(|p| p.revision.as_deref() != Some(revision))
-        })
+        .filter_map(|id| observed.pods.get(id))
+        .filter(|p| p.revision.as_deref() != Some(revision))
         .collect();
-    if outdated.is_empty() {
+    if behind.is_empty() {
         return None;
     }
+    // A pod being deleted is on its way to the update revision: it is
+    // waited for, never deleted again.
+    let outdated: Vec<NodeId> = behind
+        .iter()
+        .filter(|p| !p.deleting)
+        .map(|p| p.member.id)
+        .collect();
 
     // Rules 1 and 2.
     let failed: Vec<Gate> = voters
@@ -220,7 +222,7 @@ fn gate(
 ) -> Option<Gate> {
     let pod = observed.pods.get(&id);
     if !pod.is_some_and(|p| p.running && p.ready) {
-        let updated = pod.is_none_or(|p| p.revision.as_deref() == Some(revision));
+        let updated = pod.is_none_or(|p| p.deleting || p.revision.as_deref() == Some(revision));
         return Some(Gate::PodNotReady { id, updated });
     }
     let Some(node) = observed.nodes.get(&id) else {

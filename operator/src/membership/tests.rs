@@ -40,6 +40,7 @@ impl World {
                                 member: member(id),
                                 running: true,
                                 ready: true,
+                                deleting: false,
                                 revision: None,
                             },
                         )
@@ -909,6 +910,33 @@ fn rolling_upgrade_table() {
             "goes on when too few requests say anything about shedding",
             cluster().revisions("r2", "r1", &[]).shedding(0, 10, 10),
             restart(2),
+        ),
+        (
+            "waits for a pod being deleted, and never deletes it again",
+            {
+                let mut w = cluster().revisions("r2", "r1", &[2]).down(0);
+                w.observed.pods.get_mut(&0).unwrap().deleting = true;
+                w
+            },
+            Wait(RollHeld(Gate::PodNotReady {
+                id: 0,
+                updated: true,
+            })),
+        ),
+        (
+            "is not done while the last member is still being deleted",
+            {
+                let mut w = World::new(3, 3)
+                    .cluster(0, &[0, 1, 2], &[])
+                    .revisions("r2", "r1", &[0, 2])
+                    .down(1);
+                w.observed.pods.get_mut(&1).unwrap().deleting = true;
+                w
+            },
+            Wait(RollHeld(Gate::PodNotReady {
+                id: 1,
+                updated: true,
+            })),
         ),
         (
             "restarts a member that is down on an old revision first",

@@ -186,6 +186,7 @@ impl LocalStatefulSet {
                             member: n.member.clone(),
                             running: true,
                             ready: true,
+                            deleting: false,
                             revision: Some(n.revision.clone()),
                         },
                     )
