@@ -159,7 +159,10 @@ pub fn compute(inputs: &Inputs<'_>) -> RecipeStoreStatus {
         }
     };
 
-    let phase = if degraded.status {
+    // A member a roll restarted lags until it is back: that is the roll
+    // going as planned, and the condition says it; the phase says Updating.
+    let rolling = rolling_member(&plan.step).is_some();
+    let phase = if degraded.status && !(rolling && degraded.reason == "MembersLagging") {
         Phase::Degraded
     } else if plan.cluster_id.is_none() {
         if matches!(plan.step, Step::Initialize { .. }) || inputs.observed.nodes.contains_key(&0) {
@@ -167,7 +170,7 @@ pub fn compute(inputs: &Inputs<'_>) -> RecipeStoreStatus {
         } else {
             Phase::Pending
         }
-    } else if progressing.status && rolling_member(&plan.step).is_some() {
+    } else if progressing.status && rolling {
         Phase::Updating
     } else if progressing.status {
         Phase::Scaling

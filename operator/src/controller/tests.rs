@@ -1411,27 +1411,29 @@ async fn a_new_revision_is_rolled_one_follower_at_a_time_and_the_leader_last() {
     assert_eq!(result.unwrap(), Action::requeue(REQUEUE_CHANGING));
     assert!(calls.is_empty(), "{calls:?}");
 
-    // Its replacement runs r2 but is not ready yet: the roll holds and says so.
+    // Its replacement runs r2 but is not ready yet, nor caught up: the roll
+    // holds and says so.
     let (rs, state) = rolling([("r1", true), ("r1", true), ("r2", false)]);
     let expected = rs.clone();
-    let (result, calls) = reconcile_with(
-        rs,
-        FakeAdmin::new(cluster(&[0, 1, 2], &[], &[])),
-        move |mut api| async move {
-            api.dereference(&state).await;
-            api.apply_children(false).await;
-            let event = api.event("RollHeld", "Normal").await;
-            assert_eq!(
-                event["note"],
-                "rolling upgrade held: waiting for node 2, restarted on the new revision, to be ready"
-            );
-            let status = api.status(&expected).await;
-            assert_eq!(condition(&status, "Progressing"), ("True", "RollHeld"));
-            assert_eq!(status.rolling_member, Some(2));
-            assert_eq!(status.updated_members, 1);
-            api
-        },
-    )
+    let mut nodes = cluster(&[0, 1, 2], &[], &[]);
+    let leader = nodes.get_mut(&member(0).peer_addr).unwrap();
+    leader.matched_index.remove(&2);
+    let (result, calls) = reconcile_with(rs, FakeAdmin::new(nodes), move |mut api| async move {
+        api.dereference(&state).await;
+        api.apply_children(false).await;
+        let event = api.event("RollHeld", "Normal").await;
+        assert_eq!(
+            event["note"],
+            "rolling upgrade held: waiting for node 2, restarted on the new revision, to be ready"
+        );
+        let status = api.status(&expected).await;
+        assert_eq!(condition(&status, "Progressing"), ("True", "RollHeld"));
+        assert_eq!(condition(&status, "Degraded"), ("True", "MembersLagging"));
+        assert_eq!(status.phase, Phase::Updating);
+        assert_eq!(status.rolling_member, Some(2));
+        assert_eq!(status.updated_members, 1);
+        api
+    })
     .await;
     result.unwrap();
     assert!(
