@@ -150,20 +150,21 @@ pub fn progress(observed: &Observed) -> Progress {
 pub fn plan(observed: &Observed, leader: &NodeStatus, policy: &Policy) -> Option<Step> {
     let revision = observed.update_revision.as_deref()?;
     let voters = leader.voter_ids();
-    let behind: Vec<&Pod> = voters
+    // Voters whose pod is not (yet) on the update revision: one being
+    // deleted, or gone and not recreated yet, is on its way there and is
+    // waited for; the others are to be restarted.
+    let behind: Vec<(NodeId, Option<&Pod>)> = voters
         .iter()
-        .filter_map(|id| observed.pods.get(id))
-        .filter(|p| p.revision.as_deref() != Some(revision))
+        .map(|id| (*id, observed.pods.get(id)))
+        .filter(|(_, pod)| pod.is_none_or(|p| p.revision.as_deref() != Some(revision)))
         .collect();
     if behind.is_empty() {
         return None;
     }
-    // A pod being deleted is on its way to the update revision: it is
-    // waited for, never deleted again.
     let outdated: Vec<NodeId> = behind
         .iter()
-        .filter(|p| !p.deleting)
-        .map(|p| p.member.id)
+        .filter(|(_, pod)| pod.is_some_and(|p| !p.deleting))
+        .map(|(id, _)| *id)
         .collect();
 
     // Rules 1 and 2.

@@ -939,6 +939,17 @@ fn rolling_upgrade_table() {
             })),
         ),
         (
+            "is not done while the last member's pod is gone and not recreated yet",
+            World::new(3, 3)
+                .cluster(0, &[0, 1, 2], &[])
+                .revisions("r2", "r1", &[0, 2])
+                .without_pod(1),
+            Wait(RollHeld(Gate::PodNotReady {
+                id: 1,
+                updated: true,
+            })),
+        ),
+        (
             "restarts a member that is down on an old revision first",
             cluster().revisions("r2", "r1", &[2]).down(0),
             restart(0),
