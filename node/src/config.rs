@@ -137,6 +137,9 @@ pub struct NodeConfig {
     )]
     pub log_format: LogFormat,
 
+    #[command(flatten)]
+    pub tls: TlsConfig,
+
     /// The settings a RecipeStore resource exposes (Raft timings, load
     /// shedding, queues, cache): defaults and rules shared with the CRD.
     #[command(flatten)]
@@ -144,6 +147,44 @@ pub struct NodeConfig {
 
     #[command(flatten)]
     pub sampling: SamplingConfig,
+}
+
+/// TLS on the gRPC ports. With the three files, the peer port speaks
+/// mutual TLS only and the client port TLS; the HTTP port (metrics, health)
+/// stays plaintext. The files are read again when they change, so rotated
+/// certificates (a Secret Kubernetes updates) serve new connections without
+/// a restart.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TlsConfig {
+    /// This node's certificate (PEM), used on both gRPC ports and towards
+    /// peers; its common name must be `recipestore-member`.
+    #[arg(long, env = "RECIPESTORE_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "RECIPESTORE_TLS_KEY", requires_all = ["tls_cert", "tls_ca"])]
+    pub tls_key: Option<PathBuf>,
+
+    /// The cluster CA (PEM): peers, administrators and client certificates
+    /// must be signed by it.
+    #[arg(long, env = "RECIPESTORE_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Require a certificate signed by the CA from every client of the
+    /// client port (by default a client may present one or none).
+    #[arg(long, env = "RECIPESTORE_CLIENT_CERT_AUTH", requires = "tls_cert")]
+    pub client_cert_auth: bool,
+}
+
+impl TlsConfig {
+    /// The files, when TLS is on.
+    pub fn files(&self) -> Option<recipestore_tls::PemFiles> {
+        Some(recipestore_tls::PemFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            ca: self.tls_ca.clone()?,
+        })
+    }
 }
 
 /// Which node `--force-new-cluster` is for.

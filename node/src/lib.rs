@@ -20,3 +20,4 @@ pub mod raft;
 pub mod recovery;
 pub mod routing;
 pub mod server;
+pub mod tls;

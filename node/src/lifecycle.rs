@@ -24,6 +24,7 @@ use crate::raft::state_machine::SnapshotRecipes;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::typ;
 use crate::recovery;
+use crate::tls::NodeTls;
 
 /// Where a node with data directory `data_dir` keeps its Raft log.
 pub fn raft_log_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
@@ -110,7 +111,8 @@ impl RunningNode {
         let state_machine = StateMachine::open(&db, &snapshot_dir(&config.data_dir), cache)?;
         let recipes = state_machine.recipes();
         let snapshot_recipes = state_machine.snapshot_recipes();
-        let peer_channels = PeerChannels::default();
+        let tls = NodeTls::load(&config.tls).context("TLS cannot be set up")?;
+        let peer_channels = PeerChannels::new(tls.clone());
         let raft = typ::Raft::new(
             id,
             raft_config,
@@ -132,6 +134,7 @@ impl RunningNode {
             config: config.clone(),
             member,
             overload: Overload::start(&config.settings, &config.sampling),
+            tls: tls.clone(),
             peer_channels,
         });
         metrics::initialize_labels();
@@ -164,13 +167,22 @@ impl RunningNode {
             ),
         ];
         tokio::spawn(publish_raft_metrics(node.clone(), stopped.clone()));
+        if let Some(tls) = tls {
+            tokio::spawn(tls.reload_when_changed(stopped.clone()));
+        }
         tokio::spawn(snapshot_when_due(
             node.clone(),
             config.snapshot_policy(),
             snapshot_recipes,
             stopped,
         ));
-        tracing::info!(id, peer = %node.member.peer_addr, client = %node.member.client_addr, "node started");
+        tracing::info!(
+            id,
+            peer = %node.member.peer_addr,
+            client = %node.member.client_addr,
+            tls = node.tls.is_some(),
+            "node started"
+        );
         Ok(Self {
             node,
             db,

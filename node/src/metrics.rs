@@ -49,6 +49,9 @@ struct Metrics {
     cache_evictions: IntCounter,
     cache_bytes: IntGauge,
     cache_entries: IntGauge,
+    tls_expiry: IntGauge,
+    tls_reloads: IntCounterVec,
+    tls_refused: IntCounterVec,
 }
 
 fn opts(subsystem: &str, name: &str, help: &str) -> Opts {
@@ -256,6 +259,30 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             .expect("valid metric"),
         cache_entries: IntGauge::with_opts(opts("cache", "entries", "Recipes held by the cache."))
             .expect("valid metric"),
+        tls_expiry: IntGauge::with_opts(opts(
+            "tls",
+            "certificate_expiry_timestamp_seconds",
+            "When the node's certificate expires (Unix time); 0 without TLS.",
+        ))
+        .expect("valid metric"),
+        tls_reloads: IntCounterVec::new(
+            opts(
+                "tls",
+                "reloads_total",
+                "Changed certificate files read again, by outcome (loaded, refused).",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric"),
+        tls_refused: IntCounterVec::new(
+            opts(
+                "tls",
+                "handshake_failures_total",
+                "Connections refused during the TLS handshake, by port.",
+            ),
+            &["port"],
+        )
+        .expect("valid metric"),
         registry,
     };
     let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -286,6 +313,9 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Box::new(m.cache_evictions.clone()),
         Box::new(m.cache_bytes.clone()),
         Box::new(m.cache_entries.clone()),
+        Box::new(m.tls_expiry.clone()),
+        Box::new(m.tls_reloads.clone()),
+        Box::new(m.tls_refused.clone()),
         Box::new(prometheus::process_collector::ProcessCollector::new(
             std::process::id() as i32,
             NAMESPACE,
@@ -370,11 +400,34 @@ pub fn observe_cache_size(bytes: u64, entries: u64) {
     METRICS.cache_entries.set(entries as i64);
 }
 
+/// Records the expiry of the certificate the node now presents.
+pub fn observe_certificate(not_after_unix: i64) {
+    METRICS.tls_expiry.set(not_after_unix);
+}
+
+/// Counts changed certificate files read again: `loaded`, or refused
+/// (the node keeps the ones it had).
+pub fn observe_tls_reload(loaded: bool) {
+    let outcome = if loaded { "loaded" } else { "refused" };
+    METRICS.tls_reloads.with_label_values(&[outcome]).inc();
+}
+
+/// Counts a connection refused during its TLS handshake on `port`.
+pub fn observe_tls_refused(port: &str) {
+    METRICS.tls_refused.with_label_values(&[port]).inc();
+}
+
 /// Makes every labelled family visible from the start, so dashboards and
 /// alerts see zeros rather than "no data" on a quiet node.
 pub fn initialize_labels() {
     for outcome in ["sent", "failed"] {
         METRICS.backups.with_label_values(&[outcome]);
+    }
+    for outcome in ["loaded", "refused"] {
+        METRICS.tls_reloads.with_label_values(&[outcome]);
+    }
+    for port in ["client", "peer"] {
+        METRICS.tls_refused.with_label_values(&[port]);
     }
     for op in ["upload", "download"] {
         for reason in crate::overload::shed::ShedReason::ALL {

@@ -30,6 +30,7 @@ use crate::raft::state_machine::Recipes;
 use crate::raft::typ;
 use crate::routing;
 use crate::routing::Attempt;
+use crate::tls::NodeTls;
 
 /// State shared by the gRPC services and the HTTP endpoints.
 pub struct Node {
@@ -40,6 +41,8 @@ pub struct Node {
     pub config: NodeConfig,
     pub member: Member,
     pub overload: Overload,
+    /// TLS on the gRPC ports, when configured.
+    pub tls: Option<Arc<NodeTls>>,
     pub(crate) peer_channels: PeerChannels,
 }
 

@@ -11,7 +11,7 @@ use recipestore_protocol::pb;
 use recipestore_protocol::pb::admin_client;
 use tonic::Status;
 use tonic::transport::Channel;
-use tonic::transport::Endpoint;
+use tonic::transport::ClientTlsConfig;
 
 /// How long to wait for a connection and for each call.
 #[derive(Debug, Clone, Copy)]
@@ -69,12 +69,18 @@ pub struct AdminClient {
 impl AdminClient {
     /// A client of the node at `addr` (`host:port`, or a URI).
     pub fn new(addr: &str, timeouts: Timeouts) -> Result<Self, AdminError> {
-        let uri = if addr.contains("://") {
-            addr.to_owned()
-        } else {
-            format!("http://{addr}")
-        };
-        let channel = Endpoint::from_shared(uri)
+        Self::with_tls(addr, timeouts, None)
+    }
+
+    /// Like [`AdminClient::new`], over TLS when `tls` is given: the peer
+    /// port then requires a certificate for `recipestore-admin` (or a
+    /// member's).
+    pub fn with_tls(
+        addr: &str,
+        timeouts: Timeouts,
+        tls: Option<&ClientTlsConfig>,
+    ) -> Result<Self, AdminError> {
+        let channel = crate::endpoint(addr, tls)
             .map_err(|source| AdminError::Address {
                 addr: addr.to_owned(),
                 source,

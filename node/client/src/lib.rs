@@ -21,6 +21,7 @@ use rand::Rng;
 use tonic::Code;
 use tonic::Status;
 use tonic::transport::Channel;
+use tonic::transport::ClientTlsConfig;
 use tonic::transport::Endpoint;
 
 use recipestore_protocol::metadata;
@@ -127,6 +128,24 @@ fn throttled(endpoint: &str) -> Status {
     status
 }
 
+/// The endpoint of `addr` (`host:port`, or a URI): `https` when `tls` is
+/// given, which it then uses, `http` otherwise.
+pub fn endpoint(
+    addr: &str,
+    tls: Option<&ClientTlsConfig>,
+) -> Result<Endpoint, tonic::transport::Error> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let uri = match addr.split_once("://") {
+        Some((_, rest)) => format!("{scheme}://{rest}"),
+        None => format!("{scheme}://{addr}"),
+    };
+    let endpoint = Endpoint::from_shared(uri)?;
+    match tls {
+        Some(tls) => endpoint.tls_config(tls.clone()),
+        None => Ok(endpoint),
+    }
+}
+
 /// A client for a RecipeStore cluster.
 pub struct Client {
     endpoints: Vec<String>,
@@ -152,18 +171,23 @@ impl Client {
         policy: RetryPolicy,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
+        Self::with_tls(endpoints, policy, timeout, None)
+    }
+
+    /// Like [`Client::with_policy`], over TLS when `tls` is given.
+    pub fn with_tls(
+        endpoints: &[String],
+        policy: RetryPolicy,
+        timeout: Duration,
+        tls: Option<ClientTlsConfig>,
+    ) -> anyhow::Result<Self> {
         if endpoints.is_empty() {
             anyhow::bail!("at least one endpoint is required");
         }
         let channels = endpoints
             .iter()
             .map(|e| {
-                let uri = if e.contains("://") {
-                    e.clone()
-                } else {
-                    format!("http://{e}")
-                };
-                Ok(Endpoint::from_shared(uri)
+                Ok(endpoint(e, tls.as_ref())
                     .map_err(|err| anyhow::anyhow!("invalid endpoint {e:?}: {err}"))?
                     .connect_timeout(Duration::from_secs(2))
                     .tcp_nodelay(true)

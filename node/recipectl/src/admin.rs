@@ -10,6 +10,7 @@ use recipestore_client::admin::AdminError;
 use recipestore_client::admin::Timeouts;
 use recipestore_client::is_retryable;
 use recipestore_protocol::pb;
+use tonic::transport::ClientTlsConfig;
 
 use crate::Output;
 use crate::fail;
@@ -39,38 +40,45 @@ pub enum MemberCommand {
     Remove { id: u64 },
 }
 
-pub fn admin_client(addr: &str, timeout: Duration) -> anyhow::Result<AdminClient> {
+/// How peer ports are called: each call's deadline and, with TLS, the
+/// certificates.
+pub struct Dial {
+    pub timeout: Duration,
+    pub tls: Option<ClientTlsConfig>,
+}
+
+pub fn admin_client(addr: &str, dial: &Dial) -> anyhow::Result<AdminClient> {
     let timeouts = Timeouts {
-        request: timeout,
+        request: dial.timeout,
         ..Timeouts::default()
     };
-    Ok(AdminClient::new(addr, timeouts)?)
+    Ok(AdminClient::with_tls(addr, timeouts, dial.tls.as_ref())?)
 }
 
 /// Calls the first peer that answers, retrying UNAVAILABLE with backoff.
-pub async fn call<T, F, Fut>(peers: &[String], timeout: Duration, f: F) -> anyhow::Result<T>
+pub async fn call<T, F, Fut>(peers: &[String], dial: &Dial, f: F) -> anyhow::Result<T>
 where
     F: FnMut(AdminClient) -> Fut,
     Fut: Future<Output = Result<T, AdminError>>,
 {
-    call_with_retry(peers, timeout, is_retryable, f).await
+    call_with_retry(peers, dial, is_retryable, f).await
 }
 
 /// Calls an idempotent membership RPC: one whose repetition after an
 /// unknown outcome (a lost reply, a broken connection) is safe and answers
 /// what the first call did, so UNKNOWN is retried too.
-async fn call_idempotent<T, F, Fut>(peers: &[String], timeout: Duration, f: F) -> anyhow::Result<T>
+async fn call_idempotent<T, F, Fut>(peers: &[String], dial: &Dial, f: F) -> anyhow::Result<T>
 where
     F: FnMut(AdminClient) -> Fut,
     Fut: Future<Output = Result<T, AdminError>>,
 {
     let retryable = |s: &tonic::Status| is_retryable(s) || s.code() == tonic::Code::Unknown;
-    call_with_retry(peers, timeout, retryable, f).await
+    call_with_retry(peers, dial, retryable, f).await
 }
 
 async fn call_with_retry<T, F, Fut>(
     peers: &[String],
-    timeout: Duration,
+    dial: &Dial,
     retryable: impl Fn(&tonic::Status) -> bool,
     mut f: F,
 ) -> anyhow::Result<T>
@@ -82,7 +90,7 @@ where
     let mut last = None;
     for attempt in 0..policy.max_attempts {
         let peer = &peers[attempt as usize % peers.len()];
-        match f(admin_client(peer, timeout)?).await {
+        match f(admin_client(peer, dial)?).await {
             Ok(v) => return Ok(v),
             Err(AdminError::Call { source, .. }) if retryable(&source) => {
                 last = Some(source);
@@ -111,8 +119,8 @@ pub struct Reached {
     pub status: pb::StatusResponse,
 }
 
-async fn status_at(addr: &str, timeout: Duration) -> Result<pb::StatusResponse, String> {
-    let client = admin_client(addr, timeout).map_err(|e| e.to_string())?;
+async fn status_at(addr: &str, dial: &Dial) -> Result<pb::StatusResponse, String> {
+    let client = admin_client(addr, dial).map_err(|e| e.to_string())?;
     client.status().await.map_err(described)
 }
 
@@ -134,12 +142,12 @@ async fn unreachable(addr: &str, error: String) -> String {
 /// the address they advertise.
 pub async fn cluster_status(
     peers: &[String],
-    timeout: Duration,
+    dial: &Dial,
 ) -> anyhow::Result<BTreeMap<u64, Result<Reached, String>>> {
     let mut out = BTreeMap::new();
     let mut last_error = None;
     for addr in peers {
-        match status_at(addr, timeout).await {
+        match status_at(addr, dial).await {
             Ok(status) => {
                 out.insert(
                     status.id,
@@ -168,7 +176,7 @@ pub async fn cluster_status(
         if out.contains_key(&id) {
             continue;
         }
-        let reached = match status_at(&addr, timeout).await {
+        let reached = match status_at(&addr, dial).await {
             Ok(status) => Ok(Reached { addr, status }),
             Err(e) => Err(unreachable(&addr, e).await),
         };
@@ -188,8 +196,8 @@ fn role_name(role: i32) -> &'static str {
     }
 }
 
-pub async fn status(peers: &[String], timeout: Duration, output: Output) -> anyhow::Result<()> {
-    let statuses = cluster_status(peers, timeout).await?;
+pub async fn status(peers: &[String], dial: &Dial, output: Output) -> anyhow::Result<()> {
+    let statuses = cluster_status(peers, dial).await?;
     if output == Output::Json {
         let rows: Vec<_> = statuses
             .iter()
@@ -272,7 +280,7 @@ fn print_membership(reply: &pb::MembershipResponse, output: Output) {
 
 pub async fn member(
     peers: &[String],
-    timeout: Duration,
+    dial: &Dial,
     command: MemberCommand,
     output: Output,
 ) -> anyhow::Result<()> {
@@ -282,7 +290,7 @@ pub async fn member(
                 .iter()
                 .map(|m| parse_member(m))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let reply = call(&peers[..1], timeout, |c| {
+            let reply = call(&peers[..1], dial, |c| {
                 let members = members.clone();
                 async move { c.initialize(members).await }
             })
@@ -309,7 +317,7 @@ pub async fn member(
                 peer_addr,
                 client_addr,
             };
-            let reply = call_idempotent(peers, timeout, |c| {
+            let reply = call_idempotent(peers, dial, |c| {
                 let member = member.clone();
                 async move { c.add_learner(member, !no_wait).await }
             })
@@ -318,13 +326,12 @@ pub async fn member(
         }
         MemberCommand::Promote { id } => {
             let reply =
-                call_idempotent(peers, timeout, |c| async move { c.promote(id).await }).await?;
+                call_idempotent(peers, dial, |c| async move { c.promote(id).await }).await?;
             print_membership(&reply, output);
         }
         MemberCommand::Remove { id } => {
             let reply =
-                call_idempotent(peers, timeout, |c| async move { c.remove_member(id).await })
-                    .await?;
+                call_idempotent(peers, dial, |c| async move { c.remove_member(id).await }).await?;
             print_membership(&reply, output);
         }
     }

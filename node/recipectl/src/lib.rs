@@ -3,3 +3,4 @@
 //! the fault suite and the benchmarks drive.
 
 pub mod local_cluster;
+pub mod local_tls;

@@ -26,6 +26,11 @@ pub enum LocalCommand {
         /// The recipestore-node binary; by default the one beside recipectl.
         #[arg(long)]
         node_binary: Option<PathBuf>,
+        /// Run with TLS: a throwaway CA and certificates under
+        /// `<data-dir>/tls/` (the peer port mutual TLS, the client port TLS),
+        /// with `client.crt`/`client.key`, an identity allowed to administer.
+        #[arg(long)]
+        tls: bool,
     },
 }
 
@@ -46,6 +51,7 @@ pub async fn run(command: LocalCommand) -> anyhow::Result<()> {
         data_dir,
         base_port,
         node_binary,
+        tls,
     } = command;
     let binary = match node_binary {
         Some(b) => b,
@@ -57,6 +63,11 @@ pub async fn run(command: LocalCommand) -> anyhow::Result<()> {
     let fallback = std::env::var("RECIPESTORE_CPU_FALLBACK").unwrap_or_else(|_| "process".into());
     let args = ["--cpu-fallback", fallback.as_str()];
     let mut cluster = LocalCluster::new(&binary, &data_dir, base_port, nodes, &args)?;
+    let client_files = if tls {
+        Some(cluster.use_tls()?.client_files())
+    } else {
+        None
+    };
     let mut terminate = signal(SignalKind::terminate())?;
     cluster.start_all()?;
     let started = async {
@@ -107,6 +118,14 @@ pub async fn run(command: LocalCommand) -> anyhow::Result<()> {
         data_dir.display(),
         data_dir.display()
     );
+    if let Some(files) = &client_files {
+        println!(
+            "  export RECIPESTORE_CACERT={} RECIPESTORE_CERT={} RECIPESTORE_KEY={}",
+            files.ca.display(),
+            files.cert.display(),
+            files.key.display()
+        );
+    }
     println!("  echo 'rice, eggs, soy sauce' | recipectl upload fried-rice");
     println!("  recipectl download fried-rice");
     println!("  recipectl status");

@@ -21,6 +21,9 @@ use nix::unistd::Pid;
 use recipestore_client::admin::AdminClient;
 use recipestore_client::admin::Timeouts;
 use recipestore_protocol::pb;
+use tonic::transport::ClientTlsConfig;
+
+use crate::local_tls::LocalTls;
 
 /// One node process and where it listens.
 pub struct NodeProcess {
@@ -37,6 +40,8 @@ pub struct NodeProcess {
     /// A command the node's command line is appended to, to start it
     /// elsewhere (e.g. `ip netns exec NAME`); empty to run it directly.
     launcher: Vec<String>,
+    /// The administrator's TLS config, when the node runs TLS.
+    admin_tls: Option<ClientTlsConfig>,
     child: Option<Child>,
 }
 
@@ -82,6 +87,7 @@ impl NodeProcess {
             extra_args: Vec::new(),
             host: LOOPBACK.into(),
             launcher: Vec::new(),
+            admin_tls: None,
             child: None,
         }
     }
@@ -98,6 +104,14 @@ impl NodeProcess {
     pub fn with_args(mut self, args: &[&str]) -> Self {
         self.extra_args = args.iter().map(|a| a.to_string()).collect();
         self
+    }
+
+    /// Runs the node with `tls`'s certificates; its admin client presents
+    /// the administrator's.
+    pub fn use_tls(&mut self, tls: &LocalTls) {
+        let args = tls.node_args();
+        self.extra_args.extend(args);
+        self.admin_tls = Some(tls.admin().clone());
     }
 
     /// Adds flags passed on every later start.
@@ -230,7 +244,8 @@ impl NodeProcess {
             connect: Duration::from_secs(1),
             request,
         };
-        AdminClient::new(&self.peer_addr(), timeouts).expect("a loopback address is valid")
+        AdminClient::with_tls(&self.peer_addr(), timeouts, self.admin_tls.as_ref())
+            .expect("a loopback address is valid")
     }
 
     /// This node's status, with a short deadline: a stopped node must not
@@ -253,6 +268,7 @@ pub struct LocalCluster {
     data_root: PathBuf,
     base_port: u16,
     extra_args: Vec<String>,
+    tls: Option<LocalTls>,
 }
 
 impl LocalCluster {
@@ -274,6 +290,7 @@ impl LocalCluster {
             data_root: data_root.to_path_buf(),
             base_port,
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            tls: None,
         };
         for _ in 0..count {
             cluster.push_node();
@@ -285,10 +302,23 @@ impl LocalCluster {
     pub fn push_node(&mut self) -> &mut NodeProcess {
         let id = self.nodes.len() as u64;
         let args: Vec<&str> = self.extra_args.iter().map(String::as_str).collect();
-        let node =
+        let mut node =
             NodeProcess::new(&self.binary, &self.data_root, self.base_port, id).with_args(&args);
+        if let Some(tls) = &self.tls {
+            node.use_tls(tls);
+        }
         self.nodes.push(node);
         self.nodes.last_mut().expect("just pushed")
+    }
+
+    /// Runs every node, and those laid out later, with TLS: certificates
+    /// made under `<data-dir>/tls/` (or found there from an earlier run).
+    pub fn use_tls(&mut self) -> anyhow::Result<&LocalTls> {
+        let tls = LocalTls::create(&self.data_root, &[LOOPBACK.to_string()])?;
+        for node in &mut self.nodes {
+            node.use_tls(&tls);
+        }
+        Ok(self.tls.insert(tls))
     }
 
     pub fn start_all(&mut self) -> anyhow::Result<()> {

@@ -17,6 +17,7 @@ use clap::ValueEnum;
 use recipestore_client::Client;
 use recipestore_client::RetryPolicy;
 use recipestore_protocol::pb;
+use tonic::transport::ClientTlsConfig;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -49,6 +50,20 @@ struct Cli {
     /// Output format.
     #[arg(long, global = true, value_enum, default_value = "text")]
     output: Output,
+
+    /// The CA (PEM) that signed the nodes' certificates: connect over TLS.
+    #[arg(long, global = true, env = "RECIPESTORE_CACERT")]
+    cacert: Option<PathBuf>,
+
+    /// This client's certificate (PEM): for nodes that require client
+    /// certificates, and for status, member and snapshot commands (the peer
+    /// port takes `recipestore-admin` certificates).
+    #[arg(long, global = true, env = "RECIPESTORE_CERT", requires_all = ["key", "cacert"])]
+    cert: Option<PathBuf>,
+
+    /// The private key of --cert (PEM).
+    #[arg(long, global = true, env = "RECIPESTORE_KEY", requires = "cert")]
+    key: Option<PathBuf>,
 
     /// Deadline of each call, in milliseconds.
     #[arg(long, global = true, default_value_t = 10_000)]
@@ -148,9 +163,33 @@ fn read_content(file: &str) -> anyhow::Result<Vec<u8>> {
     Ok(content)
 }
 
-/// Prints a gRPC error the way a person reads it, and exits non-zero.
+/// Prints a gRPC error the way a person reads it, and exits non-zero. A
+/// call refused in the TLS handshake says which usual mistake it was.
 fn fail(status: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{:?}: {}", status.code(), status.message())
+    match recipestore_tls::explain(&status) {
+        Some(hint) => anyhow::anyhow!("{:?}: {}: {hint}", status.code(), status.message()),
+        None => anyhow::anyhow!("{:?}: {}", status.code(), status.message()),
+    }
+}
+
+impl Cli {
+    /// The TLS config the flags ask for, with the files checked.
+    fn tls(&self) -> anyhow::Result<Option<ClientTlsConfig>> {
+        let Some(ca) = &self.cacert else {
+            return Ok(None);
+        };
+        Ok(Some(match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                let pem = recipestore_tls::Pem::read(&recipestore_tls::PemFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    ca: ca.clone(),
+                })?;
+                recipestore_tls::client_config(&pem.ca, Some((&pem.cert, &pem.key)))
+            }
+            _ => recipestore_tls::client_config(&recipestore_tls::Pem::read_ca(ca)?, None),
+        }))
+    }
 }
 
 #[tokio::main]
@@ -167,7 +206,22 @@ async fn main() {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let timeout = Duration::from_millis(cli.timeout_ms);
-    let client = || Client::with_policy(&cli.endpoints, RetryPolicy::default(), timeout);
+    let tls = cli.tls()?;
+    let on_peer_port = matches!(
+        cli.command,
+        Command::Status | Command::Member { .. } | Command::Snapshot { .. }
+    );
+    anyhow::ensure!(
+        !(on_peer_port && cli.cacert.is_some() && cli.cert.is_none()),
+        "over TLS, status, member and snapshot commands call the peer port, which takes \
+         only certificates of administrators: pass --cert and --key (a certificate for \
+         recipestore-admin, e.g. client.crt from `recipectl local up --tls`)"
+    );
+    let client = || Client::with_tls(&cli.endpoints, RetryPolicy::default(), timeout, tls.clone());
+    let dial = admin::Dial {
+        timeout,
+        tls: tls.clone(),
+    };
     let json = cli.output == Output::Json;
     match cli.command {
         Command::Upload {
@@ -249,12 +303,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Status => admin::status(&cli.peers, timeout, cli.output).await?,
+        Command::Status => admin::status(&cli.peers, &dial, cli.output).await?,
         Command::Member { command } => {
-            admin::member(&cli.peers, timeout, command, cli.output).await?
+            admin::member(&cli.peers, &dial, command, cli.output).await?
         }
         Command::Snapshot { command } => {
-            snapshot::run(&cli.peers, timeout, command, cli.output).await?
+            snapshot::run(&cli.peers, &dial, command, cli.output).await?
         }
         Command::Local { command } => local::run(command).await?,
         Command::Bench(args) => bench::run(&cli.endpoints, timeout, args, cli.output).await?,

@@ -27,6 +27,7 @@ use recipestore::identity::new_cluster_id;
 use recipestore::raft::Member;
 
 use crate::Output;
+use crate::admin::Dial;
 use crate::admin::admin_client;
 use crate::admin::call;
 use crate::admin::cluster_status;
@@ -123,20 +124,20 @@ fn parse_member(text: &str) -> Result<(u64, Member), String> {
 
 pub async fn run(
     peers: &[String],
-    timeout: Duration,
+    dial: &Dial,
     command: SnapshotCommand,
     output: Output,
 ) -> anyhow::Result<()> {
     match command {
-        SnapshotCommand::Trigger => trigger(peers, timeout, output).await,
+        SnapshotCommand::Trigger => trigger(peers, dial, output).await,
         SnapshotCommand::Save {
             file,
             into,
             keep,
             s3,
         } => match (file, into) {
-            (Some(file), _) => save(peers, timeout, &file, output).await,
-            (None, Some(into)) => save_into(peers, timeout, &into, keep, &s3, output).await,
+            (Some(file), _) => save(peers, dial, &file, output).await,
+            (None, Some(into)) => save_into(peers, dial, &into, keep, &s3, output).await,
             (None, None) => unreachable!("clap requires FILE or --into"),
         },
         SnapshotCommand::Status { file } => {
@@ -172,10 +173,10 @@ pub async fn run(
     }
 }
 
-async fn trigger(peers: &[String], timeout: Duration, output: Output) -> anyhow::Result<()> {
-    for (id, status) in cluster_status(peers, timeout).await? {
+async fn trigger(peers: &[String], dial: &Dial, output: Output) -> anyhow::Result<()> {
+    for (id, status) in cluster_status(peers, dial).await? {
         let result = match status {
-            Ok(reached) => match admin_client(&reached.addr, timeout) {
+            Ok(reached) => match admin_client(&reached.addr, dial) {
                 Ok(c) => c
                     .trigger_snapshot()
                     .await
@@ -216,14 +217,9 @@ fn progress(label: &str, output: Output) -> ProgressBar {
 
 /// Streams a backup from the first peer that answers into `file`, through
 /// `<file>.part`, which becomes `file` only once synced and checked.
-async fn save(
-    peers: &[String],
-    timeout: Duration,
-    file: &Path,
-    output: Output,
-) -> anyhow::Result<()> {
+async fn save(peers: &[String], dial: &Dial, file: &Path, output: Output) -> anyhow::Result<()> {
     let started = Instant::now();
-    let (addr, mut stream) = call(peers, timeout, |client| async move {
+    let (addr, mut stream) = call(peers, dial, |client| async move {
         let stream = client.save_snapshot().await?;
         Ok((client.addr().to_string(), stream))
     })
@@ -234,12 +230,12 @@ async fn save(
     let bar = progress("receiving", output);
     let received = async {
         loop {
-            let chunk = tokio::time::timeout(timeout, stream.message())
+            let chunk = tokio::time::timeout(dial.timeout, stream.message())
                 .await
                 .map_err(|_| {
                     anyhow::anyhow!(
                         "{addr} sent nothing for {} ms; the backup is incomplete",
-                        timeout.as_millis()
+                        dial.timeout.as_millis()
                     )
                 })?
                 .map_err(fail)?;
@@ -448,7 +444,7 @@ async fn restore_member(
 /// under an S3 prefix, then the oldest beyond `keep` deleted.
 async fn save_into(
     peers: &[String],
-    timeout: Duration,
+    dial: &Dial,
     into: &str,
     keep: Option<u32>,
     s3: &S3Options,
@@ -457,7 +453,7 @@ async fn save_into(
     let name = backup_name(jiff::Timestamp::now());
     let Some(location) = Location::parse(into) else {
         let dir = Path::new(into);
-        save(peers, timeout, &dir.join(&name), output).await?;
+        save(peers, dial, &dir.join(&name), output).await?;
         if let Some(keep) = keep {
             let names = std::fs::read_dir(dir)
                 .with_context(|| format!("cannot list {}", dir.display()))?
@@ -476,7 +472,7 @@ async fn save_into(
     let store = s3::Store::new(s3, &location.bucket)?;
     let scratch = tempfile::tempdir().context("cannot make a temporary directory")?;
     let file = scratch.path().join(&name);
-    save(peers, timeout, &file, output).await?;
+    save(peers, dial, &file, output).await?;
     let key = location.child(&name);
     store.upload(&file, &key).await?;
     if output == Output::Text {

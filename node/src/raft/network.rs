@@ -41,6 +41,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::Code;
 use tonic::transport::Channel;
+use tonic::transport::ClientTlsConfig;
 use tonic::transport::Endpoint;
 
 use super::Member;
@@ -51,6 +52,7 @@ use super::typ::SnapshotMeta;
 use super::typ::Vote;
 use crate::codec;
 use crate::identity::Identity;
+use crate::tls::NodeTls;
 
 /// Largest gRPC message a peer sends or accepts: a full append batch of
 /// maximum-size recipes fits, a runaway message does not.
@@ -65,17 +67,24 @@ pub struct SnapshotHeader {
     pub meta: SnapshotMeta,
 }
 
-/// Opens a lazily connected channel to a peer; tonic reconnects on demand.
+/// Opens a lazily connected channel to a peer, over TLS when `tls` is
+/// given; tonic reconnects on demand.
 pub fn peer_channel(
     addr: &str,
     connect_timeout: Duration,
+    tls: Option<ClientTlsConfig>,
 ) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))?
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .connect_lazy())
+        .keep_alive_timeout(Duration::from_secs(5));
+    let endpoint = match tls {
+        Some(tls) => endpoint.tls_config(tls)?,
+        None => endpoint,
+    };
+    Ok(endpoint.connect_lazy())
 }
 
 /// A transport client to a peer with the message limits set.
@@ -87,18 +96,43 @@ pub fn transport_client(channel: Channel) -> RaftTransportClient<Channel> {
 
 /// Channels to other nodes' peer ports, one per address, shared by the Raft
 /// RPCs and by application forwarding (writes, read index), so a node keeps
-/// one HTTP/2 connection per peer.
+/// one HTTP/2 connection per peer. With TLS, reloaded certificates retire
+/// the channels made with the old ones: calls still on them finish, new
+/// calls dial again.
 #[derive(Clone, Default)]
-pub struct PeerChannels(Arc<Mutex<HashMap<String, Channel>>>);
+pub struct PeerChannels {
+    tls: Option<Arc<NodeTls>>,
+    /// The TLS generation the channels were made with, and the channels.
+    channels: Arc<Mutex<(u64, HashMap<String, Channel>)>>,
+}
 
 impl PeerChannels {
+    pub fn new(tls: Option<Arc<NodeTls>>) -> Self {
+        Self {
+            tls,
+            channels: Arc::default(),
+        }
+    }
+
     /// The channel to `addr`, opened lazily on first use.
     pub fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
-        let mut channels = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let tls = self.tls.as_ref().map(|tls| tls.current());
+        let mut guard = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        let (generation, channels) = &mut *guard;
+        if let Some(tls) = &tls
+            && tls.generation != *generation
+        {
+            channels.clear();
+            *generation = tls.generation;
+        }
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
-        let channel = peer_channel(addr, Duration::from_secs(1))?;
+        let channel = peer_channel(
+            addr,
+            Duration::from_secs(1),
+            tls.map(|tls| tls.towards_peers.clone()),
+        )?;
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }
@@ -695,7 +729,7 @@ mod tests {
         );
         let identity =
             Arc::new(Identity::open(tempfile::tempdir().unwrap().path(), 0, None).unwrap());
-        let mut network = Network::new(identity, PeerChannels::default(), Duration::from_secs(1));
+        let mut network = Network::new(identity, PeerChannels::new(None), Duration::from_secs(1));
         let member = Member {
             peer_addr: addr,
             client_addr: String::new(),
@@ -724,7 +758,7 @@ mod tests {
         drop(listener);
         let identity =
             Arc::new(Identity::open(tempfile::tempdir().unwrap().path(), 0, None).unwrap());
-        let mut network = Network::new(identity, PeerChannels::default(), Duration::from_secs(1));
+        let mut network = Network::new(identity, PeerChannels::new(None), Duration::from_secs(1));
         let member = Member {
             peer_addr: addr,
             client_addr: String::new(),

@@ -19,11 +19,13 @@ use recipestore_protocol::pb::recipes_server::RecipesServer;
 use tokio::sync::watch;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 
 use crate::node::DEFAULT_WAIT;
 use crate::node::Node;
 use crate::raft::network::MAX_PEER_MESSAGE_BYTES;
+use crate::tls::Callers;
 
 /// Refuses peer traffic (Raft or forwarded calls) from another cluster.
 fn admit_peer(node: &Node, cluster_id: &str) -> Result<(), Status> {
@@ -45,41 +47,67 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Serves the Raft transport, forwarding and the admin API.
+/// Serves the Raft transport, forwarding and the admin API; with TLS, to
+/// callers with a certificate of the cluster CA only, Raft and forwarding
+/// to members only.
 pub async fn serve_peer(
     node: Arc<Node>,
     addr: SocketAddr,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let incoming = bind(addr, "peer")?;
-    tonic::transport::Server::builder()
-        .add_service(
+    let tls = node.tls.clone();
+    let members = crate::tls::admit(tls.is_some(), Callers::Members);
+    let members_and_admins = crate::tls::admit(tls.is_some(), Callers::MembersAndAdmins);
+    let router = tonic::transport::Server::builder()
+        .add_service(InterceptedService::new(
             RaftTransportServer::new(transport::Transport::new(node.clone(), stop.clone()))
                 .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
-        )
-        .add_service(
+            members.clone(),
+        ))
+        .add_service(InterceptedService::new(
             ForwardServer::new(forward::Forward::new(node.clone()))
                 .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
-        )
-        .add_service(AdminServer::new(admin::Admin::new(node)))
-        .serve_with_incoming_shutdown(incoming, stopped(stop))
-        .await
-        .context("peer server failed")
+            members,
+        ))
+        .add_service(InterceptedService::new(
+            AdminServer::new(admin::Admin::new(node)),
+            members_and_admins,
+        ));
+    match tls {
+        Some(tls) => {
+            let incoming = recipestore_tls::accept(
+                incoming,
+                move || tls.current().peer.clone(),
+                refused("peer"),
+            );
+            router
+                .serve_with_incoming_shutdown(incoming, stopped(stop))
+                .await
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(incoming, stopped(stop))
+                .await
+        }
+    }
+    .context("peer server failed")
 }
 
-/// Serves the client API.
+/// Serves the client API, over TLS when the node has it.
 pub async fn serve_client(
     node: Arc<Node>,
     addr: SocketAddr,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let incoming = bind(addr, "client")?;
+    let tls = node.tls.clone();
     // Room for the largest content plus the request's other fields.
     let max_content = node.config.max_content_bytes;
     let max_message = max_content + 64 * 1024;
-    tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(move |response| {
             oversized_is_invalid(response, max_content)
         }))
@@ -87,10 +115,43 @@ pub async fn serve_client(
             RecipesServer::new(recipes::RecipesService::new(node))
                 .max_decoding_message_size(max_message)
                 .max_encoding_message_size(max_message),
-        )
-        .serve_with_incoming_shutdown(incoming, stopped(stop))
-        .await
-        .context("client server failed")
+        );
+    match tls {
+        Some(tls) => {
+            let incoming = recipestore_tls::accept(
+                incoming,
+                move || tls.current().client.clone(),
+                refused("client"),
+            );
+            router
+                .serve_with_incoming_shutdown(incoming, stopped(stop))
+                .await
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(incoming, stopped(stop))
+                .await
+        }
+    }
+    .context("client server failed")
+}
+
+/// Logs and counts a connection refused during its TLS handshake on `port`.
+/// On the peer port it is a warning: only members and administrators dial
+/// it, so a refusal is a wrong certificate or an intruder. On the client
+/// port, load balancers' TCP checks and port scans would flood the log: the
+/// counter shows them, the log only at debug level.
+fn refused(
+    port: &'static str,
+) -> impl Fn(Option<SocketAddr>, &std::io::Error) + Clone + Send + Sync + 'static {
+    move |peer, error| {
+        if port == "peer" {
+            tracing::warn!(peer = ?peer, %error, "TLS handshake on the peer port refused");
+        } else {
+            tracing::debug!(port, peer = ?peer, %error, "TLS handshake refused");
+        }
+        crate::metrics::observe_tls_refused(port);
+    }
 }
 
 /// A request over the decoding limit is refused by tonic before any

@@ -17,6 +17,7 @@ use recipestore_protocol::pb;
 pub use recipestore_testkit::eventually;
 use recipestore_testkit::{FAST_RAFT, free_node_ports};
 use tempfile::TempDir;
+use tonic::transport::ClientTlsConfig;
 
 pub struct TestCluster {
     pub cluster: LocalCluster,
@@ -49,14 +50,19 @@ impl TestCluster {
 
     /// Starts `count` nodes, initializes them as voters and waits for a leader.
     pub async fn start(count: u64, extra_args: &[&str]) -> Self {
-        let mut c = Self::layout(count, extra_args);
-        c.cluster.start_all().expect("start nodes");
-        c.cluster
+        Self::layout(count, extra_args).launch().await
+    }
+
+    /// Starts the nodes laid out, initializes them as voters and waits for a
+    /// leader.
+    pub async fn launch(mut self) -> Self {
+        self.cluster.start_all().expect("start nodes");
+        self.cluster
             .initialize(Duration::from_secs(30))
             .await
-            .unwrap_or_else(|e| panic!("initialize: {e:#}\n{}", c.logs()));
-        c.leader().await;
-        c
+            .unwrap_or_else(|e| panic!("initialize: {e:#}\n{}", self.logs()));
+        self.leader().await;
+        self
     }
 
     pub async fn leader(&self) -> u64 {
@@ -156,13 +162,18 @@ impl Drop for FakeCpu {
 }
 
 pub fn client_for(endpoints: &[String]) -> Client {
+    tls_client_for(endpoints, None)
+}
+
+/// A patient client, over TLS when `tls` is given.
+pub fn tls_client_for(endpoints: &[String], tls: Option<ClientTlsConfig>) -> Client {
     let policy = RetryPolicy {
         max_attempts: 40,
         max_delay: Duration::from_millis(500),
         budget: 1_000.0,
         ..RetryPolicy::default()
     };
-    Client::with_policy(endpoints, policy, Duration::from_secs(5)).expect("client")
+    Client::with_tls(endpoints, policy, Duration::from_secs(5), tls).expect("client")
 }
 
 /// Acknowledged uploads: name to (version, content).

@@ -12,3 +12,4 @@ mod recovery;
 mod replication;
 mod snapshot;
 mod storage;
+mod tls;
