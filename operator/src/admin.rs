@@ -3,12 +3,14 @@
 //! implementation is the client library's admin client.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use recipestore_client::admin::AdminClient;
 use recipestore_client::admin::Timeouts;
 use recipestore_protocol::pb as proto;
+use tonic::transport::ClientTlsConfig;
 
 use recipestore_settings::Shedding;
 
@@ -53,6 +55,10 @@ pub trait NodeAdmin: Send + Sync {
         addr: &'a str,
         id: NodeId,
     ) -> BoxFuture<'a, Result<(), AdminError>>;
+    /// The same calls over TLS with `tls` (the store's CA and an
+    /// administrator's certificate); without one, a store on TLS cannot be
+    /// called and every call fails.
+    fn with_tls(self: Arc<Self>, tls: Option<ClientTlsConfig>) -> Arc<dyn NodeAdmin>;
     /// Applies `shedding` to the running node at `addr`.
     fn reconfigure<'a>(
         &'a self,
@@ -66,6 +72,7 @@ pub trait NodeAdmin: Send + Sync {
 #[derive(Clone, Debug)]
 pub struct GrpcAdmin {
     timeouts: Timeouts,
+    tls: Option<ClientTlsConfig>,
 }
 
 impl GrpcAdmin {
@@ -75,11 +82,16 @@ impl GrpcAdmin {
                 connect: connect_timeout,
                 request: request_timeout,
             },
+            tls: None,
         }
     }
 
     fn client(&self, addr: &str) -> Result<AdminClient, AdminError> {
-        Ok(AdminClient::new(addr, self.timeouts)?)
+        Ok(AdminClient::with_tls(
+            addr,
+            self.timeouts,
+            self.tls.as_ref(),
+        )?)
     }
 }
 
@@ -90,6 +102,13 @@ impl Default for GrpcAdmin {
 }
 
 impl NodeAdmin for GrpcAdmin {
+    fn with_tls(self: Arc<Self>, tls: Option<ClientTlsConfig>) -> Arc<dyn NodeAdmin> {
+        Arc::new(Self {
+            timeouts: self.timeouts,
+            tls,
+        })
+    }
+
     fn status<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, Result<NodeStatus, AdminError>> {
         Box::pin(async move { Ok(self.client(addr)?.status().await?.into()) })
     }

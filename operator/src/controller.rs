@@ -22,7 +22,7 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -40,6 +40,7 @@ use crate::build::{self, Resources};
 use crate::integrations::Integrations;
 use crate::membership::{self, Observed, Plan, Policy, Step};
 use crate::metrics::Metrics;
+use crate::tls::{self, StoreTls};
 use crate::topology::{MANAGED_BY_LABEL, Topology};
 use crate::{Error, FIELD_MANAGER, RecipeStore, RecipeStoreSpec, Result, executor, status};
 
@@ -71,6 +72,12 @@ pub struct World {
     pub statefulset: Option<StatefulSet>,
     pub service_monitor: Option<ApiResource>,
     pub membership: Observed,
+    /// Whether and how the store runs TLS, or why its spec cannot.
+    pub tls: Result<Option<StoreTls>, String>,
+    /// The certificate Secrets found.
+    pub tls_secrets: tls::Secrets,
+    /// The admin API as this store is called: over TLS when it runs TLS.
+    pub admin: Arc<dyn NodeAdmin>,
 }
 
 #[instrument(skip(rs, ctx), fields(name = %rs.name_any(), namespace = rs.namespace().unwrap_or_default()))]
@@ -108,12 +115,16 @@ async fn reconcile_pass(rs: &RecipeStore, ctx: &Context) -> Result<Action> {
 
     let world = dereference(rs, &topology, ctx).await?;
 
-    let valid =
-        validate(&rs.spec, world.statefulset.as_ref()).and_then(|()| build::restore::check(rs));
-    if let Err(problem) = valid {
-        report_invalid(rs, &topology, ctx, &problem).await?;
-        return Err(Error::InvalidSpec(problem));
-    }
+    let valid = validate(&rs.spec, world.statefulset.as_ref())
+        .and_then(|()| build::restore::check(rs))
+        .and_then(|()| world.tls.clone());
+    let store_tls = match valid {
+        Ok(store_tls) => store_tls,
+        Err(problem) => {
+            report_invalid(rs, &topology, ctx, &problem).await?;
+            return Err(Error::InvalidSpec(problem));
+        }
+    };
 
     let plan = membership::plan(&world.membership, &ctx.policy);
     let resources = build::build(
@@ -121,8 +132,12 @@ async fn reconcile_pass(rs: &RecipeStore, ctx: &Context) -> Result<Action> {
         plan.statefulset_replicas,
         plan.forcing,
         world.service_monitor.as_ref(),
+        store_tls.as_ref(),
     )?;
 
+    if let Some(store_tls) = &store_tls {
+        issue_certificates(rs, &topology, ctx, store_tls, &world.tls_secrets).await?;
+    }
     let backup = apply(
         rs,
         &topology,
@@ -132,7 +147,7 @@ async fn reconcile_pass(rs: &RecipeStore, ctx: &Context) -> Result<Action> {
     )
     .await?;
     record_backups(rs, &topology, ctx, backup.as_ref());
-    reload_settings(rs, ctx, &world.membership).await?;
+    reload_settings(rs, ctx, world.admin.as_ref(), &world.membership).await?;
     if let Some(at) = newly_succeeded(rs, backup.as_ref()) {
         let note = format!("a scheduled backup succeeded at {}", at.0);
         publish(
@@ -146,7 +161,7 @@ async fn reconcile_pass(rs: &RecipeStore, ctx: &Context) -> Result<Action> {
         .await?;
     }
     // A failed step still gets its status written: what was observed is true.
-    let performed = perform(rs, &topology, ctx, &plan).await;
+    let performed = perform(rs, &topology, ctx, world.admin.as_ref(), &plan).await;
 
     update_status(rs, &topology, ctx, &world, &plan, backup.as_ref()).await?;
     performed?;
@@ -209,7 +224,17 @@ async fn dereference(rs: &RecipeStore, topology: &Topology, ctx: &Context) -> Re
         })
         .collect();
 
-    let nodes = executor::observe_nodes(ctx.admin.as_ref(), &pods).await;
+    let store_tls = tls::decide(&rs.spec.tls, topology, statefulset.as_ref());
+    let tls_secrets = match &store_tls {
+        Ok(Some(store_tls)) => read_tls_secrets(topology, ctx, store_tls).await?,
+        _ => tls::Secrets::default(),
+    };
+    let admin = tls::admin_for(
+        &ctx.admin,
+        store_tls.as_ref().ok().and_then(Option::as_ref),
+        &tls_secrets,
+    );
+    let nodes = executor::observe_nodes(admin.as_ref(), &pods).await;
     let statefulset_replicas = statefulset
         .as_ref()
         .and_then(|s| s.spec.as_ref()?.replicas)
@@ -234,7 +259,77 @@ async fn dereference(rs: &RecipeStore, topology: &Topology, ctx: &Context) -> Re
         },
         statefulset,
         service_monitor,
+        tls: store_tls,
+        tls_secrets,
+        admin,
     })
+}
+
+/// The store's certificate Secrets: the administrator's always, the CA and
+/// the members' when the operator issues them (to renew them in time).
+async fn read_tls_secrets(
+    topology: &Topology,
+    ctx: &Context,
+    store_tls: &StoreTls,
+) -> Result<tls::Secrets> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &topology.namespace);
+    let get = |name: String| {
+        let api = api.clone();
+        async move {
+            api.get_opt(&name)
+                .await
+                .map_err(Error::kube("get TLS Secret"))
+        }
+    };
+    Ok(if store_tls.issued {
+        tls::Secrets {
+            ca: get(topology.tls_ca_secret()).await?,
+            member: get(store_tls.member_secret.clone()).await?,
+            admin: get(store_tls.admin_secret.clone()).await?,
+        }
+    } else {
+        tls::Secrets {
+            admin: get(store_tls.admin_secret.clone()).await?,
+            ..tls::Secrets::default()
+        }
+    })
+}
+
+/// Applies the certificates an issuing store lacks or must renew, with an
+/// Event for each.
+async fn issue_certificates(
+    rs: &RecipeStore,
+    topology: &Topology,
+    ctx: &Context,
+    store_tls: &StoreTls,
+    existing: &tls::Secrets,
+) -> Result<()> {
+    let owner = rs
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingObjectKey("metadata.uid"))?;
+    let issued =
+        tls::to_issue(store_tls, topology, &owner, existing).map_err(Error::Certificates)?;
+    for secret in issued {
+        apply_one::<Secret>(
+            &ctx.client,
+            &topology.namespace,
+            &secret,
+            "apply TLS Secret",
+        )
+        .await?;
+        let name = secret.name_any();
+        info!(secret = %name, "issued a certificate");
+        publish(
+            ctx,
+            rs,
+            EventType::Normal,
+            "CertificateIssued",
+            "IssueCertificate",
+            format!("issued {name}"),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Step 2: what the schema and CEL rules should already have refused, checked
@@ -429,8 +524,13 @@ async fn apply_backup(
 
 /// Gives the running nodes the settings they take without a restart
 /// (which therefore do not roll the pods), and says so in an Event.
-async fn reload_settings(rs: &RecipeStore, ctx: &Context, observed: &Observed) -> Result<()> {
-    let reloaded = executor::reconfigure(ctx.admin.as_ref(), observed, &rs.spec.shedding)
+async fn reload_settings(
+    rs: &RecipeStore,
+    ctx: &Context,
+    admin: &dyn NodeAdmin,
+    observed: &Observed,
+) -> Result<()> {
+    let reloaded = executor::reconfigure(admin, observed, &rs.spec.shedding)
         .await
         .map_err(|source| Error::Membership {
             step: "Reconfigure",
@@ -507,7 +607,13 @@ fn apply_params() -> PatchParams {
 }
 
 /// Step 4b: perform the planned membership step and tell people about it.
-async fn perform(rs: &RecipeStore, topology: &Topology, ctx: &Context, plan: &Plan) -> Result<()> {
+async fn perform(
+    rs: &RecipeStore,
+    topology: &Topology,
+    ctx: &Context,
+    admin: &dyn NodeAdmin,
+    plan: &Plan,
+) -> Result<()> {
     let step = &plan.step;
     if plan.clear_force_recovery {
         clear_force_recovery(rs, topology, ctx).await?;
@@ -527,7 +633,7 @@ async fn perform(rs: &RecipeStore, topology: &Topology, ctx: &Context, plan: &Pl
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &topology.namespace);
         delete_if_present(&pods, &topology.pod(*id), action).await?;
     }
-    if let Err(source) = executor::execute(ctx.admin.as_ref(), plan).await {
+    if let Err(source) = executor::execute(admin, plan).await {
         let error = Error::Membership {
             step: step.reason(),
             source,

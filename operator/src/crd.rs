@@ -126,6 +126,10 @@ pub struct RecipeStoreSpec {
     #[serde(default)]
     pub persistent_volume_claim_retention_policy: PvcRetentionPolicy,
 
+    /// TLS on the nodes' gRPC ports.
+    #[serde(default)]
+    pub tls: TlsSpec,
+
     /// Scheduled backups; none when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupSpec>,
@@ -135,6 +139,38 @@ pub struct RecipeStoreSpec {
     /// is created; refused on a store that already holds its cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_from: Option<RestoreSpec>,
+}
+
+/// TLS on the nodes' gRPC ports: mutual TLS between members (the peer port
+/// takes members, and administrators on its admin API, only), TLS to
+/// clients. The HTTP port (metrics, health) stays plaintext.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// TLS on or off. Unset: on for a new store; a running store keeps
+    /// what it runs. A running store cannot be switched, as its members
+    /// would stop understanding each other mid-roll: back it up and
+    /// restore it into a new store instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+
+    /// A Secret (`tls.crt`, `tls.key`, `ca.crt`) with the members'
+    /// certificate: common name `recipestore-member`, naming
+    /// `*.<store>-peers.<namespace>.svc` and the client Service. Unset: the
+    /// operator issues it, from a CA it keeps in `<store>-tls-ca`, into
+    /// `<store>-tls`, and renews it before it expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+
+    /// With `secretName`: a Secret (`tls.crt`, `tls.key`, `ca.crt`) with a
+    /// `recipestore-admin` certificate of the same CA, which the operator
+    /// and backup jobs present. Unset: the operator's `<store>-tls-admin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_secret_name: Option<String>,
+
+    /// Require a certificate of the CA from every client of the client port.
+    #[serde(default)]
+    pub client_cert_auth: bool,
 }
 
 /// A backup in a PersistentVolumeClaim or an S3-compatible bucket (where

@@ -25,6 +25,7 @@ pub mod preflight;
 pub mod rollout;
 pub mod status;
 pub mod telemetry;
+pub mod tls;
 pub mod topology;
 
 pub use crd::{RecipeStore, RecipeStoreSpec, RecipeStoreStatus};
@@ -51,6 +52,10 @@ pub enum Error {
     #[error("object has no {0}")]
     MissingObjectKey(&'static str),
 
+    /// The store's certificates could not be issued.
+    #[error("failed to issue the store's certificates")]
+    Certificates(#[source] recipestore_tls::TlsError),
+
     /// A membership step failed at the node's admin API.
     #[error("failed to perform membership step {step}")]
     Membership {
@@ -67,6 +72,7 @@ impl Error {
             Error::Kube { .. } => "kube",
             Error::InvalidSpec(_) => "invalid_spec",
             Error::MissingObjectKey(_) => "missing_object_key",
+            Error::Certificates(_) => "certificates",
             Error::Membership { .. } => "membership",
         }
     }

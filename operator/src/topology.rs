@@ -52,6 +52,37 @@ impl Topology {
         format!("{}-peers", self.name)
     }
 
+    /// The CA of a store whose certificates the operator issues.
+    pub fn tls_ca_secret(&self) -> String {
+        format!("{}-tls-ca", self.name)
+    }
+
+    /// The members' certificate the operator issues.
+    pub fn tls_secret(&self) -> String {
+        format!("{}-tls", self.name)
+    }
+
+    /// The administrators' certificate the operator issues.
+    pub fn tls_admin_secret(&self) -> String {
+        format!("{}-tls-admin", self.name)
+    }
+
+    /// The names the members' certificate holds: every pod's peer address,
+    /// the client Service's names, and loopback for port-forwards.
+    pub fn tls_hosts(&self) -> Vec<String> {
+        let (peers, client, ns) = (self.peer_service(), self.client_service(), &self.namespace);
+        vec![
+            format!("*.{peers}.{ns}.svc"),
+            format!("*.{peers}.{ns}.svc.cluster.local"),
+            client.to_owned(),
+            format!("{client}.{ns}"),
+            format!("{client}.{ns}.svc"),
+            format!("{client}.{ns}.svc.cluster.local"),
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+        ]
+    }
+
     pub fn backup_cronjob(&self) -> String {
         format!("{}-backup", self.name)
     }

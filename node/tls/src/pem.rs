@@ -125,6 +125,12 @@ impl Pem {
         roots(&self.files.ca, &self.ca)
     }
 
+    /// Whether the certificate is still valid `for_at_least` from now.
+    pub fn lasts(&self, for_at_least: std::time::Duration) -> bool {
+        self.not_after()
+            .is_some_and(|end| end > time::OffsetDateTime::now_utc() + for_at_least)
+    }
+
     /// When the certificate (the leaf) expires.
     pub fn not_after(&self) -> Option<time::OffsetDateTime> {
         let chain = self.chain().ok()?;

@@ -20,6 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use super::object_meta;
 use super::statefulset::{container_security_context, pod_security_context};
 use crate::crd::S3Spec;
+use crate::tls::StoreTls;
 use crate::topology::{MANAGED_BY_LABEL, Topology};
 use crate::{FIELD_MANAGER, RecipeStore};
 
@@ -38,7 +39,12 @@ const STARTING_DEADLINE_SECONDS: i64 = 300;
 const HISTORY: i32 = 3;
 
 /// The CronJob for `spec.backup`, or `None` when the spec asks for none.
-pub fn build(rs: &RecipeStore, topology: &Topology, owner: &OwnerReference) -> Option<CronJob> {
+pub fn build(
+    rs: &RecipeStore,
+    topology: &Topology,
+    owner: &OwnerReference,
+    tls: Option<&StoreTls>,
+) -> Option<CronJob> {
     let backup = rs.spec.backup.as_ref()?;
     let labels = pod_labels(topology);
     // The claim where the backups go, or scratch space for a bucket's.
@@ -70,6 +76,19 @@ pub fn build(rs: &RecipeStore, topology: &Topology, owner: &OwnerReference) -> O
     } else {
         BACKUP_DIR
     };
+    let mut volumes = vec![volume];
+    let mut volume_mounts = vec![VolumeMount {
+        name: VOLUME.to_owned(),
+        mount_path: mount.to_owned(),
+        ..VolumeMount::default()
+    }];
+    let mut env = env.unwrap_or_default();
+    // Backups are an administrator's call on the peer port.
+    if let Some(tls) = tls {
+        volumes.push(crate::tls::volume(&tls.admin_secret));
+        volume_mounts.push(crate::tls::volume_mount());
+        env.extend(crate::tls::recipectl_env());
+    }
     let pod = PodSpec {
         restart_policy: Some("Never".to_owned()),
         security_context: Some(pod_security_context()),
@@ -81,16 +100,12 @@ pub fn build(rs: &RecipeStore, topology: &Topology, owner: &OwnerReference) -> O
             image_pull_policy: Some(rs.spec.image_pull_policy.as_str().to_owned()),
             command: Some(vec!["/usr/local/bin/recipectl".to_owned()]),
             args: Some(args(rs, topology, &into, backup.retain)),
-            env,
-            volume_mounts: Some(vec![VolumeMount {
-                name: VOLUME.to_owned(),
-                mount_path: mount.to_owned(),
-                ..VolumeMount::default()
-            }]),
+            env: (!env.is_empty()).then_some(env),
+            volume_mounts: Some(volume_mounts),
             security_context: Some(container_security_context()),
             ..Container::default()
         }],
-        volumes: Some(vec![volume]),
+        volumes: Some(volumes),
         ..PodSpec::default()
     };
     Some(CronJob {

@@ -17,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::Resource;
 use kube::api::{ApiResource, DynamicObject};
 
+use crate::tls::StoreTls;
 use crate::topology::Topology;
 use crate::{Error, RecipeStore, Result};
 
@@ -43,19 +44,20 @@ pub fn build(
     replicas: u32,
     forcing: Option<u64>,
     service_monitor: Option<&ApiResource>,
+    tls: Option<&StoreTls>,
 ) -> Result<Resources> {
     let topology = topology(rs)?;
     let owner = rs
         .controller_owner_ref(&())
         .ok_or(Error::MissingObjectKey("metadata.uid"))?;
     let config_map = config_map::build(rs, &topology, &owner, forcing);
-    let statefulset = statefulset::build(rs, &topology, &owner, replicas, &config_map)?;
+    let statefulset = statefulset::build(rs, &topology, &owner, replicas, &config_map, tls)?;
     Ok(Resources {
         peer_service: service::build_peer(&topology, &owner),
         client_service: service::build_client(&topology, &owner),
         pdb: pdb::build(&topology, &owner),
         statefulset,
-        backup: backup::build(rs, &topology, &owner),
+        backup: backup::build(rs, &topology, &owner, tls),
         service_monitor: service_monitor
             .filter(|_| rs.spec.monitoring.service_monitor.enabled)
             .map(|api| service_monitor::build(rs, &topology, &owner, api)),
@@ -79,7 +81,11 @@ pub fn topology(rs: &RecipeStore) -> Result<Topology> {
 }
 
 /// Metadata every owned object starts from.
-fn object_meta(topology: &Topology, name: impl Into<String>, owner: &OwnerReference) -> ObjectMeta {
+pub(crate) fn object_meta(
+    topology: &Topology,
+    name: impl Into<String>,
+    owner: &OwnerReference,
+) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.into()),
         namespace: Some(topology.namespace.clone()),

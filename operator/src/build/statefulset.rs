@@ -13,6 +13,8 @@
 //! | `RECIPESTORE_ADVERTISE_ADDR` | `<pod>.<name>-peers.<namespace>.svc` (ports are appended by the node) |
 //! | `RECIPESTORE_LOG_FORMAT` | `json`, for log collectors |
 //!
+//! | `RECIPESTORE_TLS_CERT`, `_KEY`, `_CA`, `RECIPESTORE_CLIENT_CERT_AUTH` | with TLS: the members' Secret's files (see [`crate::tls`]) |
+//!
 //! plus every key of the ConfigMap (see [`super::config_map`]) through `envFrom`.
 
 use std::collections::BTreeMap;
@@ -32,6 +34,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::object_meta;
+use crate::tls::StoreTls;
 use crate::topology::{
     CLIENT_PORT, CLIENT_PORT_NAME, HTTP_PORT, HTTP_PORT_NAME, PEER_PORT, PEER_PORT_NAME, Topology,
 };
@@ -57,6 +60,7 @@ pub fn build(
     owner: &OwnerReference,
     replicas: u32,
     config_map: &ConfigMap,
+    tls: Option<&StoreTls>,
 ) -> Result<StatefulSet> {
     let spec = &rs.spec;
     let replicas = i32::try_from(replicas)
@@ -79,13 +83,14 @@ pub fn build(
         empty_dir: Some(EmptyDirVolumeSource::default()),
         ..Volume::default()
     }];
+    volumes.extend(tls.map(|tls| crate::tls::volume(&tls.member_secret)));
     let restore = super::restore::init(rs, topology).map(|(container, volume)| {
         volumes.extend(volume);
         vec![container]
     });
     let pod_spec = PodSpec {
         init_containers: restore,
-        containers: vec![container(rs, topology)],
+        containers: vec![container(rs, topology, tls)],
         volumes: Some(volumes),
         security_context: Some(pod_security_context()),
         // Nodes never call the Kubernetes API: no token to steal.
@@ -141,7 +146,7 @@ pub fn build(
     })
 }
 
-fn container(rs: &RecipeStore, topology: &Topology) -> Container {
+fn container(rs: &RecipeStore, topology: &Topology, tls: Option<&StoreTls>) -> Container {
     let field = |path: &str| EnvVarSource {
         field_ref: Some(ObjectFieldSelector {
             field_path: path.to_owned(),
@@ -149,7 +154,7 @@ fn container(rs: &RecipeStore, topology: &Topology) -> Container {
         }),
         ..EnvVarSource::default()
     };
-    let env = vec![
+    let mut env = vec![
         EnvVar {
             name: "POD_NAME".to_owned(),
             value_from: Some(field("metadata.name")),
@@ -174,6 +179,22 @@ fn container(rs: &RecipeStore, topology: &Topology) -> Container {
             ),
         ),
     ];
+    let mut volume_mounts = vec![
+        VolumeMount {
+            name: DATA_VOLUME.to_owned(),
+            mount_path: DATA_DIR.to_owned(),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: "tmp".to_owned(),
+            mount_path: "/tmp".to_owned(),
+            ..VolumeMount::default()
+        },
+    ];
+    if let Some(tls) = tls {
+        env.extend(crate::tls::node_env(tls));
+        volume_mounts.push(crate::tls::volume_mount());
+    }
     Container {
         name: CONTAINER.to_owned(),
         image: Some(rs.spec.image.clone()),
@@ -197,18 +218,7 @@ fn container(rs: &RecipeStore, topology: &Topology) -> Container {
         liveness_probe: Some(http_probe("/healthz", 10, 6)),
         // Readiness takes the node out of the client Service while it cannot serve.
         readiness_probe: Some(http_probe("/readyz", 5, 3)),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: DATA_VOLUME.to_owned(),
-                mount_path: DATA_DIR.to_owned(),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: "tmp".to_owned(),
-                mount_path: "/tmp".to_owned(),
-                ..VolumeMount::default()
-            },
-        ]),
+        volume_mounts: Some(volume_mounts),
         security_context: Some(container_security_context()),
         ..Container::default()
     }

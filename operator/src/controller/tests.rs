@@ -34,6 +34,9 @@ fn recipestore(replicas: i32) -> RecipeStore {
         serde_yaml::from_str(include_str!("../../tests/fixtures/minimal.yaml"))
             .expect("fixture parses");
     rs.spec.replicas = replicas;
+    // Plaintext, so the scenarios below are about what they name; a new
+    // store's TLS has a scenario of its own.
+    rs.spec.tls.enabled = Some(false);
     rs
 }
 
@@ -50,7 +53,7 @@ fn topology() -> Topology {
 }
 
 fn statefulset(rs: &RecipeStore, replicas: u32) -> StatefulSet {
-    let mut sts = build::build(rs, replicas, None, None)
+    let mut sts = build::build(rs, replicas, None, None, None)
         .expect("builds")
         .statefulset;
     let replicas = i32::try_from(replicas).unwrap();
@@ -174,6 +177,13 @@ impl FakeAdmin {
 }
 
 impl NodeAdmin for FakeAdmin {
+    fn with_tls(
+        self: Arc<Self>,
+        _tls: Option<tonic::transport::ClientTlsConfig>,
+    ) -> Arc<dyn NodeAdmin> {
+        self
+    }
+
     fn status<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, Result<NodeStatus, AdminError>> {
         let answer = self.nodes.get(addr).cloned().ok_or_else(|| {
             AdminError::Node(CallFailed::Call {
@@ -700,6 +710,108 @@ async fn first_apply_creates_every_object_and_waits_for_pods() {
         calls.is_empty(),
         "no membership call before pods exist: {calls:?}"
     );
+}
+
+#[tokio::test]
+async fn a_new_store_runs_tls_on_certificates_the_operator_issues_first() {
+    let mut rs = recipestore(3);
+    rs.spec.tls.enabled = None;
+    let state = ApiState {
+        statefulset: None,
+        pods: vec![],
+    };
+    let expected = rs.clone();
+    let (result, _) = reconcile_with(rs, FakeAdmin::default(), move |mut api| async move {
+        api.dereference(&state).await;
+        for secret in ["recipes-tls-ca", "recipes-tls", "recipes-tls-admin"] {
+            api.expect(
+                &format!("get {secret}"),
+                Method::GET,
+                &format!("/api/v1/namespaces/{NS}/secrets/{secret}"),
+                Reply::NotFound,
+            )
+            .await;
+        }
+        let mut issued = BTreeMap::new();
+        for secret in ["recipes-tls-ca", "recipes-tls", "recipes-tls-admin"] {
+            let seen = api
+                .expect(
+                    &format!("apply {secret}"),
+                    Method::PATCH,
+                    &format!("/api/v1/namespaces/{NS}/secrets/{secret}"),
+                    Reply::Echo,
+                )
+                .await;
+            assert_server_side_apply(&seen);
+            assert_eq!(
+                seen.body["metadata"]["ownerReferences"][0]["controller"],
+                json!(true)
+            );
+            api.event("CertificateIssued", "Normal").await;
+            issued.insert(secret, seen.body);
+        }
+        assert!(issued["recipes-tls-ca"]["data"]["ca.key"].is_string());
+        assert!(
+            issued["recipes-tls"]["data"].get("ca.key").is_none(),
+            "the CA's key stays in its own Secret"
+        );
+        let sts = api.apply_children(false).await.statefulset;
+        let pod = &sts["spec"]["template"]["spec"];
+        let env = pod["containers"][0]["env"].as_array().unwrap();
+        let set = |name: &str| {
+            env.iter()
+                .find(|e| e["name"] == name)
+                .map(|e| e["value"].clone())
+        };
+        assert_eq!(
+            set("RECIPESTORE_TLS_CERT"),
+            Some(json!("/etc/recipestore/tls/tls.crt"))
+        );
+        assert_eq!(
+            set("RECIPESTORE_TLS_CA"),
+            Some(json!("/etc/recipestore/tls/ca.crt"))
+        );
+        let volumes = pod["volumes"].as_array().unwrap();
+        assert!(
+            volumes
+                .iter()
+                .any(|v| v["secret"]["secretName"] == "recipes-tls"),
+            "{volumes:?}"
+        );
+        api.status(&expected).await;
+        api
+    })
+    .await;
+    result.unwrap();
+}
+
+#[tokio::test]
+async fn switching_tls_on_a_running_store_is_refused() {
+    let running = recipestore(3);
+    let mut rs = with_cluster(running.clone());
+    rs.spec.tls.enabled = Some(true);
+    let state = ApiState {
+        statefulset: Some(statefulset(&running, 3)),
+        pods: vec![],
+    };
+    let expected = rs.clone();
+    let (result, calls) = reconcile_with(rs, FakeAdmin::default(), move |mut api| async move {
+        api.dereference(&state).await;
+        let event = api.event("InvalidSpec", "Warning").await;
+        assert!(
+            event["note"]
+                .as_str()
+                .unwrap()
+                .contains("cannot change on a running store"),
+            "{event}"
+        );
+        let status = api.status(&expected).await;
+        assert_eq!(condition(&status, "Degraded"), ("True", "InvalidSpec"));
+        api
+    })
+    .await;
+    assert!(matches!(result, Err(Error::InvalidSpec(_))), "{result:?}");
+    assert!(calls.is_empty(), "{calls:?}");
 }
 
 #[tokio::test]
@@ -1754,7 +1866,7 @@ proptest::proptest! {
             Err(problem) => proptest::prop_assert!(!problem.is_empty()),
             Ok(()) => {
                 let replicas = u32::try_from(rs.spec.replicas).unwrap();
-                let built = build::build(&rs, replicas, None, None);
+                let built = build::build(&rs, replicas, None, None, None);
                 proptest::prop_assert!(built.is_ok(), "{:?}", built.err());
             }
         }
@@ -1813,10 +1925,8 @@ fn the_chart_grants_what_reconciles_call_and_no_more_than_it_says() {
         "watch=true",
     );
     for (method, path) in [
-        (
-            Method::GET,
-            format!("/api/v1/namespaces/{NS}/secrets/{NAME}"),
-        ),
+        // Secrets are read one by one, by name: listing them all is not needed.
+        (Method::GET, format!("/api/v1/namespaces/{NS}/secrets")),
         (
             Method::DELETE,
             format!("/api/v1/namespaces/{NS}/persistentvolumeclaims/data-{NAME}-0"),

@@ -73,6 +73,13 @@ const KINDS: &[Kind] = &[
         namespaced: true,
     },
     Kind {
+        group: "",
+        version: "v1",
+        plural: "secrets",
+        kind: "Secret",
+        namespaced: true,
+    },
+    Kind {
         group: "apps",
         version: "v1",
         plural: "statefulsets",

@@ -314,6 +314,10 @@ async fn without_the_prometheus_operator_the_example_store_gets_its_objects_and_
         ("services", "cookbook-peers"),
         ("poddisruptionbudgets", "cookbook"),
         ("statefulsets", "cookbook"),
+        // TLS by default: the certificates the operator issues.
+        ("secrets", "cookbook-tls-ca"),
+        ("secrets", "cookbook-tls"),
+        ("secrets", "cookbook-tls-admin"),
     ] {
         assert!(
             api.get(plural, "recipes", name).is_some(),
