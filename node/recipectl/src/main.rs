@@ -311,7 +311,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             snapshot::run(&cli.peers, &dial, command, cli.output).await?
         }
         Command::Local { command } => local::run(command).await?,
-        Command::Bench(args) => bench::run(&cli.endpoints, timeout, args, cli.output).await?,
+        Command::Bench(mut args) => {
+            args.tls = tls;
+            bench::run(&cli.endpoints, timeout, args, cli.output).await?
+        }
     }
     Ok(())
 }

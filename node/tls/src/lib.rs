@@ -154,3 +154,30 @@ pub fn explain(error: &(dyn std::error::Error + 'static)) -> Option<&'static str
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use rustls::CertificateError;
+
+    use super::*;
+
+    /// A handshake failure as it reaches a caller: rustls' error inside an
+    /// I/O error inside the transport's.
+    fn failed(error: CertificateError) -> std::io::Error {
+        std::io::Error::other(rustls::Error::InvalidCertificate(error))
+    }
+
+    #[test]
+    fn the_usual_mistakes_are_named() {
+        let hint = |e: CertificateError| explain(&failed(e)).unwrap_or("none");
+        assert!(hint(CertificateError::UnknownIssuer).contains("--cacert"));
+        assert!(hint(CertificateError::Expired).contains("expired"));
+        assert!(hint(CertificateError::NotValidForName).contains("does not name"));
+        let required = std::io::Error::other(rustls::Error::AlertReceived(
+            rustls::AlertDescription::CertificateRequired,
+        ));
+        assert!(explain(&required).unwrap_or("none").contains("--cert"));
+        let unrelated = std::io::Error::other("connection refused");
+        assert_eq!(explain(&unrelated), None);
+    }
+}

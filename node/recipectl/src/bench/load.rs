@@ -49,12 +49,13 @@ impl Target {
         policy: RetryPolicy,
         deadline: Duration,
         consistency: Consistency,
+        tls: Option<&tonic::transport::ClientTlsConfig>,
     ) -> anyhow::Result<Self> {
         let clients = (0..connections.max(1))
             .map(|i| {
                 let mut rotated = endpoints.to_vec();
                 rotated.rotate_left(i % endpoints.len().max(1));
-                Client::with_policy(&rotated, policy.clone(), deadline)
+                Client::with_tls(&rotated, policy.clone(), deadline, tls.cloned())
             })
             .collect::<anyhow::Result<_>>()?;
         Ok(Target::Store {

@@ -116,6 +116,9 @@ pub struct BenchArgs {
     /// Never draw the progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// TLS towards RecipeStore, from recipectl's --cacert, --cert and --key.
+    #[arg(skip)]
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 
     /// seed: recipes each client uploads first.
     #[arg(long, default_value_t = 10)]
@@ -296,6 +299,7 @@ async fn connect(
             args.policy(throttle_ratio),
             args.deadline(),
             consistency,
+            args.tls.as_ref(),
         )?,
         TargetKind::Etcd => Target::Etcd(
             etcd::EtcdTarget::connect(endpoints, connections, args.deadline(), consistency).await?,
