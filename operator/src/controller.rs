@@ -115,9 +115,22 @@ async fn reconcile_pass(rs: &RecipeStore, ctx: &Context) -> Result<Action> {
 
     let world = dereference(rs, &topology, ctx).await?;
 
+    let certificate_api = ctx.integrations.certificate();
     let valid = validate(&rs.spec, world.statefulset.as_ref())
         .and_then(|()| build::restore::check(rs))
-        .and_then(|()| world.tls.clone());
+        .and_then(|()| world.tls.clone())
+        .and_then(|store_tls| match &store_tls {
+            Some(StoreTls {
+                issuer: tls::Issuer::CertManager(_),
+                ..
+            }) if certificate_api.is_none() => Err(
+                "tls.issuerRef names a cert-manager issuer, but this cluster does not serve \
+                 cert-manager's Certificate API (cert-manager.io/v1): install cert-manager, \
+                 or leave issuerRef out for certificates the operator issues"
+                    .to_owned(),
+            ),
+            _ => Ok(store_tls),
+        });
     let store_tls = match valid {
         Ok(store_tls) => store_tls,
         Err(problem) => {
@@ -136,7 +149,15 @@ async fn reconcile_pass(rs: &RecipeStore, ctx: &Context) -> Result<Action> {
     )?;
 
     if let Some(store_tls) = &store_tls {
-        issue_certificates(rs, &topology, ctx, store_tls, &world.tls_secrets).await?;
+        issue_certificates(
+            rs,
+            &topology,
+            ctx,
+            store_tls,
+            &world.tls_secrets,
+            certificate_api.as_ref(),
+        )
+        .await?;
     }
     let backup = apply(
         rs,
@@ -281,7 +302,7 @@ async fn read_tls_secrets(
                 .map_err(Error::kube("get TLS Secret"))
         }
     };
-    Ok(if store_tls.issued {
+    Ok(if store_tls.issuer == tls::Issuer::Operator {
         tls::Secrets {
             ca: get(topology.tls_ca_secret()).await?,
             member: get(store_tls.member_secret.clone()).await?,
@@ -296,17 +317,31 @@ async fn read_tls_secrets(
 }
 
 /// Applies the certificates an issuing store lacks or must renew, with an
-/// Event for each.
+/// Event for each; or, with cert-manager, the Certificates it issues from.
 async fn issue_certificates(
     rs: &RecipeStore,
     topology: &Topology,
     ctx: &Context,
     store_tls: &StoreTls,
     existing: &tls::Secrets,
+    certificate_api: Option<&ApiResource>,
 ) -> Result<()> {
     let owner = rs
         .controller_owner_ref(&())
         .ok_or(Error::MissingObjectKey("metadata.uid"))?;
+    if let Some(api_resource) = certificate_api {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(ctx.client.clone(), &topology.namespace, api_resource);
+        for certificate in tls::certificates(store_tls, topology, &owner, api_resource) {
+            api.patch(
+                &certificate.name_any(),
+                &apply_params(),
+                &Patch::Apply(&certificate),
+            )
+            .await
+            .map_err(Error::kube("apply Certificate"))?;
+        }
+    }
     let issued =
         tls::to_issue(store_tls, topology, &owner, existing).map_err(Error::Certificates)?;
     for secret in issued {

@@ -168,9 +168,41 @@ pub struct TlsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_secret_name: Option<String>,
 
+    /// A cert-manager issuer to issue the certificates from, instead of the
+    /// operator's own CA; needs cert-manager's Certificate API. The
+    /// operator asks for `<store>-tls` and `<store>-tls-admin` through
+    /// Certificates, and cert-manager renews them. The issuer must put
+    /// `ca.crt` in the Secrets (a CA or Vault issuer does). Not with
+    /// `secretName`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_ref: Option<IssuerRef>,
+
     /// Require a certificate of the CA from every client of the client port.
     #[serde(default)]
     pub client_cert_auth: bool,
+}
+
+/// A cert-manager issuer.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    /// The issuer's name.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// `Issuer` (in the store's namespace) or `ClusterIssuer`.
+    #[serde(default = "default_issuer_kind")]
+    pub kind: String,
+    /// The issuer's API group.
+    #[serde(default = "default_issuer_group")]
+    pub group: String,
+}
+
+fn default_issuer_kind() -> String {
+    "Issuer".to_owned()
+}
+
+fn default_issuer_group() -> String {
+    "cert-manager.io".to_owned()
 }
 
 /// A backup in a PersistentVolumeClaim or an S3-compatible bucket (where

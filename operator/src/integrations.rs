@@ -1,5 +1,5 @@
-//! Optional APIs the operator uses when a cluster has them: today the
-//! Prometheus operator's ServiceMonitor. They are found through API
+//! Optional APIs the operator uses when a cluster has them: the Prometheus
+//! operator's ServiceMonitor and cert-manager's Certificate. They are found through API
 //! discovery's group list (`GET /apis`, which every API server serves), once
 //! at start-up and then on a slow timer, never inside a reconcile: a cluster
 //! without the Prometheus operator answers a request for its group with a
@@ -17,6 +17,7 @@ use tracing::info;
 use tracing::warn;
 
 const MONITORING_GROUP: &str = "monitoring.coreos.com";
+const CERT_MANAGER_GROUP: &str = "cert-manager.io";
 
 /// How often optional APIs are looked for again (a CRD installed later is
 /// picked up within this).
@@ -26,14 +27,24 @@ pub const REFRESH_INTERVAL: Duration = Duration::from_secs(300);
 #[derive(Default)]
 pub struct Integrations {
     service_monitor: RwLock<Option<ApiResource>>,
+    certificate: RwLock<Option<ApiResource>>,
 }
 
 impl Integrations {
     /// Integrations already known (tests, or a cluster told what it has).
-    pub fn known(service_monitor: Option<ApiResource>) -> Self {
+    pub fn known(service_monitor: Option<ApiResource>, certificate: Option<ApiResource>) -> Self {
         Self {
             service_monitor: RwLock::new(service_monitor),
+            certificate: RwLock::new(certificate),
         }
+    }
+
+    /// cert-manager's Certificate API, when the cluster serves it.
+    pub fn certificate(&self) -> Option<ApiResource> {
+        self.certificate
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The ServiceMonitor API, when the cluster serves it.
@@ -47,25 +58,26 @@ impl Integrations {
     /// Looks for the optional APIs again. A failed discovery keeps what
     /// was known and says so in the log; it never fails a caller.
     pub async fn refresh(&self, client: &Client) {
-        let gvk = GroupVersionKind::gvk(MONITORING_GROUP, "v1", "ServiceMonitor");
         match Discovery::new(client.clone())
-            .filter(&[MONITORING_GROUP])
+            .filter(&[MONITORING_GROUP, CERT_MANAGER_GROUP])
             .run()
             .await
         {
             Ok(discovery) => {
-                let found = discovery.resolve_gvk(&gvk).map(|(api, _)| api);
-                let mut known = self
-                    .service_monitor
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner());
-                if found.is_some() != known.is_some() {
-                    info!(
-                        available = found.is_some(),
-                        "the ServiceMonitor API (Prometheus operator) changed availability"
-                    );
-                }
-                *known = found;
+                let found = |group, kind| {
+                    let gvk = GroupVersionKind::gvk(group, "v1", kind);
+                    discovery.resolve_gvk(&gvk).map(|(api, _)| api)
+                };
+                note(
+                    &self.service_monitor,
+                    found(MONITORING_GROUP, "ServiceMonitor"),
+                    "the ServiceMonitor API (Prometheus operator) changed availability",
+                );
+                note(
+                    &self.certificate,
+                    found(CERT_MANAGER_GROUP, "Certificate"),
+                    "the Certificate API (cert-manager) changed availability",
+                );
             }
             Err(error) => warn!(
                 %error,
@@ -83,6 +95,15 @@ impl Integrations {
             self.refresh(&client).await;
         }
     }
+}
+
+/// Records what discovery found of one API, saying so when it changed.
+fn note(known: &RwLock<Option<ApiResource>>, found: Option<ApiResource>, changed: &str) {
+    let mut known = known.write().unwrap_or_else(|e| e.into_inner());
+    if found.is_some() != known.is_some() {
+        info!(available = found.is_some(), "{changed}");
+    }
+    *known = found;
 }
 
 #[cfg(test)]

@@ -18,12 +18,14 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{EnvVar, Secret, SecretVolumeSource, Volume, VolumeMount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{ApiResource, DynamicObject};
 use recipestore_tls::Authority;
 use recipestore_tls::Pem;
 use recipestore_tls::TlsError;
+use serde_json::json;
 use tonic::transport::ClientTlsConfig;
 
-use crate::crd::TlsSpec;
+use crate::crd::{IssuerRef, TlsSpec};
 use crate::topology::Topology;
 
 /// The name of the certificate volume.
@@ -51,9 +53,20 @@ pub struct StoreTls {
     pub member_secret: String,
     /// The administrators' certificate.
     pub admin_secret: String,
-    /// The operator issues both (no Secret was named).
-    pub issued: bool,
+    /// Who issues them.
+    pub issuer: Issuer,
     pub client_cert_auth: bool,
+}
+
+/// Who issues a store's certificates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Issuer {
+    /// The operator, from the CA it keeps.
+    Operator,
+    /// cert-manager, through Certificates naming this issuer.
+    CertManager(IssuerRef),
+    /// A person: the Secrets exist, named in the spec.
+    Given,
 }
 
 /// Whether the store runs TLS, and with which Secrets: the spec's choice,
@@ -83,19 +96,29 @@ pub fn decide(
         (None, Some(runs)) => runs,
         (None, None) => true,
     };
-    match (&spec.secret_name, &spec.admin_secret_name) {
-        (Some(_), None) | (None, Some(_)) => {
+    let issuer = match (&spec.secret_name, &spec.admin_secret_name, &spec.issuer_ref) {
+        (Some(_), None, _) | (None, Some(_), _) => {
             return Err(
                 "tls.secretName and tls.adminSecretName go together: the members' \
                         certificate and an administrator's of the same CA"
                     .to_owned(),
             );
         }
-        _ => {}
-    }
-    if !enabled && (spec.secret_name.is_some() || spec.client_cert_auth) {
+        (Some(_), Some(_), Some(_)) => {
+            return Err(
+                "tls.issuerRef and tls.secretName exclude each other: certificates \
+                        are issued by cert-manager or given, not both"
+                    .to_owned(),
+            );
+        }
+        (Some(_), Some(_), None) => Issuer::Given,
+        (None, None, Some(issuer)) => Issuer::CertManager(issuer.clone()),
+        (None, None, None) => Issuer::Operator,
+    };
+    if !enabled && (issuer != Issuer::Operator || spec.client_cert_auth) {
         return Err(
-            "tls.secretName and tls.clientCertAuth need TLS, which tls.enabled turns off"
+            "tls.secretName, tls.issuerRef and tls.clientCertAuth need TLS, which \
+                    tls.enabled turns off"
                 .to_owned(),
         );
     }
@@ -108,7 +131,7 @@ pub fn decide(
             .admin_secret_name
             .clone()
             .unwrap_or_else(|| topology.tls_admin_secret()),
-        issued: spec.secret_name.is_none(),
+        issuer,
         client_cert_auth: spec.client_cert_auth,
     }))
 }
@@ -176,7 +199,7 @@ pub fn to_issue(
     owner: &OwnerReference,
     existing: &Secrets,
 ) -> Result<Vec<Secret>, TlsError> {
-    if !tls.issued {
+    if tls.issuer != Issuer::Operator {
         return Ok(Vec::new());
     }
     let ca = existing.ca.as_ref();
@@ -319,6 +342,54 @@ pub fn recipectl_env() -> Vec<EnvVar> {
     ]
 }
 
+/// The Certificates cert-manager is asked for: the members' and the
+/// administrators', each renewed by cert-manager a month before it expires.
+pub fn certificates(
+    tls: &StoreTls,
+    topology: &Topology,
+    owner: &OwnerReference,
+    api: &ApiResource,
+) -> Vec<DynamicObject> {
+    let Issuer::CertManager(issuer) = &tls.issuer else {
+        return Vec::new();
+    };
+    let (ips, names): (Vec<String>, Vec<String>) = topology
+        .tls_hosts()
+        .into_iter()
+        .partition(|host| host.parse::<std::net::IpAddr>().is_ok());
+    let certificate = |secret: &str, spec: serde_json::Value| {
+        let mut object = DynamicObject::new(secret, api).within(&topology.namespace);
+        object.metadata = crate::build::object_meta(topology, secret, owner);
+        let mut spec = spec;
+        spec["secretName"] = json!(secret);
+        spec["duration"] = json!(format!("{}h", LEAF_VALID_FOR.as_secs() / 3600));
+        spec["renewBefore"] = json!(format!("{}h", RENEW_BEFORE.as_secs() / 3600));
+        spec["privateKey"] = json!({"rotationPolicy": "Always"});
+        spec["issuerRef"] =
+            json!({"name": issuer.name, "kind": issuer.kind, "group": issuer.group});
+        object.data = json!({ "spec": spec });
+        object
+    };
+    vec![
+        certificate(
+            &tls.member_secret,
+            json!({
+                "commonName": recipestore_tls::MEMBER_NAME,
+                "dnsNames": names,
+                "ipAddresses": ips,
+                "usages": ["digital signature", "key encipherment", "server auth", "client auth"],
+            }),
+        ),
+        certificate(
+            &tls.admin_secret,
+            json!({
+                "commonName": recipestore_tls::ADMIN_NAME,
+                "usages": ["digital signature", "key encipherment", "client auth"],
+            }),
+        ),
+    ]
+}
+
 /// The admin API as the store needs it: over TLS with the administrator's
 /// certificate when the store runs TLS.
 pub fn admin_for(
@@ -368,7 +439,7 @@ mod tests {
     fn a_new_store_runs_tls_with_certificates_the_operator_issues() {
         let topology = Topology::new("recipes", "kitchen");
         let tls = issuing();
-        assert!(tls.issued);
+        assert_eq!(tls.issuer, Issuer::Operator);
         assert_eq!(tls.member_secret, "recipes-tls");
         let issued = by_name(to_issue(&tls, &topology, &owner(), &Secrets::default()).unwrap());
         assert_eq!(
@@ -396,6 +467,62 @@ mod tests {
         assert_eq!(again.keys().collect::<Vec<_>>(), ["recipes-tls"]);
         let ca = |s: &Secret| s.data.as_ref().unwrap()[CA_KEY].clone();
         assert_eq!(ca(&again["recipes-tls"]), ca(existing.ca.as_ref().unwrap()));
+    }
+
+    #[test]
+    fn a_cert_manager_issuer_is_asked_for_both_certificates() {
+        let topology = Topology::new("recipes", "kitchen");
+        let spec = TlsSpec {
+            issuer_ref: Some(IssuerRef {
+                name: "ca".into(),
+                kind: "ClusterIssuer".into(),
+                group: "cert-manager.io".into(),
+            }),
+            ..TlsSpec::default()
+        };
+        let tls = decide(&spec, &topology, None).unwrap().unwrap();
+        assert!(matches!(tls.issuer, Issuer::CertManager(_)));
+        assert!(
+            to_issue(&tls, &topology, &owner(), &Secrets::default())
+                .unwrap()
+                .is_empty(),
+            "the operator issues nothing itself"
+        );
+        let gvk = kube::core::GroupVersionKind::gvk("cert-manager.io", "v1", "Certificate");
+        let api = ApiResource::from_gvk_with_plural(&gvk, "certificates");
+        let certificates = certificates(&tls, &topology, &owner(), &api);
+        let [member, admin] = certificates.as_slice() else {
+            panic!("{certificates:?}");
+        };
+        let spec = |c: &DynamicObject| c.data["spec"].clone();
+        assert_eq!(spec(member)["secretName"], "recipes-tls");
+        assert_eq!(spec(member)["commonName"], recipestore_tls::MEMBER_NAME);
+        assert_eq!(spec(member)["ipAddresses"], json!(["127.0.0.1"]));
+        assert_eq!(spec(member)["dnsNames"][0], "*.recipes-peers.kitchen.svc");
+        assert_eq!(spec(member)["issuerRef"]["kind"], "ClusterIssuer");
+        assert_eq!(spec(admin)["secretName"], "recipes-tls-admin");
+        assert_eq!(spec(admin)["commonName"], recipestore_tls::ADMIN_NAME);
+        let both = TlsSpec {
+            secret_name: Some("a".into()),
+            admin_secret_name: Some("b".into()),
+            ..spec_with_issuer()
+        };
+        assert!(
+            decide(&both, &topology, None)
+                .unwrap_err()
+                .contains("exclude each other")
+        );
+    }
+
+    fn spec_with_issuer() -> TlsSpec {
+        TlsSpec {
+            issuer_ref: Some(IssuerRef {
+                name: "ca".into(),
+                kind: "Issuer".into(),
+                group: "cert-manager.io".into(),
+            }),
+            ..TlsSpec::default()
+        }
     }
 
     #[test]
@@ -430,7 +557,7 @@ mod tests {
             ..TlsSpec::default()
         };
         let tls = decide(&given, &topology, None).unwrap().unwrap();
-        assert!(!tls.issued);
+        assert_eq!(tls.issuer, Issuer::Given);
         assert!(
             to_issue(&tls, &topology, &owner(), &Secrets::default())
                 .unwrap()

@@ -619,7 +619,7 @@ where
 {
     let gvk = GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor");
     let api = ApiResource::from_gvk_with_plural(&gvk, "servicemonitors");
-    reconcile_in(rs, admin, Integrations::known(Some(api)), script).await
+    reconcile_in(rs, admin, Integrations::known(Some(api), None), script).await
 }
 
 async fn reconcile_in<F>(
@@ -783,6 +783,100 @@ async fn a_new_store_runs_tls_on_certificates_the_operator_issues_first() {
     })
     .await;
     result.unwrap();
+}
+
+#[tokio::test]
+async fn a_cert_manager_issuer_is_asked_for_certificates_when_its_api_is_served() {
+    let mut rs = recipestore(3);
+    rs.spec.tls = crate::crd::TlsSpec {
+        issuer_ref: Some(crate::crd::IssuerRef {
+            name: "store-ca".into(),
+            kind: "Issuer".into(),
+            group: "cert-manager.io".into(),
+        }),
+        ..crate::crd::TlsSpec::default()
+    };
+    let state = ApiState {
+        statefulset: None,
+        pods: vec![],
+    };
+    let expected = rs.clone();
+    let gvk = GroupVersionKind::gvk("cert-manager.io", "v1", "Certificate");
+    let api_resource = ApiResource::from_gvk_with_plural(&gvk, "certificates");
+    let integrations = Integrations::known(None, Some(api_resource));
+    let (result, _) =
+        reconcile_in(
+            rs,
+            FakeAdmin::default(),
+            integrations,
+            move |mut api| async move {
+                api.dereference(&state).await;
+                // cert-manager writes the Secrets: only the administrator's is read.
+                api.expect(
+                    "get the administrator's Secret",
+                    Method::GET,
+                    &format!("/api/v1/namespaces/{NS}/secrets/recipes-tls-admin"),
+                    Reply::NotFound,
+                )
+                .await;
+                for certificate in ["recipes-tls", "recipes-tls-admin"] {
+                    let seen = api
+                .expect(
+                    &format!("apply Certificate {certificate}"),
+                    Method::PATCH,
+                    &format!("/apis/cert-manager.io/v1/namespaces/{NS}/certificates/{certificate}"),
+                    Reply::Echo,
+                )
+                .await;
+                    assert_server_side_apply(&seen);
+                    assert_eq!(seen.body["spec"]["issuerRef"]["name"], "store-ca");
+                    assert_eq!(seen.body["spec"]["secretName"], certificate);
+                }
+                api.apply_children(false).await;
+                api.status(&expected).await;
+                api
+            },
+        )
+        .await;
+    result.unwrap();
+}
+
+#[tokio::test]
+async fn a_cert_manager_issuer_without_cert_manager_is_refused() {
+    let mut rs = recipestore(3);
+    rs.spec.tls.enabled = None;
+    rs.spec.tls.issuer_ref = Some(crate::crd::IssuerRef {
+        name: "store-ca".into(),
+        kind: "Issuer".into(),
+        group: "cert-manager.io".into(),
+    });
+    let state = ApiState {
+        statefulset: None,
+        pods: vec![],
+    };
+    let expected = rs.clone();
+    let (result, _) = reconcile_with(rs, FakeAdmin::default(), move |mut api| async move {
+        api.dereference(&state).await;
+        api.expect(
+            "get the administrator's Secret",
+            Method::GET,
+            &format!("/api/v1/namespaces/{NS}/secrets/recipes-tls-admin"),
+            Reply::NotFound,
+        )
+        .await;
+        let event = api.event("InvalidSpec", "Warning").await;
+        assert!(
+            event["note"]
+                .as_str()
+                .unwrap()
+                .contains("install cert-manager"),
+            "{event}"
+        );
+        api.status(&expected).await;
+        api
+    })
+    .await;
+    assert!(matches!(result, Err(Error::InvalidSpec(_))), "{result:?}");
 }
 
 #[tokio::test]
