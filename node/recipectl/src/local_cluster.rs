@@ -321,6 +321,11 @@ impl LocalCluster {
         Ok(self.tls.insert(tls))
     }
 
+    /// The cluster's certificates, when it runs TLS.
+    pub fn tls(&self) -> Option<&LocalTls> {
+        self.tls.as_ref()
+    }
+
     pub fn start_all(&mut self) -> anyhow::Result<()> {
         for node in &mut self.nodes {
             if !node.is_running() {

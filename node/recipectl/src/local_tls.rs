@@ -71,6 +71,20 @@ impl LocalTls {
         &self.admin
     }
 
+    /// A member's client config: what nodes present to each other, for
+    /// tests that call Raft or forwarding as a member would.
+    pub fn member(&self) -> anyhow::Result<ClientTlsConfig> {
+        let pem = Pem::read(&PemFiles {
+            cert: self.dir.join("node.crt"),
+            key: self.dir.join("node.key"),
+            ca: self.dir.join("ca.crt"),
+        })?;
+        Ok(recipestore_tls::client_config(
+            &pem.ca,
+            Some((&pem.cert, &pem.key)),
+        ))
+    }
+
     /// Where the CA and the administrator's certificate and key are.
     pub fn client_files(&self) -> PemFiles {
         PemFiles {

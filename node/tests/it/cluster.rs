@@ -19,6 +19,10 @@ use recipestore_testkit::{FAST_RAFT, free_node_ports};
 use tempfile::TempDir;
 use tonic::transport::ClientTlsConfig;
 
+/// Set, every test cluster runs mutual TLS, and every client the helpers
+/// below make speaks it: the suites run once without and once with TLS.
+const TLS_ENV: &str = "RECIPESTORE_TEST_TLS";
+
 pub struct TestCluster {
     pub cluster: LocalCluster,
     /// Holds the data until the processes above are stopped.
@@ -39,8 +43,11 @@ impl TestCluster {
         args.extend_from_slice(&["--cgroup-dir", &cgroup_dir, "--cpu-sample-ms", "50"]);
         args.extend_from_slice(extra_args);
         let binary = std::path::PathBuf::from(env!("CARGO_BIN_EXE_recipestore-node"));
-        let cluster = LocalCluster::new(&binary, dir.path(), free_node_ports(), count, &args)
+        let mut cluster = LocalCluster::new(&binary, dir.path(), free_node_ports(), count, &args)
             .expect("layout");
+        if std::env::var_os(TLS_ENV).is_some() {
+            cluster.use_tls().expect("certificates");
+        }
         Self {
             cluster,
             _dir: dir,
@@ -92,12 +99,42 @@ impl TestCluster {
 
     /// A client over every node's client port.
     pub fn client(&self) -> Client {
-        client_for(&self.cluster.client_endpoints())
+        tls_client_for(&self.cluster.client_endpoints(), self.client_tls())
     }
 
     /// A client of one node only.
     pub fn node_client(&self, id: u64) -> Client {
-        client_for(&[self.cluster.nodes[id as usize].client_addr()])
+        tls_client_for(
+            &[self.cluster.nodes[id as usize].client_addr()],
+            self.client_tls(),
+        )
+    }
+
+    /// A client of `endpoints` with its own policy and deadline.
+    pub fn client_with(
+        &self,
+        endpoints: &[String],
+        policy: RetryPolicy,
+        timeout: Duration,
+    ) -> Client {
+        Client::with_tls(endpoints, policy, timeout, self.client_tls()).expect("client")
+    }
+
+    /// What clients present when the cluster runs TLS: an administrator's
+    /// certificate, good on both ports.
+    pub fn client_tls(&self) -> Option<ClientTlsConfig> {
+        self.cluster.tls().map(|tls| tls.admin().clone())
+    }
+
+    /// A channel to a node's peer port as a member dials it.
+    pub fn member_channel(&self, peer_addr: &str) -> tonic::transport::Channel {
+        let tls = self
+            .cluster
+            .tls()
+            .map(|tls| tls.member().expect("member certificate"));
+        recipestore_client::endpoint(peer_addr, tls.as_ref())
+            .expect("endpoint")
+            .connect_lazy()
     }
 }
 
@@ -159,10 +196,6 @@ impl Drop for FakeCpu {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
-}
-
-pub fn client_for(endpoints: &[String]) -> Client {
-    tls_client_for(endpoints, None)
 }
 
 /// A patient client, over TLS when `tls` is given.

@@ -29,20 +29,24 @@ async fn a_node_of_one_cluster_refuses_to_join_another() {
     let b_id = b.cluster.nodes[0].status().await.unwrap().cluster_id;
     assert_ne!(a_id, b_id);
 
-    // Asked to add B's node, A's leader refuses and says why.
+    // Asked to add B's node, A's leader refuses and says why. Over TLS
+    // the clusters' CAs differ, so A cannot even reach B's node: the
+    // handshake refuses it before the cluster ids are compared.
     let admin = a.cluster.nodes[0].admin();
     let err = admin
         .add_learner(b.cluster.nodes[0].member(), false)
         .await
         .unwrap_err();
     let status = err.status().unwrap();
-    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
-    assert!(
-        status
-            .message()
-            .contains(&format!("belongs to cluster {b_id}")),
-        "{err}"
-    );
+    if a.client_tls().is_none() {
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            status
+                .message()
+                .contains(&format!("belongs to cluster {b_id}")),
+            "{err}"
+        );
+    }
     let status = a.cluster.nodes[0].status().await.unwrap();
     assert!(status.learners.is_empty(), "nothing was added");
 

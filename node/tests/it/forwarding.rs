@@ -33,16 +33,17 @@ async fn a_follower_refuses_forwarded_calls_as_not_run_and_changes_nothing() {
     let follower = &c.cluster.nodes[((leader + 1) % 3) as usize];
     let other = (leader + 2) % 3;
     let before = follower.status().await.unwrap();
-    let peer = format!("http://{}", follower.peer_addr());
+    // Called as a member would forward them.
+    let peer = c.member_channel(&follower.peer_addr());
 
-    let mut admin = AdminClient::connect(peer.clone()).await.unwrap();
+    let mut admin = AdminClient::new(peer.clone());
     let status = admin
         .remove_member(forwarded(pb::RemoveMemberRequest { id: other }))
         .await
         .unwrap_err();
     assert_not_run(&status);
 
-    let mut forward = ForwardClient::connect(peer).await.unwrap();
+    let mut forward = ForwardClient::new(peer);
     let status = forward
         .read_index(forwarded(pb::ReadIndexRequest {
             cluster_id: before.cluster_id.clone(),

@@ -15,12 +15,12 @@ use crate::cluster::eventually;
 use crate::cluster::metric;
 
 /// A client that never retries, so sheds are visible.
-fn single_shot(endpoint: String) -> Client {
+fn single_shot(c: &TestCluster, endpoint: String) -> Client {
     let policy = RetryPolicy {
         max_attempts: 1,
         ..RetryPolicy::default()
     };
-    Client::with_policy(&[endpoint], policy, Duration::from_secs(5)).unwrap()
+    c.client_with(&[endpoint], policy, Duration::from_secs(5))
 }
 
 async fn await_cpu_above(c: &TestCluster, node: u64, ratio: f64) {
@@ -42,7 +42,7 @@ async fn a_node_with_busy_cpu_that_serves_in_time_sheds_nothing() {
     let leader = c.leader().await;
     let _cpu = FakeCpu::saturated(&c);
     await_cpu_above(&c, leader, 0.9).await;
-    let node = single_shot(c.cluster.nodes[leader as usize].client_addr());
+    let node = single_shot(&c, c.cluster.nodes[leader as usize].client_addr());
     for i in 0..50 {
         let name = format!("busy-{i}");
         node.upload(&name, b"x".to_vec(), None)
@@ -75,7 +75,7 @@ async fn at_high_cpu_uploads_are_shed_without_effect_while_downloads_keep_flowin
     let _cpu = FakeCpu::saturated(&c);
     let endpoint = c.cluster.nodes[leader as usize].client_addr();
     await_cpu_above(&c, leader, 0.9).await;
-    let node = single_shot(endpoint);
+    let node = single_shot(&c, endpoint);
 
     let err = node
         .upload("shed-me", b"x".to_vec(), None)
@@ -156,7 +156,7 @@ async fn a_request_whose_deadline_cannot_be_met_is_refused_before_it_queues() {
     let c = TestCluster::start(3, &[]).await;
     let leader = c.leader().await;
     let endpoint = c.cluster.nodes[leader as usize].client_addr();
-    let node = single_shot(endpoint.clone());
+    let node = single_shot(&c, endpoint.clone());
     // Teach the upload queue its service time (a replicated, fsync'd write).
     for i in 0..10 {
         node.upload(&format!("warm-{i}"), b"x".to_vec(), None)
@@ -175,15 +175,14 @@ async fn a_request_whose_deadline_cannot_be_met_is_refused_before_it_queues() {
     // is refused before it queues. The client gives up at the same
     // deadline, so on a loaded machine an attempt may never reach the node:
     // send until one is counted.
-    let hurried = Client::with_policy(
+    let hurried = c.client_with(
         &[endpoint],
         RetryPolicy {
             max_attempts: 1,
             ..RetryPolicy::default()
         },
         Duration::from_millis(1),
-    )
-    .unwrap();
+    );
     let mut sent = Vec::new();
     eventually(
         Duration::from_secs(10),
@@ -251,7 +250,7 @@ async fn a_flood_is_bounded_by_the_queue_not_by_memory_or_latency() {
         .await
         .unwrap();
     let endpoint = c.cluster.nodes[0].client_addr();
-    let node = Arc::new(single_shot(endpoint));
+    let node = Arc::new(single_shot(&c, endpoint));
 
     let started = Instant::now();
     let mut calls = Vec::new();
@@ -296,8 +295,7 @@ async fn the_client_backs_off_as_told_and_succeeds_once_the_node_recovers() {
     await_cpu_above(&c, leader, 0.9).await;
 
     let endpoint = c.cluster.nodes[leader as usize].client_addr();
-    let client =
-        Client::with_policy(&[endpoint], RetryPolicy::default(), Duration::from_secs(5)).unwrap();
+    let client = c.client_with(&[endpoint], RetryPolicy::default(), Duration::from_secs(5));
     let started = Instant::now();
     let upload = tokio::spawn(async move { client.upload("patient", b"ok".to_vec(), None).await });
     let series = "recipestore_shed_requests_total{op=\"upload\",reason=\"cpu_priority\"}";
@@ -324,7 +322,7 @@ async fn a_client_refused_again_and_again_stops_sending_to_that_node() {
     let leader = c.leader().await;
     let _cpu = FakeCpu::saturated(&c);
     await_cpu_above(&c, leader, 0.9).await;
-    let node = single_shot(c.cluster.nodes[leader as usize].client_addr());
+    let node = single_shot(&c, c.cluster.nodes[leader as usize].client_addr());
 
     let calls = 200;
     let mut throttled = 0;
@@ -360,16 +358,17 @@ async fn shedding_settings_are_reloaded_without_a_restart() {
     let node = &c.cluster.nodes[leader as usize];
     let _cpu = FakeCpu::saturated(&c);
     await_cpu_above(&c, leader, 0.9).await;
-    let client = single_shot(node.client_addr());
+    let client = single_shot(&c, node.client_addr());
     // Serving in time at a busy CPU: nothing is shed (the default).
     client
         .upload("before", b"x".to_vec(), None)
         .await
         .expect("admitted by the settings the node started with");
 
-    let admin = recipestore_client::admin::AdminClient::new(
+    let admin = recipestore_client::admin::AdminClient::with_tls(
         &node.peer_addr(),
         recipestore_client::admin::Timeouts::default(),
+        c.client_tls().as_ref(),
     )
     .unwrap();
     let refused = admin

@@ -3,7 +3,6 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use recipestore_client::Client;
 use recipestore_client::RetryPolicy;
 use recipestore_protocol::pb;
 
@@ -50,12 +49,11 @@ async fn a_survivor_of_a_lost_majority_is_forced_into_a_new_cluster_and_the_othe
         max_attempts: 1,
         ..RetryPolicy::default()
     };
-    let lone = Client::with_policy(
+    let lone = c.client_with(
         &[c.cluster.nodes[0].client_addr()],
         once,
         Duration::from_secs(2),
-    )
-    .unwrap();
+    );
     assert!(
         lone.upload("lost-quorum", b"x".to_vec(), None)
             .await
