@@ -579,6 +579,8 @@ fn the_prometheus_rule_carries_the_rules_file() {
         "RecipeStoreQueueSaturated",
         "RecipeStoreCacheHitRatioCollapse",
         "RecipeStoreOperatorReconcileErrors",
+        "RecipeStoreBackupMissing",
+        "RecipeStoreCertificateExpiring",
     ] {
         assert!(alerts.contains(&alert), "{alert} is missing");
     }

@@ -24,6 +24,7 @@ use recipestore_client::{Client, RetryPolicy};
 use recipestore_protocol::pb;
 use recipestore_testkit::{FAST_RAFT, binary, free_node_ports, workspace_root};
 use serde_json::Value;
+use tonic::transport::ClientTlsConfig;
 
 /// What the scrape config calls the store and its namespace.
 const NAMESPACE: &str = "kitchen";
@@ -88,12 +89,12 @@ impl FakeCpu {
     }
 }
 
-fn client(endpoints: &[String], attempts: u32) -> Client {
+fn client(tls: &ClientTlsConfig, endpoints: &[String], attempts: u32) -> Client {
     let policy = RetryPolicy {
         max_attempts: attempts,
         ..RetryPolicy::default()
     };
-    Client::with_policy(endpoints, policy, Duration::from_secs(5)).expect("client")
+    Client::with_tls(endpoints, policy, Duration::from_secs(5), Some(tls.clone())).expect("client")
 }
 
 /// About 200 KiB, so that the 1 MiB cache holds only a few recipes.
@@ -253,6 +254,8 @@ async fn every_dashboard_panel_shows_data_from_a_live_cluster() {
         &args,
     )
     .expect("layout");
+    // On TLS, as stores run by default, so the TLS panels have data too.
+    let tls = cluster.use_tls().expect("certificates").admin().clone();
     cluster.start_all().expect("start nodes");
     let logs = |cluster: &LocalCluster| {
         cluster
@@ -297,13 +300,13 @@ async fn every_dashboard_panel_shows_data_from_a_live_cluster() {
     // The workload: eight seed clients over every node upload their
     // recipes, then read them...
     let endpoints = cluster.client_endpoints();
-    let uploader = client(&endpoints, 8);
+    let uploader = client(&tls, &endpoints, 8);
     for id in 0..8 {
         seed_uploads(&uploader, id).await;
     }
     let stop = Arc::new(AtomicBool::new(false));
     let seeders: Vec<_> = (0..8)
-        .map(|id| tokio::spawn(seed_reads(client(&endpoints, 2), id, stop.clone())))
+        .map(|id| tokio::spawn(seed_reads(client(&tls, &endpoints, 2), id, stop.clone())))
         .collect();
     prometheus
         .await_data(
@@ -313,7 +316,7 @@ async fn every_dashboard_panel_shows_data_from_a_live_cluster() {
         .await
         .unwrap_or_else(|e| panic!("the seed clients do not download: {e:#}"));
     // ...with a burst of concurrent downloads on one node's two-slot queue...
-    let burst = Arc::new(client(&endpoints[..1], 1));
+    let burst = Arc::new(client(&tls, &endpoints[..1], 1));
     let downloads: Vec<_> = (0..64)
         .map(|i| {
             let burst = burst.clone();
