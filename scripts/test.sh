@@ -60,5 +60,7 @@ cargo test --workspace --locked --no-fail-fast "$@" || status=$?
 if (($# == 0)); then
   echo "--- the node suites again, every cluster on mutual TLS"
   RECIPESTORE_TEST_TLS=1 cargo test --locked -p recipestore --test it || status=$?
+  echo "--- the decoders' property tests, 5000 cases each (scripts/fuzz.sh runs more)"
+  scripts/fuzz.sh 5000 || status=$?
 fi
 exit "$status"

@@ -55,3 +55,12 @@ app.kubernetes.io/component=node.
 app.kubernetes.io/name: recipestore
 app.kubernetes.io/component: node
 {{- end }}
+
+{{/*
+Labels of the pods of a store's backup jobs (operator/src/build/backup.rs),
+which call the nodes' peer port.
+*/}}
+{{- define "recipestore-operator.backupPodLabels" -}}
+app.kubernetes.io/name: recipestore-backup
+app.kubernetes.io/component: backup
+{{- end }}

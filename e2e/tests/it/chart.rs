@@ -295,7 +295,7 @@ fn helm_lint_is_clean_with_default_and_full_values() {
 }
 
 #[test]
-fn default_values_render_the_operator_rbac_and_crd() {
+fn default_values_render_the_operator_rbac_crd_and_network_policies() {
     let objects = render(&[]);
     check_types(&objects);
     let expected: BTreeMap<String, usize> = [
@@ -304,6 +304,8 @@ fn default_values_render_the_operator_rbac_and_crd() {
         ("CustomResourceDefinition", 1),
         ("Deployment", 1),
         ("Lease", 1),
+        // The operator's and the release namespace's stores'.
+        ("NetworkPolicy", 2),
         ("Role", 1),
         ("RoleBinding", 1),
         ("Service", 1),
@@ -512,6 +514,22 @@ fn monitors_and_network_policies_select_the_labels_and_ports_of_node_pods() {
         Some("cookbook")
     );
 
+    let with_backups: RecipeStore = serde_json::from_value(serde_json::json!({
+        "apiVersion": "recipestore.dev/v1alpha1",
+        "kind": "RecipeStore",
+        "metadata": {"name": "cookbook", "namespace": "recipes", "uid": "u"},
+        "spec": {"backup": {"schedule": "@daily", "claimName": "backups"}},
+    }))
+    .expect("a store with backups");
+    let backup = recipestore_operator::build::build(&with_backups, 3, None, None, None)
+        .expect("builds")
+        .backup
+        .expect("a backup CronJob");
+    let backup_labels = backup
+        .spec
+        .and_then(|s| s.job_template.spec?.template.metadata?.labels)
+        .expect("backup pod labels");
+
     let policies: Vec<NetworkPolicy> = of_kind(&objects, "NetworkPolicy")
         .into_iter()
         .filter(|p| name(p).ends_with("-stores"))
@@ -550,7 +568,26 @@ fn monitors_and_network_policies_select_the_labels_and_ports_of_node_pods() {
             .find(|r| port_of(r) == i32::from(PEER_PORT))
             .expect("peer rule");
         let from = peer.from.as_deref().expect("the peer port is restricted");
-        assert_eq!(from.len(), 2, "store pods and the operator: {from:?}");
+        assert_eq!(
+            from.len(),
+            3,
+            "store pods, their backup jobs and the operator: {from:?}"
+        );
+        // The backup jobs the operator builds are among them.
+        let admits_backups = from.iter().any(|peer| {
+            peer.namespace_selector.is_none()
+                && peer
+                    .pod_selector
+                    .as_ref()
+                    .and_then(|s| s.match_labels.as_ref())
+                    .is_some_and(|wanted| {
+                        wanted.iter().all(|(k, v)| backup_labels.get(k) == Some(v))
+                    })
+        });
+        assert!(
+            admits_backups,
+            "backup pods {backup_labels:?} are refused: {from:?}"
+        );
     }
 }
 
