@@ -68,21 +68,24 @@ fn admin_at(addr: &str, tls: &ClientTlsConfig) -> AdminClient {
     AdminClient::with_tls(addr, timeouts, Some(tls)).expect("admin client")
 }
 
-/// A Vote as a member would send it, over `tls`; the payload is never
-/// decoded when the caller is refused first.
-async fn vote(addr: &str, tls: &ClientTlsConfig) -> tonic::Code {
+/// A Vote and an AppendEntries as a member would send them, over `tls`,
+/// and how each was answered; the payloads are never decoded when the
+/// caller is refused first.
+async fn raft_calls(addr: &str, tls: &ClientTlsConfig) -> [Code; 2] {
     let channel = recipestore_client::endpoint(addr, Some(tls))
         .expect("endpoint")
         .connect_timeout(Duration::from_secs(1))
         .connect_lazy();
-    let message = pb::RaftMessage {
+    let message = || pb::RaftMessage {
         cluster_id: String::new(),
         payload: Vec::new(),
     };
-    match RaftTransportClient::new(channel).vote(message).await {
-        Ok(_) => Code::Ok,
-        Err(status) => status.code(),
-    }
+    let mut raft = RaftTransportClient::new(channel);
+    let code = |answer: Result<_, tonic::Status>| answer.map_or_else(|s| s.code(), |_| Code::Ok);
+    [
+        code(raft.vote(message()).await),
+        code(raft.append_entries(message()).await),
+    ]
 }
 
 #[tokio::test]
@@ -129,12 +132,10 @@ async fn a_cluster_on_mutual_tls_serves_clients_and_refuses_strangers() {
     // dialled with the cluster's CA trusted, it is still refused.
     let stranger_trusting_cluster = trusting(&files, Some(&fake_member));
     for tls in [&stranger_tls, &stranger_trusting_cluster] {
-        assert_ne!(vote(&peer, tls).await, Code::Ok);
-        assert_ne!(
-            vote(&peer, tls).await,
-            Code::PermissionDenied,
-            "refused before any service"
-        );
+        for code in raft_calls(&peer, tls).await {
+            assert_ne!(code, Code::Ok);
+            assert_ne!(code, Code::PermissionDenied, "refused before any service");
+        }
         let joined = admin_at(&peer, tls)
             .add_learner(
                 pb::Member {
@@ -155,8 +156,8 @@ async fn a_cluster_on_mutual_tls_serves_clients_and_refuses_strangers() {
         .issue(recipestore_tls::ADMIN_NAME, &[], DAY)
         .expect("issue");
     assert_eq!(
-        vote(&peer, &trusting(&files, Some(&admin))).await,
-        Code::PermissionDenied
+        raft_calls(&peer, &trusting(&files, Some(&admin))).await,
+        [Code::PermissionDenied; 2]
     );
     let someone = ca.issue("someone-else", &[], DAY).expect("issue");
     let refused = admin_at(&peer, &trusting(&files, Some(&someone)))
