@@ -18,14 +18,22 @@ use recipestore_protocol::pb::raft_transport_server::RaftTransportServer;
 use recipestore_protocol::pb::recipes_server::RecipesServer;
 use tokio::sync::watch;
 use tonic::Status;
+use tonic::body::Body;
+use tonic::codegen::http::Request;
+use tonic::codegen::http::Response;
 use tonic::metadata::MetadataMap;
+use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::Router;
 use tonic::transport::server::TcpIncoming;
+use tower::Layer;
+use tower::Service;
 
 use crate::node::DEFAULT_WAIT;
 use crate::node::Node;
 use crate::raft::network::MAX_PEER_MESSAGE_BYTES;
 use crate::tls::Callers;
+use crate::tls::NodeTls;
 
 /// Refuses peer traffic (Raft or forwarded calls) from another cluster.
 fn admit_peer(node: &Node, cluster_id: &str) -> Result<(), Status> {
@@ -76,24 +84,9 @@ pub async fn serve_peer(
             AdminServer::new(admin::Admin::new(node)),
             members_and_admins,
         ));
-    match tls {
-        Some(tls) => {
-            let incoming = recipestore_tls::accept(
-                incoming,
-                move || tls.current().peer.clone(),
-                refused("peer"),
-            );
-            router
-                .serve_with_incoming_shutdown(incoming, stopped(stop))
-                .await
-        }
-        None => {
-            router
-                .serve_with_incoming_shutdown(incoming, stopped(stop))
-                .await
-        }
-    }
-    .context("peer server failed")
+    serve(router, incoming, tls.map(|tls| (tls, Port::Peer)), stop)
+        .await
+        .context("peer server failed")
 }
 
 /// Serves the client API, over TLS when the node has it.
@@ -116,24 +109,58 @@ pub async fn serve_client(
                 .max_decoding_message_size(max_message)
                 .max_encoding_message_size(max_message),
         );
-    match tls {
-        Some(tls) => {
-            let incoming = recipestore_tls::accept(
-                incoming,
-                move || tls.current().client.clone(),
-                refused("client"),
-            );
-            router
-                .serve_with_incoming_shutdown(incoming, stopped(stop))
-                .await
-        }
-        None => {
-            router
-                .serve_with_incoming_shutdown(incoming, stopped(stop))
-                .await
+    serve(router, incoming, tls.map(|tls| (tls, Port::Client)), stop)
+        .await
+        .context("client server failed")
+}
+
+/// The gRPC ports, each with its own TLS config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Port {
+    Client,
+    Peer,
+}
+
+impl Port {
+    fn name(self) -> &'static str {
+        match self {
+            Port::Client => "client",
+            Port::Peer => "peer",
         }
     }
-    .context("client server failed")
+}
+
+/// Serves `router` on `incoming` until `stop`; over TLS, with the config
+/// the node holds for the port at each connection's arrival, when given.
+async fn serve<L>(
+    router: Router<L>,
+    incoming: TcpIncoming,
+    tls: Option<(Arc<NodeTls>, Port)>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), tonic::transport::Error>
+where
+    L: Layer<Routes>,
+    L::Service: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    <L::Service as Service<Request<Body>>>::Future: Send,
+    <L::Service as Service<Request<Body>>>::Error:
+        Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
+    let Some((tls, port)) = tls else {
+        return router
+            .serve_with_incoming_shutdown(incoming, stopped(stop))
+            .await;
+    };
+    let current = move || {
+        let loaded = tls.current();
+        match port {
+            Port::Client => loaded.client.clone(),
+            Port::Peer => loaded.peer.clone(),
+        }
+    };
+    let incoming = recipestore_tls::accept(incoming, current, refused(port));
+    router
+        .serve_with_incoming_shutdown(incoming, stopped(stop))
+        .await
 }
 
 /// Logs and counts a connection refused during its TLS handshake on `port`.
@@ -142,15 +169,15 @@ pub async fn serve_client(
 /// port, load balancers' TCP checks and port scans would flood the log: the
 /// counter shows them, the log only at debug level.
 fn refused(
-    port: &'static str,
+    port: Port,
 ) -> impl Fn(Option<SocketAddr>, &std::io::Error) + Clone + Send + Sync + 'static {
     move |peer, error| {
-        if port == "peer" {
+        if port == Port::Peer {
             tracing::warn!(peer = ?peer, %error, "TLS handshake on the peer port refused");
         } else {
-            tracing::debug!(port, peer = ?peer, %error, "TLS handshake refused");
+            tracing::debug!(port = port.name(), peer = ?peer, %error, "TLS handshake refused");
         }
-        crate::metrics::observe_tls_refused(port);
+        crate::metrics::observe_tls_refused(port.name());
     }
 }
 
