@@ -20,6 +20,8 @@ use crate::metrics;
 /// How often the certificate files are read to see whether they changed.
 /// Kubernetes updates a mounted Secret within about a minute of its change.
 const RELOAD_CHECK: Duration = Duration::from_secs(5);
+/// How long after a failed reading the files are read once more.
+const REREAD_AFTER: Duration = Duration::from_millis(200);
 
 /// The configs built from one reading of the files.
 pub struct Loaded {
@@ -79,7 +81,14 @@ impl NodeTls {
                 _ = stopped.changed() => return,
             }
             let current = self.current();
-            let read = Pem::read(&self.files);
+            let mut read = Pem::read(&self.files);
+            if read.is_err() {
+                // Kubernetes swaps a mounted Secret's files all at once, but
+                // three reads may straddle the swap: read them again before
+                // calling them refused.
+                tokio::time::sleep(REREAD_AFTER).await;
+                read = Pem::read(&self.files);
+            }
             if read.as_ref().is_ok_and(|pem| *pem == current.pem) {
                 continue;
             }

@@ -198,8 +198,19 @@ async fn main() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("RECIPESTORE_LOG"))
         .with_writer(std::io::stderr)
         .init();
-    if let Err(e) = run(Cli::parse()).await {
+    let cli = Cli::parse();
+    let plaintext = cli.cacert.is_none();
+    if let Err(e) = run(cli).await {
         eprintln!("recipectl: {e:#}");
+        // A node on TLS answers a plaintext HTTP/2 preface with a TLS
+        // alert, which the client reports as a protocol error or a
+        // dropped connection, never naming TLS.
+        let said = format!("{e:#}");
+        if plaintext
+            && (said.contains("h2 protocol error") || said.contains("operation was canceled"))
+        {
+            eprintln!("recipectl: if the node runs TLS, pass its CA with --cacert");
+        }
         std::process::exit(1);
     }
 }
