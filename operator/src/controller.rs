@@ -158,6 +158,25 @@ async fn reconcile_pass(rs: &RecipeStore, ctx: &Context) -> Result<Action> {
             certificate_api.as_ref(),
         )
         .await?;
+        // Secrets a person names are theirs to create; say what is wrong
+        // with them rather than leave the nodes unreachable in silence.
+        if store_tls.issuer == tls::Issuer::Given && tls::admin_config(&world.tls_secrets).is_none()
+        {
+            let note = format!(
+                "the Secret {} (tls.adminSecretName) is missing or lacks a usable tls.crt, \
+                 tls.key and ca.crt: the operator cannot call the nodes",
+                store_tls.admin_secret
+            );
+            publish(
+                ctx,
+                rs,
+                EventType::Warning,
+                "TLSSecretUnusable",
+                "ReadCertificate",
+                note,
+            )
+            .await?;
+        }
     }
     let backup = apply(
         rs,

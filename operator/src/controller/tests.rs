@@ -880,6 +880,48 @@ async fn a_cert_manager_issuer_without_cert_manager_is_refused() {
 }
 
 #[tokio::test]
+async fn a_named_administrator_secret_that_is_missing_is_told() {
+    let mut rs = recipestore(3);
+    rs.spec.tls = crate::crd::TlsSpec {
+        secret_name: Some("mine".into()),
+        admin_secret_name: Some("mine-admin".into()),
+        ..crate::crd::TlsSpec::default()
+    };
+    let state = ApiState {
+        statefulset: None,
+        pods: vec![],
+    };
+    let expected = rs.clone();
+    let (result, _) = reconcile_with(rs, FakeAdmin::default(), move |mut api| async move {
+        api.dereference(&state).await;
+        api.expect(
+            "get the administrator's Secret",
+            Method::GET,
+            &format!("/api/v1/namespaces/{NS}/secrets/mine-admin"),
+            Reply::NotFound,
+        )
+        .await;
+        let event = api.event("TLSSecretUnusable", "Warning").await;
+        assert!(
+            event["note"].as_str().unwrap().contains("mine-admin"),
+            "{event}"
+        );
+        let sts = api.apply_children(false).await.statefulset;
+        let volumes = sts["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .unwrap();
+        assert!(
+            volumes.iter().any(|v| v["secret"]["secretName"] == "mine"),
+            "{volumes:?}"
+        );
+        api.status(&expected).await;
+        api
+    })
+    .await;
+    result.unwrap();
+}
+
+#[tokio::test]
 async fn switching_tls_on_a_running_store_is_refused() {
     let running = recipestore(3);
     let mut rs = with_cluster(running.clone());
