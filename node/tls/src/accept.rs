@@ -21,6 +21,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes finished but not yet taken by the server.
 const READY_BACKLOG: usize = 64;
 
+/// Handshakes in progress at once. Beyond this, a flood of connections that
+/// never finish theirs (each may take the whole timeout) would hold memory
+/// and tasks without bound: new connections are closed at once instead.
+const MAX_HANDSHAKES: usize = 1024;
+
 /// TLS connections accepted from `incoming`, each with the config
 /// `current` returns at its arrival. A connection whose handshake fails
 /// (no or a wrong certificate, not TLS at all, too slow) is closed and
@@ -36,6 +41,7 @@ where
     F: Fn(Option<SocketAddr>, &std::io::Error) + Clone + Send + Sync + 'static,
 {
     let (ready, streams) = mpsc::channel(READY_BACKLOG);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     tokio::spawn(async move {
         loop {
             let tcp = tokio::select! {
@@ -52,10 +58,20 @@ where
                 }
                 None => return,
             };
+            let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                refused(
+                    tcp.peer_addr().ok(),
+                    &std::io::Error::other(format!(
+                        "{MAX_HANDSHAKES} TLS handshakes already in progress"
+                    )),
+                );
+                continue;
+            };
             let acceptor = tokio_rustls::TlsAcceptor::from(current());
             let ready = ready.clone();
             let refused = refused.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let peer = tcp.peer_addr().ok();
                 let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
                 match handshake {
@@ -75,4 +91,60 @@ where
         }
     });
     ReceiverStream::new(streams)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+    use crate::Authority;
+    use crate::ClientAuth;
+    use crate::Pem;
+
+    #[tokio::test]
+    async fn a_handshake_that_is_not_tls_is_refused_and_never_reaches_the_server() {
+        let ca = Authority::generate("test CA", Duration::from_secs(3600)).unwrap();
+        let member = ca
+            .issue(
+                crate::MEMBER_NAME,
+                &["127.0.0.1".into()],
+                Duration::from_secs(3600),
+            )
+            .unwrap();
+        let pem = Pem::from_memory(
+            "member",
+            member.cert.as_bytes(),
+            member.key.as_bytes(),
+            ca.cert_pem().as_bytes(),
+        )
+        .unwrap();
+        let config = crate::server_config(&pem, ClientAuth::Required).unwrap();
+        let incoming = TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = incoming.local_addr().unwrap();
+        let refusals = Arc::new(Mutex::new(Vec::new()));
+        let seen = refusals.clone();
+        let mut streams = accept(
+            incoming,
+            move || config.clone(),
+            move |_, e| {
+                seen.lock().unwrap().push(e.to_string());
+            },
+        );
+
+        let mut plain = TcpStream::connect(addr).await.unwrap();
+        plain
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while refusals.lock().unwrap().is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "never refused");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let nothing = tokio::time::timeout(Duration::from_millis(100), streams.next()).await;
+        assert!(nothing.is_err(), "a refused connection reached the server");
+    }
 }
