@@ -123,7 +123,7 @@ fn build(pem: Pem, client_auth: ClientAuth, generation: u64) -> Result<Loaded, T
     Ok(Loaded {
         peer: recipestore_tls::server_config(&pem, ClientAuth::Required)?,
         client: recipestore_tls::server_config(&pem, client_auth)?,
-        towards_peers: recipestore_tls::client_config(&pem.ca, Some((&pem.cert, &pem.key))),
+        towards_peers: pem.client_config(),
         generation,
         pem,
     })

@@ -173,10 +173,7 @@ pub fn admin_config(secrets: &Secrets) -> Option<ClientTlsConfig> {
         data(admin, CA_KEY)?,
     )
     .ok()?;
-    Some(recipestore_tls::client_config(
-        &pem.ca,
-        Some((&pem.cert, &pem.key)),
-    ))
+    Some(pem.client_config())
 }
 
 /// Whether a certificate Secret can be used until `RENEW_BEFORE` from now.

@@ -80,7 +80,7 @@ impl AdminClient {
         timeouts: Timeouts,
         tls: Option<&ClientTlsConfig>,
     ) -> Result<Self, AdminError> {
-        let channel = crate::endpoint(addr, tls)
+        let channel = recipestore_tls::endpoint(addr, tls)
             .map_err(|source| AdminError::Address {
                 addr: addr.to_owned(),
                 source,

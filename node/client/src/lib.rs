@@ -22,7 +22,6 @@ use tonic::Code;
 use tonic::Status;
 use tonic::transport::Channel;
 use tonic::transport::ClientTlsConfig;
-use tonic::transport::Endpoint;
 
 use recipestore_protocol::metadata;
 use recipestore_protocol::pb;
@@ -128,24 +127,6 @@ fn throttled(endpoint: &str) -> Status {
     status
 }
 
-/// The endpoint of `addr` (`host:port`, or a URI): `https` when `tls` is
-/// given, which it then uses, `http` otherwise.
-pub fn endpoint(
-    addr: &str,
-    tls: Option<&ClientTlsConfig>,
-) -> Result<Endpoint, tonic::transport::Error> {
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let uri = match addr.split_once("://") {
-        Some((_, rest)) => format!("{scheme}://{rest}"),
-        None => format!("{scheme}://{addr}"),
-    };
-    let endpoint = Endpoint::from_shared(uri)?;
-    match tls {
-        Some(tls) => endpoint.tls_config(tls.clone()),
-        None => Ok(endpoint),
-    }
-}
-
 /// A client for a RecipeStore cluster.
 pub struct Client {
     endpoints: Vec<String>,
@@ -187,7 +168,7 @@ impl Client {
         let channels = endpoints
             .iter()
             .map(|e| {
-                Ok(endpoint(e, tls.as_ref())
+                Ok(recipestore_tls::endpoint(e, tls.as_ref())
                     .map_err(|err| anyhow::anyhow!("invalid endpoint {e:?}: {err}"))?
                     .connect_timeout(Duration::from_secs(2))
                     .tcp_nodelay(true)

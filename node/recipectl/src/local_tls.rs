@@ -44,12 +44,7 @@ impl LocalTls {
             // Written last: its presence says the set is complete.
             write(&dir.join("client.key"), &client.key, true)?;
         }
-        let pem = Pem::read(&PemFiles {
-            cert: dir.join("client.crt"),
-            key: dir.join("client.key"),
-            ca: dir.join("ca.crt"),
-        })?;
-        let admin = recipestore_tls::client_config(&pem.ca, Some((&pem.cert, &pem.key)));
+        let admin = Pem::read(&files(&dir, "client"))?.client_config();
         Ok(Self { dir, admin })
     }
 
@@ -74,24 +69,22 @@ impl LocalTls {
     /// A member's client config: what nodes present to each other, for
     /// tests that call Raft or forwarding as a member would.
     pub fn member(&self) -> anyhow::Result<ClientTlsConfig> {
-        let pem = Pem::read(&PemFiles {
-            cert: self.dir.join("node.crt"),
-            key: self.dir.join("node.key"),
-            ca: self.dir.join("ca.crt"),
-        })?;
-        Ok(recipestore_tls::client_config(
-            &pem.ca,
-            Some((&pem.cert, &pem.key)),
-        ))
+        Ok(Pem::read(&files(&self.dir, "node"))?.client_config())
     }
 
     /// Where the CA and the administrator's certificate and key are.
     pub fn client_files(&self) -> PemFiles {
-        PemFiles {
-            cert: self.dir.join("client.crt"),
-            key: self.dir.join("client.key"),
-            ca: self.dir.join("ca.crt"),
-        }
+        files(&self.dir, "client")
+    }
+}
+
+/// The files of the certificate `name` (`node`, `client`) under `dir`,
+/// with the CA's.
+fn files(dir: &Path, name: &str) -> PemFiles {
+    PemFiles {
+        cert: dir.join(format!("{name}.crt")),
+        key: dir.join(format!("{name}.key")),
+        ca: dir.join("ca.crt"),
     }
 }
 

@@ -179,14 +179,12 @@ impl Cli {
             return Ok(None);
         };
         Ok(Some(match (&self.cert, &self.key) {
-            (Some(cert), Some(key)) => {
-                let pem = recipestore_tls::Pem::read(&recipestore_tls::PemFiles {
-                    cert: cert.clone(),
-                    key: key.clone(),
-                    ca: ca.clone(),
-                })?;
-                recipestore_tls::client_config(&pem.ca, Some((&pem.cert, &pem.key)))
-            }
+            (Some(cert), Some(key)) => recipestore_tls::Pem::read(&recipestore_tls::PemFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+            })?
+            .client_config(),
             _ => recipestore_tls::client_config(&recipestore_tls::Pem::read_ca(ca)?, None),
         }))
     }

@@ -42,7 +42,6 @@ use serde::de::DeserializeOwned;
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic::transport::ClientTlsConfig;
-use tonic::transport::Endpoint;
 
 use super::Member;
 use super::TypeConfig;
@@ -74,17 +73,12 @@ pub fn peer_channel(
     connect_timeout: Duration,
     tls: Option<ClientTlsConfig>,
 ) -> Result<Channel, tonic::transport::Error> {
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))?
+    Ok(recipestore_tls::endpoint(addr, tls.as_ref())?
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5));
-    let endpoint = match tls {
-        Some(tls) => endpoint.tls_config(tls)?,
-        None => endpoint,
-    };
-    Ok(endpoint.connect_lazy())
+        .keep_alive_timeout(Duration::from_secs(5))
+        .connect_lazy())
 }
 
 /// A transport client to a peer with the message limits set.

@@ -132,7 +132,7 @@ impl TestCluster {
             .cluster
             .tls()
             .map(|tls| tls.member().expect("member certificate"));
-        recipestore_client::endpoint(peer_addr, tls.as_ref())
+        recipestore_tls::endpoint(peer_addr, tls.as_ref())
             .expect("endpoint")
             .connect_lazy()
     }

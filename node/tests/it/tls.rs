@@ -72,7 +72,7 @@ fn admin_at(addr: &str, tls: &ClientTlsConfig) -> AdminClient {
 /// and how each was answered; the payloads are never decoded when the
 /// caller is refused first.
 async fn raft_calls(addr: &str, tls: &ClientTlsConfig) -> [Code; 2] {
-    let channel = recipestore_client::endpoint(addr, Some(tls))
+    let channel = recipestore_tls::endpoint(addr, Some(tls))
         .expect("endpoint")
         .connect_timeout(Duration::from_secs(1))
         .connect_lazy();

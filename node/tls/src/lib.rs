@@ -112,6 +112,24 @@ pub fn client_config(
     }
 }
 
+/// The endpoint of `addr` (`host:port`, or a URI): `https` when `tls` is
+/// given, which it then uses, `http` otherwise.
+pub fn endpoint(
+    addr: &str,
+    tls: Option<&tonic::transport::ClientTlsConfig>,
+) -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let uri = match addr.split_once("://") {
+        Some((_, rest)) => format!("{scheme}://{rest}"),
+        None => format!("{scheme}://{addr}"),
+    };
+    let endpoint = tonic::transport::Endpoint::from_shared(uri)?;
+    match tls {
+        Some(tls) => endpoint.tls_config(tls.clone()),
+        None => Ok(endpoint),
+    }
+}
+
 /// The identity a verified peer certificate names: its subject's common
 /// name. `None` when the connection carried no certificate or the
 /// certificate has no common name.

@@ -125,6 +125,11 @@ impl Pem {
         roots(&self.files.ca, &self.ca)
     }
 
+    /// A client config trusting the CA and presenting the certificate.
+    pub fn client_config(&self) -> tonic::transport::ClientTlsConfig {
+        crate::client_config(&self.ca, Some((&self.cert, &self.key)))
+    }
+
     /// Whether the certificate is still valid `for_at_least` from now.
     pub fn lasts(&self, for_at_least: std::time::Duration) -> bool {
         self.not_after()
