@@ -20,6 +20,7 @@ use crate::raft::Member;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
 use crate::raft::network::PeerChannels;
+use crate::raft::proposer::Proposer;
 use crate::raft::state_machine::SnapshotRecipes;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::typ;
@@ -128,6 +129,7 @@ impl RunningNode {
         .context("failed to start Raft")?;
         let node = Arc::new(Node {
             id,
+            proposer: Proposer::start(raft.clone()),
             raft,
             recipes,
             identity,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use prometheus::Encoder;
 use prometheus::Gauge;
+use prometheus::Histogram;
 use prometheus::HistogramOpts;
 use prometheus::HistogramVec;
 use prometheus::IntCounter;
@@ -32,6 +33,7 @@ struct Metrics {
     raft_index: IntGaugeVec,
     raft_members: IntGaugeVec,
     raft_proposal_failures: IntCounterVec,
+    raft_proposal_batch: Histogram,
     fsync_seconds: HistogramVec,
     fsync_batch_entries: HistogramVec,
     snapshot_build_seconds: HistogramVec,
@@ -144,6 +146,13 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             ),
             &["reason"],
         )
+        .expect("valid metric"),
+        raft_proposal_batch: Histogram::with_opts(histogram(
+            "raft",
+            "proposal_batch_writes",
+            "Client writes handed to Raft together in one batch.",
+            prometheus::exponential_buckets(1.0, 2.0, 13).unwrap_or_default(),
+        ))
         .expect("valid metric"),
         fsync_seconds: HistogramVec::new(
             histogram(
@@ -296,6 +305,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Box::new(m.raft_index.clone()),
         Box::new(m.raft_members.clone()),
         Box::new(m.raft_proposal_failures.clone()),
+        Box::new(m.raft_proposal_batch.clone()),
         Box::new(m.fsync_seconds.clone()),
         Box::new(m.fsync_batch_entries.clone()),
         Box::new(m.snapshot_build_seconds.clone()),
@@ -459,6 +469,10 @@ pub fn observe_snapshot_build(elapsed: Duration) {
 }
 
 /// Counts a client write that did not commit.
+pub fn observe_proposal_batch(writes: usize) {
+    METRICS.raft_proposal_batch.observe(writes as f64);
+}
+
 pub fn proposal_failed(reason: &str) {
     METRICS
         .raft_proposal_failures

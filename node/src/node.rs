@@ -26,6 +26,7 @@ use crate::raft::Command;
 use crate::raft::Member;
 use crate::raft::Outcome;
 use crate::raft::network::PeerChannels;
+use crate::raft::proposer::Proposer;
 use crate::raft::state_machine::Recipes;
 use crate::raft::typ;
 use crate::routing;
@@ -36,6 +37,8 @@ use crate::tls::NodeTls;
 pub struct Node {
     pub id: u64,
     pub raft: typ::Raft,
+    /// Batches this node's proposals when it leads.
+    pub proposer: Proposer,
     pub recipes: Recipes,
     pub identity: Arc<Identity>,
     pub config: NodeConfig,
@@ -131,16 +134,16 @@ impl Node {
 
     /// Proposes on this node, which believes it is the leader.
     pub async fn propose(&self, command: Command) -> Result<Outcome, NodeError> {
-        match self.raft.client_write(command).await {
-            Ok(response) => Ok(response.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                Err(self.not_leader())
-            }
-            Err(e) => {
-                metrics::proposal_failed("raft");
-                // The entry may or may not commit: not safe to retry blindly.
-                Err(NodeError::OutcomeUnknown(format!("write failed: {e}")))
-            }
+        let failed = |reason: String| {
+            metrics::proposal_failed("raft");
+            // The entry may or may not commit: not safe to retry blindly.
+            Err(NodeError::OutcomeUnknown(format!("write failed: {reason}")))
+        };
+        match self.proposer.propose(command).await {
+            Some(Ok(response)) => Ok(response.data),
+            Some(Err(ClientWriteError::ForwardToLeader(_))) => Err(self.not_leader()),
+            Some(Err(e)) => failed(e.to_string()),
+            None => failed("raft stopped".into()),
         }
     }
 

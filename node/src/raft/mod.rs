@@ -3,6 +3,7 @@
 
 pub mod log_store;
 pub mod network;
+pub mod proposer;
 pub(crate) mod snapshot_file;
 pub mod state_machine;
 mod write_behind;

@@ -5,6 +5,7 @@ use recipestore_protocol::pb::Consistency;
 use crate::cluster::TestCluster;
 use crate::cluster::eventually;
 use crate::cluster::http_get;
+use crate::cluster::metric;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_through_a_follower_is_readable_from_every_node() {
@@ -188,4 +189,41 @@ async fn http_endpoints_report_health_readiness_and_metrics() {
     let (code, body) = http_get(&lone_http, "/readyz").await.unwrap();
     assert_eq!(code, 503);
     assert!(body.contains("no known leader"), "{body}");
+}
+
+/// Writes that reach the leader together are proposed together: they share
+/// its log appends (one per batch, not one per write), and with them the
+/// fdatasyncs and AppendEntries that follow. Handed to Raft one by one,
+/// 512 writes from 64 writers took 180-190 appends; batched, about 30.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_the_leaders_log_appends() {
+    const APPENDS: &str = "recipestore_storage_fsync_batch_appends_sum";
+    const WRITERS: usize = 64;
+    const ROUNDS: usize = 8;
+    let c = TestCluster::start(3, &[]).await;
+    let leader = c.leader().await;
+    let client = std::sync::Arc::new(c.node_client(leader));
+    let before = metric(&c, leader, APPENDS).await;
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                for round in 0..ROUNDS {
+                    client
+                        .upload(&format!("batched-{w}"), vec![round as u8; 512], None)
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let appends = metric(&c, leader, APPENDS).await - before;
+    let writes = (WRITERS * ROUNDS) as f64;
+    assert!(
+        appends > 0.0 && appends * 6.0 < writes,
+        "the leader made {appends} log appends for {writes} concurrent writes"
+    );
 }
