@@ -132,30 +132,51 @@ impl Segment {
         self.end + FRAME_HEADER_LEN + len as u64 <= self.capacity
     }
 
-    /// Writes a record after the last one. The caller has checked that it
-    /// fits and that `index` is the next index.
-    pub fn append(&mut self, index: u64, payload: &[u8]) -> io::Result<()> {
-        let frame_len = FRAME_HEADER_LEN + payload.len() as u64;
-        // A zeroed frame header goes after the record (and is overwritten by
+    /// How many of `records`, from the first, fit after the last record.
+    pub fn fitting(&self, records: &[(u64, &[u8])]) -> usize {
+        let mut end = self.end;
+        records
+            .iter()
+            .take_while(|(_, payload)| {
+                end += FRAME_HEADER_LEN + payload.len() as u64;
+                end <= self.capacity
+            })
+            .count()
+    }
+
+    /// Writes records after the last one, in one write. The caller has
+    /// checked that they fit and that their indexes follow on.
+    pub fn append(&mut self, records: &[(u64, &[u8])]) -> io::Result<()> {
+        let frames_len: u64 = records
+            .iter()
+            .map(|(_, payload)| FRAME_HEADER_LEN + payload.len() as u64)
+            .sum();
+        // A zeroed frame header goes after the records (and is overwritten by
         // the next one), so the written part always ends in an end marker
         // even where the file still holds stale bytes from an earlier life.
         // Without it, a clean end in a recycled file would look torn.
-        let marker = (self.capacity - self.end - frame_len).min(FRAME_HEADER_LEN);
-        let mut buf = Vec::with_capacity((frame_len + marker) as usize);
-        encode_frame(self.seq, index, payload, &mut buf);
-        buf.resize((frame_len + marker) as usize, 0);
+        let marker = (self.capacity - self.end - frames_len).min(FRAME_HEADER_LEN);
+        let mut buf = Vec::with_capacity((frames_len + marker) as usize);
+        for (index, payload) in records {
+            encode_frame(self.seq, *index, payload, &mut buf);
+        }
+        buf.resize((frames_len + marker) as usize, 0);
         self.file.write_at(&buf, self.end).context(|| {
             format!(
-                "failed to write index {index} to log segment {} at offset {}",
+                "failed to write indexes {}..={} to log segment {} at offset {}",
+                records.first().map_or(0, |r| r.0),
+                records.last().map_or(0, |r| r.0),
                 self.name(),
                 self.end
             )
         })?;
-        self.records.push(RecordPos {
-            offset: self.end,
-            len: payload.len() as u32,
-        });
-        self.end += frame_len;
+        for (_, payload) in records {
+            self.records.push(RecordPos {
+                offset: self.end,
+                len: payload.len() as u32,
+            });
+            self.end += FRAME_HEADER_LEN + payload.len() as u64;
+        }
         Ok(())
     }
 

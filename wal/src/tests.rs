@@ -112,6 +112,43 @@ fn append_checks_index_continuity() {
 }
 
 #[test]
+fn a_batch_fills_segments_in_one_write_each_and_reads_back_after_power_loss() {
+    let fs = SimFs::new(3);
+    let (mut log, _) = open_sim(&fs).unwrap();
+    append_all(&mut log, 1..=2, 300);
+    // 4 KiB segments: 20 records of 700 bytes need several.
+    let data: Vec<Vec<u8>> = (3..=22).map(|i| payload(i, 700)).collect();
+    let batch: Vec<(u64, &[u8])> = (3..=22).zip(data.iter().map(Vec::as_slice)).collect();
+    log.append_batch(&batch).unwrap();
+    let mut want = expected(1..=2, 300);
+    want.extend(expected(3..=22, 700));
+    assert_eq!(contents(&log), want);
+    log.sync().unwrap();
+    drop(log);
+    fs.power_loss();
+    let (log, recovery) = open_sim(&fs).unwrap();
+    assert_eq!(recovery.torn_tail, None);
+    assert_eq!(contents(&log), want);
+}
+
+#[test]
+fn a_batch_is_checked_whole_before_anything_is_written() {
+    let fs = SimFs::new(4);
+    let (mut log, _) = open_sim(&fs).unwrap();
+    log.append(1, b"one").unwrap();
+    let err = log
+        .append_batch(&[(2, b"two"), (3, b"three"), (5, b"five")])
+        .unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("index 5 after index 3"), "{err}");
+    let err = log.append_batch(&[(3, b"three")]).unwrap_err();
+    assert!(err.to_string().contains("last index is 1"), "{err}");
+    assert_eq!(log.last_index(), Some(1));
+    log.append_batch(&[(2, b"two"), (3, b"three")]).unwrap();
+    assert_eq!(log.read(3).unwrap(), Some(b"three".to_vec()));
+}
+
+#[test]
 fn torn_tail_is_cut_and_reported() {
     let dir = tempfile::tempdir().unwrap();
     let (mut log, _) = Log::open(dir.path(), small()).unwrap();
@@ -470,7 +507,11 @@ fn run_ops(
             0..45 => {
                 // A group commit: several appends, then one sync through the
                 // handle a flusher thread would hold.
+                // The appends go one by one, or as one batch as the Raft
+                // log hands them over.
                 let handle = log.sync_handle();
+                let batched = rng.random_bool(0.5);
+                let mut batch = Vec::new();
                 for _ in 0..rng.random_range(1..=6) {
                     let index = match model.last() {
                         Some(last) => last + 1,
@@ -480,8 +521,15 @@ fn run_ops(
                     model.next_tag += 1;
                     // Recorded first: a crashed append may still survive.
                     model.written.insert(index, data.clone());
-                    log.append(index, &data)?;
+                    if batched {
+                        batch.push((index, data));
+                    } else {
+                        log.append(index, &data)?;
+                    }
                 }
+                let batch: Vec<(u64, &[u8])> =
+                    batch.iter().map(|(i, d)| (*i, d.as_slice())).collect();
+                log.append_batch(&batch)?;
                 if rng.random_bool(0.7) {
                     let covered = model.last();
                     handle.sync()?;

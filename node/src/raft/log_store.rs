@@ -326,12 +326,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .into_iter()
             .map(|entry| Ok((entry.index(), encode_io(&entry)?)))
             .collect::<io::Result<Vec<_>>>()?;
-        {
-            let mut inner = lock(&self.inner);
-            for (index, bytes) in &encoded {
-                inner.log.append(*index, bytes)?;
-            }
-        }
+        let records: Vec<(u64, &[u8])> = encoded.iter().map(|(i, b)| (*i, b.as_slice())).collect();
+        lock(&self.inner).log.append_batch(&records)?;
         self.flush_requests
             .send(callback)
             .await
