@@ -24,6 +24,7 @@
 //! is off (see the configuration), and a restarted node learns the commit
 //! index from the leader and applies the rest then.
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::io;
 use std::ops::Bound;
@@ -63,6 +64,7 @@ struct Meta {
 struct Inner {
     log: Log,
     meta: Meta,
+    tail: Tail,
 }
 
 impl Inner {
@@ -73,9 +75,75 @@ impl Inner {
     }
 
     fn entry(&self, index: u64) -> io::Result<Option<Entry>> {
+        if let Some(entry) = self.tail.get(index) {
+            return Ok(Some(entry.clone()));
+        }
         match self.log.read(index)? {
             Some(bytes) => decode_io(&bytes).map(Some),
             None => Ok(None),
+        }
+    }
+}
+
+/// The newest entries of the log, as appended. Each entry is read back
+/// soon after its append: by the leader's replication to every follower and
+/// by the state machine, which would otherwise read, verify and decode it
+/// from the segment file each time (a fourteenth of a loaded leader's CPU).
+/// Each entry it holds is the log's entry at that index: appends extend
+/// it, truncation and purging cut it as they cut the log.
+#[derive(Default)]
+struct Tail {
+    entries: VecDeque<(Entry, usize)>,
+    /// Encoded size of the entries held.
+    bytes: usize,
+}
+
+/// The encoded size of the entries [`Tail`] keeps at most: several seconds
+/// of writes, enough for a follower that lags by a few batches.
+const TAIL_BYTES: usize = 8 << 20;
+
+impl Tail {
+    fn get(&self, index: u64) -> Option<&Entry> {
+        let first = self.entries.front()?.0.index();
+        let (entry, _) = self
+            .entries
+            .get(usize::try_from(index.checked_sub(first)?).ok()?)?;
+        Some(entry)
+    }
+
+    /// Follows an append of `entries` (with their encoded sizes) to the log.
+    fn extend(&mut self, entries: impl IntoIterator<Item = (Entry, usize)>) {
+        for (entry, size) in entries {
+            self.bytes += size;
+            self.entries.push_back((entry, size));
+        }
+        while self.bytes > TAIL_BYTES {
+            let Some((_, size)) = self.entries.pop_front() else {
+                break;
+            };
+            self.bytes -= size;
+        }
+    }
+
+    /// Follows a truncation of the log after `index` (`None`: all of it).
+    fn truncate_after(&mut self, index: Option<u64>) {
+        while let Some((entry, size)) = self.entries.back() {
+            if index.is_some_and(|keep| entry.index() <= keep) {
+                break;
+            }
+            self.bytes -= size;
+            self.entries.pop_back();
+        }
+    }
+
+    /// Follows a purge of the log through `index`.
+    fn purge_through(&mut self, index: u64) {
+        while let Some((entry, size)) = self.entries.front() {
+            if entry.index() > index {
+                break;
+            }
+            self.bytes -= size;
+            self.entries.pop_front();
         }
     }
 }
@@ -111,7 +179,11 @@ impl LogStore {
             Some(bytes) => decode_io(bytes)?,
             None => Meta::default(),
         };
-        let inner = Arc::new(Mutex::new(Inner { log, meta }));
+        let inner = Arc::new(Mutex::new(Inner {
+            log,
+            meta,
+            tail: Tail::default(),
+        }));
         let (flush_requests, pending) = mpsc::channel(FLUSH_QUEUE);
         let flusher = inner.clone();
         std::thread::Builder::new()
@@ -322,12 +394,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<Entry> = entries.into_iter().collect();
         let encoded = entries
-            .into_iter()
-            .map(|entry| Ok((entry.index(), encode_io(&entry)?)))
+            .iter()
+            .map(encode_io)
             .collect::<io::Result<Vec<_>>>()?;
-        let records: Vec<(u64, &[u8])> = encoded.iter().map(|(i, b)| (*i, b.as_slice())).collect();
-        lock(&self.inner).log.append_batch(&records)?;
+        let records: Vec<(u64, &[u8])> = entries
+            .iter()
+            .zip(&encoded)
+            .map(|(entry, bytes)| (entry.index(), bytes.as_slice()))
+            .collect();
+        {
+            let mut inner = lock(&self.inner);
+            inner.log.append_batch(&records)?;
+            let sizes = encoded.iter().map(Vec::len);
+            inner.tail.extend(entries.into_iter().zip(sizes));
+        }
         self.flush_requests
             .send(callback)
             .await
@@ -335,9 +417,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
-        self.blocking(move |inner| match last_log_id {
-            Some(id) => inner.log.truncate_after(id.index()),
-            None => inner.log.truncate_all(),
+        self.blocking(move |inner| {
+            let keep = last_log_id.map(|id| id.index());
+            inner.tail.truncate_after(keep);
+            match keep {
+                Some(index) => inner.log.truncate_after(index),
+                None => inner.log.truncate_all(),
+            }
         })
         .await
     }
@@ -349,8 +435,57 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 ..inner.meta.clone()
             };
             inner.save_meta(meta)?;
+            inner.tail.purge_through(log_id.index());
             inner.log.purge_through(log_id.index())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::vote::RaftLeaderId;
+
+    use super::*;
+    use crate::raft::typ::CommittedLeaderId;
+
+    fn entry(term: u64, index: u64) -> Entry {
+        Entry::new_blank(LogId::new(CommittedLeaderId::new(term, 0), index))
+    }
+
+    fn held(tail: &Tail) -> Vec<(u64, u64)> {
+        let ids = tail.entries.iter().map(|(e, _)| e.log_id());
+        ids.map(|id| (id.leader_id.term, id.index)).collect()
+    }
+
+    #[test]
+    fn the_tail_follows_appends_truncation_and_purging() {
+        let mut tail = Tail::default();
+        tail.extend((1..=5).map(|i| (entry(1, i), 10)));
+        assert_eq!(tail.get(3).map(|e| e.index()), Some(3));
+        assert!(tail.get(0).is_none() && tail.get(6).is_none());
+
+        // A new leader overwrites 4 and 5.
+        tail.truncate_after(Some(3));
+        tail.extend((4..=5).map(|i| (entry(2, i), 10)));
+        assert_eq!(held(&tail), [(1, 1), (1, 2), (1, 3), (2, 4), (2, 5)]);
+
+        tail.purge_through(2);
+        assert_eq!(held(&tail), [(1, 3), (2, 4), (2, 5)]);
+        assert!(tail.get(2).is_none());
+        assert_eq!(tail.bytes, 30);
+
+        tail.truncate_after(None);
+        assert!(held(&tail).is_empty());
+        assert_eq!(tail.bytes, 0);
+    }
+
+    #[test]
+    fn the_tail_keeps_the_newest_entries_within_its_size() {
+        let mut tail = Tail::default();
+        tail.extend((1..=4).map(|i| (entry(1, i), TAIL_BYTES / 3)));
+        assert_eq!(held(&tail), [(1, 2), (1, 3), (1, 4)]);
+        assert!(tail.get(1).is_none());
+        assert_eq!(tail.get(2).map(|e| e.index()), Some(2));
     }
 }
