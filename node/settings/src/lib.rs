@@ -45,7 +45,11 @@ pub mod defaults {
     pub const MEMORY_FLOOR_MIB: u32 = 64;
     pub const UPLOAD_CAPACITY: u32 = 256;
     pub const DOWNLOAD_CAPACITY: u32 = 1024;
-    pub const UPLOAD_WORKERS: u32 = 64;
+    /// An upload's worker waits for the commit, not for the CPU, and the
+    /// leader proposes together the writes its workers hold: at 64 workers,
+    /// 256 closed-loop writers ran no faster than 64 (the other 192 waited
+    /// in the queue, out of the batches); at 256, 1.3x the writes a second.
+    pub const UPLOAD_WORKERS: u32 = 256;
     pub const DOWNLOAD_WORKERS_MIN: u32 = 4;
     pub const DOWNLOAD_WORKERS_MAX: u32 = 64;
     /// A linearizable download waits for a read index from the leader, so
