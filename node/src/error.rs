@@ -13,7 +13,7 @@ use tonic::metadata::MetadataValue;
 
 use crate::overload::shed::{Op, ShedReason};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum NodeError {
     /// Not executed, safe to retry: no leader is known, leadership is
     /// moving, or the leader was not reached.

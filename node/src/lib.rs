@@ -17,6 +17,7 @@ pub mod name;
 pub mod node;
 pub mod overload;
 pub mod raft;
+pub mod read_index;
 pub mod recovery;
 pub mod routing;
 pub mod server;

@@ -24,6 +24,7 @@ use crate::raft::proposer::Proposer;
 use crate::raft::state_machine::SnapshotRecipes;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::typ;
+use crate::read_index::ReadIndexes;
 use crate::recovery;
 use crate::tls::NodeTls;
 
@@ -130,6 +131,7 @@ impl RunningNode {
         let node = Arc::new(Node {
             id,
             proposer: Proposer::start(raft.clone()),
+            read_indexes: ReadIndexes::default(),
             raft,
             recipes,
             identity,

@@ -29,6 +29,7 @@ use crate::raft::network::PeerChannels;
 use crate::raft::proposer::Proposer;
 use crate::raft::state_machine::Recipes;
 use crate::raft::typ;
+use crate::read_index::ReadIndexes;
 use crate::routing;
 use crate::routing::Attempt;
 use crate::tls::NodeTls;
@@ -39,6 +40,8 @@ pub struct Node {
     pub raft: typ::Raft,
     /// Batches this node's proposals when it leads.
     pub proposer: Proposer,
+    /// Linearizable reads waiting for a read index.
+    pub read_indexes: ReadIndexes,
     pub recipes: Recipes,
     pub identity: Arc<Identity>,
     pub config: NodeConfig,
@@ -206,8 +209,18 @@ impl Node {
             })
     }
 
-    /// The log index a linearizable read must observe, confirmed by a quorum.
+    /// The log index a linearizable read must observe, confirmed by a quorum
+    /// after this call began; shared with the reads waiting beside it.
     pub async fn read_index(&self, wait: Duration) -> Result<u64, NodeError> {
+        // Boxed: nested inline, the read path's future type grew too deep
+        // for the compiler's layout queries.
+        self.read_indexes
+            .get(wait, || Box::pin(self.fetch_read_index(wait)))
+            .await
+    }
+
+    /// One read index from the leader, wherever it is.
+    async fn fetch_read_index(&self, wait: Duration) -> Result<u64, NodeError> {
         let attempt = |leader_id, leader: Member, deadline: Instant| async move {
             let result = if leader_id == self.id {
                 let left = deadline.saturating_duration_since(Instant::now());
