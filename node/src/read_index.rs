@@ -117,45 +117,60 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     use tokio::sync::Notify;
+    use tokio::task::JoinHandle;
 
     use super::*;
 
     const WAIT: Duration = Duration::from_secs(5);
+
+    /// A reader on a task of its own, which fetches with `fetch` if the
+    /// turn falls to it.
+    fn reader<F, Fut>(readers: &Arc<ReadIndexes>, fetch: F) -> JoinHandle<Result<u64, NodeError>>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<u64, NodeError>> + Send + 'static,
+    {
+        let readers = readers.clone();
+        tokio::spawn(async move { readers.get(WAIT, fetch).await })
+    }
+
+    /// A fetch that ends when `release` is notified, with `index`.
+    async fn held(release: Arc<Notify>, index: u64) -> Result<u64, NodeError> {
+        release.notified().await;
+        Ok(index)
+    }
+
+    /// Lets the other tasks run until `done` holds.
+    async fn until(mut done: impl FnMut() -> bool) {
+        while !done() {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn waiting(readers: &ReadIndexes) -> usize {
+        readers.state().waiting.len()
+    }
 
     #[tokio::test]
     async fn readers_that_arrive_during_a_fetch_share_the_next_one() {
         let readers = Arc::new(ReadIndexes::default());
         let fetches = Arc::new(AtomicU64::new(0));
         let release = Arc::new(Notify::new());
-        let fetch = |fetches: Arc<AtomicU64>, release: Arc<Notify>| async move {
-            let n = fetches.fetch_add(1, Ordering::SeqCst) + 1;
-            release.notified().await;
-            Ok(n * 100)
+        let fetch = {
+            let (fetches, release) = (fetches.clone(), release.clone());
+            move || {
+                let n = fetches.fetch_add(1, Ordering::SeqCst) + 1;
+                held(release, n * 100)
+            }
         };
-        // The first reader fetches, and holds the fetch until released.
-        let first = tokio::spawn({
-            let (readers, fetches, release) = (readers.clone(), fetches.clone(), release.clone());
-            async move { readers.get(WAIT, || fetch(fetches, release)).await }
-        });
-        while fetches.load(Ordering::SeqCst) == 0 {
-            tokio::task::yield_now().await;
-        }
+        let first = reader(&readers, fetch.clone());
+        until(|| fetches.load(Ordering::SeqCst) == 1).await;
         // Ten more arrive while it runs: none may use its result.
-        let later: Vec<_> = (0..10)
-            .map(|_| {
-                let (readers, fetches, release) =
-                    (readers.clone(), fetches.clone(), release.clone());
-                tokio::spawn(async move { readers.get(WAIT, || fetch(fetches, release)).await })
-            })
-            .collect();
-        while readers.state().waiting.len() < 10 {
-            tokio::task::yield_now().await;
-        }
+        let later: Vec<_> = (0..10).map(|_| reader(&readers, fetch.clone())).collect();
+        until(|| waiting(&readers) == 10).await;
         release.notify_one();
         assert_eq!(first.await.unwrap().unwrap(), 100);
-        while fetches.load(Ordering::SeqCst) < 2 {
-            tokio::task::yield_now().await;
-        }
+        until(|| fetches.load(Ordering::SeqCst) == 2).await;
         release.notify_one();
         for reader in later {
             assert_eq!(reader.await.unwrap().unwrap(), 200);
@@ -167,24 +182,10 @@ mod tests {
     #[tokio::test]
     async fn a_reader_that_gives_up_while_fetching_passes_the_turn_on() {
         let readers = Arc::new(ReadIndexes::default());
-        let stuck = tokio::spawn({
-            let readers = readers.clone();
-            async move {
-                readers
-                    .get(WAIT, std::future::pending::<Result<u64, NodeError>>)
-                    .await
-            }
-        });
-        while !readers.state().fetching {
-            tokio::task::yield_now().await;
-        }
-        let waiter = tokio::spawn({
-            let readers = readers.clone();
-            async move { readers.get(WAIT, || async { Ok(7) }).await }
-        });
-        while readers.state().waiting.is_empty() {
-            tokio::task::yield_now().await;
-        }
+        let stuck = reader(&readers, std::future::pending);
+        until(|| readers.state().fetching).await;
+        let waiter = reader(&readers, || async { Ok(7) });
+        until(|| waiting(&readers) == 1).await;
         stuck.abort();
         assert_eq!(waiter.await.unwrap().unwrap(), 7);
         assert!(!readers.state().fetching);
@@ -194,44 +195,19 @@ mod tests {
     async fn readers_served_by_an_abandoned_fetch_wait_for_the_next() {
         let readers = Arc::new(ReadIndexes::default());
         let release = Arc::new(Notify::new());
-        let first = tokio::spawn({
-            let (readers, release) = (readers.clone(), release.clone());
-            async move {
-                readers
-                    .get(WAIT, || async move {
-                        release.notified().await;
-                        Ok(1)
-                    })
-                    .await
-            }
+        let first = reader(&readers, {
+            let release = release.clone();
+            || held(release, 1)
         });
-        while !readers.state().fetching {
-            tokio::task::yield_now().await;
-        }
-        let stuck = tokio::spawn({
-            let readers = readers.clone();
-            async move {
-                readers
-                    .get(WAIT, std::future::pending::<Result<u64, NodeError>>)
-                    .await
-            }
-        });
-        while readers.state().waiting.is_empty() {
-            tokio::task::yield_now().await;
-        }
-        let served = tokio::spawn({
-            let readers = readers.clone();
-            async move { readers.get(WAIT, || async { Ok(9) }).await }
-        });
-        while readers.state().waiting.len() < 2 {
-            tokio::task::yield_now().await;
-        }
+        until(|| readers.state().fetching).await;
+        let stuck = reader(&readers, std::future::pending);
+        until(|| waiting(&readers) == 1).await;
+        let served = reader(&readers, || async { Ok(9) });
+        until(|| waiting(&readers) == 2).await;
         // The stuck reader gets the turn and takes the last one to serve.
         release.notify_one();
         assert_eq!(first.await.unwrap().unwrap(), 1);
-        while !readers.state().waiting.is_empty() {
-            tokio::task::yield_now().await;
-        }
+        until(|| waiting(&readers) == 0).await;
         stuck.abort();
         assert_eq!(served.await.unwrap().unwrap(), 9);
         assert!(!readers.state().fetching);
