@@ -114,6 +114,16 @@ impl Tail {
     /// Follows an append of `entries` (with their encoded sizes) to the log.
     fn extend(&mut self, entries: impl IntoIterator<Item = (Entry, usize)>) {
         for (entry, size) in entries {
+            // `get` counts on consecutive indexes: entries appended to the
+            // log past the tail (before the node starts) end it.
+            if self
+                .entries
+                .back()
+                .is_some_and(|(last, _)| last.index() + 1 != entry.index())
+            {
+                self.entries.clear();
+                self.bytes = 0;
+            }
             self.bytes += size;
             self.entries.push_back((entry, size));
         }
@@ -478,6 +488,16 @@ mod tests {
         tail.truncate_after(None);
         assert!(held(&tail).is_empty());
         assert_eq!(tail.bytes, 0);
+    }
+
+    #[test]
+    fn entries_that_do_not_follow_on_start_the_tail_again() {
+        let mut tail = Tail::default();
+        tail.extend((1..=3).map(|i| (entry(1, i), 10)));
+        tail.extend([(entry(1, 7), 10)]);
+        assert_eq!(held(&tail), [(1, 7)]);
+        assert!(tail.get(3).is_none());
+        assert_eq!(tail.bytes, 10);
     }
 
     #[test]
