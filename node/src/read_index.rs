@@ -13,7 +13,9 @@
 //! when it is done hands the turn to the oldest read that waits, which
 //! fetches for everyone waiting then. A reader that gives up (its deadline,
 //! a dropped call) while it fetches passes the turn on, and the readers its
-//! fetch was to serve wait for the next.
+//! fetch was to serve wait for the next. A fetch also gives up at its
+//! fetcher's deadline; the readers it served that have time left wait for
+//! the next fetch rather than fail with it.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -69,6 +71,12 @@ impl ReadIndexes {
                 rx
             };
             match tokio::time::timeout_at(deadline, rx).await {
+                // A fetch gives up at its own reader's deadline: a reader
+                // with time left waits for the next one rather than fail
+                // with it.
+                Ok(Ok(Turn::Done(Err(
+                    NodeError::DeadlineExceeded(_) | NodeError::Unavailable(_),
+                )))) if tokio::time::Instant::now() < deadline => {}
                 Ok(Ok(Turn::Done(result))) => return result,
                 Ok(Ok(Turn::Fetch)) => break,
                 // The fetch that was to serve this reader was abandoned
@@ -211,6 +219,39 @@ mod tests {
         stuck.abort();
         assert_eq!(served.await.unwrap().unwrap(), 9);
         assert!(!readers.state().fetching);
+    }
+
+    #[tokio::test]
+    async fn a_reader_with_time_left_outlasts_a_fetch_that_gave_up_sooner() {
+        let readers = Arc::new(ReadIndexes::default());
+        let (first_done, hasty_done) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let first = reader(&readers, {
+            let release = first_done.clone();
+            || held(release, 1)
+        });
+        until(|| readers.state().fetching).await;
+        // The hasty reader waits first, so the next fetch falls to it, and
+        // it gives up at its own deadline.
+        let hasty = reader(&readers, {
+            let release = hasty_done.clone();
+            || async move {
+                release.notified().await;
+                Err(NodeError::DeadlineExceeded("no leader yet".into()))
+            }
+        });
+        until(|| waiting(&readers) == 1).await;
+        let patient = reader(&readers, || async { Ok(5) });
+        until(|| waiting(&readers) == 2).await;
+        first_done.notify_one();
+        assert_eq!(first.await.unwrap().unwrap(), 1);
+        // The hasty reader's fetch took the patient one along.
+        until(|| waiting(&readers) == 0).await;
+        hasty_done.notify_one();
+        assert!(matches!(
+            hasty.await.unwrap(),
+            Err(NodeError::DeadlineExceeded(_))
+        ));
+        assert_eq!(patient.await.unwrap().unwrap(), 5);
     }
 
     #[tokio::test]
