@@ -254,6 +254,8 @@ impl NodeAdmin for FakeAdmin {
 // ---------- the verifier ----------
 
 /// What the mocked API server knows before the reconcile.
+/// What the API server holds; the default is a new store's: nothing yet.
+#[derive(Default)]
 struct ApiState {
     statefulset: Option<StatefulSet>,
     pods: Vec<Pod>,
@@ -441,6 +443,17 @@ impl ApiServerVerifier {
             assert_eq!(seen.body["kind"], "ServiceMonitor");
         }
         applied
+    }
+
+    /// A GET of the Secret `name`, answered 404.
+    async fn secret_not_found(&mut self, name: &str) {
+        self.expect(
+            &format!("get Secret {name}"),
+            Method::GET,
+            &format!("/api/v1/namespaces/{NS}/secrets/{name}"),
+            Reply::NotFound,
+        )
+        .await;
     }
 
     /// Expects an Event with `reason` and `type_`.
@@ -681,10 +694,7 @@ where
 #[tokio::test]
 async fn first_apply_creates_every_object_and_waits_for_pods() {
     let rs = recipestore(3);
-    let state = ApiState {
-        statefulset: None,
-        pods: vec![],
-    };
+    let state = ApiState::default();
     let expected = rs.clone();
     let (result, calls) = reconcile_with(rs, FakeAdmin::default(), move |mut api| async move {
         api.dereference(&state).await;
@@ -712,25 +722,25 @@ async fn first_apply_creates_every_object_and_waits_for_pods() {
     );
 }
 
+/// A cert-manager Issuer named in `spec.tls.issuerRef`.
+fn cert_manager_issuer() -> crate::crd::IssuerRef {
+    crate::crd::IssuerRef {
+        name: "store-ca".into(),
+        kind: "Issuer".into(),
+        group: "cert-manager.io".into(),
+    }
+}
+
 #[tokio::test]
 async fn a_new_store_runs_tls_on_certificates_the_operator_issues_first() {
     let mut rs = recipestore(3);
     rs.spec.tls.enabled = None;
-    let state = ApiState {
-        statefulset: None,
-        pods: vec![],
-    };
+    let state = ApiState::default();
     let expected = rs.clone();
     let (result, _) = reconcile_with(rs, FakeAdmin::default(), move |mut api| async move {
         api.dereference(&state).await;
         for secret in ["recipes-tls-ca", "recipes-tls", "recipes-tls-admin"] {
-            api.expect(
-                &format!("get {secret}"),
-                Method::GET,
-                &format!("/api/v1/namespaces/{NS}/secrets/{secret}"),
-                Reply::NotFound,
-            )
-            .await;
+            api.secret_not_found(secret).await;
         }
         let mut issued = BTreeMap::new();
         for secret in ["recipes-tls-ca", "recipes-tls", "recipes-tls-admin"] {
@@ -789,17 +799,10 @@ async fn a_new_store_runs_tls_on_certificates_the_operator_issues_first() {
 async fn a_cert_manager_issuer_is_asked_for_certificates_when_its_api_is_served() {
     let mut rs = recipestore(3);
     rs.spec.tls = crate::crd::TlsSpec {
-        issuer_ref: Some(crate::crd::IssuerRef {
-            name: "store-ca".into(),
-            kind: "Issuer".into(),
-            group: "cert-manager.io".into(),
-        }),
+        issuer_ref: Some(cert_manager_issuer()),
         ..crate::crd::TlsSpec::default()
     };
-    let state = ApiState {
-        statefulset: None,
-        pods: vec![],
-    };
+    let state = ApiState::default();
     let expected = rs.clone();
     let gvk = GroupVersionKind::gvk("cert-manager.io", "v1", "Certificate");
     let api_resource = ApiResource::from_gvk_with_plural(&gvk, "certificates");
@@ -812,13 +815,7 @@ async fn a_cert_manager_issuer_is_asked_for_certificates_when_its_api_is_served(
             move |mut api| async move {
                 api.dereference(&state).await;
                 // cert-manager writes the Secrets: only the administrator's is read.
-                api.expect(
-                    "get the administrator's Secret",
-                    Method::GET,
-                    &format!("/api/v1/namespaces/{NS}/secrets/recipes-tls-admin"),
-                    Reply::NotFound,
-                )
-                .await;
+                api.secret_not_found("recipes-tls-admin").await;
                 for certificate in ["recipes-tls", "recipes-tls-admin"] {
                     let seen = api
                 .expect(
@@ -845,25 +842,12 @@ async fn a_cert_manager_issuer_is_asked_for_certificates_when_its_api_is_served(
 async fn a_cert_manager_issuer_without_cert_manager_is_refused() {
     let mut rs = recipestore(3);
     rs.spec.tls.enabled = None;
-    rs.spec.tls.issuer_ref = Some(crate::crd::IssuerRef {
-        name: "store-ca".into(),
-        kind: "Issuer".into(),
-        group: "cert-manager.io".into(),
-    });
-    let state = ApiState {
-        statefulset: None,
-        pods: vec![],
-    };
+    rs.spec.tls.issuer_ref = Some(cert_manager_issuer());
+    let state = ApiState::default();
     let expected = rs.clone();
     let (result, _) = reconcile_with(rs, FakeAdmin::default(), move |mut api| async move {
         api.dereference(&state).await;
-        api.expect(
-            "get the administrator's Secret",
-            Method::GET,
-            &format!("/api/v1/namespaces/{NS}/secrets/recipes-tls-admin"),
-            Reply::NotFound,
-        )
-        .await;
+        api.secret_not_found("recipes-tls-admin").await;
         let event = api.event("InvalidSpec", "Warning").await;
         assert!(
             event["note"]
@@ -887,20 +871,11 @@ async fn a_named_administrator_secret_that_is_missing_is_told() {
         admin_secret_name: Some("mine-admin".into()),
         ..crate::crd::TlsSpec::default()
     };
-    let state = ApiState {
-        statefulset: None,
-        pods: vec![],
-    };
+    let state = ApiState::default();
     let expected = rs.clone();
     let (result, _) = reconcile_with(rs, FakeAdmin::default(), move |mut api| async move {
         api.dereference(&state).await;
-        api.expect(
-            "get the administrator's Secret",
-            Method::GET,
-            &format!("/api/v1/namespaces/{NS}/secrets/mine-admin"),
-            Reply::NotFound,
-        )
-        .await;
+        api.secret_not_found("mine-admin").await;
         let event = api.event("TLSSecretUnusable", "Warning").await;
         assert!(
             event["note"].as_str().unwrap().contains("mine-admin"),
@@ -953,10 +928,7 @@ async fn switching_tls_on_a_running_store_is_refused() {
 #[tokio::test]
 async fn first_apply_adds_a_service_monitor_when_its_crd_exists() {
     let rs = recipestore(3);
-    let state = ApiState {
-        statefulset: None,
-        pods: vec![],
-    };
+    let state = ApiState::default();
     let expected = rs.clone();
     let (result, _) =
         reconcile_with_service_monitor(rs, FakeAdmin::default(), move |mut api| async move {
@@ -973,10 +945,7 @@ async fn first_apply_adds_a_service_monitor_when_its_crd_exists() {
 async fn disabled_service_monitor_is_removed() {
     let mut rs = recipestore(3);
     rs.spec.monitoring.service_monitor.enabled = false;
-    let state = ApiState {
-        statefulset: None,
-        pods: vec![],
-    };
+    let state = ApiState::default();
     let expected = rs.clone();
     let (result, _) =
         reconcile_with_service_monitor(rs, FakeAdmin::default(), move |mut api| async move {
@@ -1259,10 +1228,7 @@ async fn fenced_node_is_refused_with_a_warning() {
 async fn invalid_spec_is_reported_and_nothing_is_applied() {
     let mut rs = recipestore(3);
     rs.spec.raft.election_timeout_min_ms = 3000;
-    let state = ApiState {
-        statefulset: None,
-        pods: vec![],
-    };
+    let state = ApiState::default();
     let expected = rs.clone();
     let (result, calls) = reconcile_with(rs, FakeAdmin::default(), move |mut api| async move {
         api.dereference(&state).await;
