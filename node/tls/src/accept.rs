@@ -102,7 +102,6 @@ mod tests {
     use super::*;
     use crate::Authority;
     use crate::ClientAuth;
-    use crate::Pem;
 
     #[tokio::test]
     async fn a_handshake_that_is_not_tls_is_refused_and_never_reaches_the_server() {
@@ -114,13 +113,7 @@ mod tests {
                 Duration::from_secs(3600),
             )
             .unwrap();
-        let pem = Pem::from_memory(
-            "member",
-            member.cert.as_bytes(),
-            member.key.as_bytes(),
-            ca.cert_pem().as_bytes(),
-        )
-        .unwrap();
+        let pem = member.pem(&ca).unwrap();
         let config = crate::server_config(&pem, ClientAuth::Required).unwrap();
         let incoming = TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = incoming.local_addr().unwrap();

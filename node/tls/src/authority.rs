@@ -28,6 +28,19 @@ pub struct Issued {
     pub key: String,
 }
 
+#[cfg(test)]
+impl Issued {
+    /// The certificate read back, trusting the CA that issued it.
+    pub(crate) fn pem(&self, ca: &Authority) -> Result<crate::Pem, TlsError> {
+        crate::Pem::from_memory(
+            "issued",
+            self.cert.as_bytes(),
+            self.key.as_bytes(),
+            ca.cert_pem().as_bytes(),
+        )
+    }
+}
+
 /// Backdating absorbs clock differences between the machine that issues and
 /// the ones that verify.
 const BACKDATE: Duration = Duration::from_secs(3600);
@@ -129,13 +142,7 @@ mod tests {
                 YEAR,
             )
             .unwrap();
-        let pem = Pem::from_memory(
-            "member",
-            member.cert.as_bytes(),
-            member.key.as_bytes(),
-            ca.cert_pem().as_bytes(),
-        )
-        .unwrap();
+        let pem = member.pem(&ca).unwrap();
         assert_eq!(
             crate::common_name(&pem.chain().unwrap()).as_deref(),
             Some(crate::MEMBER_NAME)
@@ -149,13 +156,7 @@ mod tests {
         // trusts.
         let again = Authority::from_pem(ca.cert_pem(), ca.key_pem()).unwrap();
         let admin = again.issue(crate::ADMIN_NAME, &[], YEAR).unwrap();
-        Pem::from_memory(
-            "admin",
-            admin.cert.as_bytes(),
-            admin.key.as_bytes(),
-            ca.cert_pem().as_bytes(),
-        )
-        .unwrap();
+        admin.pem(&ca).unwrap();
     }
 
     #[test]
