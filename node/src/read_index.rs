@@ -124,6 +124,7 @@ mod tests {
     use std::sync::atomic::AtomicU64;
     use std::sync::atomic::Ordering;
 
+    use recipestore_testkit::eventually;
     use tokio::sync::Notify;
     use tokio::task::JoinHandle;
 
@@ -148,11 +149,9 @@ mod tests {
         Ok(index)
     }
 
-    /// Lets the other tasks run until `done` holds.
-    async fn until(mut done: impl FnMut() -> bool) {
-        while !done() {
-            tokio::task::yield_now().await;
-        }
+    /// Lets the other tasks run until `done` holds, for at most [`WAIT`].
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        eventually(WAIT, what, || std::future::ready(done().then_some(()))).await
     }
 
     fn waiting(readers: &ReadIndexes) -> usize {
@@ -172,13 +171,13 @@ mod tests {
             }
         };
         let first = reader(&readers, fetch.clone());
-        until(|| fetches.load(Ordering::SeqCst) == 1).await;
+        until("the first fetch", || fetches.load(Ordering::SeqCst) == 1).await;
         // Ten more arrive while it runs: none may use its result.
         let later: Vec<_> = (0..10).map(|_| reader(&readers, fetch.clone())).collect();
-        until(|| waiting(&readers) == 10).await;
+        until("10 waiting", || waiting(&readers) == 10).await;
         release.notify_one();
         assert_eq!(first.await.unwrap().unwrap(), 100);
-        until(|| fetches.load(Ordering::SeqCst) == 2).await;
+        until("the second fetch", || fetches.load(Ordering::SeqCst) == 2).await;
         release.notify_one();
         for reader in later {
             assert_eq!(reader.await.unwrap().unwrap(), 200);
@@ -191,9 +190,9 @@ mod tests {
     async fn a_reader_that_gives_up_while_fetching_passes_the_turn_on() {
         let readers = Arc::new(ReadIndexes::default());
         let stuck = reader(&readers, std::future::pending);
-        until(|| readers.state().fetching).await;
+        until("a fetch", || readers.state().fetching).await;
         let waiter = reader(&readers, || async { Ok(7) });
-        until(|| waiting(&readers) == 1).await;
+        until("1 waiting", || waiting(&readers) == 1).await;
         stuck.abort();
         assert_eq!(waiter.await.unwrap().unwrap(), 7);
         assert!(!readers.state().fetching);
@@ -207,15 +206,15 @@ mod tests {
             let release = release.clone();
             || held(release, 1)
         });
-        until(|| readers.state().fetching).await;
+        until("a fetch", || readers.state().fetching).await;
         let stuck = reader(&readers, std::future::pending);
-        until(|| waiting(&readers) == 1).await;
+        until("1 waiting", || waiting(&readers) == 1).await;
         let served = reader(&readers, || async { Ok(9) });
-        until(|| waiting(&readers) == 2).await;
+        until("2 waiting", || waiting(&readers) == 2).await;
         // The stuck reader gets the turn and takes the last one to serve.
         release.notify_one();
         assert_eq!(first.await.unwrap().unwrap(), 1);
-        until(|| waiting(&readers) == 0).await;
+        until("0 waiting", || waiting(&readers) == 0).await;
         stuck.abort();
         assert_eq!(served.await.unwrap().unwrap(), 9);
         assert!(!readers.state().fetching);
@@ -229,7 +228,7 @@ mod tests {
             let release = first_done.clone();
             || held(release, 1)
         });
-        until(|| readers.state().fetching).await;
+        until("a fetch", || readers.state().fetching).await;
         // The hasty reader waits first, so the next fetch falls to it, and
         // it gives up at its own deadline.
         let hasty = reader(&readers, {
@@ -239,13 +238,13 @@ mod tests {
                 Err(NodeError::DeadlineExceeded("no leader yet".into()))
             }
         });
-        until(|| waiting(&readers) == 1).await;
+        until("1 waiting", || waiting(&readers) == 1).await;
         let patient = reader(&readers, || async { Ok(5) });
-        until(|| waiting(&readers) == 2).await;
+        until("2 waiting", || waiting(&readers) == 2).await;
         first_done.notify_one();
         assert_eq!(first.await.unwrap().unwrap(), 1);
         // The hasty reader's fetch took the patient one along.
-        until(|| waiting(&readers) == 0).await;
+        until("0 waiting", || waiting(&readers) == 0).await;
         hasty_done.notify_one();
         assert!(matches!(
             hasty.await.unwrap(),
