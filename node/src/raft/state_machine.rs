@@ -26,6 +26,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use bytes::Bytes;
 use futures::Stream;
 use futures::TryStreamExt;
 use openraft::EntryPayload;
@@ -87,8 +88,7 @@ fn recipe_key(name: &str) -> Vec<u8> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recipe {
     pub version: u64,
-    #[serde(with = "serde_bytes")]
-    pub content: Vec<u8>,
+    pub content: Bytes,
 }
 
 /// One row of a listing.
@@ -382,10 +382,7 @@ impl StateMachine {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             for (name, recipe) in &staged {
-                match recipe {
-                    Some(recipe) => self.recipes.cache.insert(name, recipe.clone()),
-                    None => self.recipes.cache.invalidate(name),
-                }
+                self.recipes.cache.replace(name, recipe.clone());
             }
             self.recipes.unwritten.stage(staged)
         };
@@ -744,7 +741,7 @@ mod tests {
     fn put(name: &str, if_version: Option<u64>) -> Command {
         Command::Put {
             name: name.into(),
-            content: b"x".to_vec(),
+            content: Bytes::from_static(b"x"),
             if_version,
         }
     }
@@ -792,7 +789,7 @@ mod tests {
         let recipes = sm.recipes();
         let recipe = |version| Recipe {
             version,
-            content: b"x".to_vec(),
+            content: Bytes::from_static(b"x"),
         };
         let staged = recipes.unwritten.stage(HashMap::from([
             ("a".to_string(), Some(Arc::new(recipe(4)))),
@@ -856,7 +853,7 @@ mod tests {
             .map(|(name, index)| {
                 let command = Command::Put {
                     name,
-                    content: content.to_vec(),
+                    content: Bytes::copy_from_slice(content),
                     if_version: None,
                 };
                 entry(index, command)

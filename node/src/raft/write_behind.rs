@@ -242,12 +242,14 @@ fn write_loop(
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
 
     fn recipe(version: u64) -> Staged {
         Some(Arc::new(Recipe {
             version,
-            content: b"x".to_vec(),
+            content: Bytes::from_static(b"x"),
         }))
     }
 

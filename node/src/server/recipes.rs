@@ -146,7 +146,7 @@ impl pb::recipes_server::Recipes for RecipesService {
             name::validate_content(&req.content, self.node.config.max_content_bytes)?;
             let command = Command::Put {
                 name: req.name,
-                content: req.content,
+                content: req.content.into(),
                 if_version: req.if_version,
             };
             let version = write(&self.node, command, &metadata).await?;
@@ -180,7 +180,7 @@ impl pb::recipes_server::Recipes for RecipesService {
                         Status::not_found(format!("recipe {:?} does not exist", req.name))
                     })?;
                 Ok(pb::DownloadResponse {
-                    content: recipe.content.clone(),
+                    content: recipe.content.to_vec(),
                     version: recipe.version,
                     leader: node.leader_hint(),
                 })
