@@ -60,9 +60,9 @@ impl RecipeCache {
     }
 
     /// Replaces the cached copy of a recipe that was written; a recipe not
-    /// cached stays out. A write is no sign of a coming read, and caching
-    /// every written recipe costs each write a cache insert on every member
-    /// (a tenth of the servers' CPU under 256 writers).
+    /// cached stays out. Members that did not serve the upload use this:
+    /// caching every written recipe on every member cost each write a
+    /// cache insert on each of them.
     pub fn replace(&self, name: &str, recipe: Option<Arc<Recipe>>) {
         let Some(cache) = &self.inner else {
             return;

@@ -15,6 +15,7 @@
 //! is behind it, then re-applies the log.
 
 use std::collections::HashMap;
+use std::collections::HashSet;
 use std::fs::File;
 use std::io;
 use std::io::BufReader;
@@ -348,6 +349,9 @@ struct Pending {
     writes: Vec<SledWrite>,
     /// Each recipe the entries wrote, as they left it.
     staged: HashMap<String, Staged>,
+    /// The recipes uploaded through this node: entries a client here
+    /// waits for.
+    uploaded: HashSet<String>,
     applied: Option<LogId>,
     entries: usize,
     replies: Vec<(ApplyResponder<TypeConfig>, Outcome)>,
@@ -367,6 +371,7 @@ impl StateMachine {
         let Pending {
             mut writes,
             staged,
+            uploaded,
             applied,
             replies,
             ..
@@ -381,8 +386,16 @@ impl StateMachine {
                 .fill_lock
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
+            // The node that served an upload caches the recipe, as a
+            // download does; the other members only keep their copies
+            // current, at no cost for recipes they do not serve.
             for (name, recipe) in &staged {
-                self.recipes.cache.replace(name, recipe.clone());
+                match recipe {
+                    Some(recipe) if uploaded.contains(name) => {
+                        self.recipes.cache.insert(name, recipe.clone());
+                    }
+                    _ => self.recipes.cache.replace(name, recipe.clone()),
+                }
             }
             self.recipes.unwritten.stage(staged)
         };
@@ -652,6 +665,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             pending.applied = Some(log_id);
             pending.entries += 1;
             if let Some(responder) = responder {
+                if let (EntryPayload::Normal(Command::Put { name, .. }), Outcome::Written { .. }) =
+                    (&entry.payload, &outcome)
+                {
+                    pending.uploaded.insert(name.clone());
+                }
                 pending.replies.push((responder, outcome));
             }
             if pending.entries >= APPLY_BATCH_ENTRIES {

@@ -6,6 +6,7 @@ use recipestore_protocol::pb::Consistency;
 use tonic::Code;
 
 use crate::cluster::TestCluster;
+use crate::cluster::metric;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_read_returns_a_value_older_than_the_last_acknowledged_write() {
@@ -100,4 +101,50 @@ async fn no_read_returns_a_value_older_than_the_last_acknowledged_write() {
             "node {id} still serves a deleted recipe"
         );
     }
+}
+
+/// Reads on `node` of `name` at `version` or later: the cache hits and
+/// misses they count.
+async fn reads_counted(c: &TestCluster, node: u64, name: &str, version: u64) -> (f64, f64) {
+    let count = |series| metric(c, node, series);
+    let (hits, misses) = (
+        count("recipestore_cache_hits_total").await,
+        count("recipestore_cache_misses_total").await,
+    );
+    let read = c
+        .node_client(node)
+        .download(name, Consistency::Local, Some(version))
+        .await
+        .expect("local read");
+    assert_eq!(read.version, version);
+    (
+        count("recipestore_cache_hits_total").await - hits,
+        count("recipestore_cache_misses_total").await - misses,
+    )
+}
+
+/// The node that serves an upload caches the recipe; another member, which
+/// only applied it, caches it on its own first read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_is_cached_where_it_was_served() {
+    let c = TestCluster::start(3, &[]).await;
+    let leader = c.leader().await;
+    let follower = (leader + 1) % 3;
+    let version = c
+        .node_client(leader)
+        .upload("soup", b"hot".to_vec(), None)
+        .await
+        .unwrap()
+        .version;
+
+    assert_eq!(reads_counted(&c, leader, "soup", version).await, (1.0, 0.0));
+    assert_eq!(
+        reads_counted(&c, follower, "soup", version).await,
+        (0.0, 1.0),
+        "a member that only applied the upload cached it"
+    );
+    assert_eq!(
+        reads_counted(&c, follower, "soup", version).await,
+        (1.0, 0.0)
+    );
 }
