@@ -142,7 +142,7 @@ impl Recipes {
 
     /// The applied version of a recipe, from the cache when it holds it.
     fn get_version(&self, name: &str) -> io::Result<Option<u64>> {
-        if let Some(hit) = self.cache.get(name) {
+        if let Some(hit) = self.cache.peek(name) {
             return Ok(Some(hit.version));
         }
         Ok(self.get_uncached(name)?.map(|r| r.version))

@@ -148,3 +148,30 @@ async fn an_upload_is_cached_where_it_was_served() {
         (1.0, 0.0)
     );
 }
+
+/// The cache's hit ratio is the reads': applying writes, which looks up
+/// each recipe's version, counts neither hits nor misses on any member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applying_writes_counts_no_cache_reads() {
+    let c = TestCluster::start(3, &[]).await;
+    let client = c.client();
+    let mut version = 0;
+    for round in 0..3 {
+        version = client
+            .upload("soup", format!("round {round}").into_bytes(), None)
+            .await
+            .unwrap()
+            .version;
+    }
+    for node in 0..3 {
+        // Waits until the node has applied the last write (a read of
+        // another name, which counts one miss).
+        c.node_client(node)
+            .download("any", Consistency::Local, Some(version))
+            .await
+            .unwrap_err();
+        let reads = metric(&c, node, "recipestore_cache_hits_total").await
+            + metric(&c, node, "recipestore_cache_misses_total").await;
+        assert_eq!(reads, 1.0, "node {node} counted its applies as cache reads");
+    }
+}
