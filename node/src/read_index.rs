@@ -158,6 +158,37 @@ mod tests {
         readers.state().waiting.len()
     }
 
+    /// A reader whose fetch, once it runs, answers `index` when the
+    /// returned `Notify` is notified; returns once it is fetching.
+    async fn fetching_until_released(
+        readers: &Arc<ReadIndexes>,
+        index: u64,
+    ) -> (JoinHandle<Result<u64, NodeError>>, Arc<Notify>) {
+        let release = Arc::new(Notify::new());
+        let fetcher = reader(readers, {
+            let release = release.clone();
+            move || held(release, index)
+        });
+        until("a fetch", || readers.state().fetching).await;
+        (fetcher, release)
+    }
+
+    /// A reader that fetches with `fetch` if the turn falls to it; returns
+    /// once it is the `nth` reader waiting.
+    async fn nth_waiting<F, Fut>(
+        readers: &Arc<ReadIndexes>,
+        nth: usize,
+        fetch: F,
+    ) -> JoinHandle<Result<u64, NodeError>>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<u64, NodeError>> + Send + 'static,
+    {
+        let waiter = reader(readers, fetch);
+        until(&format!("{nth} waiting"), || waiting(readers) == nth).await;
+        waiter
+    }
+
     #[tokio::test]
     async fn readers_that_arrive_during_a_fetch_share_the_next_one() {
         let readers = Arc::new(ReadIndexes::default());
@@ -191,8 +222,7 @@ mod tests {
         let readers = Arc::new(ReadIndexes::default());
         let stuck = reader(&readers, std::future::pending);
         until("a fetch", || readers.state().fetching).await;
-        let waiter = reader(&readers, || async { Ok(7) });
-        until("1 waiting", || waiting(&readers) == 1).await;
+        let waiter = nth_waiting(&readers, 1, || async { Ok(7) }).await;
         stuck.abort();
         assert_eq!(waiter.await.unwrap().unwrap(), 7);
         assert!(!readers.state().fetching);
@@ -201,16 +231,9 @@ mod tests {
     #[tokio::test]
     async fn readers_served_by_an_abandoned_fetch_wait_for_the_next() {
         let readers = Arc::new(ReadIndexes::default());
-        let release = Arc::new(Notify::new());
-        let first = reader(&readers, {
-            let release = release.clone();
-            || held(release, 1)
-        });
-        until("a fetch", || readers.state().fetching).await;
-        let stuck = reader(&readers, std::future::pending);
-        until("1 waiting", || waiting(&readers) == 1).await;
-        let served = reader(&readers, || async { Ok(9) });
-        until("2 waiting", || waiting(&readers) == 2).await;
+        let (first, release) = fetching_until_released(&readers, 1).await;
+        let stuck = nth_waiting(&readers, 1, std::future::pending).await;
+        let served = nth_waiting(&readers, 2, || async { Ok(9) }).await;
         // The stuck reader gets the turn and takes the last one to serve.
         release.notify_one();
         assert_eq!(first.await.unwrap().unwrap(), 1);
@@ -223,24 +246,19 @@ mod tests {
     #[tokio::test]
     async fn a_reader_with_time_left_outlasts_a_fetch_that_gave_up_sooner() {
         let readers = Arc::new(ReadIndexes::default());
-        let (first_done, hasty_done) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-        let first = reader(&readers, {
-            let release = first_done.clone();
-            || held(release, 1)
-        });
-        until("a fetch", || readers.state().fetching).await;
+        let (first, first_done) = fetching_until_released(&readers, 1).await;
         // The hasty reader waits first, so the next fetch falls to it, and
         // it gives up at its own deadline.
-        let hasty = reader(&readers, {
+        let hasty_done = Arc::new(Notify::new());
+        let hasty = nth_waiting(&readers, 1, {
             let release = hasty_done.clone();
             || async move {
                 release.notified().await;
                 Err(NodeError::DeadlineExceeded("no leader yet".into()))
             }
-        });
-        until("1 waiting", || waiting(&readers) == 1).await;
-        let patient = reader(&readers, || async { Ok(5) });
-        until("2 waiting", || waiting(&readers) == 2).await;
+        })
+        .await;
+        let patient = nth_waiting(&readers, 2, || async { Ok(5) }).await;
         first_done.notify_one();
         assert_eq!(first.await.unwrap().unwrap(), 1);
         // The hasty reader's fetch took the patient one along.
