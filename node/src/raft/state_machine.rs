@@ -309,9 +309,23 @@ impl StateMachine {
             }
             | Command::Delete { name, if_version } => (name, *if_version),
         };
-        let current = match pending.staged.get(name) {
-            Some(staged) => staged.as_ref().map(|r| r.version),
-            None => self.recipes.get_version(name)?,
+        // An unconditional upload needs nothing of the recipe it replaces:
+        // its version is its own log index. Looking that recipe up anyway
+        // was a sled read and decode per applied write on every member
+        // whose cache does not hold it.
+        let current = if matches!(
+            command,
+            Command::Put {
+                if_version: None,
+                ..
+            }
+        ) {
+            None
+        } else {
+            match pending.staged.get(name) {
+                Some(staged) => staged.as_ref().map(|r| r.version),
+                None => self.recipes.get_version(name)?,
+            }
         };
         if let Some(expected) = if_version
             && current.unwrap_or(0) != expected
