@@ -313,13 +313,8 @@ impl StateMachine {
         // its version is its own log index. Looking that recipe up anyway
         // was a sled read and decode per applied write on every member
         // whose cache does not hold it.
-        let current = if matches!(
-            command,
-            Command::Put {
-                if_version: None,
-                ..
-            }
-        ) {
+        let unconditional_upload = if_version.is_none() && matches!(command, Command::Put { .. });
+        let current = if unconditional_upload {
             None
         } else {
             match pending.staged.get(name) {
