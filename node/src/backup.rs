@@ -401,7 +401,7 @@ mod tests {
             ),
         };
         let path = dir.path().join("s");
-        let mut out = SnapshotWriter::create(&path, &meta).unwrap();
+        let mut out = SnapshotWriter::create(&path, &meta, None).unwrap();
         for (name, value) in [("a", "one"), ("b", "two"), ("c", "three")] {
             out.recipe(name.as_bytes(), value.as_bytes()).unwrap();
         }

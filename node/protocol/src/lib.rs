@@ -9,6 +9,8 @@ pub mod pb {
     tonic::include_proto!("recipestore.v1");
 }
 
+pub mod slots;
+
 /// gRPC metadata keys.
 pub mod metadata {
     /// On an error from a node that does not lead: the leader's client
@@ -26,4 +28,16 @@ pub mod metadata {
     /// On UNAVAILABLE from a member asked for what only the leader does:
     /// it does not lead, and the call did not run.
     pub const NOT_LEADER: &str = "x-recipestore-not-leader";
+    /// On a recipe call one shard passes to the shard that owns the
+    /// recipe: the receiver serves it or refuses it as moved, and never
+    /// passes it on, so a placement change cannot loop it.
+    pub const SHARD_FORWARDED: &str = "x-recipestore-shard-forwarded";
+    /// On UNAVAILABLE from a shard that does not own the recipe: the shard
+    /// that does, as the refusing shard knows it; with [`MOVED_EPOCH`] and
+    /// [`MOVED_TO`]. The call did not run.
+    pub const MOVED_SHARD: &str = "x-recipestore-moved-shard";
+    /// The epoch of the placement [`MOVED_SHARD`] comes from.
+    pub const MOVED_EPOCH: &str = "x-recipestore-moved-epoch";
+    /// The owning shard's members' client addresses, comma-separated.
+    pub const MOVED_TO: &str = "x-recipestore-moved-to";
 }

@@ -14,6 +14,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde::Serialize;
 
+use crate::placement::Placement;
+
 /// How a member of the cluster is reached.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
@@ -44,6 +46,9 @@ pub enum Command {
         name: String,
         if_version: Option<u64>,
     },
+    /// The store's placement, as this shard's group takes it (see
+    /// [`crate::placement`]); boxed, as it is far larger than a write.
+    Place(Box<Placement>),
 }
 
 impl fmt::Display for Command {
@@ -51,6 +56,11 @@ impl fmt::Display for Command {
         match self {
             Command::Put { name, content, .. } => write!(f, "put {name} ({} bytes)", content.len()),
             Command::Delete { name, .. } => write!(f, "delete {name}"),
+            Command::Place(placement) => write!(
+                f,
+                "place shard {} at epoch {}",
+                placement.shard, placement.epoch
+            ),
         }
     }
 }
@@ -67,8 +77,14 @@ pub enum Outcome {
     VersionMismatch { expected: u64, current: Option<u64> },
     /// A delete found no recipe.
     NotFound,
-    /// A blank or membership entry, which does not touch recipes.
+    /// A blank or membership entry, which does not touch recipes; or a
+    /// placement taken.
     Applied,
+    /// A write for a slot this shard does not own: the owner, as of the
+    /// placement at `epoch`.
+    Moved { slot: u16, shard: u16, epoch: u64 },
+    /// A placement the group cannot take, and why.
+    Refused { reason: String },
 }
 
 openraft::declare_raft_types!(

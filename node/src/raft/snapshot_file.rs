@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! "RSSNAP03"
-//! record: metadata (MessagePack)
+//! record: metadata and the shard's placement, if any (MessagePack)
 //! record: name, record: value        (once per recipe, in name order)
 //! u32 END, u64 recipe count, u32 CRC-32 (IEEE) of every byte from the
 //! metadata's record to END
@@ -26,9 +26,13 @@ use std::io::SeekFrom;
 use std::io::Write;
 use std::path::Path;
 
+use serde::Deserialize;
+use serde::Serialize;
+
 use super::typ::SnapshotMeta;
 use crate::codec::decode_io;
 use crate::codec::encode_io;
+use crate::placement::Placement;
 
 const MAGIC: &[u8; 8] = b"RSSNAP03";
 /// Metadata, then recipes to the end of the file.
@@ -40,6 +44,17 @@ const END: u32 = u32::MAX;
 
 fn invalid(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message)
+}
+
+/// The first record: openraft's metadata, and the shard's placement beside
+/// its fields. A snapshot of an unsharded store, or one written before
+/// sharding, has no placement, so either release reads the other's.
+#[derive(Serialize, Deserialize)]
+struct Header {
+    #[serde(flatten)]
+    meta: SnapshotMeta,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    placement: Option<Placement>,
 }
 
 /// What the end of a snapshot file in the current format records.
@@ -58,13 +73,18 @@ pub struct SnapshotWriter {
 }
 
 impl SnapshotWriter {
-    /// Creates `path` and writes the magic and `meta`.
-    pub fn create(path: &Path, meta: &SnapshotMeta) -> io::Result<Self> {
-        Self::new(File::create(path)?, meta)
+    /// Creates `path` and writes the magic, `meta` and `placement`.
+    pub fn create(
+        path: &Path,
+        meta: &SnapshotMeta,
+        placement: Option<&Placement>,
+    ) -> io::Result<Self> {
+        Self::new(File::create(path)?, meta, placement)
     }
 
-    /// Writes the magic and `meta` to `file`, from its current position.
-    pub fn new(file: File, meta: &SnapshotMeta) -> io::Result<Self> {
+    /// Writes the magic, `meta` and `placement` to `file`, from its current
+    /// position.
+    pub fn new(file: File, meta: &SnapshotMeta, placement: Option<&Placement>) -> io::Result<Self> {
         let mut out = BufWriter::new(file);
         out.write_all(MAGIC)?;
         let mut writer = Self {
@@ -72,7 +92,11 @@ impl SnapshotWriter {
             crc: crc32fast::Hasher::new(),
             recipes: 0,
         };
-        writer.record(&encode_io(meta)?)?;
+        let header = Header {
+            meta: meta.clone(),
+            placement: placement.cloned(),
+        };
+        writer.record(&encode_io(&header)?)?;
         Ok(writer)
     }
 
@@ -158,6 +182,7 @@ pub struct SnapshotReader<R> {
     recipes: u64,
     /// The end, once read and found to match the contents.
     end: Option<SnapshotEnd>,
+    placement: Option<Placement>,
 }
 
 impl<R: Read> SnapshotReader<R> {
@@ -175,14 +200,23 @@ impl<R: Read> SnapshotReader<R> {
             crc,
             recipes: 0,
             end: None,
+            placement: None,
         };
         if &magic == MAGIC_V1 {
             return Ok((None, reader));
         }
-        let meta = reader
+        let header = reader
             .record()?
             .ok_or_else(|| invalid("the snapshot ends before its metadata".into()))?;
-        Ok((Some(decode_io(&meta)?), reader))
+        let Header { meta, placement } = decode_io(&header)?;
+        reader.placement = placement;
+        Ok((Some(meta), reader))
+    }
+
+    /// The placement of the shard whose state this is; `None` in an
+    /// unsharded store.
+    pub fn placement(&self) -> Option<&Placement> {
+        self.placement.as_ref()
     }
 
     /// The next recipe's name and value; `None` after the last, once the
@@ -287,9 +321,13 @@ mod tests {
 
     /// A file of [`RECIPES`] in the current format.
     fn written() -> Vec<u8> {
+        written_with(None)
+    }
+
+    fn written_with(placement: Option<&Placement>) -> Vec<u8> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.snap");
-        let mut out = SnapshotWriter::create(&path, &meta()).unwrap();
+        let mut out = SnapshotWriter::create(&path, &meta(), placement).unwrap();
         for (name, value) in RECIPES {
             out.recipe(name, value).unwrap();
         }
@@ -322,6 +360,29 @@ mod tests {
         let (read_meta, _) = SnapshotReader::open(file.as_slice()).unwrap();
         assert_eq!(read_meta, Some(meta()));
         assert_eq!(read_all(&file).unwrap(), expected());
+    }
+
+    #[test]
+    fn a_shard_s_snapshot_carries_its_placement_where_older_releases_ignore_it() {
+        let placement = Placement {
+            shard: 1,
+            epoch: 3,
+            owners: vec![1; 1024],
+            shards: [(1, vec!["10.0.0.1:7070".to_string()])].into(),
+        };
+        let file = written_with(Some(&placement));
+        let (read_meta, reader) = SnapshotReader::open(file.as_slice()).unwrap();
+        assert_eq!(read_meta, Some(meta()));
+        assert_eq!(reader.placement(), Some(&placement));
+        assert_eq!(read_all(&file).unwrap(), expected());
+        // An older release reads the same record as its metadata alone.
+        let header_len = u32::from_be_bytes(file[8..12].try_into().unwrap()) as usize;
+        let header = &file[12..12 + header_len];
+        assert_eq!(decode_io::<SnapshotMeta>(header).unwrap(), meta());
+        // And a record it wrote reads as an unsharded store's.
+        let unsharded = written();
+        let (_, reader) = SnapshotReader::open(unsharded.as_slice()).unwrap();
+        assert_eq!(reader.placement(), None);
     }
 
     /// The format before this one read a file cut at a record boundary as a

@@ -52,6 +52,9 @@ use crate::cache::RecipeCache;
 use crate::codec::decode_io;
 use crate::codec::encode_io;
 use crate::metrics;
+use crate::placement;
+use crate::placement::Placement;
+use crate::placement::Route;
 
 use super::snapshot_file::SnapshotEnd;
 use super::snapshot_file::SnapshotReader;
@@ -64,6 +67,8 @@ use super::write_behind::WriteBehind;
 
 const APPLIED: &[u8] = b"m/applied";
 const MEMBERSHIP: &[u8] = b"m/membership";
+/// The shard's placement; absent in an unsharded store.
+const PLACEMENT: &[u8] = b"m/placement";
 const RECIPE_PREFIX: &[u8] = b"r/";
 const SNAPSHOT_SUFFIX: &str = ".snap";
 
@@ -79,6 +84,10 @@ fn read_meta<T: serde::de::DeserializeOwned>(
         Some(bytes) => decode_io(&bytes).map(Some),
         None => Ok(None),
     }
+}
+
+fn read_placement(tree: &sled::Tree) -> io::Result<Option<Placement>> {
+    read_meta(tree, PLACEMENT)
 }
 
 fn recipe_key(name: &str) -> Vec<u8> {
@@ -116,9 +125,51 @@ pub struct Recipes {
     cache: RecipeCache,
     fill_lock: Arc<std::sync::Mutex<()>>,
     installing: Arc<std::sync::RwLock<()>>,
+    /// The applied placement: changed with the entries that change it.
+    placement: Arc<std::sync::RwLock<Option<Arc<Placement>>>>,
 }
 
 impl Recipes {
+    /// The shard's placement as of the last applied entry; `None` in an
+    /// unsharded store.
+    pub fn placement(&self) -> Option<Arc<Placement>> {
+        self.placement
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_placement(&self, placement: Option<Arc<Placement>>) {
+        *self.placement.write().unwrap_or_else(|e| e.into_inner()) = placement;
+    }
+
+    /// Whether any recipe lies in a slot `placement` does not give its
+    /// shard, or in `staged` (writes not applied yet).
+    fn holds_recipes_outside(
+        &self,
+        placement: &Placement,
+        staged: &HashMap<String, Staged>,
+    ) -> io::Result<bool> {
+        let outside = |name: &str| !placement.owns(recipestore_protocol::slots::slot_of(name));
+        if staged.iter().any(|(name, r)| r.is_some() && outside(name)) {
+            return Ok(true);
+        }
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.list("", after.as_deref(), 1024)?;
+            if page
+                .iter()
+                .any(|r| outside(&r.name) && !staged.contains_key(&r.name))
+            {
+                return Ok(true);
+            }
+            match page.last() {
+                Some(last) if page.len() == 1024 => after = Some(last.name.clone()),
+                _ => return Ok(false),
+            }
+        }
+    }
+
     /// The recipe as of this node's last applied entry.
     pub fn get(&self, name: &str) -> io::Result<Option<Arc<Recipe>>> {
         if let Some(hit) = self.cache.get(name) {
@@ -165,7 +216,9 @@ impl Recipes {
             // writer: a dump meanwhile would mix the old and the new state.
             let _installed = installing.read().unwrap_or_else(|e| e.into_inner());
             let meta = applied_meta(&tree)?;
-            let (out, end) = write_recipes(&tree, SnapshotWriter::new(file, &meta)?)?;
+            let placement = read_placement(&tree)?;
+            let writer = SnapshotWriter::new(file, &meta, placement.as_ref())?;
+            let (out, end) = write_recipes(&tree, writer)?;
             out.into_inner().map_err(|e| e.into_error())?;
             Ok((meta, end))
         })
@@ -270,6 +323,7 @@ impl StateMachine {
         {
             snapshot_recipes.set(end.recipes);
         }
+        let placement = read_placement(&tree)?.map(Arc::new);
         Ok(Self {
             snapshot_recipes,
             recipes: Recipes {
@@ -278,6 +332,7 @@ impl StateMachine {
                 cache,
                 fill_lock: Arc::default(),
                 installing: Arc::default(),
+                placement: Arc::new(std::sync::RwLock::new(placement)),
             },
             tree,
             snapshot_dir: snapshot_dir.to_path_buf(),
@@ -308,7 +363,22 @@ impl StateMachine {
                 name, if_version, ..
             }
             | Command::Delete { name, if_version } => (name, *if_version),
+            Command::Place(next) => return self.apply_placement(next, pending),
         };
+        // The shard decides here, in log order, whether it owns the
+        // recipe: a write that reached it under an older placement is
+        // refused the same way on every member.
+        let placement = pending
+            .placement
+            .clone()
+            .or_else(|| self.recipes.placement());
+        if let Route::Elsewhere(owner) = Placement::route(placement.as_deref(), name) {
+            return Ok(Outcome::Moved {
+                slot: owner.slot,
+                shard: owner.shard,
+                epoch: owner.epoch,
+            });
+        }
         // An unconditional upload needs nothing of the recipe it replaces:
         // its version is its own log index. Looking that recipe up anyway
         // was a sled read and decode per applied write on every member
@@ -347,7 +417,37 @@ impl StateMachine {
                 pending.staged.insert(name.clone(), None);
                 Outcome::Deleted { version: index }
             }
+            Command::Place(_) => unreachable!("answered above"),
         })
+    }
+
+    /// Takes the placement `next` if the rules in [`crate::placement`]
+    /// allow it.
+    fn apply_placement(&self, next: &Placement, pending: &mut Pending) -> io::Result<Outcome> {
+        let current = pending
+            .placement
+            .clone()
+            .or_else(|| self.recipes.placement());
+        let refused = |reason| Ok(Outcome::Refused { reason });
+        match placement::check(current.as_deref(), next) {
+            Err(reason) => return refused(reason),
+            Ok(placement::Change::None) => return Ok(Outcome::Applied),
+            Ok(placement::Change::First) => {
+                if self.recipes.holds_recipes_outside(next, &pending.staged)? {
+                    return refused(format!(
+                        "shard {} holds recipes in slots the placement gives to other shards; \
+                         they would be lost",
+                        next.shard
+                    ));
+                }
+            }
+            Ok(placement::Change::Newer) => {}
+        }
+        pending
+            .writes
+            .push((PLACEMENT.to_vec(), Some(encode_io(next)?)));
+        pending.placement = Some(Arc::new(next.clone()));
+        Ok(Outcome::Applied)
     }
 }
 
@@ -362,6 +462,8 @@ struct Pending {
     /// waits for.
     uploaded: HashSet<String>,
     applied: Option<LogId>,
+    /// A placement the entries gave the shard.
+    placement: Option<Arc<Placement>>,
     entries: usize,
     replies: Vec<(ApplyResponder<TypeConfig>, Outcome)>,
 }
@@ -382,6 +484,7 @@ impl StateMachine {
             staged,
             uploaded,
             applied,
+            placement,
             replies,
             ..
         } = pending;
@@ -398,6 +501,9 @@ impl StateMachine {
             // The node that served an upload caches the recipe, as a
             // download does; the other members only keep their copies
             // current, at no cost for recipes they do not serve.
+            if placement.is_some() {
+                self.recipes.set_placement(placement);
+            }
             for (name, recipe) in &staged {
                 match recipe {
                     Some(recipe) if uploaded.contains(name) => {
@@ -467,7 +573,7 @@ fn keep_snapshot(
     let path = dir.join(snapshot_file_name(meta));
     let (_, mut input) = SnapshotReader::open(input)?;
     let tmp = path.with_extension("tmp");
-    let mut copy = SnapshotWriter::create(&tmp, meta)?;
+    let mut copy = SnapshotWriter::create(&tmp, meta, input.placement())?;
     while let Some((name, value)) = input.next_recipe()? {
         copy.recipe(&name, &value)?;
     }
@@ -497,7 +603,9 @@ fn write_snapshot_file(
     path: &Path,
 ) -> io::Result<SnapshotEnd> {
     let tmp = path.with_extension("tmp");
-    let (out, end) = write_recipes(tree, SnapshotWriter::create(&tmp, meta)?)?;
+    let placement = read_placement(tree)?;
+    let writer = SnapshotWriter::create(&tmp, meta, placement.as_ref())?;
+    let (out, end) = write_recipes(tree, writer)?;
     persist(out, &tmp, path)?;
     Ok(end)
 }
@@ -525,8 +633,12 @@ const INSTALL_BATCH_ENTRIES: usize = 1024;
 /// applied id and membership in the last batch. The batches are not one
 /// atomic write: the caller keeps reads out meanwhile, and the applied id
 /// changes only once all the recipes are in (see `install_snapshot` for a
-/// crash part-way).
-fn replace_state(tree: &sled::Tree, path: &Path, meta: &SnapshotMeta) -> io::Result<()> {
+/// crash part-way). Answers the snapshot's placement.
+fn replace_state(
+    tree: &sled::Tree,
+    path: &Path,
+    meta: &SnapshotMeta,
+) -> io::Result<Option<Placement>> {
     let mut batches = Batches::new(tree);
     for key in tree.scan_prefix(RECIPE_PREFIX).keys() {
         batches.push(key.map_err(io_err)?.to_vec(), None)?;
@@ -537,7 +649,11 @@ fn replace_state(tree: &sled::Tree, path: &Path, meta: &SnapshotMeta) -> io::Res
     }
     batches.push(APPLIED.to_vec(), Some(encode_io(&meta.last_log_id)?))?;
     batches.push(MEMBERSHIP.to_vec(), Some(encode_io(&meta.last_membership)?))?;
-    batches.finish()
+    let placement = input.placement().cloned();
+    let encoded = placement.as_ref().map(encode_io).transpose()?;
+    batches.push(PLACEMENT.to_vec(), encoded)?;
+    batches.finish()?;
+    Ok(placement)
 }
 
 /// Writes to a tree in sled batches of [`INSTALL_BATCH_ENTRIES`], in order.
@@ -726,7 +842,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .write()
                 .unwrap_or_else(|e| e.into_inner());
             let _fill = recipes.fill_lock.lock().unwrap_or_else(|e| e.into_inner());
-            replace_state(&tree, &path, &meta)?;
+            let placement = replace_state(&tree, &path, &meta)?;
+            recipes.set_placement(placement.map(Arc::new));
             recipes.cache.clear();
             Ok(end)
         })
@@ -988,5 +1105,87 @@ mod tests {
         assert_eq!(recipes.get("b").unwrap().unwrap().version, 7);
         let (applied, _) = sm.applied_state().await.unwrap();
         assert_eq!(applied.map(|l| l.index()), Some(7));
+    }
+
+    /// A name that shard `shard` of two owns.
+    fn name_in_shard(shard: u16) -> String {
+        let half = recipestore_protocol::slots::SLOTS / 2;
+        (0..)
+            .map(|i| format!("recipe-{i}"))
+            .find(|n| (recipestore_protocol::slots::slot_of(n) >= half) == (shard == 1))
+            .unwrap()
+    }
+
+    /// A shard applies writes to its own slots only, the same way on every
+    /// member, and its placement goes with its snapshots.
+    #[tokio::test]
+    async fn a_shard_applies_writes_in_its_slots_only_and_its_snapshots_carry_its_placement() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = open(dir.path());
+        let placement = crate::placement::tests::placement(1, 2, 1);
+        let (mine, theirs) = (name_in_shard(1), name_in_shard(0));
+        apply(
+            &mut sm,
+            vec![
+                entry(1, Command::Place(Box::new(placement.clone()))),
+                entry(2, put(&mine, None)),
+                entry(3, put(&theirs, None)),
+            ],
+        )
+        .await;
+        let recipes = sm.recipes();
+        assert_eq!(recipes.get(&mine).unwrap().unwrap().version, 2);
+        assert_eq!(recipes.get(&theirs).unwrap(), None);
+        assert_eq!(recipes.placement().as_deref(), Some(&placement));
+        let slot = recipestore_protocol::slots::slot_of(&theirs);
+        for command in [put(&theirs, None), delete(&theirs, None)] {
+            let outcome = sm.apply_command(4, &command, &mut Pending::default());
+            assert_eq!(
+                outcome.unwrap(),
+                Outcome::Moved {
+                    slot,
+                    shard: 0,
+                    epoch: 1
+                }
+            );
+        }
+
+        let snapshot = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let mut restored = open(&dir.path().join("restored"));
+        restored
+            .install_snapshot(&snapshot.meta, snapshot.snapshot)
+            .await
+            .unwrap();
+        assert_eq!(restored.recipes().placement().as_deref(), Some(&placement));
+        // Where a restart finds it.
+        assert_eq!(read_placement(&restored.tree).unwrap(), Some(placement));
+    }
+
+    /// An unsharded store with recipes can become a one-shard store, not
+    /// a shard that would leave its recipes in other shards' slots.
+    #[tokio::test]
+    async fn a_first_placement_that_would_strand_recipes_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = open(dir.path());
+        apply(&mut sm, vec![entry(1, put(&name_in_shard(0), None))]).await;
+        let half = crate::placement::tests::placement(1, 2, 1);
+        let refused = sm.apply_command(2, &Command::Place(Box::new(half)), &mut Pending::default());
+        match refused.unwrap() {
+            Outcome::Refused { reason } => assert!(reason.contains("would be lost"), "{reason}"),
+            other => panic!("took the placement: {other:?}"),
+        }
+        assert_eq!(sm.recipes().placement(), None);
+        let whole = crate::placement::tests::placement(0, 1, 1);
+        apply(
+            &mut sm,
+            vec![entry(2, Command::Place(Box::new(whole.clone())))],
+        )
+        .await;
+        assert_eq!(sm.recipes().placement().as_deref(), Some(&whole));
     }
 }

@@ -33,7 +33,10 @@ use crate::error::NodeError;
 use crate::metrics;
 use crate::node::Node;
 use crate::overload::recent;
+use crate::placement::Placement;
+use crate::raft::Command;
 use crate::raft::Member;
+use crate::raft::Outcome;
 use crate::raft::TypeConfig;
 use crate::raft::typ;
 use crate::routing;
@@ -475,7 +478,32 @@ impl pb::admin_server::Admin for Admin {
             recent_seconds: recent::WINDOW_SECONDS,
             shedding_json: serde_json::to_string(&self.node.overload.shedding())
                 .map_err(|e| Status::internal(e.to_string()))?,
+            placement: self.node.recipes.placement().map(|p| p.to_pb()),
         }))
+    }
+
+    async fn place(
+        &self,
+        request: Request<pb::PlaceRequest>,
+    ) -> Result<Response<pb::PlaceResponse>, Status> {
+        let wait = time_left(request.metadata());
+        let placement = request
+            .into_inner()
+            .placement
+            .ok_or_else(|| Status::invalid_argument("the request carries no placement"))?;
+        let placement = Placement::from_pb(placement).map_err(Status::invalid_argument)?;
+        let epoch = placement.epoch;
+        match self
+            .node
+            .write(Command::Place(Box::new(placement)), wait)
+            .await?
+        {
+            Outcome::Applied => Ok(Response::new(pb::PlaceResponse { epoch })),
+            Outcome::Refused { reason } => Err(Status::failed_precondition(reason)),
+            other => Err(Status::internal(format!(
+                "a placement was applied as {other:?}"
+            ))),
+        }
     }
 
     async fn initialize(

@@ -24,8 +24,12 @@ use crate::metrics;
 use crate::name;
 use crate::node::Node;
 use crate::overload::shed::Op;
+use crate::placement::Owner;
+use crate::placement::Placement;
+use crate::placement::Route;
 use crate::raft::Command;
 use crate::raft::Outcome;
+use crate::sharding;
 
 /// Names returned per List page when the request does not say.
 const DEFAULT_LIST_LIMIT: usize = 100;
@@ -89,7 +93,7 @@ async fn observed<T>(op: &str, call: impl Future<Output = Result<T, Status>>) ->
     result
 }
 
-fn outcome_status(outcome: Outcome, name: &str) -> Result<u64, Status> {
+fn outcome_status(node: &Node, outcome: Outcome, name: &str) -> Result<u64, Status> {
     match outcome {
         Outcome::Written { version } | Outcome::Deleted { version } => Ok(version),
         Outcome::VersionMismatch { expected, current } => {
@@ -106,7 +110,33 @@ fn outcome_status(outcome: Outcome, name: &str) -> Result<u64, Status> {
             Err(status)
         }
         Outcome::NotFound => Err(Status::not_found(format!("recipe {name:?} does not exist"))),
-        Outcome::Applied => Err(Status::internal("write produced no recipe outcome")),
+        // The shard gave the slot away before the write reached the log.
+        Outcome::Moved { slot, shard, epoch } => {
+            let addrs = node
+                .recipes
+                .placement()
+                .and_then(|p| p.shards.get(&shard).cloned())
+                .unwrap_or_default();
+            let owner = Owner {
+                slot,
+                shard,
+                epoch,
+                addrs,
+            };
+            Err(sharding::moved(name, &owner))
+        }
+        Outcome::Applied | Outcome::Refused { .. } => {
+            Err(Status::internal("write produced no recipe outcome"))
+        }
+    }
+}
+
+/// Refuses a read as moved if, once it waited for the state it must see,
+/// the shard no longer owns the recipe.
+fn still_here(node: &Node, name: &str) -> Result<(), Status> {
+    match Placement::route(node.recipes.placement().as_deref(), name) {
+        Route::Here => Ok(()),
+        Route::Elsewhere(owner) => Err(sharding::moved(name, &owner)),
     }
 }
 
@@ -119,6 +149,7 @@ async fn write(
     let wait = time_left(metadata);
     let name = match &command {
         Command::Put { name, .. } | Command::Delete { name, .. } => name.clone(),
+        Command::Place(_) => return Err(Status::internal("a placement is not a recipe write")),
     };
     let job_node = node.clone();
     let job = async move {
@@ -126,7 +157,7 @@ async fn write(
             .write(command, wait)
             .await
             .map_err(|e| with_leader(&job_node, e.into()))?;
-        outcome_status(outcome, &name).map_err(NodeError::from)
+        outcome_status(&job_node, outcome, &name).map_err(NodeError::from)
     };
     node.overload
         .run(Op::Upload, caller_deadline(metadata), job)
@@ -144,6 +175,17 @@ impl pb::recipes_server::Recipes for RecipesService {
             let (metadata, _, req) = request.into_parts();
             name::validate(&req.name)?;
             name::validate_content(&req.content, self.node.config.max_content_bytes)?;
+            if let Some(owner) = sharding::route(&self.node, &req.name, &metadata)? {
+                let wait = time_left(&metadata);
+                return sharding::pass_on(
+                    &self.node,
+                    &owner.addrs,
+                    req,
+                    wait,
+                    |mut c, r| async move { c.upload(r).await },
+                )
+                .await;
+            }
             let command = Command::Put {
                 name: req.name,
                 content: req.content.into(),
@@ -167,11 +209,22 @@ impl pb::recipes_server::Recipes for RecipesService {
             name::validate(&req.name)?;
             let consistency = consistency(req.consistency)?;
             let wait = time_left(&metadata);
+            if let Some(owner) = sharding::route(&self.node, &req.name, &metadata)? {
+                return sharding::pass_on(
+                    &self.node,
+                    &owner.addrs,
+                    req,
+                    wait,
+                    |mut c, r| async move { c.download(r).await },
+                )
+                .await;
+            }
             let node = self.node.clone();
             let job = async move {
                 prepare_read(&node, consistency, req.min_version, wait)
                     .await
                     .map_err(|e| with_leader(&node, e.into()))?;
+                still_here(&node, &req.name)?;
                 let recipe = node
                     .recipes
                     .get(&req.name)
@@ -202,6 +255,17 @@ impl pb::recipes_server::Recipes for RecipesService {
         observed("delete", async {
             let (metadata, _, req) = request.into_parts();
             name::validate(&req.name)?;
+            if let Some(owner) = sharding::route(&self.node, &req.name, &metadata)? {
+                let wait = time_left(&metadata);
+                return sharding::pass_on(
+                    &self.node,
+                    &owner.addrs,
+                    req,
+                    wait,
+                    |mut c, r| async move { c.delete(r).await },
+                )
+                .await;
+            }
             let command = Command::Delete {
                 name: req.name,
                 if_version: req.if_version,
@@ -237,11 +301,20 @@ impl pb::recipes_server::Recipes for RecipesService {
             }
             let consistency = consistency(req.consistency)?;
             let wait = time_left(&metadata);
+            let others: Vec<Vec<String>> = match self.node.recipes.placement() {
+                Some(placement) if !sharding::is_shard_forwarded(&metadata) => placement
+                    .other_shards()
+                    .map(|(_, addrs)| addrs.to_vec())
+                    .collect(),
+                _ => Vec::new(),
+            };
             let node = self.node.clone();
+            let here_req = req.clone();
             let job = async move {
                 prepare_read(&node, consistency, None, wait)
                     .await
                     .map_err(|e| with_leader(&node, e.into()))?;
+                let req = here_req;
                 let after = (!req.page_token.is_empty()).then_some(req.page_token.as_str());
                 // One extra row tells whether another page follows.
                 let mut rows = node
@@ -267,13 +340,105 @@ impl pb::recipes_server::Recipes for RecipesService {
                     leader: node.leader_hint(),
                 })
             };
-            let reply = self
+            let here = self
                 .node
                 .overload
-                .run(Op::Download, caller_deadline(&metadata), job)
-                .await?;
-            Ok(Response::new(reply))
+                .run(Op::Download, caller_deadline(&metadata), job);
+            if others.is_empty() {
+                return Ok(Response::new(here.await?));
+            }
+            // Each other shard's page from the same cursor: the names
+            // after it, whichever shard holds them.
+            let mut shard_req = req;
+            shard_req.limit = limit as u32;
+            let there = others.iter().map(|addrs| {
+                sharding::pass_on(
+                    &self.node,
+                    addrs,
+                    shard_req.clone(),
+                    wait,
+                    |mut c, r| async move { c.list(r).await },
+                )
+            });
+            let (here, there) = tokio::join!(here, futures::future::try_join_all(there));
+            let mut pages = vec![here?];
+            pages.extend(there?.into_iter().map(Response::into_inner));
+            Ok(Response::new(merge_pages(
+                pages,
+                limit,
+                self.node.leader_hint(),
+            )))
         })
         .await
+    }
+}
+
+/// One page of at most `limit` names from the same page of every shard:
+/// the first `limit` names of them all, and a cursor after the last when
+/// any shard has more.
+fn merge_pages(pages: Vec<pb::ListResponse>, limit: usize, leader: String) -> pb::ListResponse {
+    let mut more = pages.iter().any(|p| !p.next_page_token.is_empty());
+    let mut recipes: Vec<pb::RecipeSummary> = pages.into_iter().flat_map(|p| p.recipes).collect();
+    recipes.sort_by(|a, b| a.name.cmp(&b.name));
+    if recipes.len() > limit {
+        recipes.truncate(limit);
+        more = true;
+    }
+    let next_page_token = match recipes.last() {
+        Some(last) if more => last.name.clone(),
+        _ => String::new(),
+    };
+    pb::ListResponse {
+        recipes,
+        next_page_token,
+        leader,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(names: &[&str], next: &str) -> pb::ListResponse {
+        pb::ListResponse {
+            recipes: names
+                .iter()
+                .map(|n| pb::RecipeSummary {
+                    name: n.to_string(),
+                    version: 1,
+                    size_bytes: 1,
+                })
+                .collect(),
+            next_page_token: next.into(),
+            leader: String::new(),
+        }
+    }
+
+    fn names(page: &pb::ListResponse) -> Vec<&str> {
+        page.recipes.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    #[test]
+    fn shards_pages_merge_in_name_order_and_resume_after_the_last_name() {
+        // Two shards, three names per page.
+        let merged = merge_pages(
+            vec![page(&["a", "d", "e"], "e"), page(&["b", "c"], "")],
+            3,
+            String::new(),
+        );
+        assert_eq!(names(&merged), ["a", "b", "c"]);
+        assert_eq!(merged.next_page_token, "c");
+        // A shard with more, though the merged page is not full.
+        let merged = merge_pages(vec![page(&["a"], "a"), page(&[], "")], 3, String::new());
+        assert_eq!(
+            (names(&merged), merged.next_page_token.as_str()),
+            (vec!["a"], "a")
+        );
+        // The last page.
+        let merged = merge_pages(vec![page(&["f"], ""), page(&["g"], "")], 3, String::new());
+        assert_eq!(
+            (names(&merged), merged.next_page_token.as_str()),
+            (vec!["f", "g"], "")
+        );
     }
 }
