@@ -210,6 +210,16 @@ impl AdminClient {
             .changed)
     }
 
+    /// Records `placement` in this node's shard (through its leader);
+    /// answers the epoch the shard now holds.
+    pub async fn place(&self, placement: pb::Placement) -> Result<u64, AdminError> {
+        let request = self.request(pb::PlaceRequest {
+            placement: Some(placement),
+        });
+        let reply = self.inner.clone().place(request).await;
+        Ok(reply.map_err(self.failed("Place"))?.into_inner().epoch)
+    }
+
     pub async fn trigger_snapshot(&self) -> Result<pb::TriggerSnapshotResponse, AdminError> {
         let request = self.request(pb::TriggerSnapshotRequest {});
         let reply = self.inner.clone().trigger_snapshot(request).await;

@@ -136,21 +136,44 @@ async fn unreachable(addr: &str, error: String) -> String {
     }
 }
 
-/// Status of every member, keyed by node id, with why a member did not
-/// answer. The addresses in `peers` are used as given (a port-forward or a
-/// load balancer works); members not reached through them are dialled at
-/// the address they advertise.
+/// A member of a store: its shard (0 in an unsharded store) and its id
+/// there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NodeKey {
+    pub shard: u32,
+    pub id: u64,
+}
+
+impl std::fmt::Display for NodeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.shard, self.id)
+    }
+}
+
+/// The shard a member says it belongs to.
+fn shard_of(status: &pb::StatusResponse) -> u32 {
+    status.placement.as_ref().map_or(0, |p| p.shard)
+}
+
+/// Status of every member of every shard reached, keyed by shard and node
+/// id, with why a member did not answer. The addresses in `peers` are used
+/// as given (a port-forward or a load balancer works); members not reached
+/// through them are dialled at the address they advertise.
 pub async fn cluster_status(
     peers: &[String],
     dial: &Dial,
-) -> anyhow::Result<BTreeMap<u64, Result<Reached, String>>> {
+) -> anyhow::Result<BTreeMap<NodeKey, Result<Reached, String>>> {
     let mut out = BTreeMap::new();
     let mut last_error = None;
     for addr in peers {
         match status_at(addr, dial).await {
             Ok(status) => {
+                let key = NodeKey {
+                    shard: shard_of(&status),
+                    id: status.id,
+                };
                 out.insert(
-                    status.id,
+                    key,
                     Ok(Reached {
                         addr: addr.clone(),
                         status,
@@ -160,11 +183,14 @@ pub async fn cluster_status(
             Err(e) => last_error = Some(format!("{addr}: {e}")),
         }
     }
-    let members: BTreeMap<u64, String> = out
+    let members: BTreeMap<NodeKey, String> = out
         .values()
         .filter_map(|r| r.as_ref().ok())
-        .flat_map(|r| r.status.voters.iter().chain(&r.status.learners))
-        .map(|m| (m.id, m.peer_addr.clone()))
+        .flat_map(|r| {
+            let shard = shard_of(&r.status);
+            let members = r.status.voters.iter().chain(&r.status.learners);
+            members.map(move |m| (NodeKey { shard, id: m.id }, m.peer_addr.clone()))
+        })
         .collect();
     if members.is_empty() && out.is_empty() {
         anyhow::bail!(
@@ -172,15 +198,15 @@ pub async fn cluster_status(
             last_error.unwrap_or_else(|| "no peers given".into())
         );
     }
-    for (id, addr) in members {
-        if out.contains_key(&id) {
+    for (key, addr) in members {
+        if out.contains_key(&key) {
             continue;
         }
         let reached = match status_at(&addr, dial).await {
             Ok(status) => Ok(Reached { addr, status }),
             Err(e) => Err(unreachable(&addr, e).await),
         };
-        out.insert(id, reached);
+        out.insert(key, reached);
     }
     Ok(out)
 }
@@ -198,12 +224,13 @@ fn role_name(role: i32) -> &'static str {
 
 pub async fn status(peers: &[String], dial: &Dial, output: Output) -> anyhow::Result<()> {
     let statuses = cluster_status(peers, dial).await?;
+    let sharded = statuses.keys().any(|k| k.shard > 0);
     if output == Output::Json {
         let rows: Vec<_> = statuses
             .iter()
-            .map(|(id, s)| match s.as_ref().map(|r| &r.status) {
+            .map(|(key, s)| match s.as_ref().map(|r| &r.status) {
                 Ok(s) => serde_json::json!({
-                    "id": id, "role": role_name(s.role), "term": s.term, "leader": s.leader_id,
+                    "shard": key.shard, "id": key.id, "role": role_name(s.role), "term": s.term, "leader": s.leader_id,
                     "last_log_index": s.last_log_index, "committed_index": s.committed_index,
                     "applied_index": s.applied_index, "snapshot_index": s.snapshot.as_ref().map(|s| s.last_index),
                     "purged_index": s.purged_index, "cluster_id": s.cluster_id,
@@ -211,17 +238,23 @@ pub async fn status(peers: &[String], dial: &Dial, output: Output) -> anyhow::Re
                     "voters": s.voters.iter().map(|m| m.id).collect::<Vec<_>>(),
                     "learners": s.learners.iter().map(|m| m.id).collect::<Vec<_>>(),
                 }),
-                Err(e) => serde_json::json!({"id": id, "error": e}),
+                Err(e) => serde_json::json!({"shard": key.shard, "id": key.id, "error": e}),
             })
             .collect();
         println!("{}", serde_json::Value::Array(rows));
         return Ok(());
     }
+    // A sharded store's members are named shard/id.
+    let name = |key: &NodeKey| match sharded {
+        true => key.to_string(),
+        false => key.id.to_string(),
+    };
     println!(
         "{:<4} {:<10} {:>6} {:>7} {:>10} {:>10} {:>10} {:>10}  ADDRESS",
         "ID", "ROLE", "TERM", "LEADER", "LAST_LOG", "COMMITTED", "APPLIED", "SNAPSHOT"
     );
-    for (id, s) in &statuses {
+    for (key, s) in &statuses {
+        let id = name(key);
         match s.as_ref().map(|r| &r.status) {
             Ok(s) => println!(
                 "{:<4} {:<10} {:>6} {:>7} {:>10} {:>10} {:>10} {:>10}  {}",
@@ -334,6 +367,162 @@ pub async fn member(
                 call_idempotent(peers, dial, |c| async move { c.remove_member(id).await }).await?;
             print_membership(&reply, output);
         }
+    }
+    Ok(())
+}
+
+/// The slots of `owners` that `shard` owns, as ranges: "0-341,700".
+fn slot_ranges(owners: &[u32], shard: u32) -> String {
+    ranges(
+        owners
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| **o == shard)
+            .map(|(slot, _)| slot),
+    )
+}
+
+/// Ascending slots as ranges: "0-341,700"; "-" for none.
+fn ranges(slots: impl Iterator<Item = usize>) -> String {
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    for slot in slots {
+        match ranges.last_mut() {
+            Some((_, end)) if *end + 1 == slot => *end = slot,
+            _ => ranges.push((slot, slot)),
+        }
+    }
+    let ranges: Vec<String> = ranges
+        .into_iter()
+        .map(|(start, end)| match start == end {
+            true => start.to_string(),
+            false => format!("{start}-{end}"),
+        })
+        .collect();
+    match ranges.is_empty() {
+        true => "-".into(),
+        false => ranges.join(","),
+    }
+}
+
+/// One shard as `recipectl shards` shows it: from its leader's status
+/// when reached, else from its most caught-up member's.
+struct ShardView<'a> {
+    shard: u32,
+    status: &'a pb::StatusResponse,
+    reached: usize,
+}
+
+impl ShardView<'_> {
+    /// The slots' owners as this shard's group holds them; an unsharded
+    /// store owns every slot.
+    fn owners(&self) -> Vec<u32> {
+        match &self.status.placement {
+            Some(p) => p.owners.clone(),
+            None => vec![self.shard; usize::from(recipestore_protocol::slots::SLOTS)],
+        }
+    }
+
+    fn epoch(&self) -> u64 {
+        self.status.placement.as_ref().map_or(0, |p| p.epoch)
+    }
+}
+
+/// `recipectl shards`: each shard's placement, as its own group holds it,
+/// and where the shards' claims overlap or leave a slot unowned.
+pub async fn shards(peers: &[String], dial: &Dial, output: Output) -> anyhow::Result<()> {
+    let statuses = cluster_status(peers, dial).await?;
+    let mut views: BTreeMap<u32, ShardView> = BTreeMap::new();
+    for (key, reached) in &statuses {
+        let Ok(reached) = reached else { continue };
+        let status = &reached.status;
+        let view = views.entry(key.shard).or_insert(ShardView {
+            shard: key.shard,
+            status,
+            reached: 0,
+        });
+        view.reached += 1;
+        let leads = |s: &pb::StatusResponse| s.role == pb::Role::Leader as i32;
+        if !leads(view.status)
+            && (leads(status) || status.applied_index > view.status.applied_index)
+        {
+            view.status = status;
+        }
+    }
+    anyhow::ensure!(!views.is_empty(), "no member of any shard answered");
+    // Every slot's claimants, by the shards' own placements.
+    let mut claims: Vec<Vec<u32>> =
+        vec![Vec::new(); usize::from(recipestore_protocol::slots::SLOTS)];
+    for view in views.values() {
+        for (slot, owner) in view.owners().into_iter().enumerate() {
+            if owner == view.shard {
+                claims[slot].push(view.shard);
+            }
+        }
+    }
+    let mut problems: Vec<String> = claims
+        .iter()
+        .enumerate()
+        .filter(|(_, owners)| owners.len() > 1)
+        .map(|(slot, owners)| format!("slot {slot} is claimed by shards {owners:?}"))
+        .collect();
+    let unowned = ranges(
+        claims
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.is_empty())
+            .map(|(s, _)| s),
+    );
+    if unowned != "-" {
+        problems.push(format!(
+            "no shard reached owns slots {unowned}: pass the peers of every shard"
+        ));
+    }
+    if output == Output::Json {
+        let rows: Vec<_> = views
+            .values()
+            .map(|v| {
+                let owners = v.owners();
+                serde_json::json!({
+                    "shard": v.shard, "epoch": v.epoch(),
+                    "slots": owners.iter().filter(|o| **o == v.shard).count(),
+                    "ranges": slot_ranges(&owners, v.shard),
+                    "leader": v.status.leader_id, "cluster_id": v.status.cluster_id,
+                    "members": v.status.voters.len() + v.status.learners.len(),
+                    "reached": v.reached, "applied_index": v.status.applied_index,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"shards": rows, "problems": problems})
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<6} {:>6} {:>6} {:>7} {:>8} {:>10}  SLOT RANGES",
+        "SHARD", "EPOCH", "SLOTS", "LEADER", "MEMBERS", "APPLIED"
+    );
+    for v in views.values() {
+        let owners = v.owners();
+        println!(
+            "{:<6} {:>6} {:>6} {:>7} {:>8} {:>10}  {}",
+            v.shard,
+            v.epoch(),
+            owners.iter().filter(|o| **o == v.shard).count(),
+            v.status
+                .leader_id
+                .map_or("-".to_string(), |l| l.to_string()),
+            format!(
+                "{}/{}",
+                v.reached,
+                v.status.voters.len() + v.status.learners.len()
+            ),
+            v.status.applied_index,
+            slot_ranges(&owners, v.shard)
+        );
+    }
+    for problem in &problems {
+        println!("warning: {problem}");
     }
     Ok(())
 }

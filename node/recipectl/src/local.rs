@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
-use recipectl::local_cluster::LocalCluster;
+use recipectl::local_cluster::LocalStore;
 use tokio::signal::unix::SignalKind;
 use tokio::signal::unix::signal;
 
@@ -14,9 +14,15 @@ use tokio::signal::unix::signal;
 pub enum LocalCommand {
     /// Start (or restart) the cluster and run until interrupted.
     Up {
-        /// Number of nodes.
+        /// Number of nodes (of each shard).
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
         nodes: u64,
+        /// Number of shards: each a cluster of `--nodes` nodes, a Raft
+        /// group of its own, owning an even share of the hash slots. With
+        /// more than one, shard k keeps its data in `<data-dir>/shard-k`
+        /// and its nodes listen from base+10*nodes*k.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
+        shards: u16,
         /// Where each node keeps its data and log.
         #[arg(long, default_value = "./data")]
         data_dir: PathBuf,
@@ -48,6 +54,7 @@ fn default_node_binary() -> anyhow::Result<PathBuf> {
 pub async fn run(command: LocalCommand) -> anyhow::Result<()> {
     let LocalCommand::Up {
         nodes,
+        shards,
         data_dir,
         base_port,
         node_binary,
@@ -62,50 +69,63 @@ pub async fn run(command: LocalCommand) -> anyhow::Result<()> {
     // RECIPESTORE_CPU_FALLBACK in the environment still wins).
     let fallback = std::env::var("RECIPESTORE_CPU_FALLBACK").unwrap_or_else(|_| "process".into());
     let args = ["--cpu-fallback", fallback.as_str()];
-    let mut cluster = LocalCluster::new(&binary, &data_dir, base_port, nodes, &args)?;
+    let mut store = LocalStore::new(&binary, &data_dir, base_port, shards, nodes, &args)?;
     let client_files = if tls {
-        Some(cluster.use_tls()?.client_files())
+        Some(store.use_tls(&data_dir)?.client_files())
     } else {
         None
     };
     let mut terminate = signal(SignalKind::terminate())?;
-    cluster.start_all()?;
+    store.start_all()?;
     let started = async {
-        let init = cluster.initialize(Duration::from_secs(30)).await?;
-        let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
-        anyhow::Ok((init, leader))
+        let init = store.initialize(Duration::from_secs(30)).await?;
+        let mut leaders = Vec::new();
+        for shard in &store.shards {
+            leaders.push(shard.wait_for_leader(Duration::from_secs(30)).await?);
+        }
+        anyhow::Ok((init, leaders))
     };
-    let (init, leader) = match started.await {
+    let (init, leaders) = match started.await {
         Ok(v) => v,
         Err(e) => {
-            cluster.stop_all(Duration::from_secs(5));
+            store.stop_all(Duration::from_secs(5));
             return Err(e.context(format!(
-                "the cluster did not start; see the logs in {}",
+                "the store did not start; see the logs in {}",
                 data_dir.display()
             )));
         }
     };
-    let endpoints = cluster.client_endpoints().join(",");
-    let peers = cluster.peer_endpoints().join(",");
+    let endpoints = store.client_endpoints().join(",");
+    let peers = store.peer_endpoints().join(",");
     std::fs::write(data_dir.join("endpoints"), format!("{endpoints}\n"))?;
     std::fs::write(data_dir.join("peers"), format!("{peers}\n"))?;
-    let verb = if init.already_initialized {
+    let verb = if init[0].already_initialized {
         "restarted"
     } else {
         "created"
     };
-    println!(
-        "RecipeStore cluster {} {verb}: {nodes} nodes, leader is node {leader}",
-        init.cluster_id
-    );
+    if shards == 1 {
+        println!(
+            "RecipeStore cluster {} {verb}: {nodes} nodes, leader is node {}",
+            init[0].cluster_id, leaders[0]
+        );
+    } else {
+        println!("RecipeStore store {verb}: {shards} shards of {nodes} nodes");
+        for (k, (init, leader)) in init.iter().zip(&leaders).enumerate() {
+            println!(
+                "  shard {k}: cluster {}, leader is node {leader}, data in {}",
+                init.cluster_id,
+                data_dir.join(format!("shard-{k}")).display()
+            );
+        }
+    }
     println!();
     println!("  client endpoints: {endpoints}");
     println!("  peer endpoints:   {peers}");
     println!(
         "  metrics:          {}",
-        cluster
-            .nodes
-            .iter()
+        store
+            .nodes()
             .map(|n| format!("http://{}/metrics", n.http_addr()))
             .collect::<Vec<_>>()
             .join(" ")
@@ -129,6 +149,9 @@ pub async fn run(command: LocalCommand) -> anyhow::Result<()> {
     println!("  echo 'rice, eggs, soy sauce' | recipectl upload fried-rice");
     println!("  recipectl download fried-rice");
     println!("  recipectl status");
+    if shards > 1 {
+        println!("  recipectl shards");
+    }
     println!();
     println!("Press Ctrl-C to stop the cluster.");
 
@@ -138,15 +161,15 @@ pub async fn run(command: LocalCommand) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,
             _ = exited.tick() => {
-                for node in &mut cluster.nodes {
+                for node in store.nodes() {
                     if let Some(status) = node.exited() {
-                        eprintln!("node {} exited ({status}); see {}/node-{}.log", node.id, data_dir.display(), node.id);
+                        eprintln!("node {} exited ({status}); see {}.log", node.id, node.data_dir.display());
                     }
                 }
             }
         }
     }
-    println!("stopping {nodes} nodes");
-    cluster.stop_all(Duration::from_secs(10));
+    println!("stopping {} nodes", nodes * u64::from(shards));
+    store.stop_all(Duration::from_secs(10));
     Ok(())
 }

@@ -18,6 +18,7 @@ use anyhow::Context;
 use nix::sys::signal::Signal;
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
+use recipestore::placement::Placement;
 use recipestore_client::admin::AdminClient;
 use recipestore_client::admin::Timeouts;
 use recipestore_protocol::pb;
@@ -261,6 +262,27 @@ impl Drop for NodeProcess {
     }
 }
 
+/// Runs `call` until it answers anything but UNAVAILABLE (nodes starting,
+/// no leader yet), or `wait` is over.
+async fn while_starting<T, Fut>(wait: Duration, call: impl Fn() -> Fut) -> anyhow::Result<T>
+where
+    Fut: Future<Output = Result<T, recipestore_client::admin::AdminError>>,
+{
+    let deadline = Instant::now() + wait;
+    loop {
+        match call().await {
+            Ok(reply) => return Ok(reply),
+            Err(e)
+                if e.status().map(tonic::Status::code) == Some(tonic::Code::Unavailable)
+                    && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// A set of node processes sharing a data root and a port range.
 pub struct LocalCluster {
     pub nodes: Vec<NodeProcess>,
@@ -314,7 +336,14 @@ impl LocalCluster {
     /// Runs every node, and those laid out later, with TLS: certificates
     /// made under `<data-dir>/tls/` (or found there from an earlier run).
     pub fn use_tls(&mut self) -> anyhow::Result<&LocalTls> {
-        let tls = LocalTls::create(&self.data_root, &[LOOPBACK.to_string()])?;
+        let root = self.data_root.clone();
+        self.use_tls_in(&root)
+    }
+
+    /// [`Self::use_tls`] with the certificates under `<root>/tls/`, which
+    /// the shards of a store share.
+    fn use_tls_in(&mut self, root: &Path) -> anyhow::Result<&LocalTls> {
+        let tls = LocalTls::create(root, &[LOOPBACK.to_string()])?;
         for node in &mut self.nodes {
             node.use_tls(&tls);
         }
@@ -353,20 +382,15 @@ impl LocalCluster {
     /// retrying while the nodes start. Idempotent across restarts.
     pub async fn initialize(&self, wait: Duration) -> anyhow::Result<pb::InitializeResponse> {
         let members: Vec<pb::Member> = self.nodes.iter().map(NodeProcess::member).collect();
-        let deadline = Instant::now() + wait;
         let admin = self.nodes[0].admin();
-        loop {
-            match admin.initialize(members.clone()).await {
-                Ok(reply) => return Ok(reply),
-                Err(e)
-                    if e.status().map(tonic::Status::code) == Some(tonic::Code::Unavailable)
-                        && Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        while_starting(wait, || admin.initialize(members.clone())).await
+    }
+
+    /// Records `placement` in this cluster, a shard, through node 0,
+    /// retrying while the nodes start or elect a leader. Idempotent.
+    pub async fn place(&self, placement: pb::Placement, wait: Duration) -> anyhow::Result<u64> {
+        let admin = self.nodes[0].admin();
+        while_starting(wait, || admin.place(placement.clone())).await
     }
 
     /// Polls until a majority of running nodes name the same running node as
@@ -401,5 +425,107 @@ impl LocalCluster {
 
     pub fn node(&mut self, id: u64) -> &mut NodeProcess {
         &mut self.nodes[id as usize]
+    }
+}
+
+/// A store on loopback: one cluster per shard, each a Raft group of its
+/// own. With one shard, the cluster is the store, unsharded, in the data
+/// directory itself; with more, shard `k`'s cluster is in
+/// `<data-dir>/shard-<k>`, its nodes' ports from `base + 10 * nodes * k`.
+pub struct LocalStore {
+    pub shards: Vec<LocalCluster>,
+}
+
+impl LocalStore {
+    /// Lays out `shards` clusters of `nodes` nodes; nothing starts yet.
+    pub fn new(
+        binary: &Path,
+        data_root: &Path,
+        base_port: u16,
+        shards: u16,
+        nodes: u64,
+        extra_args: &[&str],
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(shards >= 1, "a store needs at least one shard");
+        check_ports(base_port, nodes * u64::from(shards))?;
+        let sharded = shards > 1;
+        let shards = (0..shards)
+            .map(|k| {
+                let base = base_port + 10 * nodes as u16 * k;
+                let root = match sharded {
+                    true => data_root.join(format!("shard-{k}")),
+                    false => data_root.to_path_buf(),
+                };
+                LocalCluster::new(binary, &root, base, nodes, extra_args)
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self { shards })
+    }
+
+    /// Runs every shard's nodes with TLS, one CA for the whole store, its
+    /// certificates under `<data_root>/tls/`.
+    pub fn use_tls(&mut self, data_root: &Path) -> anyhow::Result<&LocalTls> {
+        for shard in &mut self.shards {
+            shard.use_tls_in(data_root)?;
+        }
+        Ok(self.shards[0].tls().expect("just set"))
+    }
+
+    pub fn start_all(&mut self) -> anyhow::Result<()> {
+        self.shards.iter_mut().try_for_each(LocalCluster::start_all)
+    }
+
+    pub fn stop_all(&mut self, grace: Duration) {
+        for shard in &mut self.shards {
+            shard.stop_all(grace);
+        }
+    }
+
+    /// Every shard's nodes' client addresses, shard by shard.
+    pub fn client_endpoints(&self) -> Vec<String> {
+        self.shards
+            .iter()
+            .flat_map(LocalCluster::client_endpoints)
+            .collect()
+    }
+
+    pub fn peer_endpoints(&self) -> Vec<String> {
+        self.shards
+            .iter()
+            .flat_map(LocalCluster::peer_endpoints)
+            .collect()
+    }
+
+    /// Every node of every shard.
+    pub fn nodes(&mut self) -> impl Iterator<Item = &mut NodeProcess> {
+        self.shards
+            .iter_mut()
+            .flat_map(|shard| shard.nodes.iter_mut())
+    }
+
+    /// Initializes every shard, then, when there are several, gives each
+    /// its placement in a store of this many shards (slots split evenly).
+    /// Idempotent across restarts: a shard keeps the placement it holds.
+    pub async fn initialize(&self, wait: Duration) -> anyhow::Result<Vec<pb::InitializeResponse>> {
+        let mut replies = Vec::new();
+        for shard in &self.shards {
+            replies.push(shard.initialize(wait).await?);
+        }
+        if self.shards.len() == 1 {
+            return Ok(replies);
+        }
+        let addrs: Vec<Vec<String>> = self
+            .shards
+            .iter()
+            .map(LocalCluster::client_endpoints)
+            .collect();
+        for (k, shard) in self.shards.iter().enumerate() {
+            let placement = Placement::new_store(k as u16, &addrs);
+            shard
+                .place(placement.to_pb(), wait)
+                .await
+                .with_context(|| format!("shard {k} did not take its placement"))?;
+        }
+        Ok(replies)
     }
 }

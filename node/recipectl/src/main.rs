@@ -124,6 +124,9 @@ enum Command {
     },
     /// Show every member: id, role, term, leader and log indices.
     Status,
+    /// Show the shards: each one's placement epoch, the hash slots it
+    /// owns, its leader and members, and any slot owned twice or not at all.
+    Shards,
     /// Change the cluster's membership.
     Member {
         #[command(subcommand)]
@@ -218,7 +221,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let tls = cli.tls()?;
     let on_peer_port = matches!(
         cli.command,
-        Command::Status | Command::Member { .. } | Command::Snapshot { .. }
+        Command::Status | Command::Shards | Command::Member { .. } | Command::Snapshot { .. }
     );
     anyhow::ensure!(
         !(on_peer_port && cli.cacert.is_some() && cli.cert.is_none()),
@@ -313,6 +316,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Status => admin::status(&cli.peers, &dial, cli.output).await?,
+        Command::Shards => admin::shards(&cli.peers, &dial, cli.output).await?,
         Command::Member { command } => {
             admin::member(&cli.peers, &dial, command, cli.output).await?
         }

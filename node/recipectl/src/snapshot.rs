@@ -174,7 +174,13 @@ pub async fn run(
 }
 
 async fn trigger(peers: &[String], dial: &Dial, output: Output) -> anyhow::Result<()> {
-    for (id, status) in cluster_status(peers, dial).await? {
+    for (key, status) in cluster_status(peers, dial).await? {
+        let (shard, id) = (key.shard, key.id);
+        // Shard 0's nodes keep the names of an unsharded store's.
+        let node = match shard {
+            0 => id.to_string(),
+            _ => key.to_string(),
+        };
         let result = match status {
             Ok(reached) => match admin_client(&reached.addr, dial) {
                 Ok(c) => c
@@ -188,11 +194,15 @@ async fn trigger(peers: &[String], dial: &Dial, output: Output) -> anyhow::Resul
         };
         match (output, result) {
             (Output::Json, Ok(index)) => {
-                println!("{}", serde_json::json!({"id": id, "snapshot_index": index}))
+                let row = serde_json::json!({"shard": shard, "id": id, "snapshot_index": index});
+                println!("{row}")
             }
-            (Output::Json, Err(e)) => println!("{}", serde_json::json!({"id": id, "error": e})),
-            (Output::Text, Ok(index)) => println!("node {id}: snapshot at index {index}"),
-            (Output::Text, Err(e)) => println!("node {id}: failed: {e}"),
+            (Output::Json, Err(e)) => {
+                let row = serde_json::json!({"shard": shard, "id": id, "error": e});
+                println!("{row}")
+            }
+            (Output::Text, Ok(index)) => println!("node {node}: snapshot at index {index}"),
+            (Output::Text, Err(e)) => println!("node {node}: failed: {e}"),
         }
     }
     Ok(())

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use recipectl::local_cluster::LocalCluster;
+use recipectl::local_cluster::LocalStore;
 use recipestore_protocol::pb;
 use recipestore_testkit::FAST_RAFT;
 use recipestore_testkit::binary;
@@ -69,4 +70,71 @@ async fn status_uses_the_addresses_it_was_given_and_names_unresolvable_members()
     assert_eq!(row(0)["role"], "leader", "{rows}");
     let error = row(9)["error"].as_str().unwrap_or_default().to_owned();
     assert!(error.contains("does not resolve"), "{rows}");
+}
+
+/// `recipectl shards` and `status` on a store of two shards: each shard's
+/// slots from its own group, every member named by shard and id, and a
+/// warning for the slots of shards it was not told how to reach.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_shows_each_shard_s_slots_and_what_no_shard_reached_owns() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = LocalStore::new(
+        &binary("recipestore-node"),
+        dir.path(),
+        free_node_ports(),
+        2,
+        1,
+        FAST_RAFT,
+    )
+    .unwrap();
+    store.start_all().unwrap();
+    store.initialize(Duration::from_secs(30)).await.unwrap();
+    let peers = store.peer_endpoints();
+    let recipectl = |peers: &str, command: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_recipectl"))
+            .args(["--peers", peers, "--output", "json", command])
+            .output()
+            .expect("run recipectl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")
+    };
+
+    let all = recipectl(&peers.join(","), "shards");
+    let shards = all["shards"].as_array().unwrap();
+    let ranges: Vec<_> = shards
+        .iter()
+        .map(|s| (s["shard"].clone(), s["ranges"].clone()))
+        .collect();
+    assert_eq!(
+        ranges,
+        [(0.into(), "0-511".into()), (1.into(), "512-1023".into())],
+        "{all}"
+    );
+    assert_eq!(all["problems"], serde_json::json!([]), "{all}");
+
+    let one = recipectl(&peers[1], "shards");
+    assert_eq!(one["shards"].as_array().unwrap().len(), 1, "{one}");
+    let problem = one["problems"][0].as_str().unwrap_or_default();
+    assert!(
+        problem.contains("no shard reached owns slots 0-511"),
+        "{one}"
+    );
+
+    let members = recipectl(&peers.join(","), "status");
+    let keys: Vec<_> = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["shard"].clone(), m["id"].clone()))
+        .collect();
+    assert_eq!(
+        keys,
+        [(0.into(), 0.into()), (1.into(), 0.into())],
+        "{members}"
+    );
+    store.stop_all(Duration::from_secs(5));
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use std::time::Instant;
 
 use recipectl::local_cluster::LocalCluster;
+use recipectl::local_cluster::LocalStore;
 use recipestore_client::Client;
 use recipestore_client::RetryPolicy;
 use recipestore_protocol::pb;
@@ -38,13 +39,11 @@ impl TestCluster {
     pub fn layout(count: u64, extra_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let cgroup = FakeCpu::create();
-        let cgroup_dir = cgroup.path().to_string_lossy().into_owned();
-        let mut args = FAST_RAFT.to_vec();
-        args.extend_from_slice(&["--cgroup-dir", &cgroup_dir, "--cpu-sample-ms", "50"]);
-        args.extend_from_slice(extra_args);
-        let binary = std::path::PathBuf::from(env!("CARGO_BIN_EXE_recipestore-node"));
-        let mut cluster = LocalCluster::new(&binary, dir.path(), free_node_ports(), count, &args)
-            .expect("layout");
+        let args = node_args(&cgroup, extra_args);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut cluster =
+            LocalCluster::new(&node_binary(), dir.path(), free_node_ports(), count, &args)
+                .expect("layout");
         if std::env::var_os(TLS_ENV).is_some() {
             cluster.use_tls().expect("certificates");
         }
@@ -135,6 +134,101 @@ impl TestCluster {
         recipestore_tls::endpoint(peer_addr, tls.as_ref())
             .expect("endpoint")
             .connect_lazy()
+    }
+}
+
+/// The node binary under test.
+fn node_binary() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_BIN_EXE_recipestore-node"))
+}
+
+/// Every test node's flags: fast Raft timings, CPU read from `cgroup`, then
+/// `extra_args`.
+fn node_args(cgroup: &TempDir, extra_args: &[&str]) -> Vec<String> {
+    let cgroup_dir = cgroup.path().to_string_lossy();
+    let mut args: Vec<String> = FAST_RAFT.iter().map(|a| a.to_string()).collect();
+    args.extend(["--cgroup-dir", &cgroup_dir, "--cpu-sample-ms", "50"].map(String::from));
+    args.extend(extra_args.iter().map(|a| a.to_string()));
+    args
+}
+
+/// A sharded store of real node processes: `shards` clusters of `nodes`
+/// nodes each, placed as `recipectl local up --shards` places them.
+pub struct TestStore {
+    pub store: LocalStore,
+    _dir: TempDir,
+    _cgroup: TempDir,
+}
+
+impl TestStore {
+    pub async fn start(shards: u16, nodes: u64) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cgroup = FakeCpu::create();
+        let args = node_args(&cgroup, &[]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut store = LocalStore::new(
+            &node_binary(),
+            dir.path(),
+            free_node_ports(),
+            shards,
+            nodes,
+            &args,
+        )
+        .expect("layout");
+        if std::env::var_os(TLS_ENV).is_some() {
+            store.use_tls(dir.path()).expect("certificates");
+        }
+        let mut this = Self {
+            store,
+            _dir: dir,
+            _cgroup: cgroup,
+        };
+        this.store.start_all().expect("start nodes");
+        if let Err(e) = this.store.initialize(Duration::from_secs(30)).await {
+            panic!("initialize: {e:#}\n{}", this.logs());
+        }
+        for shard in &this.store.shards {
+            shard
+                .wait_for_leader(Duration::from_secs(30))
+                .await
+                .unwrap_or_else(|e| panic!("{e:#}"));
+        }
+        this
+    }
+
+    /// The last lines of every node's log, for failure messages.
+    pub fn logs(&mut self) -> String {
+        self.store
+            .nodes()
+            .map(|n| format!("--- {} ---\n{}", n.data_dir.display(), n.log()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn client_tls(&self) -> Option<ClientTlsConfig> {
+        self.store.shards[0].tls().map(|tls| tls.admin().clone())
+    }
+
+    /// A client of one node: node `id` of shard `shard`.
+    pub fn node_client(&self, shard: usize, id: usize) -> Client {
+        let addr = self.store.shards[shard].nodes[id].client_addr();
+        tls_client_for(&[addr], self.client_tls())
+    }
+
+    /// A raw gRPC client of one node's client port, whose calls carry
+    /// exactly the metadata the test gives them.
+    pub async fn raw_client(
+        &self,
+        shard: usize,
+        id: usize,
+    ) -> pb::recipes_client::RecipesClient<tonic::transport::Channel> {
+        let addr = self.store.shards[shard].nodes[id].client_addr();
+        let channel = recipestore_tls::endpoint(&addr, self.client_tls().as_ref())
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        pb::recipes_client::RecipesClient::new(channel)
     }
 }
 

@@ -10,6 +10,7 @@ mod membership;
 mod overload;
 mod recovery;
 mod replication;
+mod sharding;
 mod snapshot;
 mod storage;
 mod tls;
