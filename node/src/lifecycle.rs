@@ -270,6 +270,9 @@ async fn publish_raft_metrics(node: Arc<Node>, mut stopped: watch::Receiver<bool
             let m = metrics.borrow_and_update();
             metrics::observe_raft(&m, previous_leader);
             previous_leader = m.current_leader;
+            // A placement changes only by applying an entry, which changes
+            // openraft's metrics too.
+            metrics::observe_placement(node.recipes.placement().as_deref());
         }
         tokio::select! {
             changed = metrics.changed() => if changed.is_err() { return },

@@ -54,6 +54,11 @@ struct Metrics {
     tls_expiry: IntGauge,
     tls_reloads: IntCounterVec,
     tls_refused: IntCounterVec,
+    shard_info: IntGaugeVec,
+    shard_epoch: IntGauge,
+    shard_slots: IntGauge,
+    shard_passed_on: IntCounterVec,
+    shard_moved: IntCounter,
 }
 
 fn opts(subsystem: &str, name: &str, help: &str) -> Opts {
@@ -94,6 +99,43 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             ),
             &["op", "code"],
         )
+        .expect("valid metric"),
+        shard_info: IntGaugeVec::new(
+            opts(
+                "shard",
+                "info",
+                "1, labelled with the shard this node's group is (0 in an unsharded store): \
+                 join on it for per-shard views.",
+            ),
+            &["shard"],
+        )
+        .expect("valid metric"),
+        shard_epoch: IntGauge::with_opts(opts(
+            "shard",
+            "placement_epoch",
+            "Epoch of the placement this node has applied; 0 in an unsharded store.",
+        ))
+        .expect("valid metric"),
+        shard_slots: IntGauge::with_opts(opts(
+            "shard",
+            "slots",
+            "Hash slots this node's shard owns, as applied here.",
+        ))
+        .expect("valid metric"),
+        shard_passed_on: IntCounterVec::new(
+            opts(
+                "shard",
+                "passed_on_total",
+                "Client calls passed on to the shard owning their recipe, by operation.",
+            ),
+            &["op"],
+        )
+        .expect("valid metric"),
+        shard_moved: IntCounter::with_opts(opts(
+            "shard",
+            "moved_total",
+            "Calls refused because another shard owns their recipe.",
+        ))
         .expect("valid metric"),
         raft_term: IntGauge::with_opts(opts("raft", "term", "Current Raft term."))
             .expect("valid metric"),
@@ -326,6 +368,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Box::new(m.tls_expiry.clone()),
         Box::new(m.tls_reloads.clone()),
         Box::new(m.tls_refused.clone()),
+        Box::new(m.shard_info.clone()),
+        Box::new(m.shard_epoch.clone()),
+        Box::new(m.shard_slots.clone()),
+        Box::new(m.shard_passed_on.clone()),
+        Box::new(m.shard_moved.clone()),
         Box::new(prometheus::process_collector::ProcessCollector::new(
             std::process::id() as i32,
             NAMESPACE,
@@ -439,6 +486,9 @@ pub fn initialize_labels() {
     for port in ["client", "peer"] {
         METRICS.tls_refused.with_label_values(&[port]);
     }
+    for op in ["upload", "download", "delete", "list"] {
+        METRICS.shard_passed_on.with_label_values(&[op]);
+    }
     for op in ["upload", "download"] {
         for reason in crate::overload::shed::ShedReason::ALL {
             METRICS.shed.with_label_values(&[op, reason.label()]);
@@ -447,6 +497,33 @@ pub fn initialize_labels() {
         METRICS.queue_workers.with_label_values(&[op]);
         METRICS.queue_wait_seconds.with_label_values(&[op]);
     }
+}
+
+/// Records the placement this node has applied (`None`: unsharded).
+pub fn observe_placement(placement: Option<&crate::placement::Placement>) {
+    let shard = placement.map_or(0, |p| p.shard).to_string();
+    METRICS.shard_info.reset();
+    METRICS
+        .shard_info
+        .with_label_values(&[shard.as_str()])
+        .set(1);
+    METRICS
+        .shard_epoch
+        .set(placement.map_or(0, |p| p.epoch as i64));
+    let slots = placement.map_or(usize::from(recipestore_protocol::slots::SLOTS), |p| {
+        p.owned_slots()
+    });
+    METRICS.shard_slots.set(slots as i64);
+}
+
+/// Counts a client call passed on to the shard that owns its recipe.
+pub fn shard_passed_on(op: &str) {
+    METRICS.shard_passed_on.with_label_values(&[op]).inc();
+}
+
+/// Counts a call refused because another shard owns its recipe.
+pub fn shard_moved() {
+    METRICS.shard_moved.inc();
 }
 
 /// Records one fsync of the Raft log covering `appends` log appends.

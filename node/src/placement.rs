@@ -218,7 +218,7 @@ pub fn check(current: Option<&Placement>, next: &Placement) -> Result<Change, St
     }
     if next.epoch <= current.epoch {
         return Err(format!(
-            "the group holds the placement of epoch {}, newer than epoch {}",
+            "the group holds a placement of epoch {}, which one of epoch {} cannot replace",
             current.epoch, next.epoch
         ));
     }
@@ -320,7 +320,11 @@ pub(crate) mod tests {
             (None, placement(1, 3, 1), Ok(Change::First)),
             (Some(&held), held.clone(), Ok(Change::None)),
             (Some(&held), readdressed, Ok(Change::Newer)),
-            (Some(&held), placement(1, 3, 4), Err("newer than epoch 4")),
+            (
+                Some(&held),
+                placement(1, 3, 4),
+                Err("epoch 5, which one of epoch 4 cannot"),
+            ),
             (
                 Some(&held),
                 Placement {

@@ -19,6 +19,7 @@ use tonic::metadata::MetadataMap;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
+use crate::metrics;
 use crate::node::Node;
 use crate::placement::Owner;
 use crate::placement::Placement;
@@ -34,6 +35,7 @@ pub fn is_shard_forwarded(metadata: &MetadataMap) -> bool {
 /// The refusal of a call for a recipe another shard owns: UNAVAILABLE (it
 /// did not run, a retry elsewhere is safe), marked with the owner.
 pub fn moved(name: &str, owner: &Owner) -> Status {
+    metrics::shard_moved();
     let mut status = Status::unavailable(format!(
         "recipe {name:?} is in slot {}, which shard {} owns (placement epoch {})",
         owner.slot, owner.shard, owner.epoch
@@ -57,11 +59,12 @@ pub fn route(node: &Node, name: &str, metadata: &MetadataMap) -> Result<Option<O
     }
 }
 
-/// Runs `call` on a member of the shard at `addrs`, marked as passed on by
+/// Runs `call` (a client call `op`) on a member of the shard at `addrs`, marked as passed on by
 /// a shard, within `wait`: on the first member reached, or the next when a
 /// member cannot be connected to (the call did not run there).
 pub async fn pass_on<Req, Resp, Fut>(
     node: &Node,
+    op: &str,
     addrs: &[String],
     message: Req,
     wait: Duration,
@@ -71,6 +74,7 @@ where
     Req: Clone,
     Fut: Future<Output = Result<Response<Resp>, Status>>,
 {
+    metrics::shard_passed_on(op);
     let deadline = Instant::now() + wait;
     let mut last = Status::unavailable("the shard has no client address");
     // Start at a different member per node, so that passed-on calls spread.

@@ -1,6 +1,7 @@
 //! `recipectl local up`: a cluster of node processes on loopback, stopped
 //! together on Ctrl-C or SIGTERM; run again, it restarts with its data.
 
+use std::path::Path;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -51,6 +52,28 @@ fn default_node_binary() -> anyhow::Result<PathBuf> {
     Ok(binary)
 }
 
+/// Refuses to start a store of `shards` shards on the data of a store with
+/// another count: its shards would be given slots they do not hold the
+/// recipes of.
+fn check_shard_count(data_dir: &Path, shards: u16) -> anyhow::Result<()> {
+    let found = (0..)
+        .take_while(|k| data_dir.join(format!("shard-{k}")).is_dir())
+        .count();
+    let unsharded = data_dir.join("node-0").is_dir();
+    let held = match (found, unsharded) {
+        (0, false) => return Ok(()),
+        (0, true) => 1,
+        (n, _) => n,
+    };
+    anyhow::ensure!(
+        held == usize::from(shards),
+        "{} holds a store of {held} shard(s); run it with --shards {held} \
+         (moving slots between shards is not built yet)",
+        data_dir.display()
+    );
+    Ok(())
+}
+
 pub async fn run(command: LocalCommand) -> anyhow::Result<()> {
     let LocalCommand::Up {
         nodes,
@@ -69,6 +92,7 @@ pub async fn run(command: LocalCommand) -> anyhow::Result<()> {
     // RECIPESTORE_CPU_FALLBACK in the environment still wins).
     let fallback = std::env::var("RECIPESTORE_CPU_FALLBACK").unwrap_or_else(|_| "process".into());
     let args = ["--cpu-fallback", fallback.as_str()];
+    check_shard_count(&data_dir, shards)?;
     let mut store = LocalStore::new(&binary, &data_dir, base_port, shards, nodes, &args)?;
     let client_files = if tls {
         Some(store.use_tls(&data_dir)?.client_files())

@@ -179,6 +179,7 @@ impl pb::recipes_server::Recipes for RecipesService {
                 let wait = time_left(&metadata);
                 return sharding::pass_on(
                     &self.node,
+                    "upload",
                     &owner.addrs,
                     req,
                     wait,
@@ -212,6 +213,7 @@ impl pb::recipes_server::Recipes for RecipesService {
             if let Some(owner) = sharding::route(&self.node, &req.name, &metadata)? {
                 return sharding::pass_on(
                     &self.node,
+                    "download",
                     &owner.addrs,
                     req,
                     wait,
@@ -259,6 +261,7 @@ impl pb::recipes_server::Recipes for RecipesService {
                 let wait = time_left(&metadata);
                 return sharding::pass_on(
                     &self.node,
+                    "delete",
                     &owner.addrs,
                     req,
                     wait,
@@ -354,6 +357,7 @@ impl pb::recipes_server::Recipes for RecipesService {
             let there = others.iter().map(|addrs| {
                 sharding::pass_on(
                     &self.node,
+                    "list",
                     addrs,
                     shard_req.clone(),
                     wait,

@@ -382,9 +382,12 @@ pub async fn assert_all_readable(client: &Client, acked: &Acked) {
 /// server is not answering.
 /// The value of one sample line (`name{labels} value`) on a node's /metrics.
 pub async fn metric(c: &TestCluster, node: u64, series: &str) -> f64 {
-    let (_, text) = http_get(&c.cluster.nodes[node as usize].http_addr(), "/metrics")
-        .await
-        .expect("metrics");
+    metric_at(&c.cluster.nodes[node as usize].http_addr(), series).await
+}
+
+/// The value of `series` on the node whose HTTP address is `addr`.
+pub async fn metric_at(addr: &str, series: &str) -> f64 {
+    let (_, text) = http_get(addr, "/metrics").await.expect("metrics");
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or(0.0)

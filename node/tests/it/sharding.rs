@@ -11,6 +11,7 @@ use recipestore_protocol::slots::slot_of;
 use tonic::Code;
 
 use crate::cluster::TestStore;
+use crate::cluster::metric_at;
 
 /// The shard owning `name` in a store of `shards` evenly split shards.
 fn owner(name: &str, shards: u16) -> usize {
@@ -35,6 +36,20 @@ async fn any_node_serves_every_recipe_of_a_sharded_store_from_the_shard_that_own
             .await
             .unwrap_or_else(|e| panic!("upload {name}: {e}"));
     }
+    // The writer passed on each upload shard 0 owns, and counts them.
+    let writer_http = store.store.shards[1].nodes[2].http_addr();
+    let passed_on = metric_at(
+        &writer_http,
+        "recipestore_shard_passed_on_total{op=\"upload\"}",
+    )
+    .await;
+    let shard0 = names.iter().filter(|n| owner(n, 2) == 0).count();
+    assert!(passed_on as usize >= shard0, "{passed_on} < {shard0}");
+    let info = metric_at(&writer_http, "recipestore_shard_info{shard=\"1\"}").await;
+    assert_eq!(info, 1.0);
+    let slots = metric_at(&writer_http, "recipestore_shard_slots").await;
+    assert_eq!(slots, 512.0);
+
     let reader = store.node_client(0, 1);
     for name in &names {
         let got = reader
@@ -159,7 +174,7 @@ async fn each_shard_holds_its_placement_and_refuses_one_that_would_lose_recipes(
             .status()
             .unwrap()
             .message()
-            .contains("newer than epoch 1")
+            .contains("epoch 2, which one of epoch 1 cannot replace")
     );
     let got = store
         .node_client(1, 0)
