@@ -26,6 +26,7 @@ use tonic::transport::ClientTlsConfig;
 use recipestore_protocol::metadata;
 use recipestore_protocol::pb;
 use recipestore_protocol::pb::recipes_client::RecipesClient;
+use recipestore_protocol::slots;
 
 use crate::throttle::Throttle;
 
@@ -137,8 +138,27 @@ pub struct Client {
     policy: RetryPolicy,
     tokens: Mutex<f64>,
     timeout: Duration,
-    /// Index of the endpoint that last named itself leader, for writes.
-    leader: Mutex<Option<usize>>,
+    /// Where writes go: the endpoint last named leader of each hash
+    /// slot's shard, learnt from replies (every slot's is the same in an
+    /// unsharded store), and the last named leader of any, for slots not
+    /// seen yet.
+    leaders: Mutex<Leaders>,
+}
+
+/// The endpoints (indexes) known to lead: per hash slot, and the latest.
+struct Leaders {
+    by_slot: Vec<Option<usize>>,
+    latest: Option<usize>,
+}
+
+/// Which endpoint a call prefers.
+#[derive(Clone, Copy)]
+enum Target {
+    /// Any: reads, spread round-robin.
+    Any,
+    /// The leader of the shard owning this slot: writes, which it would
+    /// otherwise have to pass on.
+    LeaderOf(u16),
 }
 
 impl Client {
@@ -193,21 +213,38 @@ impl Client {
             tokens: Mutex::new(policy.budget),
             policy,
             timeout,
-            leader: Mutex::new(None),
+            leaders: Mutex::new(Leaders {
+                by_slot: vec![None; usize::from(slots::SLOTS)],
+                latest: None,
+            }),
         })
     }
 
-    fn pick(&self, prefer_leader: bool) -> usize {
-        if prefer_leader && let Some(i) = *self.leader.lock().unwrap_or_else(|e| e.into_inner()) {
-            return i;
+    fn pick(&self, target: Target) -> usize {
+        if let Target::LeaderOf(slot) = target {
+            let leaders = self.leaders.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = leaders.by_slot[usize::from(slot)].or(leaders.latest) {
+                return i;
+            }
         }
         self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len()
     }
 
-    fn note_leader(&self, addr: &str) {
+    /// Notes `addr` as the leader of the shard owning `slot`, when it is one
+    /// of the endpoints.
+    fn note_leader(&self, slot: u16, addr: &str) {
         if let Some(i) = self.endpoints.iter().position(|e| e == addr) {
-            *self.leader.lock().unwrap_or_else(|e| e.into_inner()) = Some(i);
+            let mut leaders = self.leaders.lock().unwrap_or_else(|e| e.into_inner());
+            leaders.by_slot[usize::from(slot)] = Some(i);
+            leaders.latest = Some(i);
         }
+    }
+
+    /// Forgets the leader of `slot`'s shard, which did not answer as one.
+    fn forget_leader(&self, slot: u16) {
+        let mut leaders = self.leaders.lock().unwrap_or_else(|e| e.into_inner());
+        leaders.by_slot[usize::from(slot)] = None;
+        leaders.latest = None;
     }
 
     fn take_retry_token(&self) -> bool {
@@ -227,14 +264,14 @@ impl Client {
 
     /// Runs `call` against endpoints until it succeeds, fails for good, or
     /// attempts or the retry budget run out.
-    async fn run<T, F, Fut>(&self, prefer_leader: bool, mut call: F) -> Result<T, Status>
+    async fn run<T, F, Fut>(&self, target: Target, mut call: F) -> Result<T, Status>
     where
         F: FnMut(RecipesClient<Channel>, Duration) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let mut attempt = 0;
         loop {
-            let i = self.pick(prefer_leader);
+            let i = self.pick(target);
             let client = RecipesClient::new(self.channels[i].clone())
                 .max_decoding_message_size(64 * 1024 * 1024)
                 .max_encoding_message_size(64 * 1024 * 1024);
@@ -255,14 +292,27 @@ impl Client {
                     return Ok(v);
                 }
                 Err(status) => {
-                    if let Some(leader) = status
-                        .metadata()
-                        .get(metadata::LEADER)
-                        .and_then(|v| v.to_str().ok())
-                    {
-                        self.note_leader(leader);
-                    } else if prefer_leader {
-                        *self.leader.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    if let Target::LeaderOf(slot) = target {
+                        // The owning shard's members, when the call went to
+                        // a shard that no longer owns the slot; else the
+                        // leader of the shard that answered.
+                        let moved_to = status
+                            .metadata()
+                            .get(metadata::MOVED_TO)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|addrs| {
+                                addrs
+                                    .split(',')
+                                    .find(|a| self.endpoints.iter().any(|e| e == a))
+                            });
+                        let leader = status
+                            .metadata()
+                            .get(metadata::LEADER)
+                            .and_then(|v| v.to_str().ok());
+                        match moved_to.or(leader) {
+                            Some(addr) => self.note_leader(slot, addr),
+                            None => self.forget_leader(slot),
+                        }
                     }
                     attempt += 1;
                     if !is_retryable(&status)
@@ -288,8 +338,9 @@ impl Client {
         content: Vec<u8>,
         if_version: Option<u64>,
     ) -> Result<pb::UploadResponse, Status> {
+        let slot = slots::slot_of(name);
         let reply = self
-            .run(true, |mut c, timeout| {
+            .run(Target::LeaderOf(slot), |mut c, timeout| {
                 let mut req = tonic::Request::new(pb::UploadRequest {
                     name: name.to_string(),
                     content: content.clone(),
@@ -299,7 +350,7 @@ impl Client {
                 async move { c.upload(req).await.map(|r| r.into_inner()) }
             })
             .await?;
-        self.note_leader(&reply.leader);
+        self.note_leader(slot, &reply.leader);
         Ok(reply)
     }
 
@@ -309,7 +360,7 @@ impl Client {
         consistency: pb::Consistency,
         min_version: Option<u64>,
     ) -> Result<pb::DownloadResponse, Status> {
-        self.run(false, |mut c, timeout| {
+        self.run(Target::Any, |mut c, timeout| {
             let mut req = tonic::Request::new(pb::DownloadRequest {
                 name: name.to_string(),
                 consistency: consistency.into(),
@@ -326,15 +377,19 @@ impl Client {
         name: &str,
         if_version: Option<u64>,
     ) -> Result<pb::DeleteResponse, Status> {
-        self.run(true, |mut c, timeout| {
-            let mut req = tonic::Request::new(pb::DeleteRequest {
-                name: name.to_string(),
-                if_version,
-            });
-            req.set_timeout(timeout);
-            async move { c.delete(req).await.map(|r| r.into_inner()) }
-        })
-        .await
+        let slot = slots::slot_of(name);
+        let reply = self
+            .run(Target::LeaderOf(slot), |mut c, timeout| {
+                let mut req = tonic::Request::new(pb::DeleteRequest {
+                    name: name.to_string(),
+                    if_version,
+                });
+                req.set_timeout(timeout);
+                async move { c.delete(req).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+        self.note_leader(slot, &reply.leader);
+        Ok(reply)
     }
 
     pub async fn list(
@@ -344,7 +399,7 @@ impl Client {
         page_token: &str,
         consistency: pb::Consistency,
     ) -> Result<pb::ListResponse, Status> {
-        self.run(false, |mut c, timeout| {
+        self.run(Target::Any, |mut c, timeout| {
             let mut req = tonic::Request::new(pb::ListRequest {
                 prefix: prefix.to_string(),
                 limit,
@@ -377,6 +432,36 @@ mod tests {
         // Full jitter spreads retries: not all equal.
         let samples: Vec<_> = (0..20).map(|_| policy.backoff(5)).collect();
         assert!(samples.iter().any(|d| *d != samples[0]));
+    }
+
+    /// Writes go to the leader last seen for their slot's shard, so a
+    /// sharded store need not pass them on; slots not seen yet go to the
+    /// leader seen last.
+    #[tokio::test]
+    async fn writes_go_to_the_leader_learnt_for_their_slot() {
+        let endpoints = ["a:1", "b:1", "c:1"].map(String::from);
+        let client = Client::new(&endpoints).unwrap();
+        client.note_leader(5, "b:1");
+        assert_eq!(client.pick(Target::LeaderOf(5)), 1);
+        assert_eq!(
+            client.pick(Target::LeaderOf(6)),
+            1,
+            "the latest for an unseen slot"
+        );
+        client.note_leader(6, "c:1");
+        assert_eq!(client.pick(Target::LeaderOf(5)), 1);
+        assert_eq!(client.pick(Target::LeaderOf(6)), 2);
+        client.note_leader(7, "elsewhere:1");
+        assert_eq!(
+            client.pick(Target::LeaderOf(7)),
+            2,
+            "not an endpoint: ignored"
+        );
+        client.forget_leader(6);
+        let spread: std::collections::BTreeSet<_> =
+            (0..3).map(|_| client.pick(Target::LeaderOf(6))).collect();
+        assert_eq!(spread.len(), 3, "forgotten: round-robin");
+        assert_eq!(client.pick(Target::LeaderOf(5)), 1);
     }
 
     #[test]

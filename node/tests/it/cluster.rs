@@ -209,6 +209,21 @@ impl TestStore {
         self.store.shards[0].tls().map(|tls| tls.admin().clone())
     }
 
+    /// A client of every node of every shard.
+    pub fn client(&self) -> Client {
+        tls_client_for(&self.store.client_endpoints(), self.client_tls())
+    }
+
+    /// The sum of `series` over every node of every shard.
+    pub async fn metric_sum(&mut self, series: &str) -> f64 {
+        let addrs: Vec<String> = self.store.nodes().map(|n| n.http_addr()).collect();
+        let mut sum = 0.0;
+        for addr in addrs {
+            sum += metric_at(&addr, series).await;
+        }
+        sum
+    }
+
     /// A client of one node: node `id` of shard `shard`.
     pub fn node_client(&self, shard: usize, id: usize) -> Client {
         let addr = self.store.shards[shard].nodes[id].client_addr();

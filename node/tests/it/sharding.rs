@@ -122,6 +122,35 @@ async fn any_node_serves_every_recipe_of_a_sharded_store_from_the_shard_that_own
     assert_eq!(listed.iter().collect::<BTreeSet<_>>().len(), listed.len());
 }
 
+/// A client of every node learns from each reply which node leads the
+/// shard of the recipe's slot: once it has written a name, it writes it
+/// straight to that shard's leader, and no node passes the write on.
+#[tokio::test]
+async fn a_client_writes_straight_to_the_leader_of_each_recipe_s_shard() {
+    let mut store = TestStore::start(2, 3).await;
+    let client = store.client();
+    let names: Vec<String> = (0..30).map(|i| format!("stew-{i}")).collect();
+    let passed_on = "recipestore_shard_passed_on_total{op=\"upload\"}";
+    for name in &names {
+        client
+            .upload(name, b"1".to_vec(), None)
+            .await
+            .expect("upload");
+    }
+    let learning = store.metric_sum(passed_on).await;
+    for name in &names {
+        client
+            .upload(name, b"2".to_vec(), None)
+            .await
+            .expect("upload");
+    }
+    assert_eq!(
+        store.metric_sum(passed_on).await,
+        learning,
+        "writes passed on once learnt"
+    );
+}
+
 #[tokio::test]
 async fn each_shard_holds_its_placement_and_refuses_one_that_would_lose_recipes() {
     let store = TestStore::start(2, 1).await;
