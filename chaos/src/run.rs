@@ -2,6 +2,11 @@
 //! the recorded workload, faults of one kind until the time is up, then
 //! heal, read every key through every node, stop the nodes, compare their
 //! Raft logs on disk and check the history.
+//!
+//! With more than one shard, the faulted cluster is shard 0 of a sharded
+//! store whose other shards run untouched: the workload reaches every node
+//! of every shard, so calls are passed on into and out of the shard under
+//! faults.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,7 +19,10 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use recipectl::local_cluster::LocalCluster;
 use recipestore::lifecycle::raft_log_dir;
+use recipestore::placement::Placement;
 use recipestore_protocol::pb::Consistency;
+use recipestore_protocol::slots::even_split;
+use recipestore_protocol::slots::slot_of;
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -43,6 +51,9 @@ pub struct RunConfig {
     pub node_binary: PathBuf,
     /// Flags passed to every node.
     pub node_args: Vec<String>,
+    /// Shards of the store: 1 (unsharded), or the faulted shard and
+    /// healthy ones of three nodes each.
+    pub shards: u16,
 }
 
 /// What a run found.
@@ -120,6 +131,11 @@ pub async fn run(config: &RunConfig, dir: &Path) -> anyhow::Result<RunReport> {
         .chain(config.node_args.iter().map(String::as_str))
         .collect();
     let fault = config.fault;
+    anyhow::ensure!(
+        config.shards == 1 || !fault.partitions(),
+        "{fault} runs on an unsharded store only: it cuts links inside network \
+         namespaces that the other shards' nodes are outside of"
+    );
     let network = fault
         .partitions()
         .then(|| Network::create(fault.nodes()))
@@ -136,15 +152,40 @@ pub async fn run(config: &RunConfig, dir: &Path) -> anyhow::Result<RunReport> {
     }
     // The nodes beyond the voters are spares: started, not members.
     let spares = cluster.nodes.split_off(fault.voters() as usize);
+    let mut healthy = Vec::new();
+    let mut bases = vec![base];
+    for k in 1..config.shards {
+        let base = loop {
+            let base = free_base_port(&mut rng, 3);
+            if !bases.contains(&base) {
+                break base;
+            }
+        };
+        bases.push(base);
+        let root = dir.join(format!("shard-{k}"));
+        healthy.push(LocalCluster::new(
+            &config.node_binary,
+            &root,
+            base,
+            3,
+            &args,
+        )?);
+    }
     cluster.start_all()?;
     cluster.initialize(Duration::from_secs(30)).await?;
     cluster.wait_for_leader(Duration::from_secs(30)).await?;
+    for shard in &mut healthy {
+        shard.start_all()?;
+        shard.initialize(Duration::from_secs(30)).await?;
+    }
+    place(&cluster, &healthy).await?;
     cluster.nodes.extend(spares);
     cluster.start_all()?;
 
     let recorder = Recorder::new();
     let (stop, stopped) = watch::channel(false);
-    let endpoints = cluster.client_endpoints();
+    let mut endpoints = cluster.client_endpoints();
+    endpoints.extend(healthy.iter().flat_map(LocalCluster::client_endpoints));
     let clients: Vec<_> = (0..config.workload.clients)
         .map(|id| {
             tokio::spawn(workload::run_client(
@@ -179,20 +220,29 @@ pub async fn run(config: &RunConfig, dir: &Path) -> anyhow::Result<RunReport> {
     }
     heal(&mut cluster)?;
     cluster.wait_for_leader(Duration::from_secs(60)).await?;
-    read_everything(&cluster, &recorder, &config.workload).await?;
-    await_convergence(&cluster, Duration::from_secs(60)).await?;
-    cluster.stop_all(Duration::from_secs(10));
-
-    let dirs: Vec<(u64, PathBuf)> = cluster
-        .nodes
-        .iter()
-        .map(|n| (n.id, raft_log_dir(&n.data_dir)))
-        .collect();
-    let node_logs = logs::read_logs(dirs.iter().map(|(id, dir)| (*id, dir.as_path())))?;
-    let divergent_log_ids: Vec<String> = logs::divergent_log_ids(&node_logs)?
-        .into_iter()
-        .map(|d| format!("{}: {:?}", d.log_id, d.holders))
-        .collect();
+    let shards: Vec<&LocalCluster> = std::iter::once(&cluster).chain(&healthy).collect();
+    for (k, shard) in shards.iter().enumerate() {
+        read_everything(shard, 1000 + 100 * k as u32, &recorder, &config.workload).await?;
+    }
+    let mut divergent_log_ids = Vec::new();
+    for (k, shard) in std::iter::once(&mut cluster)
+        .chain(&mut healthy)
+        .enumerate()
+    {
+        await_convergence(shard, Duration::from_secs(60)).await?;
+        shard.stop_all(Duration::from_secs(10));
+        let dirs: Vec<(u64, PathBuf)> = shard
+            .nodes
+            .iter()
+            .map(|n| (n.id, raft_log_dir(&n.data_dir)))
+            .collect();
+        let node_logs = logs::read_logs(dirs.iter().map(|(id, dir)| (*id, dir.as_path())))?;
+        divergent_log_ids.extend(
+            logs::divergent_log_ids(&node_logs)?
+                .into_iter()
+                .map(|d| format!("shard {k}, {}: {:?}", d.log_id, d.holders)),
+        );
+    }
 
     let ops = recorder.ops();
     let mut report = check(config, &ops, faults_injected, divergent_log_ids);
@@ -205,6 +255,57 @@ pub async fn run(config: &RunConfig, dir: &Path) -> anyhow::Result<RunReport> {
     Ok(report)
 }
 
+/// Gives `faulted` (shard 0) and the `healthy` shards their placements in
+/// one store, the slots split evenly; nothing when there is one shard.
+async fn place(faulted: &LocalCluster, healthy: &[LocalCluster]) -> anyhow::Result<()> {
+    if healthy.is_empty() {
+        return Ok(());
+    }
+    let shards: Vec<&LocalCluster> = std::iter::once(faulted).chain(healthy).collect();
+    let addrs: Vec<Vec<String>> = shards.iter().map(|s| s.client_endpoints()).collect();
+    for (k, shard) in shards.iter().enumerate() {
+        let placement = Placement::new_store(k as u16, &addrs);
+        shard
+            .place(placement.to_pb(), Duration::from_secs(30))
+            .await?;
+    }
+    Ok(())
+}
+
+/// The history as each shard's own, shard 0 first. A version is a log
+/// index of one shard's log, so the checks that compare versions across
+/// keys hold within a shard only; a list's entries go to their shards too
+/// (the checker takes each entry as observed at its own instant).
+fn per_shard(ops: &[Op], shards: u16) -> Vec<Vec<Op>> {
+    let ranges = even_split(shards);
+    let shard_of = |key: &str| {
+        let slot = slot_of(key);
+        ranges
+            .iter()
+            .position(|range| range.contains(&slot))
+            .expect("every slot has an owner")
+    };
+    let mut out = vec![Vec::new(); usize::from(shards)];
+    for op in ops {
+        match &op.call {
+            Call::Put { key, .. }
+            | Call::Delete { key, .. }
+            | Call::Get { key }
+            | Call::LocalRead { key, .. } => out[shard_of(key)].push(op.clone()),
+            Call::List { .. } => {
+                for (shard, history) in out.iter_mut().enumerate() {
+                    let mut part = op.clone();
+                    if let Outcome::Listed { entries } = &mut part.outcome {
+                        entries.retain(|e| shard_of(&e.key) == shard);
+                    }
+                    history.push(part);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Resumes paused nodes and starts stopped ones.
 fn heal(cluster: &mut LocalCluster) -> anyhow::Result<()> {
     for node in &cluster.nodes {
@@ -213,16 +314,18 @@ fn heal(cluster: &mut LocalCluster) -> anyhow::Result<()> {
     cluster.start_all()
 }
 
-/// Reads every key linearizably through every node, recording the reads:
-/// each must see every write acknowledged before it.
+/// Reads every key linearizably through every node of `cluster`, recording
+/// the reads as clients `first_reader` on: each must see every write
+/// acknowledged before it.
 async fn read_everything(
     cluster: &LocalCluster,
+    first_reader: u32,
     recorder: &Recorder,
     workload: &WorkloadConfig,
 ) -> anyhow::Result<()> {
     for node in &cluster.nodes {
         let client = workload::workload_client(&[node.client_addr()], Duration::from_secs(10))?;
-        let reader = 1000 + node.id as u32;
+        let reader = first_reader + node.id as u32;
         for k in 0..workload.keys {
             let key = workload::key_name(k);
             let call = Call::Get { key: key.clone() };
@@ -300,33 +403,43 @@ fn check(
         .max()
         .unwrap_or(0);
 
-    let linear = linearizability::check(ops);
-    let mut violations: Vec<String> = linear
-        .violations()
-        .map(|(key, v)| format!("{key}: {}", v.explanation))
-        .collect();
-    violations.extend(linear.cross_key.iter().map(|v| v.explanation.clone()));
-    violations.extend(
-        linear
-            .malformed
-            .iter()
-            .map(|(i, why)| format!("op {i} malformed: {why}")),
-    );
-    let local = local_reads::check(ops);
-    violations.extend(
-        local
-            .violations
-            .iter()
-            .map(|v| format!("LOCAL read {}: {}", v.op, v.explanation)),
-    );
-    let inconclusive = linear
-        .keys
-        .iter()
-        .filter_map(|(key, r)| match &r.verdict {
-            linearizability::Verdict::Inconclusive(why) => Some(format!("{key}: {why}")),
+    let mut violations = Vec::new();
+    let mut inconclusive = Vec::new();
+    for (shard, ops) in per_shard(ops, config.shards).iter().enumerate() {
+        let named = |what: String| match config.shards {
+            1 => what,
+            _ => format!("shard {shard}: {what}"),
+        };
+        let linear = linearizability::check(ops);
+        violations.extend(
+            linear
+                .violations()
+                .map(|(key, v)| named(format!("{key}: {}", v.explanation))),
+        );
+        violations.extend(
+            linear
+                .cross_key
+                .iter()
+                .map(|v| named(v.explanation.clone())),
+        );
+        violations.extend(
+            linear
+                .malformed
+                .iter()
+                .map(|(i, why)| named(format!("op {i} malformed: {why}"))),
+        );
+        let local = local_reads::check(ops);
+        violations.extend(
+            local
+                .violations
+                .iter()
+                .map(|v| named(format!("LOCAL read {}: {}", v.op, v.explanation))),
+        );
+        inconclusive.extend(linear.keys.iter().filter_map(|(key, r)| match &r.verdict {
+            linearizability::Verdict::Inconclusive(why) => Some(named(format!("{key}: {why}"))),
             _ => None,
-        })
-        .collect();
+        }));
+    }
     RunReport {
         fault: config.fault.to_string(),
         seed: config.seed,

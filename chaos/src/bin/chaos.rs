@@ -71,6 +71,10 @@ struct RunArgs {
     /// Extra flags for every node, e.g. `--node-arg=--heartbeat-ms=50`.
     #[arg(long = "node-arg")]
     node_args: Vec<String>,
+    /// Shards of the store: the faulted cluster is shard 0, the others run
+    /// three healthy nodes each. Partition faults need 1.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=4))]
+    shards: u16,
 }
 
 #[tokio::main]
@@ -176,6 +180,7 @@ async fn run_faults(cli: RunArgs) -> anyhow::Result<()> {
             },
             node_binary: node_binary.clone(),
             node_args: cli.node_args.clone(),
+            shards: cli.shards,
         };
         let dir = tempfile::Builder::new()
             .prefix(&format!("{fault}-{}-", config.seed))

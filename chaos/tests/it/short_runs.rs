@@ -32,6 +32,7 @@ async fn every_fault_leaves_a_linearizable_history_and_identical_logs() {
             workload: WorkloadConfig::default(),
             node_binary: node_binary.clone(),
             node_args: Vec::new(),
+            shards: 1,
         };
         let dir = tempfile::tempdir().expect("tempdir");
         let report = run::run(&config, dir.path())
@@ -45,6 +46,46 @@ async fn every_fault_leaves_a_linearizable_history_and_identical_logs() {
         );
         if !report.is_clean() {
             found.push(format!("{fault} (seed {seed}): {report:#?}"));
+            let _ = dir.keep();
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
+/// Faults on one shard of a two-shard store, whose calls pass between the
+/// shards: still linearizable, still no divergent log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_on_one_shard_of_a_sharded_store_leave_a_linearizable_history() {
+    let seed = seed();
+    let node_binary = run::node_binary().expect("node binary");
+    let mut found = Vec::new();
+    for fault in [Fault::KillLeader, Fault::PauseLeader] {
+        let config = RunConfig {
+            fault,
+            duration: Duration::from_secs(8),
+            seed,
+            // Keys in both shards: chaos/k0..k7 fall in slots 259, 848, 105,
+            // 694, 975, 540, 821 and 386.
+            workload: WorkloadConfig {
+                keys: 8,
+                ..WorkloadConfig::default()
+            },
+            node_binary: node_binary.clone(),
+            node_args: Vec::new(),
+            shards: 2,
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let report = run::run(&config, dir.path())
+            .await
+            .unwrap_or_else(|e| panic!("sharded {fault} run with seed {seed} failed: {e:#}"));
+        println!("{}", serde_json::to_string(&report).expect("json"));
+        assert!(report.faults_injected > 0, "{fault}: no fault was injected");
+        assert!(
+            report.ok > 100,
+            "{fault}: too few operations succeeded: {report:?}"
+        );
+        if !report.is_clean() {
+            found.push(format!("sharded {fault} (seed {seed}): {report:#?}"));
             let _ = dir.keep();
         }
     }
