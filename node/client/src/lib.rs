@@ -151,6 +151,18 @@ struct Leaders {
     latest: Option<usize>,
 }
 
+impl Leaders {
+    /// The leader learnt for `slot`, else for the nearest slot learnt:
+    /// shards own ranges of slots, so a neighbour's is most likely right.
+    fn nearest(&self, slot: u16) -> Option<usize> {
+        let slot = usize::from(slot);
+        (0..self.by_slot.len()).find_map(|d| {
+            let below = slot.checked_sub(d).and_then(|s| self.by_slot[s]);
+            below.or_else(|| self.by_slot.get(slot + d).copied().flatten())
+        })
+    }
+}
+
 /// Which endpoint a call prefers.
 #[derive(Clone, Copy)]
 enum Target {
@@ -223,7 +235,7 @@ impl Client {
     fn pick(&self, target: Target) -> usize {
         if let Target::LeaderOf(slot) = target {
             let leaders = self.leaders.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(i) = leaders.by_slot[usize::from(slot)].or(leaders.latest) {
+            if let Some(i) = leaders.nearest(slot).or(leaders.latest) {
                 return i;
             }
         }
@@ -240,11 +252,20 @@ impl Client {
         }
     }
 
-    /// Forgets the leader of `slot`'s shard, which did not answer as one.
-    fn forget_leader(&self, slot: u16) {
+    /// Forgets endpoint `i` as a leader: it did not answer as one, so it is
+    /// not known to lead any shard.
+    fn forget_leader(&self, i: usize) {
         let mut leaders = self.leaders.lock().unwrap_or_else(|e| e.into_inner());
-        leaders.by_slot[usize::from(slot)] = None;
-        leaders.latest = None;
+        for known in leaders
+            .by_slot
+            .iter_mut()
+            .filter(|known| **known == Some(i))
+        {
+            *known = None;
+        }
+        if leaders.latest == Some(i) {
+            leaders.latest = None;
+        }
     }
 
     fn take_retry_token(&self) -> bool {
@@ -311,7 +332,7 @@ impl Client {
                             .and_then(|v| v.to_str().ok());
                         match moved_to.or(leader) {
                             Some(addr) => self.note_leader(slot, addr),
-                            None => self.forget_leader(slot),
+                            None => self.forget_leader(i),
                         }
                     }
                     attempt += 1;
@@ -436,32 +457,29 @@ mod tests {
 
     /// Writes go to the leader last seen for their slot's shard, so a
     /// sharded store need not pass them on; slots not seen yet go to the
-    /// leader seen last.
+    /// nearest seen slot's.
     #[tokio::test]
     async fn writes_go_to_the_leader_learnt_for_their_slot() {
         let endpoints = ["a:1", "b:1", "c:1"].map(String::from);
         let client = Client::new(&endpoints).unwrap();
         client.note_leader(5, "b:1");
         assert_eq!(client.pick(Target::LeaderOf(5)), 1);
-        assert_eq!(
-            client.pick(Target::LeaderOf(6)),
-            1,
-            "the latest for an unseen slot"
-        );
-        client.note_leader(6, "c:1");
-        assert_eq!(client.pick(Target::LeaderOf(5)), 1);
-        assert_eq!(client.pick(Target::LeaderOf(6)), 2);
+        client.note_leader(900, "c:1");
+        assert_eq!(client.pick(Target::LeaderOf(900)), 2);
+        // Unseen slots go to the nearest seen slot's leader.
+        assert_eq!(client.pick(Target::LeaderOf(6)), 1);
+        assert_eq!(client.pick(Target::LeaderOf(400)), 1);
+        assert_eq!(client.pick(Target::LeaderOf(1023)), 2);
         client.note_leader(7, "elsewhere:1");
-        assert_eq!(
-            client.pick(Target::LeaderOf(7)),
-            2,
-            "not an endpoint: ignored"
-        );
-        client.forget_leader(6);
+        assert_eq!(client.pick(Target::LeaderOf(7)), 1, "not an endpoint");
+        // A leader that failed leads nothing known.
+        client.note_leader(1000, "b:1");
+        client.forget_leader(1);
+        assert_eq!(client.pick(Target::LeaderOf(5)), 2, "the nearest left");
+        client.forget_leader(2);
         let spread: std::collections::BTreeSet<_> =
             (0..3).map(|_| client.pick(Target::LeaderOf(6))).collect();
-        assert_eq!(spread.len(), 3, "forgotten: round-robin");
-        assert_eq!(client.pick(Target::LeaderOf(5)), 1);
+        assert_eq!(spread.len(), 3, "all forgotten: round-robin");
     }
 
     #[test]
