@@ -82,10 +82,16 @@ impl Node {
 /// `message` as a call forwarded to the leader: marked, with what is left
 /// of the caller's deadline.
 pub(crate) fn forwarded<T>(message: T, deadline: Instant) -> Request<T> {
+    marked(message, metadata::FORWARDED, deadline)
+}
+
+/// `message` as a call passed on: marked with `mark`, with what is left of
+/// the caller's deadline.
+pub(crate) fn marked<T>(message: T, mark: &'static str, deadline: Instant) -> Request<T> {
     let mut request = Request::new(message);
     request
         .metadata_mut()
-        .insert(metadata::FORWARDED, MetadataValue::from_static("1"));
+        .insert(mark, MetadataValue::from_static("1"));
     request.set_timeout(
         deadline
             .saturating_duration_since(Instant::now())

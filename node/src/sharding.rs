@@ -85,15 +85,7 @@ where
         let client = RecipesClient::new(channel)
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
-        let mut request = Request::new(message.clone());
-        request
-            .metadata_mut()
-            .insert(metadata::SHARD_FORWARDED, MetadataValue::from_static("1"));
-        request.set_timeout(
-            deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(1)),
-        );
+        let request = routing::marked(message.clone(), metadata::SHARD_FORWARDED, deadline);
         match call(client, request).await {
             Err(status) if routing::did_not_run(&status) && Instant::now() < deadline => {
                 last = status;

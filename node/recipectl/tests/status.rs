@@ -10,6 +10,21 @@ use recipestore_testkit::binary;
 use recipestore_testkit::eventually;
 use recipestore_testkit::free_node_ports;
 
+/// `recipectl --peers <peers> --output json <command>`'s output, which must
+/// succeed.
+fn recipectl_json(peers: &str, command: &str) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_recipectl"))
+        .args(["--peers", peers, "--output", "json", command])
+        .output()
+        .expect("run recipectl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
 /// From outside a cluster (a port-forward, a load balancer) a member's
 /// advertised address often does not work: `recipectl status` uses the
 /// address it was given, and says which advertised names do not resolve.
@@ -49,16 +64,7 @@ async fn status_uses_the_addresses_it_was_given_and_names_unresolvable_members()
         .await
         .unwrap_or_else(|e| panic!("add learner: {e}\n{}", node.log()));
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_recipectl"))
-        .args(["--peers", &node.peer_addr(), "--output", "json", "status"])
-        .output()
-        .expect("run recipectl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let rows = recipectl_json(&node.peer_addr(), "status");
     let row = |id: u64| {
         rows.as_array()
             .unwrap()
@@ -90,20 +96,8 @@ async fn shards_shows_each_shard_s_slots_and_what_no_shard_reached_owns() {
     store.start_all().unwrap();
     store.initialize(Duration::from_secs(30)).await.unwrap();
     let peers = store.peer_endpoints();
-    let recipectl = |peers: &str, command: &str| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_recipectl"))
-            .args(["--peers", peers, "--output", "json", command])
-            .output()
-            .expect("run recipectl");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")
-    };
 
-    let all = recipectl(&peers.join(","), "shards");
+    let all = recipectl_json(&peers.join(","), "shards");
     let shards = all["shards"].as_array().unwrap();
     let ranges: Vec<_> = shards
         .iter()
@@ -116,7 +110,7 @@ async fn shards_shows_each_shard_s_slots_and_what_no_shard_reached_owns() {
     );
     assert_eq!(all["problems"], serde_json::json!([]), "{all}");
 
-    let one = recipectl(&peers[1], "shards");
+    let one = recipectl_json(&peers[1], "shards");
     assert_eq!(one["shards"].as_array().unwrap().len(), 1, "{one}");
     let problem = one["problems"][0].as_str().unwrap_or_default();
     assert!(
@@ -124,7 +118,7 @@ async fn shards_shows_each_shard_s_slots_and_what_no_shard_reached_owns() {
         "{one}"
     );
 
-    let members = recipectl(&peers.join(","), "status");
+    let members = recipectl_json(&peers.join(","), "status");
     let keys: Vec<_> = members
         .as_array()
         .unwrap()
