@@ -10,6 +10,7 @@ use recipestore_client::admin::AdminError;
 use recipestore_client::admin::Timeouts;
 use recipestore_client::is_retryable;
 use recipestore_protocol::pb;
+use recipestore_protocol::slots::rebalance;
 use tonic::transport::ClientTlsConfig;
 
 use crate::Output;
@@ -428,8 +429,14 @@ impl ShardView<'_> {
 }
 
 /// `recipectl shards`: each shard's placement, as its own group holds it,
-/// and where the shards' claims overlap or leave a slot unowned.
-pub async fn shards(peers: &[String], dial: &Dial, output: Output) -> anyhow::Result<()> {
+/// and where the shards' claims overlap or leave a slot unowned; with
+/// `plan`, the slot moves that would take the store to that many shards.
+pub async fn shards(
+    peers: &[String],
+    dial: &Dial,
+    plan: Option<u16>,
+    output: Output,
+) -> anyhow::Result<()> {
     let statuses = cluster_status(peers, dial).await?;
     let mut views: BTreeMap<u32, ShardView> = BTreeMap::new();
     for (key, reached) in &statuses {
@@ -477,6 +484,15 @@ pub async fn shards(peers: &[String], dial: &Dial, output: Output) -> anyhow::Re
             "no shard reached owns slots {unowned}: pass the peers of every shard"
         ));
     }
+    if let Some(shards) = plan {
+        anyhow::ensure!(
+            problems.is_empty(),
+            "cannot plan while the shards' claims disagree: {}",
+            problems.join("; ")
+        );
+        let owners: Vec<u16> = claims.iter().map(|c| c[0] as u16).collect();
+        return print_plan(&owners, shards, output);
+    }
     if output == Output::Json {
         let rows: Vec<_> = views
             .values()
@@ -523,6 +539,48 @@ pub async fn shards(peers: &[String], dial: &Dial, output: Output) -> anyhow::Re
     }
     for problem in &problems {
         println!("warning: {problem}");
+    }
+    Ok(())
+}
+
+/// The moves from `owners` to `shards` shards, as runs of consecutive slots
+/// going from one shard to another.
+fn print_plan(owners: &[u16], shards: u16, output: Output) -> anyhow::Result<()> {
+    let moves = rebalance(owners, shards);
+    let mut runs: Vec<(u16, u16, Vec<usize>)> = Vec::new();
+    for m in &moves {
+        match runs.last_mut() {
+            Some((from, to, slots))
+                if (*from, *to) == (m.from, m.to)
+                    && slots.last() == Some(&(usize::from(m.slot) - 1)) =>
+            {
+                slots.push(usize::from(m.slot))
+            }
+            _ => runs.push((m.from, m.to, vec![usize::from(m.slot)])),
+        }
+    }
+    if output == Output::Json {
+        let rows: Vec<_> = runs
+            .iter()
+            .map(|(from, to, slots)| {
+                serde_json::json!({"from": from, "to": to, "slots": ranges(slots.iter().copied()), "count": slots.len()})
+            })
+            .collect();
+        let plan = serde_json::json!({"shards": shards, "moved": moves.len(), "moves": rows});
+        println!("{plan}");
+        return Ok(());
+    }
+    println!(
+        "{shards} shard(s): {} of {} slots would move (a plan only: moving slots is not built yet)",
+        moves.len(),
+        owners.len()
+    );
+    for (from, to, slots) in &runs {
+        println!(
+            "  slots {} ({}): shard {from} -> shard {to}",
+            ranges(slots.iter().copied()),
+            slots.len()
+        );
     }
     Ok(())
 }

@@ -126,7 +126,13 @@ enum Command {
     Status,
     /// Show the shards: each one's placement epoch, the hash slots it
     /// owns, its leader and members, and any slot owned twice or not at all.
-    Shards,
+    Shards {
+        /// Instead, show which slots would move, and between which shards,
+        /// to take the store to this many shards (a plan only: moving slots
+        /// is not built yet).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        plan: Option<u16>,
+    },
     /// Change the cluster's membership.
     Member {
         #[command(subcommand)]
@@ -221,7 +227,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let tls = cli.tls()?;
     let on_peer_port = matches!(
         cli.command,
-        Command::Status | Command::Shards | Command::Member { .. } | Command::Snapshot { .. }
+        Command::Status
+            | Command::Shards { .. }
+            | Command::Member { .. }
+            | Command::Snapshot { .. }
     );
     anyhow::ensure!(
         !(on_peer_port && cli.cacert.is_some() && cli.cert.is_none()),
@@ -316,7 +325,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Status => admin::status(&cli.peers, &dial, cli.output).await?,
-        Command::Shards => admin::shards(&cli.peers, &dial, cli.output).await?,
+        Command::Shards { plan } => admin::shards(&cli.peers, &dial, plan, cli.output).await?,
         Command::Member { command } => {
             admin::member(&cli.peers, &dial, command, cli.output).await?
         }

@@ -10,11 +10,12 @@ use recipestore_testkit::binary;
 use recipestore_testkit::eventually;
 use recipestore_testkit::free_node_ports;
 
-/// `recipectl --peers <peers> --output json <command>`'s output, which must
-/// succeed.
-fn recipectl_json(peers: &str, command: &str) -> serde_json::Value {
+/// `recipectl --peers <peers> --output json <command...>`'s output, which
+/// must succeed.
+fn recipectl_json(peers: &str, command: &[&str]) -> serde_json::Value {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_recipectl"))
-        .args(["--peers", peers, "--output", "json", command])
+        .args(["--peers", peers, "--output", "json"])
+        .args(command)
         .output()
         .expect("run recipectl");
     assert!(
@@ -64,7 +65,7 @@ async fn status_uses_the_addresses_it_was_given_and_names_unresolvable_members()
         .await
         .unwrap_or_else(|e| panic!("add learner: {e}\n{}", node.log()));
 
-    let rows = recipectl_json(&node.peer_addr(), "status");
+    let rows = recipectl_json(&node.peer_addr(), &["status"]);
     let row = |id: u64| {
         rows.as_array()
             .unwrap()
@@ -79,8 +80,9 @@ async fn status_uses_the_addresses_it_was_given_and_names_unresolvable_members()
 }
 
 /// `recipectl shards` and `status` on a store of two shards: each shard's
-/// slots from its own group, every member named by shard and id, and a
-/// warning for the slots of shards it was not told how to reach.
+/// slots from its own group, the moves to three shards, every member named
+/// by shard and id, and a warning for the slots of shards it was not told
+/// how to reach.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shards_shows_each_shard_s_slots_and_what_no_shard_reached_owns() {
     let dir = tempfile::tempdir().unwrap();
@@ -97,7 +99,7 @@ async fn shards_shows_each_shard_s_slots_and_what_no_shard_reached_owns() {
     store.initialize(Duration::from_secs(30)).await.unwrap();
     let peers = store.peer_endpoints();
 
-    let all = recipectl_json(&peers.join(","), "shards");
+    let all = recipectl_json(&peers.join(","), &["shards"]);
     let shards = all["shards"].as_array().unwrap();
     let ranges: Vec<_> = shards
         .iter()
@@ -110,7 +112,7 @@ async fn shards_shows_each_shard_s_slots_and_what_no_shard_reached_owns() {
     );
     assert_eq!(all["problems"], serde_json::json!([]), "{all}");
 
-    let one = recipectl_json(&peers[1], "shards");
+    let one = recipectl_json(&peers[1], &["shards"]);
     assert_eq!(one["shards"].as_array().unwrap().len(), 1, "{one}");
     let problem = one["problems"][0].as_str().unwrap_or_default();
     assert!(
@@ -118,7 +120,25 @@ async fn shards_shows_each_shard_s_slots_and_what_no_shard_reached_owns() {
         "{one}"
     );
 
-    let members = recipectl_json(&peers.join(","), "status");
+    // Three shards would take 170 of shard 0's slots and 171 of shard 1's.
+    let plan = recipectl_json(&peers.join(","), &["shards", "--plan", "3"]);
+    assert_eq!(plan["moved"], 341, "{plan}");
+    let runs: Vec<_> = plan["moves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["from"].clone(), m["to"].clone(), m["slots"].clone()))
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            (0.into(), 2.into(), "342-511".into()),
+            (1.into(), 2.into(), "853-1023".into())
+        ],
+        "{plan}"
+    );
+
+    let members = recipectl_json(&peers.join(","), &["status"]);
     let keys: Vec<_> = members
         .as_array()
         .unwrap()
