@@ -243,11 +243,19 @@ impl Client {
     }
 
     /// Notes `addr` as the leader of the shard owning `slot`, when it is one
-    /// of the endpoints.
+    /// of the endpoints. The endpoint known before as that shard's leader
+    /// leads it no more: every slot it was known to lead, its shard's, goes
+    /// to `addr` too, so that a new leader is learnt once per shard, not
+    /// once per slot.
     fn note_leader(&self, slot: u16, addr: &str) {
         if let Some(i) = self.endpoints.iter().position(|e| e == addr) {
             let mut leaders = self.leaders.lock().unwrap_or_else(|e| e.into_inner());
-            leaders.by_slot[usize::from(slot)] = Some(i);
+            let before = leaders.by_slot[usize::from(slot)].replace(i);
+            if let Some(before) = before.filter(|&b| b != i) {
+                for known in leaders.by_slot.iter_mut().filter(|k| **k == Some(before)) {
+                    *known = Some(i);
+                }
+            }
             leaders.latest = Some(i);
         }
     }
@@ -470,10 +478,15 @@ mod tests {
         assert_eq!(client.pick(Target::LeaderOf(6)), 1);
         assert_eq!(client.pick(Target::LeaderOf(400)), 1);
         assert_eq!(client.pick(Target::LeaderOf(1023)), 2);
+        // A new leader of slot 900's shard leads every slot the old one did.
+        client.note_leader(1000, "c:1");
+        client.note_leader(900, "a:1");
+        assert_eq!(client.pick(Target::LeaderOf(1000)), 0);
+        assert_eq!(client.pick(Target::LeaderOf(5)), 1, "another shard's");
+        client.note_leader(900, "c:1");
         client.note_leader(7, "elsewhere:1");
         assert_eq!(client.pick(Target::LeaderOf(7)), 1, "not an endpoint");
         // A leader that failed leads nothing known.
-        client.note_leader(1000, "b:1");
         client.forget_leader(1);
         assert_eq!(client.pick(Target::LeaderOf(5)), 2, "the nearest left");
         client.forget_leader(2);
