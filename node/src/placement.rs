@@ -165,12 +165,16 @@ impl Placement {
             if endpoints.client_addrs.iter().any(|a| a.trim().is_empty()) {
                 return Err(format!("shard {id} has an empty client address"));
             }
+            // Listings ask every shard listed.
+            if endpoints.client_addrs.is_empty() {
+                return Err(format!("shard {id} is listed without a client address"));
+            }
             if shards.insert(id, endpoints.client_addrs).is_some() {
                 return Err(format!("shard {id} is listed twice"));
             }
         }
         for owner in &owners {
-            if shards.get(owner).is_none_or(|addrs| addrs.is_empty()) && *owner != shard {
+            if !shards.contains_key(owner) && *owner != shard {
                 return Err(format!(
                     "shard {owner} owns slots but has no client address"
                 ));
@@ -284,7 +288,7 @@ pub(crate) mod tests {
     fn a_bad_placement_from_the_wire_is_refused_with_the_reason() {
         let good = placement(0, 2, 1).to_pb();
         type Spoil = fn(&mut pb::Placement);
-        let cases: [(&str, Spoil); 6] = [
+        let cases: [(&str, Spoil); 7] = [
             ("epoch starts at 1", |p| p.epoch = 0),
             ("not 1023", |p| {
                 p.owners.pop();
@@ -296,6 +300,9 @@ pub(crate) mod tests {
             ("shard 1 is listed twice", |p| {
                 let again = p.shards[1].clone();
                 p.shards.push(again)
+            }),
+            ("shard 1 is listed without a client address", |p| {
+                p.shards[1].client_addrs.clear()
             }),
             ("empty client address", |p| {
                 p.shards[1].client_addrs.push(" ".into())
