@@ -18,8 +18,9 @@ use rand::Rng;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use recipectl::local_cluster::LocalCluster;
+use recipectl::local_cluster::place_new_store;
+use recipectl::local_cluster::shard_data_root;
 use recipestore::lifecycle::raft_log_dir;
-use recipestore::placement::Placement;
 use recipestore_protocol::pb::Consistency;
 use recipestore_protocol::slots::even_split;
 use recipestore_protocol::slots::slot_of;
@@ -162,7 +163,7 @@ pub async fn run(config: &RunConfig, dir: &Path) -> anyhow::Result<RunReport> {
             }
         };
         bases.push(base);
-        let root = dir.join(format!("shard-{k}"));
+        let root = shard_data_root(dir, k);
         healthy.push(LocalCluster::new(
             &config.node_binary,
             &root,
@@ -178,7 +179,10 @@ pub async fn run(config: &RunConfig, dir: &Path) -> anyhow::Result<RunReport> {
         shard.start_all()?;
         shard.initialize(Duration::from_secs(30)).await?;
     }
-    place(&cluster, &healthy).await?;
+    if !healthy.is_empty() {
+        let shards: Vec<&LocalCluster> = std::iter::once(&cluster).chain(&healthy).collect();
+        place_new_store(&shards, Duration::from_secs(30)).await?;
+    }
     cluster.nodes.extend(spares);
     cluster.start_all()?;
 
@@ -253,23 +257,6 @@ pub async fn run(config: &RunConfig, dir: &Path) -> anyhow::Result<RunReport> {
         report.history_file = Some(path);
     }
     Ok(report)
-}
-
-/// Gives `faulted` (shard 0) and the `healthy` shards their placements in
-/// one store, the slots split evenly; nothing when there is one shard.
-async fn place(faulted: &LocalCluster, healthy: &[LocalCluster]) -> anyhow::Result<()> {
-    if healthy.is_empty() {
-        return Ok(());
-    }
-    let shards: Vec<&LocalCluster> = std::iter::once(faulted).chain(healthy).collect();
-    let addrs: Vec<Vec<String>> = shards.iter().map(|s| s.client_endpoints()).collect();
-    for (k, shard) in shards.iter().enumerate() {
-        let placement = Placement::new_store(k as u16, &addrs);
-        shard
-            .place(placement.to_pb(), Duration::from_secs(30))
-            .await?;
-    }
-    Ok(())
 }
 
 /// The history as each shard's own, shard 0 first. A version is a log

@@ -1,13 +1,13 @@
 //! `recipectl local up`: a cluster of node processes on loopback, stopped
 //! together on Ctrl-C or SIGTERM; run again, it restarts with its data.
 
-use std::path::Path;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
 use recipectl::local_cluster::LocalStore;
+use recipectl::local_cluster::shard_data_root;
 use tokio::signal::unix::SignalKind;
 use tokio::signal::unix::signal;
 
@@ -52,28 +52,6 @@ fn default_node_binary() -> anyhow::Result<PathBuf> {
     Ok(binary)
 }
 
-/// Refuses to start a store of `shards` shards on the data of a store with
-/// another count: its shards would be given slots they do not hold the
-/// recipes of.
-fn check_shard_count(data_dir: &Path, shards: u16) -> anyhow::Result<()> {
-    let found = (0..)
-        .take_while(|k| data_dir.join(format!("shard-{k}")).is_dir())
-        .count();
-    let unsharded = data_dir.join("node-0").is_dir();
-    let held = match (found, unsharded) {
-        (0, false) => return Ok(()),
-        (0, true) => 1,
-        (n, _) => n,
-    };
-    anyhow::ensure!(
-        held == usize::from(shards),
-        "{} holds a store of {held} shard(s); run it with --shards {held} \
-         (moving slots between shards is not built yet)",
-        data_dir.display()
-    );
-    Ok(())
-}
-
 pub async fn run(command: LocalCommand) -> anyhow::Result<()> {
     let LocalCommand::Up {
         nodes,
@@ -92,7 +70,6 @@ pub async fn run(command: LocalCommand) -> anyhow::Result<()> {
     // RECIPESTORE_CPU_FALLBACK in the environment still wins).
     let fallback = std::env::var("RECIPESTORE_CPU_FALLBACK").unwrap_or_else(|_| "process".into());
     let args = ["--cpu-fallback", fallback.as_str()];
-    check_shard_count(&data_dir, shards)?;
     let mut store = LocalStore::new(&binary, &data_dir, base_port, shards, nodes, &args)?;
     let client_files = if tls {
         Some(store.use_tls(&data_dir)?.client_files())
@@ -139,7 +116,7 @@ pub async fn run(command: LocalCommand) -> anyhow::Result<()> {
             println!(
                 "  shard {k}: cluster {}, leader is node {leader}, data in {}",
                 init.cluster_id,
-                data_dir.join(format!("shard-{k}")).display()
+                shard_data_root(&data_dir, k as u16).display()
             );
         }
     }

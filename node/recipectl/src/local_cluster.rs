@@ -54,6 +54,48 @@ pub fn node_data_dir(data_root: &Path, id: u64) -> PathBuf {
     data_root.join(format!("node-{id}"))
 }
 
+/// Shard `k`'s data root in a sharded store under `data_root`.
+pub fn shard_data_root(data_root: &Path, k: u16) -> PathBuf {
+    data_root.join(format!("shard-{k}"))
+}
+
+/// Gives each of `shards`, shard `k` at index `k`, its placement in a new
+/// store of that many shards (slots split evenly), retrying while they
+/// elect leaders. Idempotent: a shard keeps the placement it holds.
+pub async fn place_new_store(shards: &[&LocalCluster], wait: Duration) -> anyhow::Result<()> {
+    let addrs: Vec<Vec<String>> = shards.iter().map(|s| s.client_endpoints()).collect();
+    for (k, shard) in shards.iter().enumerate() {
+        let placement = Placement::new_store(k as u16, &addrs);
+        shard
+            .place(placement.to_pb(), wait)
+            .await
+            .with_context(|| format!("shard {k} did not take its placement"))?;
+    }
+    Ok(())
+}
+
+/// Refuses to lay out a store of `shards` shards on the data of a store
+/// with another count: its shards would be given slots they do not hold
+/// the recipes of.
+fn check_shard_count(data_root: &Path, shards: u16) -> anyhow::Result<()> {
+    let found = (0..)
+        .take_while(|&k| shard_data_root(data_root, k).is_dir())
+        .count();
+    let unsharded = node_data_dir(data_root, 0).is_dir();
+    let held = match (found, unsharded) {
+        (0, false) => return Ok(()),
+        (0, true) => 1,
+        (n, _) => n,
+    };
+    anyhow::ensure!(
+        held == usize::from(shards),
+        "{} holds a store of {held} shard(s); run it with --shards {held} \
+         (moving slots between shards is not built yet)",
+        data_root.display()
+    );
+    Ok(())
+}
+
 /// Checks that `count` nodes fit above `base_port`.
 fn check_ports(base_port: u16, count: u64) -> anyhow::Result<()> {
     let top = u64::from(base_port) + 10 * count;
@@ -448,12 +490,13 @@ impl LocalStore {
     ) -> anyhow::Result<Self> {
         anyhow::ensure!(shards >= 1, "a store needs at least one shard");
         check_ports(base_port, nodes * u64::from(shards))?;
+        check_shard_count(data_root, shards)?;
         let sharded = shards > 1;
         let shards = (0..shards)
             .map(|k| {
                 let base = base_port + 10 * nodes as u16 * k;
                 let root = match sharded {
-                    true => data_root.join(format!("shard-{k}")),
+                    true => shard_data_root(data_root, k),
                     false => data_root.to_path_buf(),
                 };
                 LocalCluster::new(binary, &root, base, nodes, extra_args)
@@ -511,20 +554,9 @@ impl LocalStore {
         for shard in &self.shards {
             replies.push(shard.initialize(wait).await?);
         }
-        if self.shards.len() == 1 {
-            return Ok(replies);
-        }
-        let addrs: Vec<Vec<String>> = self
-            .shards
-            .iter()
-            .map(LocalCluster::client_endpoints)
-            .collect();
-        for (k, shard) in self.shards.iter().enumerate() {
-            let placement = Placement::new_store(k as u16, &addrs);
-            shard
-                .place(placement.to_pb(), wait)
-                .await
-                .with_context(|| format!("shard {k} did not take its placement"))?;
+        if self.shards.len() > 1 {
+            let shards: Vec<&LocalCluster> = self.shards.iter().collect();
+            place_new_store(&shards, wait).await?;
         }
         Ok(replies)
     }
