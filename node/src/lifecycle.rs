@@ -265,14 +265,23 @@ async fn hand_over_leadership(node: &Node) {
 async fn publish_raft_metrics(node: Arc<Node>, mut stopped: watch::Receiver<bool>) {
     let mut metrics = node.raft.metrics();
     let mut previous_leader = None;
+    // The shard and epoch of the placement last published.
+    let mut published = None;
     loop {
         {
             let m = metrics.borrow_and_update();
             metrics::observe_raft(&m, previous_leader);
             previous_leader = m.current_leader;
             // A placement changes only by applying an entry, which changes
-            // openraft's metrics too.
-            metrics::observe_placement(node.recipes.placement().as_deref());
+            // openraft's metrics too; published only when it changed, as
+            // the metrics change with every applied batch. Its shard and
+            // epoch name it: a shard's slots never change within an epoch.
+            let placement = node.recipes.placement();
+            let now = placement.as_deref().map(|p| (p.shard, p.epoch));
+            if published != Some(now) {
+                metrics::observe_placement(placement.as_deref());
+                published = Some(now);
+            }
         }
         tokio::select! {
             changed = metrics.changed() => if changed.is_err() { return },
