@@ -100,10 +100,10 @@ impl Placement {
     }
 
     fn route_slot(&self, slot: u16) -> Route {
-        let shard = self.owners[usize::from(slot)];
-        if shard == self.shard {
+        if self.owns(slot) {
             return Route::Here;
         }
+        let shard = self.owners[usize::from(slot)];
         Route::Elsewhere(Owner {
             slot,
             shard,

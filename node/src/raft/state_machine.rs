@@ -368,10 +368,7 @@ impl StateMachine {
         // The shard decides here, in log order, whether it owns the
         // recipe: a write that reached it under an older placement is
         // refused the same way on every member.
-        let placement = pending
-            .placement
-            .clone()
-            .or_else(|| self.recipes.placement());
+        let placement = self.placement(pending);
         if let Route::Elsewhere(owner) = Placement::route(placement.as_deref(), name) {
             return Ok(Outcome::Moved {
                 slot: owner.slot,
@@ -421,13 +418,19 @@ impl StateMachine {
         })
     }
 
+    /// The placement as of the entries in `pending`: one they set, else
+    /// the applied one.
+    fn placement(&self, pending: &Pending) -> Option<Arc<Placement>> {
+        pending
+            .placement
+            .clone()
+            .or_else(|| self.recipes.placement())
+    }
+
     /// Takes the placement `next` if the rules in [`crate::placement`]
     /// allow it.
     fn apply_placement(&self, next: &Placement, pending: &mut Pending) -> io::Result<Outcome> {
-        let current = pending
-            .placement
-            .clone()
-            .or_else(|| self.recipes.placement());
+        let current = self.placement(pending);
         let refused = |reason| Ok(Outcome::Refused { reason });
         match placement::check(current.as_deref(), next) {
             Err(reason) => return refused(reason),
