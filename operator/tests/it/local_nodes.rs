@@ -165,8 +165,10 @@ impl LocalStatefulSet {
             .copied()
             .filter(|id| *id >= u64::from(replicas))
             .collect();
+        // A StatefulSet scales in by deleting pods, which Kubernetes
+        // terminates gracefully: calls in flight on them finish.
         for id in extra {
-            self.kill(id).await;
+            self.terminate(id).await;
             std::fs::remove_dir_all(self.data_dir(id)).ok();
         }
         self.replicas = replicas;
