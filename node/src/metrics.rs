@@ -59,6 +59,7 @@ struct Metrics {
     shard_slots: IntGauge,
     shard_passed_on: IntCounterVec,
     shard_moved: IntCounter,
+    shard_waited_for_move: IntCounter,
 }
 
 fn opts(subsystem: &str, name: &str, help: &str) -> Opts {
@@ -135,6 +136,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "shard",
             "moved_total",
             "Calls refused because another shard owns their recipe.",
+        ))
+        .expect("valid metric"),
+        shard_waited_for_move: IntCounter::with_opts(opts(
+            "shard",
+            "waited_for_move_total",
+            "Calls that waited for their slot's move between shards to end.",
         ))
         .expect("valid metric"),
         raft_term: IntGauge::with_opts(opts("raft", "term", "Current Raft term."))
@@ -373,6 +380,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Box::new(m.shard_slots.clone()),
         Box::new(m.shard_passed_on.clone()),
         Box::new(m.shard_moved.clone()),
+        Box::new(m.shard_waited_for_move.clone()),
         Box::new(prometheus::process_collector::ProcessCollector::new(
             std::process::id() as i32,
             NAMESPACE,
@@ -524,6 +532,10 @@ pub fn shard_passed_on(op: &str) {
 /// Counts a call refused because another shard owns its recipe.
 pub fn shard_moved() {
     METRICS.shard_moved.inc();
+}
+
+pub fn shard_waited_for_move() {
+    METRICS.shard_waited_for_move.inc();
 }
 
 /// Records one fsync of the Raft log covering `appends` log appends.

@@ -17,6 +17,22 @@
 //!    placement may give the group any slots, provided it holds no recipe
 //!    in the others (the state machine, which alone knows its recipes,
 //!    checks that part).
+//! 4. A group's slots change only by moves ([`Placement::step`]), whose
+//!    record is the group's own: a placement sent later keeps it. A slot
+//!    moves from shard A to shard B at an epoch higher than any the store
+//!    has used, in steps each group takes in its log:
+//!    - B imports copies of the slot's recipes, at their versions, while
+//!      A serves the slot (it owns no copy's slot, so none is served);
+//!    - A *releases* the slot to B: from that entry it serves the slot no
+//!      more, and calls for it wait; B imports what changed since the copy;
+//!    - B *acquires* the slot: it serves it from that entry, every write A
+//!      acknowledged in hand, its versions above A's (see [`VERSION_EPOCH_SHIFT`]);
+//!    - A *cedes* the slot: it records B as the owner, drops its copies, and
+//!      the calls that waited go on to B.
+//!
+//!    A has released and not ceded a slot while B may or may not own it:
+//!    that is when neither serves it. Until B acquires it, A may *reclaim*
+//!    it instead and serve it again.
 
 use std::collections::BTreeMap;
 
@@ -38,6 +54,64 @@ pub struct Placement {
     pub owners: Vec<u16>,
     /// The client addresses of each shard's members.
     pub shards: BTreeMap<u16, Vec<String>>,
+    /// Slots this group owns but is handing over: it serves them no more
+    /// (writes and reads wait) until the move ends.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub released: BTreeMap<u16, Handover>,
+    /// The epoch at which this group received each slot it got by a move:
+    /// the high bits of the versions it writes there (see [`Placement::version`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub acquired: BTreeMap<u16, u64>,
+}
+
+/// Where a released slot goes, and at which epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handover {
+    pub to: u16,
+    pub epoch: u64,
+}
+
+/// How far a version's epoch is shifted: a version is `epoch × 2^40 +
+/// index`, with `epoch` the one at which the writing group received the
+/// recipe's slot (0 for a slot it always had), so a recipe's versions keep
+/// growing as it moves between shards whose logs are at unrelated indexes.
+/// 2^40 log entries is some 35 years at 1,000 writes per second.
+pub const VERSION_EPOCH_SHIFT: u32 = 40;
+
+/// One step of moving slots between shards, as a group records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MoveStep {
+    /// The source stops serving `slots` for shard `to`, at `epoch`.
+    Release {
+        slots: Vec<u16>,
+        to: u16,
+        epoch: u64,
+    },
+    /// The destination owns `slots` from `epoch`, with the copies it holds.
+    Acquire {
+        slots: Vec<u16>,
+        from: u16,
+        epoch: u64,
+    },
+    /// The source records `to` as the owner of `slots` and drops its copies.
+    Cede {
+        slots: Vec<u16>,
+        to: u16,
+        epoch: u64,
+    },
+    /// The source serves released `slots` again: a move given up.
+    Reclaim { slots: Vec<u16> },
+}
+
+impl MoveStep {
+    pub fn slots(&self) -> &[u16] {
+        match self {
+            MoveStep::Release { slots, .. }
+            | MoveStep::Acquire { slots, .. }
+            | MoveStep::Cede { slots, .. }
+            | MoveStep::Reclaim { slots } => slots,
+        }
+    }
 }
 
 /// Where a recipe is served.
@@ -45,6 +119,8 @@ pub struct Placement {
 pub enum Route {
     /// By this group.
     Here,
+    /// By no group until the move of its slot ends: the caller waits.
+    Moving(u16),
     /// By another shard.
     Elsewhere(Owner),
 }
@@ -87,7 +163,19 @@ impl Placement {
             epoch: 1,
             owners,
             shards: (0..shards).zip(addrs.iter().cloned()).collect(),
+            released: BTreeMap::new(),
+            acquired: BTreeMap::new(),
         }
+    }
+
+    /// The version of a write to `slot` at log index `index` (see
+    /// [`VERSION_EPOCH_SHIFT`]); `None`: an unsharded store, whose
+    /// versions are log indexes.
+    pub fn version(placement: Option<&Self>, slot: u16, index: u64) -> u64 {
+        let epoch = placement
+            .and_then(|p| p.acquired.get(&slot).copied())
+            .unwrap_or(0);
+        (epoch << VERSION_EPOCH_SHIFT) | index
     }
 
     /// Where the recipe called `name` is served under `placement` (`None`:
@@ -100,6 +188,9 @@ impl Placement {
     }
 
     fn route_slot(&self, slot: u16) -> Route {
+        if self.released.contains_key(&slot) {
+            return Route::Moving(slot);
+        }
         if self.owns(slot) {
             return Route::Here;
         }
@@ -180,11 +271,27 @@ impl Placement {
                 ));
             }
         }
+        let mut released = BTreeMap::new();
+        for h in placement.released {
+            released.insert(
+                narrow_slot(h.slot)?,
+                Handover {
+                    to: narrow(h.to, "shard")?,
+                    epoch: h.epoch,
+                },
+            );
+        }
+        let mut acquired = BTreeMap::new();
+        for a in placement.acquired {
+            acquired.insert(narrow_slot(a.slot)?, a.epoch);
+        }
         Ok(Self {
             shard,
             epoch: placement.epoch,
             owners,
             shards,
+            released,
+            acquired,
         })
     }
 
@@ -201,8 +308,140 @@ impl Placement {
                     client_addrs: addrs.clone(),
                 })
                 .collect(),
+            released: self
+                .released
+                .iter()
+                .map(|(slot, h)| pb::SlotHandover {
+                    slot: u32::from(*slot),
+                    to: u32::from(h.to),
+                    epoch: h.epoch,
+                })
+                .collect(),
+            acquired: self
+                .acquired
+                .iter()
+                .map(|(slot, epoch)| pb::SlotEpoch {
+                    slot: u32::from(*slot),
+                    epoch: *epoch,
+                })
+                .collect(),
         }
     }
+}
+
+impl Placement {
+    /// `self` as a group holding `current` records it: with the group's
+    /// own record of its moves, not the sender's (a first placement has
+    /// none).
+    pub fn keeping_moves(self, current: Option<&Placement>) -> Placement {
+        Placement {
+            released: current.map(|c| c.released.clone()).unwrap_or_default(),
+            acquired: current.map(|c| c.acquired.clone()).unwrap_or_default(),
+            ..self
+        }
+    }
+
+    /// The placement after the group takes `step` (rule 4 of the module's
+    /// comment); `None` when it took it already.
+    pub fn step(&self, step: &MoveStep) -> Result<Option<Placement>, String> {
+        let slots = step.slots();
+        if slots.is_empty() {
+            return Err("the step names no slot".into());
+        }
+        if let Some(&slot) = slots.iter().find(|&&s| s >= SLOTS) {
+            return Err(format!("{slot} is not a slot"));
+        }
+        let all = |f: &dyn Fn(u16) -> bool| slots.iter().all(|&s| f(s));
+        let mut next = self.clone();
+        let fresh_epoch = |epoch: u64| {
+            if epoch <= self.epoch {
+                Err(format!(
+                    "the group holds a placement of epoch {}; a move takes a higher epoch than {epoch}",
+                    self.epoch
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        match *step {
+            MoveStep::Release { to, epoch, .. } => {
+                let handover = Handover { to, epoch };
+                if all(&|s| self.released.get(&s) == Some(&handover)) {
+                    return Ok(None);
+                }
+                if to == self.shard {
+                    return Err(format!("shard {to} cannot release slots to itself"));
+                }
+                if !self.shards.contains_key(&to) {
+                    return Err(format!(
+                        "shard {to} is not in the placement: it has no address"
+                    ));
+                }
+                if let Some(s) = slots.iter().find(|&&s| !self.owns(s)) {
+                    return Err(format!("slot {s} is not this shard's to release"));
+                }
+                if let Some(s) = slots.iter().find(|&&s| self.released.contains_key(&s)) {
+                    return Err(format!("slot {s} is being handed over already"));
+                }
+                fresh_epoch(epoch)?;
+                next.released.extend(slots.iter().map(|&s| (s, handover)));
+                next.epoch = epoch;
+            }
+            MoveStep::Acquire { epoch, .. } => {
+                if all(&|s| self.owns(s) && self.acquired.get(&s) == Some(&epoch)) {
+                    return Ok(None);
+                }
+                if let Some(s) = slots.iter().find(|&&s| self.owns(s)) {
+                    return Err(format!("slot {s} is this shard's already"));
+                }
+                fresh_epoch(epoch)?;
+                for &s in slots {
+                    next.owners[usize::from(s)] = self.shard;
+                    next.acquired.insert(s, epoch);
+                }
+                next.epoch = epoch;
+            }
+            MoveStep::Cede { to, epoch, .. } => {
+                if all(&|s| self.owners[usize::from(s)] == to && !self.released.contains_key(&s)) {
+                    return Ok(None);
+                }
+                let handover = Handover { to, epoch };
+                if let Some(s) = slots
+                    .iter()
+                    .find(|&&s| self.released.get(&s) != Some(&handover))
+                {
+                    return Err(format!(
+                        "slot {s} was not released to shard {to} at epoch {epoch}"
+                    ));
+                }
+                for &s in slots {
+                    next.owners[usize::from(s)] = to;
+                    next.released.remove(&s);
+                    next.acquired.remove(&s);
+                }
+            }
+            MoveStep::Reclaim { .. } => {
+                if all(&|s| self.owns(s) && !self.released.contains_key(&s)) {
+                    return Ok(None);
+                }
+                if let Some(s) = slots.iter().find(|&&s| !self.released.contains_key(&s)) {
+                    return Err(format!("slot {s} is not being handed over"));
+                }
+                for s in slots {
+                    next.released.remove(s);
+                }
+            }
+        }
+        Ok(Some(next))
+    }
+}
+
+/// A slot number from the wire.
+pub fn narrow_slot(slot: u32) -> Result<u16, String> {
+    u16::try_from(slot)
+        .ok()
+        .filter(|&s| s < SLOTS)
+        .ok_or_else(|| format!("{slot} is not a slot: slots are 0 to {}", SLOTS - 1))
 }
 
 /// Whether a group holding `current` takes `next`, by the rules in the
@@ -268,6 +507,7 @@ pub(crate) mod tests {
             let owner = shard1.owners[usize::from(slot_of(&name))];
             match Placement::route(Some(&shard1), &name) {
                 Route::Here => assert_eq!(owner, 1),
+                Route::Moving(_) => panic!("nothing moves"),
                 Route::Elsewhere(to) => {
                     assert_eq!((to.shard, to.epoch), (owner, 4));
                     assert_eq!(to.addrs, vec![format!("10.0.0.{owner}:7070")]);
@@ -356,5 +596,172 @@ pub(crate) mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn which_move_steps_a_group_takes() {
+        let mut held = placement(0, 2, 5);
+        held.released.insert(3, Handover { to: 1, epoch: 5 });
+        let release = |slots: Vec<u16>, to, epoch| MoveStep::Release { slots, to, epoch };
+        // Each case: a name, the step, and `Ok(None)` (taken already),
+        // `Ok(Some(what the placement then shows))` or `Err(the reason)`.
+        type Expected = Result<Option<&'static str>, &'static str>;
+        let cases: Vec<(&str, MoveStep, Expected)> = vec![
+            ("again", release(vec![3], 1, 5), Ok(None)),
+            (
+                "release",
+                release(vec![4], 1, 6),
+                Ok(Some("released 3,4 epoch 6")),
+            ),
+            ("to itself", release(vec![4], 0, 6), Err("to itself")),
+            (
+                "unknown shard",
+                release(vec![4], 7, 6),
+                Err("shard 7 is not in the placement"),
+            ),
+            (
+                "not mine",
+                release(vec![600], 1, 6),
+                Err("slot 600 is not this shard's"),
+            ),
+            (
+                "twice",
+                release(vec![3, 4], 1, 6),
+                Err("slot 3 is being handed over"),
+            ),
+            (
+                "old epoch",
+                release(vec![4], 1, 5),
+                Err("a move takes a higher epoch"),
+            ),
+            ("no slot", release(vec![], 1, 6), Err("names no slot")),
+            (
+                "acquire",
+                MoveStep::Acquire {
+                    slots: vec![600],
+                    from: 1,
+                    epoch: 6,
+                },
+                Ok(Some("owns 600 epoch 6")),
+            ),
+            (
+                "acquire mine",
+                MoveStep::Acquire {
+                    slots: vec![4],
+                    from: 1,
+                    epoch: 6,
+                },
+                Err("slot 4 is this shard's"),
+            ),
+            (
+                "cede",
+                MoveStep::Cede {
+                    slots: vec![3],
+                    to: 1,
+                    epoch: 5,
+                },
+                Ok(Some("gave 3")),
+            ),
+            (
+                "cede unreleased",
+                MoveStep::Cede {
+                    slots: vec![4],
+                    to: 1,
+                    epoch: 5,
+                },
+                Err("slot 4 was not released"),
+            ),
+            (
+                "cede elsewhere",
+                MoveStep::Cede {
+                    slots: vec![3],
+                    to: 1,
+                    epoch: 4,
+                },
+                Err("at epoch 4"),
+            ),
+            (
+                "reclaim",
+                MoveStep::Reclaim { slots: vec![3] },
+                Ok(Some("serves 3")),
+            ),
+            (
+                "reclaim unreleased",
+                MoveStep::Reclaim { slots: vec![4, 3] },
+                Err("slot 4 is not being handed over"),
+            ),
+        ];
+        for (case, step, expected) in cases {
+            let got = held.step(&step);
+            match (expected, got) {
+                (Ok(None), Ok(None)) => {}
+                (Ok(Some(what)), Ok(Some(next))) => {
+                    let seen = match what {
+                        "released 3,4 epoch 6" => {
+                            next.released.keys().eq([3, 4].iter()) && next.epoch == 6
+                        }
+                        "owns 600 epoch 6" => {
+                            next.owns(600) && next.acquired.get(&600) == Some(&6) && next.epoch == 6
+                        }
+                        "gave 3" => {
+                            next.owners[3] == 1 && next.released.is_empty() && next.epoch == 5
+                        }
+                        "serves 3" => next.owns(3) && next.released.is_empty(),
+                        _ => unreachable!(),
+                    };
+                    assert!(seen, "{case}: {next:?}");
+                }
+                (Err(reason), Err(error)) => assert!(
+                    error.contains(reason),
+                    "{case}: {reason:?} not in {error:?}"
+                ),
+                (expected, got) => panic!("{case}: expected {expected:?}, got {got:?}"),
+            }
+        }
+        // A ceded slot is done: ceding again is taken as done, reclaiming refused.
+        let ceded = held
+            .step(&MoveStep::Cede {
+                slots: vec![3],
+                to: 1,
+                epoch: 5,
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            ceded.step(&MoveStep::Cede {
+                slots: vec![3],
+                to: 1,
+                epoch: 5
+            }),
+            Ok(None)
+        );
+        assert!(ceded.step(&MoveStep::Reclaim { slots: vec![3] }).is_err());
+        // The slot moving is served by no one; its versions there start above.
+        assert_eq!(held.route_slot(3), Route::Moving(3));
+        let acquired = held
+            .step(&MoveStep::Acquire {
+                slots: vec![600],
+                from: 1,
+                epoch: 6,
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(Placement::version(Some(&acquired), 600, 7), (6 << 40) | 7);
+        assert_eq!(Placement::version(Some(&acquired), 4, 7), 7);
+        assert_eq!(Placement::version(None, 4, 7), 7);
+    }
+
+    #[test]
+    fn a_placement_sent_later_keeps_the_group_s_own_record_of_moves() {
+        let mut held = placement(0, 2, 5);
+        held.released.insert(3, Handover { to: 1, epoch: 5 });
+        let mut sent = placement(0, 2, 6);
+        sent.acquired.insert(9, 4);
+        let kept = sent.keeping_moves(Some(&held));
+        assert_eq!(
+            (kept.released.clone(), kept.acquired.clone(), kept.epoch),
+            (held.released.clone(), BTreeMap::new(), 6)
+        );
+        assert!(placement(0, 2, 1).keeping_moves(None).released.is_empty());
     }
 }

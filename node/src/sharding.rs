@@ -7,11 +7,13 @@
 //! receiver knows it, and never passed on: a placement change cannot loop
 //! a call between shards.
 
+use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 
 use recipestore_protocol::metadata;
 use recipestore_protocol::pb::recipes_client::RecipesClient;
+use recipestore_protocol::slots::slot_of;
 use tonic::Request;
 use tonic::Response;
 use tonic::Status;
@@ -51,11 +53,60 @@ pub fn moved(name: &str, owner: &Owner) -> Status {
 
 /// Where the call for `name` is served: here (`None`), or the owning
 /// shard's, to pass it to; refused as moved when it was passed on already.
-pub fn route(node: &Node, name: &str, metadata: &MetadataMap) -> Result<Option<Owner>, Status> {
-    match Placement::route(node.recipes.placement().as_deref(), name) {
-        Route::Here => Ok(None),
+/// A call for a slot on its way to another shard waits, within `wait`, for
+/// the move to end.
+pub async fn route(
+    node: &Node,
+    name: &str,
+    metadata: &MetadataMap,
+    wait: Duration,
+) -> Result<Option<Owner>, Status> {
+    match settled_route(node, name, wait).await? {
+        Route::Here | Route::Moving(_) => Ok(None),
         Route::Elsewhere(owner) if is_shard_forwarded(metadata) => Err(moved(name, &owner)),
         Route::Elsewhere(owner) => Ok(Some(owner)),
+    }
+}
+
+/// Where `name` is served once its slot, if moving, has moved (or stayed),
+/// within `wait`: never [`Route::Moving`].
+pub async fn settled_route(node: &Node, name: &str, wait: Duration) -> Result<Route, Status> {
+    let settled = settled_placement(node, Some(slot_of(name)), wait).await?;
+    Ok(Placement::route(settled.as_deref(), name))
+}
+
+/// The applied placement once it hands over `slot` (any slot: `None`) no
+/// more, waiting within `wait`: while a slot moves, its source no longer
+/// serves it and its destination may not yet, so a call for it waits for
+/// one of them rather than fail.
+pub async fn settled_placement(
+    node: &Node,
+    slot: Option<u16>,
+    wait: Duration,
+) -> Result<Option<Arc<Placement>>, Status> {
+    let moving = |p: &Option<Arc<Placement>>| {
+        p.as_ref().is_some_and(|p| match slot {
+            Some(slot) => p.released.contains_key(&slot),
+            None => !p.released.is_empty(),
+        })
+    };
+    let mut changes = node.recipes.placement_changes();
+    let now = changes.borrow_and_update().clone();
+    if !moving(&now) {
+        return Ok(now);
+    }
+    metrics::shard_waited_for_move();
+    match tokio::time::timeout(wait, changes.wait_for(|p| !moving(p))).await {
+        Ok(Ok(placement)) => Ok(placement.clone()),
+        Ok(Err(_)) => Err(Status::unavailable("the node is stopping")),
+        Err(_) => Err(Status::unavailable(format!(
+            "{} moving between shards and the move did not end within the deadline; \
+                 the call did not run, retry it",
+            match slot {
+                Some(slot) => format!("slot {slot} is"),
+                None => "slots are".to_owned(),
+            }
+        ))),
     }
 }
 

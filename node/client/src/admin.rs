@@ -220,6 +220,36 @@ impl AdminClient {
         Ok(reply.map_err(self.failed("Place"))?.into_inner().epoch)
     }
 
+    /// One page of the recipes of some slots, as this node holds them
+    /// after a read index.
+    pub async fn export_slots(
+        &self,
+        request: pb::ExportSlotsRequest,
+    ) -> Result<pb::ExportSlotsResponse, AdminError> {
+        let request = self.request(request);
+        let reply = self.inner.clone().export_slots(request).await;
+        Ok(reply.map_err(self.failed("ExportSlots"))?.into_inner())
+    }
+
+    /// Writes copies of recipes into this node's shard (through its leader).
+    pub async fn import_recipes(
+        &self,
+        request: pb::ImportRecipesRequest,
+    ) -> Result<(), AdminError> {
+        let request = self.request(request);
+        let reply = self.inner.clone().import_recipes(request).await;
+        reply.map_err(self.failed("ImportRecipes"))?;
+        Ok(())
+    }
+
+    /// Records one step of a slot move in this node's shard (through its leader).
+    pub async fn move_slots(&self, request: pb::MoveSlotsRequest) -> Result<(), AdminError> {
+        let request = self.request(request);
+        let reply = self.inner.clone().move_slots(request).await;
+        reply.map_err(self.failed("MoveSlots"))?;
+        Ok(())
+    }
+
     pub async fn trigger_snapshot(&self) -> Result<pb::TriggerSnapshotResponse, AdminError> {
         let request = self.request(pb::TriggerSnapshotRequest {});
         let reply = self.inner.clone().trigger_snapshot(request).await;

@@ -31,6 +31,7 @@ use recipestore_protocol::slots;
 use crate::throttle::Throttle;
 
 pub mod admin;
+pub mod reshard;
 mod throttle;
 
 /// Metadata key set on a RESOURCE_EXHAUSTED this client made itself: it

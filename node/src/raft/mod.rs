@@ -14,7 +14,9 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde::Serialize;
 
+use crate::placement::MoveStep;
 use crate::placement::Placement;
+use state_machine::Recipe;
 
 /// How a member of the cluster is reached.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +51,12 @@ pub enum Command {
     /// The store's placement, as this shard's group takes it (see
     /// [`crate::placement`]); boxed, as it is far larger than a write.
     Place(Box<Placement>),
+    /// Copies of recipes in slots this group does not own, at their
+    /// versions (`None`: removed at the source since an earlier copy),
+    /// ahead of their slots' move here.
+    Import(Vec<(String, Option<Recipe>)>),
+    /// One step of moving slots between shards (see [`crate::placement`]).
+    Move(MoveStep),
 }
 
 impl fmt::Display for Command {
@@ -61,6 +69,8 @@ impl fmt::Display for Command {
                 "place shard {} at epoch {}",
                 placement.shard, placement.epoch
             ),
+            Command::Import(recipes) => write!(f, "import {} recipes", recipes.len()),
+            Command::Move(step) => write!(f, "move {step:?}"),
         }
     }
 }
@@ -78,13 +88,16 @@ pub enum Outcome {
     /// A delete found no recipe.
     NotFound,
     /// A blank or membership entry, which does not touch recipes; or a
-    /// placement taken.
+    /// placement, import or move step taken.
     Applied,
     /// A write for a slot this shard does not own: the owner, as of the
     /// placement at `epoch`.
     Moved { slot: u16, shard: u16, epoch: u64 },
-    /// A placement the group cannot take, and why.
+    /// A placement or move step the group cannot take, and why.
     Refused { reason: String },
+    /// A write for a slot this shard is handing over: it did not run, and
+    /// runs at the owner once the move ends.
+    Moving { slot: u16 },
 }
 
 openraft::declare_raft_types!(

@@ -180,7 +180,7 @@ mod tests {
                 .into_iter()
                 .map(|(command, responder)| match command {
                     Command::Put { name, .. } | Command::Delete { name, .. } => (name, responder),
-                    Command::Place(_) => unreachable!("these tests propose uploads"),
+                    _ => unreachable!("these tests propose uploads"),
                 })
                 .collect();
             std::future::ready(submitted.send(named).is_ok())

@@ -312,6 +312,7 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::placement::Handover;
 
     const RECIPES: [(&[u8], &[u8]); 3] = [(b"a", b"one"), (b"bb", b""), (b"c", b"three")];
 
@@ -369,6 +370,8 @@ mod tests {
             epoch: 3,
             owners: vec![1; 1024],
             shards: [(1, vec!["10.0.0.1:7070".to_string()])].into(),
+            released: [(5, Handover { to: 0, epoch: 3 })].into(),
+            acquired: [(900, 2)].into(),
         };
         let file = written_with(Some(&placement));
         let (read_meta, reader) = SnapshotReader::open(file.as_slice()).unwrap();

@@ -37,9 +37,11 @@ use openraft::entry::RaftEntry;
 use openraft::storage::ApplyResponder;
 use openraft::storage::EntryResponder;
 use openraft::storage::RaftStateMachine;
+use recipestore_protocol::slots::slot_of;
 use serde::Deserialize;
 use serde::Serialize;
 use tokio::sync::Mutex;
+use tokio::sync::watch;
 
 use super::Command;
 use super::Outcome;
@@ -53,6 +55,7 @@ use crate::codec::decode_io;
 use crate::codec::encode_io;
 use crate::metrics;
 use crate::placement;
+use crate::placement::MoveStep;
 use crate::placement::Placement;
 use crate::placement::Route;
 
@@ -126,21 +129,24 @@ pub struct Recipes {
     fill_lock: Arc<std::sync::Mutex<()>>,
     installing: Arc<std::sync::RwLock<()>>,
     /// The applied placement: changed with the entries that change it.
-    placement: Arc<std::sync::RwLock<Option<Arc<Placement>>>>,
+    placement: Arc<watch::Sender<Option<Arc<Placement>>>>,
 }
 
 impl Recipes {
     /// The shard's placement as of the last applied entry; `None` in an
     /// unsharded store.
     pub fn placement(&self) -> Option<Arc<Placement>> {
-        self.placement
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.placement.borrow().clone()
+    }
+
+    /// The placement, seen as it changes: what calls for a moving slot
+    /// wait on.
+    pub fn placement_changes(&self) -> watch::Receiver<Option<Arc<Placement>>> {
+        self.placement.subscribe()
     }
 
     fn set_placement(&self, placement: Option<Arc<Placement>>) {
-        *self.placement.write().unwrap_or_else(|e| e.into_inner()) = placement;
+        self.placement.send_replace(placement);
     }
 
     /// Whether any recipe lies in a slot `placement` does not give its
@@ -150,22 +156,33 @@ impl Recipes {
         placement: &Placement,
         staged: &HashMap<String, Staged>,
     ) -> io::Result<bool> {
-        let outside = |name: &str| !placement.owns(recipestore_protocol::slots::slot_of(name));
-        if staged.iter().any(|(name, r)| r.is_some() && outside(name)) {
-            return Ok(true);
-        }
+        let outside = self.names_where(staged, |name| !placement.owns(slot_of(name)))?;
+        Ok(!outside.is_empty())
+    }
+
+    /// The names of the recipes, as `staged` (writes not applied yet)
+    /// leaves them, that `keep` keeps.
+    fn names_where(
+        &self,
+        staged: &HashMap<String, Staged>,
+        keep: impl Fn(&str) -> bool,
+    ) -> io::Result<Vec<String>> {
+        let mut names: Vec<String> = staged
+            .iter()
+            .filter(|(name, r)| r.is_some() && keep(name))
+            .map(|(name, _)| name.clone())
+            .collect();
         let mut after: Option<String> = None;
         loop {
             let page = self.list("", after.as_deref(), 1024)?;
-            if page
-                .iter()
-                .any(|r| outside(&r.name) && !staged.contains_key(&r.name))
-            {
-                return Ok(true);
-            }
+            names.extend(
+                page.iter()
+                    .filter(|r| keep(&r.name) && !staged.contains_key(&r.name))
+                    .map(|r| r.name.clone()),
+            );
             match page.last() {
                 Some(last) if page.len() == 1024 => after = Some(last.name.clone()),
-                _ => return Ok(false),
+                _ => return Ok(names),
             }
         }
     }
@@ -189,6 +206,15 @@ impl Recipes {
             return Ok(staged);
         }
         Ok(read_meta(&self.tree, &recipe_key(name))?.map(Arc::new))
+    }
+
+    /// The recipe, from the cache when it holds it, without filling the
+    /// cache: for copying a slot's recipes away, which reads each once.
+    pub fn peek(&self, name: &str) -> io::Result<Option<Arc<Recipe>>> {
+        if let Some(hit) = self.cache.peek(name) {
+            return Ok(Some(hit));
+        }
+        self.get_uncached(name)
     }
 
     /// The applied version of a recipe, from the cache when it holds it.
@@ -239,6 +265,17 @@ impl Recipes {
         after: Option<&str>,
         limit: usize,
     ) -> io::Result<Vec<RecipeSummary>> {
+        self.list_where(prefix, after, limit, |_| true)
+    }
+
+    /// [`Recipes::list`] of the recipes whose names `keep` keeps.
+    pub fn list_where(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&str) -> bool,
+    ) -> io::Result<Vec<RecipeSummary>> {
         let start = match after {
             Some(after) => {
                 let mut key = recipe_key(after);
@@ -253,10 +290,14 @@ impl Recipes {
         // meanwhile is then found in one or both, never in neither.
         let mut unwritten = self.unwritten.range(prefix, after).into_iter().peekable();
         let mut out = Vec::new();
-        let summary = |name: String, recipe: &Recipe| RecipeSummary {
-            name,
-            version: recipe.version,
-            size_bytes: recipe.content.len() as u64,
+        let push = |out: &mut Vec<RecipeSummary>, name: String, recipe: &Recipe| {
+            if keep(&name) {
+                out.push(RecipeSummary {
+                    name,
+                    version: recipe.version,
+                    size_bytes: recipe.content.len() as u64,
+                });
+            }
         };
         for kv in self.tree.range(start..) {
             let (key, value) = kv.map_err(io_err)?;
@@ -266,20 +307,24 @@ impl Recipes {
             let name = String::from_utf8_lossy(&key[RECIPE_PREFIX.len()..]).into_owned();
             while let Some((staged_name, staged)) = unwritten.next_if(|(n, _)| *n < name) {
                 if let Some(recipe) = staged {
-                    out.push(summary(staged_name, &recipe));
+                    push(&mut out, staged_name, &recipe);
                 }
             }
             match unwritten.next_if(|(n, _)| *n == name) {
                 // Newer than sled's copy, or its deletion.
                 Some((_, staged)) => {
                     if let Some(recipe) = staged {
-                        out.push(summary(name, &recipe));
+                        push(&mut out, name, &recipe);
                     }
                 }
-                None => out.push(summary(name, &decode_io(&value)?)),
+                None => push(&mut out, name, &decode_io(&value)?),
             }
         }
-        out.extend(unwritten.filter_map(|(name, staged)| Some(summary(name, &*staged?))));
+        for (name, staged) in unwritten {
+            if let Some(recipe) = staged {
+                push(&mut out, name, &recipe);
+            }
+        }
         out.truncate(limit);
         Ok(out)
     }
@@ -332,7 +377,7 @@ impl StateMachine {
                 cache,
                 fill_lock: Arc::default(),
                 installing: Arc::default(),
-                placement: Arc::new(std::sync::RwLock::new(placement)),
+                placement: Arc::new(watch::Sender::new(placement)),
             },
             tree,
             snapshot_dir: snapshot_dir.to_path_buf(),
@@ -364,18 +409,25 @@ impl StateMachine {
             }
             | Command::Delete { name, if_version } => (name, *if_version),
             Command::Place(next) => return self.apply_placement(next, pending),
+            Command::Import(recipes) => return self.apply_import(recipes, pending),
+            Command::Move(step) => return self.apply_move(step, pending),
         };
         // The shard decides here, in log order, whether it owns the
-        // recipe: a write that reached it under an older placement is
-        // refused the same way on every member.
+        // recipe: a write that reached it under an older placement, or
+        // while its slot moves, is refused the same way on every member.
         let placement = self.placement(pending);
-        if let Route::Elsewhere(owner) = Placement::route(placement.as_deref(), name) {
-            return Ok(Outcome::Moved {
-                slot: owner.slot,
-                shard: owner.shard,
-                epoch: owner.epoch,
-            });
+        match Placement::route(placement.as_deref(), name) {
+            Route::Here => {}
+            Route::Moving(slot) => return Ok(Outcome::Moving { slot }),
+            Route::Elsewhere(owner) => {
+                return Ok(Outcome::Moved {
+                    slot: owner.slot,
+                    shard: owner.shard,
+                    epoch: owner.epoch,
+                });
+            }
         }
+        let version = Placement::version(placement.as_deref(), slot_of(name), index);
         // An unconditional upload needs nothing of the recipe it replaces:
         // its version is its own log index. Looking that recipe up anyway
         // was a sled read and decode per applied write on every member
@@ -397,25 +449,79 @@ impl StateMachine {
         Ok(match command {
             Command::Put { name, content, .. } => {
                 let recipe = Recipe {
-                    version: index,
+                    version,
                     content: content.clone(),
                 };
-                pending
-                    .writes
-                    .push((recipe_key(name), Some(encode_io(&recipe)?)));
-                pending.staged.insert(name.clone(), Some(Arc::new(recipe)));
-                Outcome::Written { version: index }
+                pending.stage(name, Some(recipe))?;
+                Outcome::Written { version }
             }
             Command::Delete { name, .. } => {
                 if current.is_none() {
                     return Ok(Outcome::NotFound);
                 }
-                pending.writes.push((recipe_key(name), None));
-                pending.staged.insert(name.clone(), None);
-                Outcome::Deleted { version: index }
+                pending.stage(name, None)?;
+                Outcome::Deleted { version }
             }
-            Command::Place(_) => unreachable!("answered above"),
+            Command::Place(_) | Command::Import(_) | Command::Move(_) => {
+                unreachable!("answered above")
+            }
         })
+    }
+
+    /// Writes copies of recipes whose slots the shard does not own, so no
+    /// call reads them until a move gives it the slots.
+    fn apply_import(
+        &self,
+        recipes: &[(String, Option<Recipe>)],
+        pending: &mut Pending,
+    ) -> io::Result<Outcome> {
+        let Some(placement) = self.placement(pending) else {
+            return Ok(Outcome::Refused {
+                reason: "an unsharded store owns every slot: it takes no copies".into(),
+            });
+        };
+        if let Some((name, _)) = recipes
+            .iter()
+            .find(|(name, _)| placement.owns(slot_of(name)))
+        {
+            return Ok(Outcome::Refused {
+                reason: format!(
+                    "recipe {name:?} is in slot {}, which shard {} owns: a copy would replace it",
+                    slot_of(name),
+                    placement.shard
+                ),
+            });
+        }
+        for (name, recipe) in recipes {
+            pending.stage(name, recipe.clone())?;
+        }
+        Ok(Outcome::Applied)
+    }
+
+    /// Takes one step of a move; ceding slots drops the shard's copies of
+    /// their recipes.
+    fn apply_move(&self, step: &MoveStep, pending: &mut Pending) -> io::Result<Outcome> {
+        let Some(placement) = self.placement(pending) else {
+            return Ok(Outcome::Refused {
+                reason: "an unsharded store moves no slots: place it first".into(),
+            });
+        };
+        let next = match placement.step(step) {
+            Err(reason) => return Ok(Outcome::Refused { reason }),
+            Ok(None) => return Ok(Outcome::Applied),
+            Ok(Some(next)) => next,
+        };
+        if let MoveStep::Cede { slots, .. } = step {
+            let slots: HashSet<u16> = slots.iter().copied().collect();
+            for name in self
+                .recipes
+                .names_where(&pending.staged, |name| slots.contains(&slot_of(name)))?
+            {
+                pending.stage(&name, None)?;
+            }
+        }
+        pending.set_placement(next)?;
+        Ok(Outcome::Applied)
     }
 
     /// The placement as of the entries in `pending`: one they set, else
@@ -431,12 +537,13 @@ impl StateMachine {
     /// allow it.
     fn apply_placement(&self, next: &Placement, pending: &mut Pending) -> io::Result<Outcome> {
         let current = self.placement(pending);
+        let next = next.clone().keeping_moves(current.as_deref());
         let refused = |reason| Ok(Outcome::Refused { reason });
-        match placement::check(current.as_deref(), next) {
+        match placement::check(current.as_deref(), &next) {
             Err(reason) => return refused(reason),
             Ok(placement::Change::None) => return Ok(Outcome::Applied),
             Ok(placement::Change::First) => {
-                if self.recipes.holds_recipes_outside(next, &pending.staged)? {
+                if self.recipes.holds_recipes_outside(&next, &pending.staged)? {
                     return refused(format!(
                         "shard {} holds recipes in slots the placement gives to other shards; \
                          they would be lost",
@@ -446,10 +553,7 @@ impl StateMachine {
             }
             Ok(placement::Change::Newer) => {}
         }
-        pending
-            .writes
-            .push((PLACEMENT.to_vec(), Some(encode_io(next)?)));
-        pending.placement = Some(Arc::new(next.clone()));
+        pending.set_placement(next)?;
         Ok(Outcome::Applied)
     }
 }
@@ -474,6 +578,23 @@ struct Pending {
 /// Most entries applied in one batch: bounds the memory a long replay
 /// (after a restart) holds before writing.
 const APPLY_BATCH_ENTRIES: usize = 512;
+
+impl Pending {
+    /// Writes `recipe` under `name` (`None`: removes it).
+    fn stage(&mut self, name: &str, recipe: Option<Recipe>) -> io::Result<()> {
+        let encoded = recipe.as_ref().map(encode_io).transpose()?;
+        self.writes.push((recipe_key(name), encoded));
+        self.staged.insert(name.to_owned(), recipe.map(Arc::new));
+        Ok(())
+    }
+
+    fn set_placement(&mut self, placement: Placement) -> io::Result<()> {
+        self.writes
+            .push((PLACEMENT.to_vec(), Some(encode_io(&placement)?)));
+        self.placement = Some(Arc::new(placement));
+        Ok(())
+    }
+}
 
 impl StateMachine {
     /// Makes the pending entries visible to reads (overlay and cache), hands
@@ -1190,5 +1311,127 @@ mod tests {
         )
         .await;
         assert_eq!(sm.recipes().placement().as_deref(), Some(&whole));
+    }
+
+    /// A slot moves between two shards' state machines: the destination's
+    /// copies serve nothing until it acquires the slot, the source's writes
+    /// wait from its release, and the destination's versions of the recipe
+    /// continue above the source's.
+    #[tokio::test]
+    async fn a_slot_moves_between_shards_and_its_versions_keep_growing() {
+        use crate::placement::MoveStep;
+        use crate::placement::VERSION_EPOCH_SHIFT;
+        let dir = tempfile::tempdir().unwrap();
+        let mut source = open(&dir.path().join("a"));
+        let mut destination = open(&dir.path().join("b"));
+        let (name, theirs) = (name_in_shard(0), name_in_shard(1));
+        let slot = recipestore_protocol::slots::slot_of(&name);
+        let place =
+            |shard| Command::Place(Box::new(crate::placement::tests::placement(shard, 2, 1)));
+        apply(
+            &mut source,
+            vec![entry(1, place(0)), entry(2, put(&name, None))],
+        )
+        .await;
+        apply(&mut destination, vec![entry(1, place(1))]).await;
+
+        // Copies of its own slots' recipes, which they would replace, are refused.
+        let copy = |n: &str| {
+            Command::Import(vec![(
+                n.to_string(),
+                Some(Recipe {
+                    version: 2,
+                    content: Bytes::from_static(b"x"),
+                }),
+            )])
+        };
+        let refused = destination.apply_command(2, &copy(&theirs), &mut Pending::default());
+        assert!(
+            matches!(refused.unwrap(), Outcome::Refused { reason } if reason.contains("a copy would replace it"))
+        );
+        apply(&mut destination, vec![entry(2, copy(&name))]).await;
+        let served = |sm: &StateMachine| {
+            let placement = sm.recipes().placement();
+            let rows = sm
+                .recipes()
+                .list_where("", None, 10, |n| {
+                    placement
+                        .as_ref()
+                        .is_none_or(|p| p.owns(recipestore_protocol::slots::slot_of(n)))
+                })
+                .unwrap();
+            rows.into_iter()
+                .map(|r| (r.name, r.version))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(served(&destination), []);
+        let write = destination.apply_command(3, &put(&name, None), &mut Pending::default());
+        assert!(matches!(write.unwrap(), Outcome::Moved { shard: 0, .. }));
+
+        let step = |step| Command::Move(step);
+        let release = step(MoveStep::Release {
+            slots: vec![slot],
+            to: 1,
+            epoch: 2,
+        });
+        apply(
+            &mut source,
+            vec![entry(3, release.clone()), entry(4, release)],
+        )
+        .await;
+        let waits = source.apply_command(5, &put(&name, None), &mut Pending::default());
+        assert_eq!(waits.unwrap(), Outcome::Moving { slot });
+
+        apply(
+            &mut destination,
+            vec![entry(
+                3,
+                step(MoveStep::Acquire {
+                    slots: vec![slot],
+                    from: 0,
+                    epoch: 2,
+                }),
+            )],
+        )
+        .await;
+        apply(&mut destination, vec![entry(4, put(&name, Some(2)))]).await;
+        let version = (2 << VERSION_EPOCH_SHIFT) | 4;
+        assert_eq!(served(&destination), [(name.clone(), version)]);
+
+        let cede = step(MoveStep::Cede {
+            slots: vec![slot],
+            to: 1,
+            epoch: 2,
+        });
+        apply(&mut source, vec![entry(5, cede)]).await;
+        assert_eq!(
+            source.recipes().get(&name).unwrap(),
+            None,
+            "the copy is dropped"
+        );
+        let write = source.apply_command(6, &put(&name, None), &mut Pending::default());
+        assert!(matches!(
+            write.unwrap(),
+            Outcome::Moved {
+                shard: 1,
+                epoch: 2,
+                ..
+            }
+        ));
+        // A later placement from outside keeps the shard's own record.
+        let mut later = crate::placement::tests::placement(1, 2, 3);
+        later.owners[usize::from(slot)] = 1;
+        apply(
+            &mut destination,
+            vec![entry(5, Command::Place(Box::new(later)))],
+        )
+        .await;
+        let held = destination.recipes().placement().unwrap();
+        assert_eq!((held.epoch, held.acquired.get(&slot)), (3, Some(&2)));
+        apply(&mut destination, vec![entry(6, put(&name, Some(version)))]).await;
+        assert_eq!(
+            served(&destination),
+            [(name, (2 << VERSION_EPOCH_SHIFT) | 6)]
+        );
     }
 }

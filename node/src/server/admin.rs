@@ -5,6 +5,7 @@
 use openraft::async_runtime::watch::WatchReceiver;
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
+use std::collections::HashSet;
 use std::io::Read;
 use std::io::Seek;
 use std::io::SeekFrom;
@@ -21,6 +22,7 @@ use openraft::error::RaftError;
 use openraft::raft::ClientWriteResponse;
 use recipestore_protocol::pb;
 use recipestore_protocol::pb::admin_client::AdminClient;
+use recipestore_protocol::slots::slot_of;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Request;
 use tonic::Response;
@@ -31,19 +33,30 @@ use super::time_left;
 use crate::backup::BackupHeader;
 use crate::error::NodeError;
 use crate::metrics;
+use crate::name;
 use crate::node::Node;
 use crate::overload::recent;
+use crate::placement;
+use crate::placement::MoveStep;
 use crate::placement::Placement;
 use crate::raft::Command;
 use crate::raft::Member;
 use crate::raft::Outcome;
 use crate::raft::TypeConfig;
+use crate::raft::state_machine::Recipe;
 use crate::raft::typ;
 use crate::routing;
 use crate::routing::Attempt;
 
 pub struct Admin {
     node: Arc<Node>,
+}
+
+/// Most recipes an export reads per page before it looks at their sizes.
+const EXPORT_ROWS: usize = 4096;
+
+fn storage_failed(e: std::io::Error) -> Status {
+    Status::internal(format!("storage read failed: {e}"))
 }
 
 fn to_pb(id: u64, m: &Member) -> pb::Member {
@@ -502,6 +515,153 @@ impl pb::admin_server::Admin for Admin {
             Outcome::Refused { reason } => Err(Status::failed_precondition(reason)),
             other => Err(Status::internal(format!(
                 "a placement was applied as {other:?}"
+            ))),
+        }
+    }
+
+    async fn export_slots(
+        &self,
+        request: Request<pb::ExportSlotsRequest>,
+    ) -> Result<Response<pb::ExportSlotsResponse>, Status> {
+        let wait = time_left(request.metadata());
+        let req = request.into_inner();
+        let slots = req
+            .slots
+            .iter()
+            .map(|&s| placement::narrow_slot(s))
+            .collect::<Result<HashSet<u16>, _>>()
+            .map_err(Status::invalid_argument)?;
+        if slots.is_empty() {
+            return Err(Status::invalid_argument("the request names no slot"));
+        }
+        // Every write acknowledged before the call, the last before a
+        // release included, is in the state read below.
+        let started = Instant::now();
+        let index = self.node.read_index(wait).await?;
+        self.node
+            .await_applied(index, wait.saturating_sub(started.elapsed()))
+            .await?;
+        let in_slots = |name: &str| slots.contains(&slot_of(name));
+        let whole_slots = req.names.is_empty();
+        let names: Vec<String> = if whole_slots {
+            let after = (!req.after.is_empty()).then_some(req.after.as_str());
+            self.node
+                .recipes
+                .list_where("", after, EXPORT_ROWS, in_slots)
+                .map_err(storage_failed)?
+                .into_iter()
+                .map(|r| r.name)
+                .collect()
+        } else {
+            req.names.into_iter().filter(|n| in_slots(n)).collect()
+        };
+        let full_page = whole_slots && names.len() == EXPORT_ROWS;
+        let max_bytes = (req.max_bytes as usize).max(1);
+        let mut recipes = Vec::new();
+        let mut bytes = 0;
+        let mut next = String::new();
+        for (i, name) in names.iter().enumerate() {
+            if bytes >= max_bytes {
+                next = names[i - 1].clone();
+                break;
+            }
+            let Some(recipe) = self.node.recipes.peek(name).map_err(storage_failed)? else {
+                continue;
+            };
+            if !req.versions_only {
+                bytes += recipe.content.len();
+            }
+            recipes.push(pb::ExportedRecipe {
+                name: name.clone(),
+                version: recipe.version,
+                content: if req.versions_only {
+                    Vec::new()
+                } else {
+                    recipe.content.to_vec()
+                },
+            });
+        }
+        if next.is_empty() && full_page {
+            next = names.last().cloned().unwrap_or_default();
+        }
+        Ok(Response::new(pb::ExportSlotsResponse { recipes, next }))
+    }
+
+    async fn import_recipes(
+        &self,
+        request: Request<pb::ImportRecipesRequest>,
+    ) -> Result<Response<pb::ImportRecipesResponse>, Status> {
+        let wait = time_left(request.metadata());
+        let req = request.into_inner();
+        let mut recipes = Vec::with_capacity(req.recipes.len() + req.removed.len());
+        for r in req.recipes {
+            name::validate(&r.name)?;
+            let recipe = Recipe {
+                version: r.version,
+                content: r.content.into(),
+            };
+            recipes.push((r.name, Some(recipe)));
+        }
+        for removed in req.removed {
+            name::validate(&removed)?;
+            recipes.push((removed, None));
+        }
+        if recipes.is_empty() {
+            return Ok(Response::new(pb::ImportRecipesResponse {}));
+        }
+        match self.node.write(Command::Import(recipes), wait).await? {
+            Outcome::Applied => Ok(Response::new(pb::ImportRecipesResponse {})),
+            Outcome::Refused { reason } => Err(Status::failed_precondition(reason)),
+            other => Err(Status::internal(format!(
+                "an import was applied as {other:?}"
+            ))),
+        }
+    }
+
+    async fn move_slots(
+        &self,
+        request: Request<pb::MoveSlotsRequest>,
+    ) -> Result<Response<pb::MoveSlotsResponse>, Status> {
+        let wait = time_left(request.metadata());
+        let req = request.into_inner();
+        let slots = req
+            .slots
+            .iter()
+            .map(|&s| placement::narrow_slot(s))
+            .collect::<Result<Vec<u16>, _>>()
+            .map_err(Status::invalid_argument)?;
+        let shard = u16::try_from(req.shard)
+            .map_err(|_| Status::invalid_argument(format!("{} is not a shard", req.shard)))?;
+        let epoch = req.epoch;
+        let step = match pb::MoveStep::try_from(req.step) {
+            Ok(pb::MoveStep::Release) => MoveStep::Release {
+                slots,
+                to: shard,
+                epoch,
+            },
+            Ok(pb::MoveStep::Acquire) => MoveStep::Acquire {
+                slots,
+                from: shard,
+                epoch,
+            },
+            Ok(pb::MoveStep::Cede) => MoveStep::Cede {
+                slots,
+                to: shard,
+                epoch,
+            },
+            Ok(pb::MoveStep::Reclaim) => MoveStep::Reclaim { slots },
+            Ok(pb::MoveStep::Unspecified) | Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "{} is not a move step",
+                    req.step
+                )));
+            }
+        };
+        match self.node.write(Command::Move(step), wait).await? {
+            Outcome::Applied => Ok(Response::new(pb::MoveSlotsResponse {})),
+            Outcome::Refused { reason } => Err(Status::failed_precondition(reason)),
+            other => Err(Status::internal(format!(
+                "a move step was applied as {other:?}"
             ))),
         }
     }

@@ -11,6 +11,7 @@ use std::time::Instant;
 use recipestore_protocol::metadata;
 use recipestore_protocol::pb;
 use recipestore_protocol::pb::Consistency;
+use recipestore_protocol::slots::slot_of;
 use tonic::Code;
 use tonic::Request;
 use tonic::Response;
@@ -24,8 +25,6 @@ use crate::metrics;
 use crate::name;
 use crate::node::Node;
 use crate::overload::shed::Op;
-use crate::placement::Owner;
-use crate::placement::Placement;
 use crate::placement::Route;
 use crate::raft::Command;
 use crate::raft::Outcome;
@@ -93,9 +92,12 @@ async fn observed<T>(op: &str, call: impl Future<Output = Result<T, Status>>) ->
     result
 }
 
-fn outcome_status(node: &Node, outcome: Outcome, name: &str) -> Result<u64, Status> {
+/// The version a write's outcome gives the recipe; `None` when the write
+/// did not run because the shard no longer serves its slot (it moved, or
+/// is moving), so the caller routes it again.
+fn outcome_status(outcome: Outcome, name: &str) -> Result<Option<u64>, Status> {
     match outcome {
-        Outcome::Written { version } | Outcome::Deleted { version } => Ok(version),
+        Outcome::Written { version } | Outcome::Deleted { version } => Ok(Some(version)),
         Outcome::VersionMismatch { expected, current } => {
             let mut status = Status::failed_precondition(match current {
                 Some(current) => format!("recipe {name:?} is at version {current}, not {expected}"),
@@ -110,21 +112,7 @@ fn outcome_status(node: &Node, outcome: Outcome, name: &str) -> Result<u64, Stat
             Err(status)
         }
         Outcome::NotFound => Err(Status::not_found(format!("recipe {name:?} does not exist"))),
-        // The shard gave the slot away before the write reached the log.
-        Outcome::Moved { slot, shard, epoch } => {
-            let addrs = node
-                .recipes
-                .placement()
-                .and_then(|p| p.shards.get(&shard).cloned())
-                .unwrap_or_default();
-            let owner = Owner {
-                slot,
-                shard,
-                epoch,
-                addrs,
-            };
-            Err(sharding::moved(name, &owner))
-        }
+        Outcome::Moved { .. } | Outcome::Moving { .. } => Ok(None),
         Outcome::Applied | Outcome::Refused { .. } => {
             Err(Status::internal("write produced no recipe outcome"))
         }
@@ -132,24 +120,30 @@ fn outcome_status(node: &Node, outcome: Outcome, name: &str) -> Result<u64, Stat
 }
 
 /// Refuses a read as moved if, once it waited for the state it must see,
-/// the shard no longer owns the recipe.
-fn still_here(node: &Node, name: &str) -> Result<(), Status> {
-    match Placement::route(node.recipes.placement().as_deref(), name) {
-        Route::Here => Ok(()),
+/// the shard no longer owns the recipe; waits, within `wait`, for the move
+/// of its slot to end first.
+async fn still_here(node: &Node, name: &str, wait: Duration) -> Result<(), Status> {
+    match sharding::settled_route(node, name, wait).await? {
+        Route::Here | Route::Moving(_) => Ok(()),
         Route::Elsewhere(owner) => Err(sharding::moved(name, &owner)),
     }
 }
 
-/// Proposes `command` through the upload queue; returns the new version.
+/// How many times a write is routed again after the shard it reached gave
+/// its slot away: once per move, which each takes a new epoch.
+const REROUTES: usize = 3;
+
+/// Proposes `command` through the upload queue; returns the new version,
+/// or `None` when the shard no longer serves the recipe's slot.
 async fn write(
     node: &Arc<Node>,
     command: Command,
     metadata: &tonic::metadata::MetadataMap,
-) -> Result<u64, Status> {
+) -> Result<Option<u64>, Status> {
     let wait = time_left(metadata);
     let name = match &command {
         Command::Put { name, .. } | Command::Delete { name, .. } => name.clone(),
-        Command::Place(_) => return Err(Status::internal("a placement is not a recipe write")),
+        _ => return Err(Status::internal("not a recipe write")),
     };
     let job_node = node.clone();
     let job = async move {
@@ -157,7 +151,7 @@ async fn write(
             .write(command, wait)
             .await
             .map_err(|e| with_leader(&job_node, e.into()))?;
-        outcome_status(&job_node, outcome, &name).map_err(NodeError::from)
+        outcome_status(outcome, &name).map_err(NodeError::from)
     };
     node.overload
         .run(Op::Upload, caller_deadline(metadata), job)
@@ -175,28 +169,33 @@ impl pb::recipes_server::Recipes for RecipesService {
             let (metadata, _, req) = request.into_parts();
             name::validate(&req.name)?;
             name::validate_content(&req.content, self.node.config.max_content_bytes)?;
-            if let Some(owner) = sharding::route(&self.node, &req.name, &metadata)? {
-                let wait = time_left(&metadata);
-                return sharding::pass_on(
-                    &self.node,
-                    "upload",
-                    &owner.addrs,
-                    req,
-                    wait,
-                    |mut c, r| async move { c.upload(r).await },
-                )
-                .await;
-            }
             let command = Command::Put {
-                name: req.name,
-                content: req.content.into(),
+                name: req.name.clone(),
+                content: req.content.clone().into(),
                 if_version: req.if_version,
             };
-            let version = write(&self.node, command, &metadata).await?;
-            Ok(Response::new(pb::UploadResponse {
-                version,
-                leader: self.node.leader_hint(),
-            }))
+            for _ in 0..REROUTES {
+                let wait = time_left(&metadata);
+                if let Some(owner) = sharding::route(&self.node, &req.name, &metadata, wait).await?
+                {
+                    return sharding::pass_on(
+                        &self.node,
+                        "upload",
+                        &owner.addrs,
+                        req,
+                        wait,
+                        |mut c, r| async move { c.upload(r).await },
+                    )
+                    .await;
+                }
+                if let Some(version) = write(&self.node, command.clone(), &metadata).await? {
+                    return Ok(Response::new(pb::UploadResponse {
+                        version,
+                        leader: self.node.leader_hint(),
+                    }));
+                }
+            }
+            Err(rerouted_too_often(&req.name))
         })
         .await
     }
@@ -210,7 +209,7 @@ impl pb::recipes_server::Recipes for RecipesService {
             name::validate(&req.name)?;
             let consistency = consistency(req.consistency)?;
             let wait = time_left(&metadata);
-            if let Some(owner) = sharding::route(&self.node, &req.name, &metadata)? {
+            if let Some(owner) = sharding::route(&self.node, &req.name, &metadata, wait).await? {
                 return sharding::pass_on(
                     &self.node,
                     "download",
@@ -226,7 +225,7 @@ impl pb::recipes_server::Recipes for RecipesService {
                 prepare_read(&node, consistency, req.min_version, wait)
                     .await
                     .map_err(|e| with_leader(&node, e.into()))?;
-                still_here(&node, &req.name)?;
+                still_here(&node, &req.name, wait).await?;
                 let recipe = node
                     .recipes
                     .get(&req.name)
@@ -257,27 +256,32 @@ impl pb::recipes_server::Recipes for RecipesService {
         observed("delete", async {
             let (metadata, _, req) = request.into_parts();
             name::validate(&req.name)?;
-            if let Some(owner) = sharding::route(&self.node, &req.name, &metadata)? {
-                let wait = time_left(&metadata);
-                return sharding::pass_on(
-                    &self.node,
-                    "delete",
-                    &owner.addrs,
-                    req,
-                    wait,
-                    |mut c, r| async move { c.delete(r).await },
-                )
-                .await;
-            }
             let command = Command::Delete {
-                name: req.name,
+                name: req.name.clone(),
                 if_version: req.if_version,
             };
-            let version = write(&self.node, command, &metadata).await?;
-            Ok(Response::new(pb::DeleteResponse {
-                version,
-                leader: self.node.leader_hint(),
-            }))
+            for _ in 0..REROUTES {
+                let wait = time_left(&metadata);
+                if let Some(owner) = sharding::route(&self.node, &req.name, &metadata, wait).await?
+                {
+                    return sharding::pass_on(
+                        &self.node,
+                        "delete",
+                        &owner.addrs,
+                        req,
+                        wait,
+                        |mut c, r| async move { c.delete(r).await },
+                    )
+                    .await;
+                }
+                if let Some(version) = write(&self.node, command.clone(), &metadata).await? {
+                    return Ok(Response::new(pb::DeleteResponse {
+                        version,
+                        leader: self.node.leader_hint(),
+                    }));
+                }
+            }
+            Err(rerouted_too_often(&req.name))
         })
         .await
     }
@@ -319,10 +323,15 @@ impl pb::recipes_server::Recipes for RecipesService {
                     .map_err(|e| with_leader(&node, e.into()))?;
                 let req = here_req;
                 let after = (!req.page_token.is_empty()).then_some(req.page_token.as_str());
+                // The shard lists the slots it serves: not the copies it
+                // holds of slots moving to it, nor slots it is handing
+                // over, whose listing waits for their move to end.
+                let placement = sharding::settled_placement(&node, None, wait).await?;
+                let serves = |name: &str| placement.as_ref().is_none_or(|p| p.owns(slot_of(name)));
                 // One extra row tells whether another page follows.
                 let mut rows = node
                     .recipes
-                    .list(&req.prefix, after, limit + 1)
+                    .list_where(&req.prefix, after, limit + 1, serves)
                     .map_err(storage_failed)?;
                 let next_page_token = if rows.len() > limit {
                     rows.truncate(limit);
@@ -375,6 +384,14 @@ impl pb::recipes_server::Recipes for RecipesService {
         })
         .await
     }
+}
+
+/// The refusal of a write whose slot kept moving while it was routed.
+fn rerouted_too_often(name: &str) -> Status {
+    Status::unavailable(format!(
+        "recipe {name:?} moved between shards {REROUTES} times while its write was routed; \
+         the write did not run, retry it"
+    ))
 }
 
 /// One page of at most `limit` names from the same page of every shard:

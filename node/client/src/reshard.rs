@@ -1,0 +1,726 @@
+//! Resharding a running store: moving hash slots between its shards while
+//! clients read and write, as `recipectl` and the operator drive it.
+//!
+//! Every decision is recorded in the shards' own Raft logs (see the node's
+//! `placement` module), so this driver keeps no state of its own: it reads
+//! each shard's placement, finishes any move a previous run left half done,
+//! and then moves the slots [`slots::rebalance`] plans, a batch at a time.
+//! A batch of slots goes from shard A to shard B at an epoch above any the
+//! store has used:
+//!
+//! 1. **copy**: A's recipes in the slots are imported into B, page by page,
+//!    at their versions, paced to `bytes_per_second`; A serves throughout;
+//! 2. **release**: A stops serving the slots; calls for them wait;
+//! 3. **catch up**: what A changed since the copy (by comparing names and
+//!    versions) is imported into B, and B's copies of recipes A deleted
+//!    are removed;
+//! 4. **acquire**: B serves the slots, with every write A acknowledged;
+//! 5. **cede**: A records B as their owner and drops its copies; the calls
+//!    that waited go on to B.
+//!
+//! Killed at any point, a run leaves each shard's record consistent, and
+//! the next run resumes from it: a batch released and not acquired is
+//! caught up and acquired; one acquired and not ceded is ceded.
+
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::time::Duration;
+use std::time::Instant;
+
+use recipestore_protocol::pb;
+use recipestore_protocol::slots;
+use recipestore_protocol::slots::SLOTS;
+
+use crate::admin::AdminClient;
+use crate::admin::AdminError;
+
+/// One shard of the store as the driver reaches it.
+#[derive(Debug, Clone)]
+pub struct Shard {
+    pub shard: u16,
+    /// A client of each member's admin API.
+    pub admins: Vec<AdminClient>,
+    /// Each member's client address, as other shards pass calls on to it.
+    pub client_addrs: Vec<String>,
+}
+
+/// How fast and in which pieces slots move.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// Most slots moved as one batch: the slots whose calls wait together
+    /// while the batch switches shards.
+    pub batch_slots: usize,
+    /// Most bytes of recipes copied per second, so that the copy leaves the
+    /// shards' disks and CPUs to their clients.
+    pub bytes_per_second: u64,
+    /// Most bytes of recipes in one page of a copy: one Raft entry.
+    pub page_bytes: u32,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Self {
+            batch_slots: 64,
+            bytes_per_second: 32 << 20,
+            page_bytes: 512 << 10,
+        }
+    }
+}
+
+/// How far a resharding got.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Slots this run moved, and the slots it plans to move in all.
+    pub slots_moved: usize,
+    pub slots_total: usize,
+    /// Recipes and bytes of content copied between shards, catching up included.
+    pub recipes_copied: u64,
+    pub bytes_copied: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReshardError {
+    #[error("shard {shard}: {source}")]
+    Admin {
+        shard: u16,
+        #[source]
+        source: AdminError,
+    },
+    #[error("{0}")]
+    Store(String),
+}
+
+/// A batch of slots moving from one shard to another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub from: u16,
+    pub to: u16,
+    pub slots: Vec<u16>,
+}
+
+/// The moves that take a store whose slot `s` belongs to `owners[s]` to
+/// `shards` shards, in batches of at most `batch_slots` slots between the
+/// same two shards.
+pub fn plan(owners: &[u16], shards: u16, batch_slots: usize) -> Vec<Batch> {
+    let mut by_pair: BTreeMap<(u16, u16), Vec<u16>> = BTreeMap::new();
+    for m in slots::rebalance(owners, shards) {
+        by_pair.entry((m.from, m.to)).or_default().push(m.slot);
+    }
+    by_pair
+        .into_iter()
+        .flat_map(|((from, to), slots)| {
+            slots
+                .chunks(batch_slots.max(1))
+                .map(|chunk| Batch {
+                    from,
+                    to,
+                    slots: chunk.to_vec(),
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// What catching up changes in the destination's copies: the names whose
+/// version at the source differs from the copy's (or that it lacks), and
+/// the names it holds that the source no longer has.
+pub fn catch_up(source: &[(String, u64)], copies: &[(String, u64)]) -> (Vec<String>, Vec<String>) {
+    let held: HashMap<&str, u64> = copies.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+    let at_source: HashMap<&str, u64> = source.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+    let changed = source
+        .iter()
+        .filter(|(name, version)| held.get(name.as_str()) != Some(version))
+        .map(|(name, _)| name.clone())
+        .collect();
+    let removed = copies
+        .iter()
+        .filter(|(name, _)| !at_source.contains_key(name.as_str()))
+        .map(|(name, _)| name.clone())
+        .collect();
+    (changed, removed)
+}
+
+/// The store as its shards record it: who owns each slot, and the moves
+/// a previous run left between release and cede.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub owners: Vec<u16>,
+    /// Released batches, by source, destination and epoch.
+    pub unfinished: Vec<(Batch, u64)>,
+    /// The highest epoch any shard holds.
+    pub epoch: u64,
+}
+
+/// Reads the record from each shard's own placement (`None`: a shard not
+/// placed yet, which owns nothing, unless no shard is placed: then shard 0
+/// is an unsharded store, owning every slot). A slot is owned by the shard whose
+/// own placement says so; a slot acquired by its destination and not yet
+/// ceded by its source is the destination's.
+pub fn record(placements: &BTreeMap<u16, Option<pb::Placement>>) -> Result<Record, String> {
+    let placed: Vec<&pb::Placement> = placements.values().flatten().collect();
+    if placed.is_empty() {
+        // Shards added beside it hold nothing: placing one that held
+        // recipes outside its slots is refused by the shard itself.
+        return if placements.contains_key(&0) {
+            Ok(Record {
+                owners: vec![0; usize::from(SLOTS)],
+                unfinished: Vec::new(),
+                epoch: 0,
+            })
+        } else {
+            Err("no shard holds a placement and there is no shard 0, the unsharded store".into())
+        };
+    }
+    let mut owners: Vec<Option<u16>> = vec![None; usize::from(SLOTS)];
+    let mut unfinished: BTreeMap<(u16, u16, u64), Vec<u16>> = BTreeMap::new();
+    for p in &placed {
+        let shard = p.shard as u16;
+        let released: HashMap<u32, &pb::SlotHandover> =
+            p.released.iter().map(|h| (h.slot, h)).collect();
+        for (slot, &owner) in p.owners.iter().enumerate() {
+            if owner != p.shard {
+                continue;
+            }
+            if let Some(h) = released.get(&(slot as u32)) {
+                unfinished
+                    .entry((shard, h.to as u16, h.epoch))
+                    .or_default()
+                    .push(slot as u16);
+                // The destination's once it acquired it.
+                let acquired = placed.iter().any(|d| {
+                    d.shard == h.to
+                        && d.owners.get(slot) == Some(&h.to)
+                        && d.acquired
+                            .iter()
+                            .any(|a| a.slot == slot as u32 && a.epoch == h.epoch)
+                });
+                if acquired {
+                    continue;
+                }
+            }
+            match owners[slot] {
+                Some(other) if other != shard => {
+                    return Err(format!(
+                        "slot {slot} is owned by both shard {other} and shard {shard}"
+                    ));
+                }
+                _ => owners[slot] = Some(shard),
+            }
+        }
+    }
+    let owners = owners
+        .into_iter()
+        .enumerate()
+        .map(|(slot, owner)| owner.ok_or_else(|| format!("no shard owns slot {slot}")))
+        .collect::<Result<Vec<u16>, String>>()?;
+    Ok(Record {
+        owners,
+        unfinished: unfinished
+            .into_iter()
+            .map(|((from, to, epoch), slots)| (Batch { from, to, slots }, epoch))
+            .collect(),
+        epoch: placed.iter().map(|p| p.epoch).max().unwrap_or(0),
+    })
+}
+
+/// Moves slots until the store's shards `0..target` hold even shares and
+/// the shards numbered `target` and above none, reporting after each
+/// batch. `shards` must include every shard that holds slots, and those
+/// from `0` to `target - 1`, each running (created and initialized).
+pub async fn reshard(
+    shards: &[Shard],
+    target: u16,
+    pace: Pace,
+    mut report: impl FnMut(&Progress),
+) -> Result<Progress, ReshardError> {
+    if target == 0 {
+        return Err(ReshardError::Store("a store has at least one shard".into()));
+    }
+    let by_number: BTreeMap<u16, &Shard> = shards.iter().map(|s| (s.shard, s)).collect();
+    if let Some(missing) = (0..target).find(|k| !by_number.contains_key(k)) {
+        return Err(ReshardError::Store(format!(
+            "shard {missing} is not running: a store of {target} shards needs shards 0 to {}",
+            target - 1
+        )));
+    }
+    let mut driver = Driver {
+        shards: by_number,
+        pace,
+        progress: Progress::default(),
+        copy_started: Instant::now(),
+        copy_bytes: 0,
+    };
+    // A move a previous run left half done is finished first: until then
+    // its slots are claimed by two shards' records.
+    for (batch, epoch) in driver.read_record().await?.unfinished {
+        driver.finish(&batch, epoch).await?;
+    }
+    let record = driver.place_every_shard().await?;
+    let batches = plan(&record.owners, target, pace.batch_slots);
+    driver.progress.slots_total = batches.iter().map(|b| b.slots.len()).sum();
+    report(&driver.progress);
+    let mut epoch = record.epoch;
+    for batch in batches {
+        epoch += 1;
+        driver.move_batch(&batch, epoch).await?;
+        driver.progress.slots_moved += batch.slots.len();
+        report(&driver.progress);
+    }
+    // Every shard routes by the final map; the shards from `target` on,
+    // which own nothing now, are listed no more.
+    let record = driver.read_record().await?;
+    driver.readdress(&record, target).await?;
+    Ok(driver.progress)
+}
+
+struct Driver<'a> {
+    shards: BTreeMap<u16, &'a Shard>,
+    pace: Pace,
+    progress: Progress,
+    copy_started: Instant,
+    copy_bytes: u64,
+}
+
+impl Driver<'_> {
+    /// Runs `call` on the members of `shard` in turn until one answers.
+    async fn on_shard<T, F, Fut>(&self, shard: u16, call: F) -> Result<T, ReshardError>
+    where
+        F: Fn(AdminClient) -> Fut,
+        Fut: Future<Output = Result<T, AdminError>>,
+    {
+        let members = self
+            .shards
+            .get(&shard)
+            .map(|s| s.admins.as_slice())
+            .unwrap_or_default();
+        let mut last = None;
+        for admin in members {
+            match call(admin.clone()).await {
+                Ok(answer) => return Ok(answer),
+                // A refusal is the shard's answer, the same on any member.
+                Err(e)
+                    if e.status().is_some_and(|s| {
+                        matches!(
+                            s.code(),
+                            tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument
+                        )
+                    }) =>
+                {
+                    return Err(ReshardError::Admin { shard, source: e });
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(match last {
+            Some(source) => ReshardError::Admin { shard, source },
+            None => ReshardError::Store(format!("shard {shard} has no member to call")),
+        })
+    }
+
+    /// Each shard's placement as its leader applied it (a follower's may
+    /// lag), or as the most advanced member that answers did.
+    async fn placements(&self) -> Result<BTreeMap<u16, Option<pb::Placement>>, ReshardError> {
+        let mut placements = BTreeMap::new();
+        for (&shard, members) in &self.shards {
+            let mut best: Option<pb::StatusResponse> = None;
+            let mut last = None;
+            for admin in &members.admins {
+                match admin.status().await {
+                    Ok(status) if status.role == pb::Role::Leader as i32 => {
+                        best = Some(status);
+                        break;
+                    }
+                    Ok(status) => {
+                        if best
+                            .as_ref()
+                            .is_none_or(|b| b.applied_index < status.applied_index)
+                        {
+                            best = Some(status);
+                        }
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            let status = match (best, last) {
+                (Some(status), _) => status,
+                (None, Some(source)) => return Err(ReshardError::Admin { shard, source }),
+                (None, None) => {
+                    return Err(ReshardError::Store(format!(
+                        "shard {shard} has no member to call"
+                    )));
+                }
+            };
+            placements.insert(shard, status.placement);
+        }
+        Ok(placements)
+    }
+
+    async fn read_record(&self) -> Result<Record, ReshardError> {
+        record(&self.placements().await?).map_err(ReshardError::Store)
+    }
+
+    /// Places every shard not placed yet, and lists every running shard in
+    /// every shard's placement, so that each passes calls on to the others.
+    async fn place_every_shard(&self) -> Result<Record, ReshardError> {
+        let placements = self.placements().await?;
+        let record = record(&placements).map_err(ReshardError::Store)?;
+        let listed = |p: &pb::Placement| {
+            self.shards.values().all(|s| {
+                s.shard == p.shard as u16
+                    || p.shards
+                        .iter()
+                        .any(|e| e.shard == u32::from(s.shard) && e.client_addrs == s.client_addrs)
+            })
+        };
+        if placements.values().all(|p| p.as_ref().is_some_and(listed)) {
+            return Ok(record);
+        }
+        let every = self.shards.keys().copied().max().unwrap_or(0) + 1;
+        self.readdress(&record, every).await?;
+        self.read_record().await
+    }
+
+    /// Gives every shard the placement of `record` at a new epoch, listing
+    /// the shards below `listed` (and any owning slots).
+    async fn readdress(&self, record: &Record, listed: u16) -> Result<(), ReshardError> {
+        let epoch = record.epoch + 1;
+        let endpoints: Vec<pb::ShardEndpoints> = self
+            .shards
+            .values()
+            .filter(|s| s.shard < listed || record.owners.contains(&s.shard))
+            .map(|s| pb::ShardEndpoints {
+                shard: u32::from(s.shard),
+                client_addrs: s.client_addrs.clone(),
+            })
+            .collect();
+        for &shard in self.shards.keys() {
+            let placement = pb::Placement {
+                shard: u32::from(shard),
+                epoch,
+                owners: record.owners.iter().map(|&o| u32::from(o)).collect(),
+                shards: endpoints.clone(),
+                released: Vec::new(),
+                acquired: Vec::new(),
+            };
+            self.on_shard(shard, |admin| {
+                let placement = placement.clone();
+                async move { admin.place(placement).await }
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn step(
+        &self,
+        on: u16,
+        step: pb::MoveStep,
+        batch: &Batch,
+        other: u16,
+        epoch: u64,
+    ) -> Result<(), ReshardError> {
+        let request = pb::MoveSlotsRequest {
+            step: step as i32,
+            slots: batch.slots.iter().map(|&s| u32::from(s)).collect(),
+            shard: u32::from(other),
+            epoch,
+        };
+        self.on_shard(on, |admin| {
+            let request = request.clone();
+            async move { admin.move_slots(request).await }
+        })
+        .await
+    }
+
+    async fn move_batch(&mut self, batch: &Batch, epoch: u64) -> Result<(), ReshardError> {
+        let pages = self.copy(batch.from, batch.to, &batch.slots).await?;
+        tracing::info!(
+            from = batch.from,
+            to = batch.to,
+            slots = batch.slots.len(),
+            pages,
+            epoch,
+            "copied; releasing"
+        );
+        self.step(batch.from, pb::MoveStep::Release, batch, batch.to, epoch)
+            .await?;
+        self.finish(batch, epoch).await
+    }
+
+    /// Catches the destination up with the released batch, makes it the
+    /// owner, and has the source cede the slots.
+    async fn finish(&mut self, batch: &Batch, epoch: u64) -> Result<(), ReshardError> {
+        let placements = self.placements().await?;
+        let acquired = placements
+            .get(&batch.to)
+            .and_then(Option::as_ref)
+            .is_some_and(|d| {
+                batch.slots.iter().all(|&s| {
+                    d.acquired
+                        .iter()
+                        .any(|a| a.slot == u32::from(s) && a.epoch == epoch)
+                })
+            });
+        if !acquired {
+            let source = self.versions(batch.from, &batch.slots).await?;
+            let copies = self.versions(batch.to, &batch.slots).await?;
+            let (changed, removed) = catch_up(&source, &copies);
+            self.copy_names(batch.from, batch.to, &batch.slots, changed, removed)
+                .await?;
+            self.step(batch.to, pb::MoveStep::Acquire, batch, batch.from, epoch)
+                .await?;
+        }
+        self.step(batch.from, pb::MoveStep::Cede, batch, batch.to, epoch)
+            .await
+    }
+
+    /// Copies every recipe of `slots` from shard `from` to shard `to`;
+    /// answers the pages copied.
+    async fn copy(&mut self, from: u16, to: u16, slots: &[u16]) -> Result<usize, ReshardError> {
+        let mut after = String::new();
+        let mut pages = 0;
+        loop {
+            let page = self
+                .export(from, slots, after.clone(), Vec::new(), false)
+                .await?;
+            self.import(to, page.recipes, Vec::new()).await?;
+            pages += 1;
+            if page.next.is_empty() {
+                return Ok(pages);
+            }
+            after = page.next;
+        }
+    }
+
+    /// Copies the recipes `names` of `slots` from `from` to `to` and removes
+    /// `removed` from `to`'s copies.
+    async fn copy_names(
+        &mut self,
+        from: u16,
+        to: u16,
+        slots: &[u16],
+        names: Vec<String>,
+        removed: Vec<String>,
+    ) -> Result<(), ReshardError> {
+        for chunk in names.chunks(NAMES_PER_PAGE) {
+            let page = self
+                .export(from, slots, String::new(), chunk.to_vec(), false)
+                .await?;
+            // A name missing from the page was deleted since it was listed:
+            // the source holds no recipe under it any more.
+            let present: Vec<&str> = page.recipes.iter().map(|r| r.name.as_str()).collect();
+            let gone: Vec<String> = chunk
+                .iter()
+                .filter(|n| !present.contains(&n.as_str()))
+                .cloned()
+                .collect();
+            self.import(to, page.recipes, gone).await?;
+        }
+        for chunk in removed.chunks(NAMES_PER_PAGE) {
+            self.import(to, Vec::new(), chunk.to_vec()).await?;
+        }
+        Ok(())
+    }
+
+    /// The names and versions shard `shard` holds in `slots`.
+    async fn versions(
+        &self,
+        shard: u16,
+        slots: &[u16],
+    ) -> Result<Vec<(String, u64)>, ReshardError> {
+        let mut all = Vec::new();
+        let mut after = String::new();
+        loop {
+            let page = self
+                .export(shard, slots, after.clone(), Vec::new(), true)
+                .await?;
+            all.extend(page.recipes.into_iter().map(|r| (r.name, r.version)));
+            if page.next.is_empty() {
+                return Ok(all);
+            }
+            after = page.next;
+        }
+    }
+
+    async fn export(
+        &self,
+        shard: u16,
+        slots: &[u16],
+        after: String,
+        names: Vec<String>,
+        versions_only: bool,
+    ) -> Result<pb::ExportSlotsResponse, ReshardError> {
+        let request = pb::ExportSlotsRequest {
+            slots: slots.iter().map(|&s| u32::from(s)).collect(),
+            after,
+            names,
+            versions_only,
+            max_bytes: self.pace.page_bytes,
+        };
+        self.on_shard(shard, |admin| {
+            let request = request.clone();
+            async move { admin.export_slots(request).await }
+        })
+        .await
+    }
+
+    /// Imports `recipes` and removes `removed` in shard `to`, pacing the
+    /// copy to the configured rate.
+    async fn import(
+        &mut self,
+        to: u16,
+        recipes: Vec<pb::ExportedRecipe>,
+        removed: Vec<String>,
+    ) -> Result<(), ReshardError> {
+        if recipes.is_empty() && removed.is_empty() {
+            return Ok(());
+        }
+        let bytes: u64 = recipes.iter().map(|r| r.content.len() as u64).sum();
+        let count = recipes.len() as u64;
+        let request = pb::ImportRecipesRequest { recipes, removed };
+        self.on_shard(to, |admin| {
+            let request = request.clone();
+            async move { admin.import_recipes(request).await }
+        })
+        .await?;
+        self.progress.recipes_copied += count;
+        self.progress.bytes_copied += bytes;
+        self.copy_bytes += bytes;
+        let due = Duration::from_secs_f64(
+            self.copy_bytes as f64 / self.pace.bytes_per_second.max(1) as f64,
+        );
+        if let Some(early) = due.checked_sub(self.copy_started.elapsed()) {
+            tokio::time::sleep(early).await;
+        }
+        Ok(())
+    }
+}
+
+/// Most names asked for in one page of a catch-up.
+const NAMES_PER_PAGE: usize = 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn placement(shard: u32, owners: &[u16], epoch: u64) -> pb::Placement {
+        pb::Placement {
+            shard,
+            epoch,
+            owners: owners.iter().map(|&o| u32::from(o)).collect(),
+            shards: Vec::new(),
+            released: Vec::new(),
+            acquired: Vec::new(),
+        }
+    }
+
+    fn halves() -> Vec<u16> {
+        (0..SLOTS).map(|s| u16::from(s >= SLOTS / 2)).collect()
+    }
+
+    #[test]
+    fn batches_join_the_slots_between_the_same_two_shards() {
+        let batches = plan(&halves(), 3, 100);
+        // 1024 = 342 + 341 + 341: shard 0 gives 170, shard 1 gives 171.
+        let from0: usize = batches
+            .iter()
+            .filter(|b| b.from == 0)
+            .map(|b| b.slots.len())
+            .sum();
+        let from1: usize = batches
+            .iter()
+            .filter(|b| b.from == 1)
+            .map(|b| b.slots.len())
+            .sum();
+        assert_eq!((from0, from1), (170, 171));
+        assert!(batches.iter().all(|b| b.to == 2 && b.slots.len() <= 100));
+        assert_eq!(batches.len(), 4);
+        assert!(plan(&halves(), 2, 100).is_empty());
+    }
+
+    #[test]
+    fn catching_up_copies_what_changed_and_removes_what_went() {
+        let s = |v: &[(&str, u64)]| {
+            v.iter()
+                .map(|(n, v)| (n.to_string(), *v))
+                .collect::<Vec<_>>()
+        };
+        let source = s(&[("kept", 3), ("rewritten", 9), ("new", 12)]);
+        let copies = s(&[("kept", 3), ("rewritten", 4), ("deleted", 5)]);
+        assert_eq!(
+            catch_up(&source, &copies),
+            (
+                vec!["rewritten".to_string(), "new".to_string()],
+                vec!["deleted".to_string()]
+            )
+        );
+        assert_eq!(catch_up(&source, &source), (vec![], vec![]));
+    }
+
+    #[test]
+    fn the_record_is_read_from_each_shard_s_own_placement() {
+        let halves = halves();
+        // A new, unplaced shard beside placed ones owns nothing.
+        let grown = BTreeMap::from([
+            (0, Some(placement(0, &halves, 3))),
+            (1, Some(placement(1, &halves, 3))),
+            (2, None),
+        ]);
+        let r = record(&grown).unwrap();
+        assert_eq!((r.owners.clone(), r.epoch), (halves.clone(), 3));
+        assert!(r.unfinished.is_empty());
+
+        // Shard 0 released slots 0 and 1 to shard 1 at epoch 4; shard 1
+        // acquired slot... both, so they are shard 1's, and the batch is
+        // unfinished until shard 0 cedes them.
+        let mut source = placement(0, &halves, 4);
+        source.released = [0, 1]
+            .map(|slot| pb::SlotHandover {
+                slot,
+                to: 1,
+                epoch: 4,
+            })
+            .to_vec();
+        let mut destination = placement(1, &halves, 3);
+        let released = BTreeMap::from([(0, Some(source.clone())), (1, Some(destination.clone()))]);
+        let r = record(&released).unwrap();
+        assert_eq!(r.owners[..2], [0, 0], "not acquired: still the source's");
+        assert_eq!(
+            r.unfinished,
+            vec![(
+                Batch {
+                    from: 0,
+                    to: 1,
+                    slots: vec![0, 1]
+                },
+                4
+            )]
+        );
+        destination.epoch = 4;
+        destination.owners[0] = 1;
+        destination.owners[1] = 1;
+        destination.acquired = [0, 1].map(|slot| pb::SlotEpoch { slot, epoch: 4 }).to_vec();
+        let acquired = BTreeMap::from([(0, Some(source)), (1, Some(destination.clone()))]);
+        let r = record(&acquired).unwrap();
+        assert_eq!((r.owners[..2].to_vec(), r.epoch), (vec![1, 1], 4));
+        assert_eq!(r.unfinished.len(), 1, "still to cede");
+
+        // Two shards claiming a slot, or none, is refused.
+        let mut both = placement(0, &halves, 3);
+        both.owners[700] = 0;
+        let claimed = BTreeMap::from([(0, Some(both)), (1, Some(placement(1, &halves, 3)))]);
+        assert!(record(&claimed).unwrap_err().contains("slot 700"));
+        let mut neither = halves.clone();
+        neither[5] = 1;
+        let lost = BTreeMap::from([
+            (0, Some(placement(0, &neither, 3))),
+            (1, Some(placement(1, &halves, 3))),
+        ]);
+        assert!(record(&lost).unwrap_err().contains("no shard owns slot 5"));
+        // An unsharded store growing: shard 0 holds every slot.
+        let growing = BTreeMap::from([(0, None), (1, None)]);
+        assert_eq!(record(&growing).unwrap().owners, vec![0; 1024]);
+        let headless = BTreeMap::from([(1, None)]);
+        assert!(record(&headless).unwrap_err().contains("no shard 0"));
+    }
+}
