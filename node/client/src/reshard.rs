@@ -255,7 +255,8 @@ pub async fn reshard(
     for (batch, epoch) in driver.read_record().await?.unfinished {
         driver.finish(&batch, epoch).await?;
     }
-    let record = driver.place_every_shard().await?;
+    let every = driver.shards.keys().copied().max().unwrap_or(0) + 1;
+    let record = driver.settle(every).await?;
     let batches = plan(&record.owners, target, pace.batch_slots);
     driver.progress.slots_total = batches.iter().map(|b| b.slots.len()).sum();
     report(&driver.progress);
@@ -268,8 +269,7 @@ pub async fn reshard(
     }
     // Every shard routes by the final map; the shards from `target` on,
     // which own nothing now, are listed no more.
-    let record = driver.read_record().await?;
-    driver.readdress(&record, target).await?;
+    driver.settle(target).await?;
     Ok(driver.progress)
 }
 
@@ -359,40 +359,46 @@ impl Driver<'_> {
         record(&self.placements().await?).map_err(ReshardError::Store)
     }
 
-    /// Places every shard not placed yet, and lists every running shard in
-    /// every shard's placement, so that each passes calls on to the others.
-    async fn place_every_shard(&self) -> Result<Record, ReshardError> {
+    /// Makes every shard hold the store's record of owners and list the
+    /// shards below `listed` (and any owning slots), so that each passes
+    /// calls on to the others: places the shards not placed yet, and gives
+    /// the others a newer placement where theirs differs.
+    async fn settle(&self, listed: u16) -> Result<Record, ReshardError> {
         let placements = self.placements().await?;
         let record = record(&placements).map_err(ReshardError::Store)?;
-        let listed = |p: &pb::Placement| {
-            self.shards.values().all(|s| {
-                s.shard == p.shard as u16
-                    || p.shards
-                        .iter()
-                        .any(|e| e.shard == u32::from(s.shard) && e.client_addrs == s.client_addrs)
-            })
+        let expected = self.endpoints(&record, listed);
+        let settled = |p: &pb::Placement| {
+            p.owners
+                .iter()
+                .map(|&o| o as u16)
+                .eq(record.owners.iter().copied())
+                && p.shards == expected
         };
-        if placements.values().all(|p| p.as_ref().is_some_and(listed)) {
+        if placements.values().all(|p| p.as_ref().is_some_and(settled)) {
             return Ok(record);
         }
-        let every = self.shards.keys().copied().max().unwrap_or(0) + 1;
-        self.readdress(&record, every).await?;
+        self.readdress(&record, listed).await?;
         self.read_record().await
     }
 
-    /// Gives every shard the placement of `record` at a new epoch, listing
-    /// the shards below `listed` (and any owning slots).
-    async fn readdress(&self, record: &Record, listed: u16) -> Result<(), ReshardError> {
-        let epoch = record.epoch + 1;
-        let endpoints: Vec<pb::ShardEndpoints> = self
-            .shards
+    /// Where the shards below `listed`, and any owning slots in `record`,
+    /// are reached.
+    fn endpoints(&self, record: &Record, listed: u16) -> Vec<pb::ShardEndpoints> {
+        self.shards
             .values()
             .filter(|s| s.shard < listed || record.owners.contains(&s.shard))
             .map(|s| pb::ShardEndpoints {
                 shard: u32::from(s.shard),
                 client_addrs: s.client_addrs.clone(),
             })
-            .collect();
+            .collect()
+    }
+
+    /// Gives every shard the placement of `record` at a new epoch, listing
+    /// the shards below `listed` (and any owning slots).
+    async fn readdress(&self, record: &Record, listed: u16) -> Result<(), ReshardError> {
+        let epoch = record.epoch + 1;
+        let endpoints = self.endpoints(record, listed);
         for &shard in self.shards.keys() {
             let placement = pb::Placement {
                 shard: u32::from(shard),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Subcommand;
 use recipectl::local_cluster::LocalStore;
-use recipectl::local_cluster::shard_data_root;
+use recipestore_client::reshard::Pace;
 use tokio::signal::unix::SignalKind;
 use tokio::signal::unix::signal;
 
@@ -19,9 +19,13 @@ pub enum LocalCommand {
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
         nodes: u64,
         /// Number of shards: each a cluster of `--nodes` nodes, a Raft
-        /// group of its own, owning an even share of the hash slots. With
-        /// more than one, shard k keeps its data in `<data-dir>/shard-k`
-        /// and its nodes listen from base+10*nodes*k.
+        /// group of its own, owning an even share of the hash slots. Shard
+        /// k keeps its data in `<data-dir>/shard-k` (shard 0 of a store
+        /// that started with one shard, in `<data-dir>`) and its nodes
+        /// listen from base+10*nodes*k. Another count than the data
+        /// directory holds moves slots between the shards, online, until
+        /// this many hold even shares, then stops and removes the shards
+        /// beyond it.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
         shards: u16,
         /// Where each node keeps its data and log.
@@ -96,6 +100,29 @@ pub async fn run(command: LocalCommand) -> anyhow::Result<()> {
             )));
         }
     };
+    // A store that held data is brought to `shards` shards, and a
+    // resharding a previous run left half done is finished.
+    let held = store.held();
+    if held > 0 && (held != shards || held > 1) {
+        let moved = store
+            .reshard(shards, Pace::default(), |p| {
+                if p.slots_total > 0 {
+                    println!(
+                        "moving slots: {}/{} moved, {} recipes ({} bytes) copied",
+                        p.slots_moved, p.slots_total, p.recipes_copied, p.bytes_copied
+                    );
+                }
+            })
+            .await;
+        if let Err(e) = moved {
+            store.stop_all(Duration::from_secs(5));
+            return Err(e.context(format!(
+                "moving slots to {shards} shard(s) failed; run again to resume it (see the logs in {})",
+                data_dir.display()
+            )));
+        }
+        store.retire_shards(shards, Duration::from_secs(10))?;
+    }
     let endpoints = store.client_endpoints().join(",");
     let peers = store.peer_endpoints().join(",");
     std::fs::write(data_dir.join("endpoints"), format!("{endpoints}\n"))?;
@@ -112,11 +139,12 @@ pub async fn run(command: LocalCommand) -> anyhow::Result<()> {
         );
     } else {
         println!("RecipeStore store {verb}: {shards} shards of {nodes} nodes");
-        for (k, (init, leader)) in init.iter().zip(&leaders).enumerate() {
+        for (k, ((shard, init), leader)) in store.shards.iter().zip(&init).zip(&leaders).enumerate()
+        {
             println!(
                 "  shard {k}: cluster {}, leader is node {leader}, data in {}",
                 init.cluster_id,
-                shard_data_root(&data_dir, k as u16).display()
+                shard.data_root().display()
             );
         }
     }

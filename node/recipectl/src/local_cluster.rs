@@ -21,6 +21,7 @@ use nix::unistd::Pid;
 use recipestore::placement::Placement;
 use recipestore_client::admin::AdminClient;
 use recipestore_client::admin::Timeouts;
+use recipestore_client::reshard;
 use recipestore_protocol::pb;
 use tonic::transport::ClientTlsConfig;
 
@@ -74,26 +75,16 @@ pub async fn place_new_store(shards: &[&LocalCluster], wait: Duration) -> anyhow
     Ok(())
 }
 
-/// Refuses to lay out a store of `shards` shards on the data of a store
-/// with another count: its shards would be given slots they do not hold
-/// the recipes of.
-fn check_shard_count(data_root: &Path, shards: u16) -> anyhow::Result<()> {
-    let found = (0..)
-        .take_while(|&k| shard_data_root(data_root, k).is_dir())
-        .count();
+/// How many shards the store under `data_root` holds (0: none yet). A
+/// store that started unsharded keeps its nodes in `data_root`, as shard 0,
+/// its later shards in `shard-k`.
+pub fn shards_held(data_root: &Path) -> u16 {
     let unsharded = node_data_dir(data_root, 0).is_dir();
-    let held = match (found, unsharded) {
-        (0, false) => return Ok(()),
-        (0, true) => 1,
-        (n, _) => n,
-    };
-    anyhow::ensure!(
-        held == usize::from(shards),
-        "{} holds a store of {held} shard(s); run it with --shards {held} \
-         (moving slots between shards is not built yet)",
-        data_root.display()
-    );
-    Ok(())
+    let first = u16::from(unsharded);
+    let found = (first..)
+        .take_while(|&k| shard_data_root(data_root, k).is_dir())
+        .count() as u16;
+    first + found
 }
 
 /// Checks that `count` nodes fit above `base_port`.
@@ -397,6 +388,11 @@ impl LocalCluster {
         self.tls.as_ref()
     }
 
+    /// Where this cluster's nodes keep their data.
+    pub fn data_root(&self) -> &Path {
+        &self.data_root
+    }
+
     pub fn start_all(&mut self) -> anyhow::Result<()> {
         for node in &mut self.nodes {
             if !node.is_running() {
@@ -476,10 +472,26 @@ impl LocalCluster {
 /// `<data-dir>/shard-<k>`, its nodes' ports from `base + 10 * nodes * k`.
 pub struct LocalStore {
     pub shards: Vec<LocalCluster>,
+    /// The shards the data directory held before this run laid any out.
+    held: u16,
+    layout: Layout,
+}
+
+/// How a store's shards are laid out, kept to lay out more.
+struct Layout {
+    binary: PathBuf,
+    data_root: PathBuf,
+    base_port: u16,
+    nodes: u64,
+    extra_args: Vec<String>,
+    /// Shard 0 keeps its nodes in `data_root` (a store that started unsharded).
+    unsharded_root: bool,
+    tls: bool,
 }
 
 impl LocalStore {
-    /// Lays out `shards` clusters of `nodes` nodes; nothing starts yet.
+    /// Lays out `shards` clusters of `nodes` nodes, or as many as the data
+    /// directory holds if more (see [`LocalStore::reshard`]); nothing starts yet.
     pub fn new(
         binary: &Path,
         data_root: &Path,
@@ -489,25 +501,92 @@ impl LocalStore {
         extra_args: &[&str],
     ) -> anyhow::Result<Self> {
         anyhow::ensure!(shards >= 1, "a store needs at least one shard");
-        check_ports(base_port, nodes * u64::from(shards))?;
-        check_shard_count(data_root, shards)?;
-        let sharded = shards > 1;
-        let shards = (0..shards)
-            .map(|k| {
-                let base = base_port + 10 * nodes as u16 * k;
-                let root = match sharded {
-                    true => shard_data_root(data_root, k),
-                    false => data_root.to_path_buf(),
-                };
-                LocalCluster::new(binary, &root, base, nodes, extra_args)
+        let held = shards_held(data_root);
+        let unsharded_root = node_data_dir(data_root, 0).is_dir() || (held == 0 && shards == 1);
+        let mut store = Self {
+            shards: Vec::new(),
+            held,
+            layout: Layout {
+                binary: binary.to_path_buf(),
+                data_root: data_root.to_path_buf(),
+                base_port,
+                nodes,
+                extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+                unsharded_root,
+                tls: false,
+            },
+        };
+        store.add_shards(shards.max(held))?;
+        Ok(store)
+    }
+
+    /// The shards the data directory held before this run.
+    pub fn held(&self) -> u16 {
+        self.held
+    }
+
+    /// Lays out shards up to `shards` in all, with TLS if the store runs
+    /// it; nothing starts yet.
+    pub fn add_shards(&mut self, shards: u16) -> anyhow::Result<()> {
+        let l = &self.layout;
+        check_ports(l.base_port, l.nodes * u64::from(shards))?;
+        for k in self.shards.len() as u16..shards {
+            let base = l.base_port + 10 * l.nodes as u16 * k;
+            let root = match k == 0 && l.unsharded_root {
+                true => l.data_root.clone(),
+                false => shard_data_root(&l.data_root, k),
+            };
+            let args: Vec<&str> = l.extra_args.iter().map(String::as_str).collect();
+            let mut shard = LocalCluster::new(&l.binary, &root, base, l.nodes, &args)?;
+            if l.tls {
+                shard.use_tls_in(&l.data_root)?;
+            }
+            self.shards.push(shard);
+        }
+        Ok(())
+    }
+
+    /// Moves slots until shards `0..target` hold even shares and the others
+    /// none (see `recipestore_client::reshard`); every laid-out shard must
+    /// be running and initialized. Resumes a resharding left half done.
+    pub async fn reshard(
+        &self,
+        target: u16,
+        pace: reshard::Pace,
+        report: impl FnMut(&reshard::Progress),
+    ) -> anyhow::Result<reshard::Progress> {
+        let shards: Vec<reshard::Shard> = self
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(k, shard)| reshard::Shard {
+                shard: k as u16,
+                admins: shard.nodes.iter().map(NodeProcess::admin).collect(),
+                client_addrs: shard.client_endpoints(),
             })
-            .collect::<anyhow::Result<_>>()?;
-        Ok(Self { shards })
+            .collect();
+        Ok(reshard::reshard(&shards, target, pace, report).await?)
+    }
+
+    /// Stops the shards from `target` on, which own no slot once
+    /// [`LocalStore::reshard`] took the store to `target` shards, and
+    /// removes their data.
+    pub fn retire_shards(&mut self, target: u16, grace: Duration) -> anyhow::Result<()> {
+        while self.shards.len() > usize::from(target) {
+            let k = self.shards.len() as u16 - 1;
+            let mut shard = self.shards.pop().expect("more shards than the target");
+            shard.stop_all(grace);
+            let root = shard_data_root(&self.layout.data_root, k);
+            std::fs::remove_dir_all(&root)
+                .with_context(|| format!("cannot remove {}", root.display()))?;
+        }
+        Ok(())
     }
 
     /// Runs every shard's nodes with TLS, one CA for the whole store, its
     /// certificates under `<data_root>/tls/`.
     pub fn use_tls(&mut self, data_root: &Path) -> anyhow::Result<&LocalTls> {
+        self.layout.tls = true;
         for shard in &mut self.shards {
             shard.use_tls_in(data_root)?;
         }
@@ -546,15 +625,16 @@ impl LocalStore {
             .flat_map(|shard| shard.nodes.iter_mut())
     }
 
-    /// Initializes every shard, then, when there are several, gives each
-    /// its placement in a store of this many shards (slots split evenly).
-    /// Idempotent across restarts: a shard keeps the placement it holds.
+    /// Initializes every shard, then, in a new store of several, gives
+    /// each its placement in a store of this many shards (slots split
+    /// evenly). Idempotent across restarts; the shards of a store that held
+    /// data before are placed by [`LocalStore::reshard`].
     pub async fn initialize(&self, wait: Duration) -> anyhow::Result<Vec<pb::InitializeResponse>> {
         let mut replies = Vec::new();
         for shard in &self.shards {
             replies.push(shard.initialize(wait).await?);
         }
-        if self.shards.len() > 1 {
+        if self.held == 0 && self.shards.len() > 1 {
             let shards: Vec<&LocalCluster> = self.shards.iter().collect();
             place_new_store(&shards, wait).await?;
         }

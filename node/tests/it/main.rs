@@ -10,6 +10,7 @@ mod membership;
 mod overload;
 mod recovery;
 mod replication;
+mod resharding;
 mod sharding;
 mod snapshot;
 mod storage;
