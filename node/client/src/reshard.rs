@@ -20,7 +20,9 @@
 //!
 //! Killed at any point, a run leaves each shard's record consistent, and
 //! the next run resumes from it: a batch released and not acquired is
-//! caught up and acquired; one acquired and not ceded is ceded.
+//! caught up and acquired, or, if its destination is to leave the store,
+//! rolled back (the source reclaims it); one acquired and not ceded is
+//! ceded.
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
@@ -253,7 +255,7 @@ pub async fn reshard(
     // A move a previous run left half done is finished first: until then
     // its slots are claimed by two shards' records.
     for (batch, epoch) in driver.read_record().await?.unfinished {
-        driver.finish(&batch, epoch).await?;
+        driver.finish(&batch, epoch, target).await?;
     }
     let every = driver.shards.keys().copied().max().unwrap_or(0) + 1;
     let record = driver.settle(every).await?;
@@ -282,7 +284,13 @@ struct Driver<'a> {
 }
 
 impl Driver<'_> {
-    /// Runs `call` on the members of `shard` in turn until one answers.
+    /// Runs `call` on the members of `shard` in turn until one answers,
+    /// for up to [`SHARD_PATIENCE`] while none does (a shard electing a
+    /// leader, a member restarting). Every call is safe to repeat: a step
+    /// taken is taken again as done, an import writes the same copies, and
+    /// a call that timed out yet commits later does so before the retry
+    /// that followed it (Raft commits a deposed leader's entry only ahead
+    /// of its successor's).
     async fn on_shard<T, F, Fut>(&self, shard: u16, call: F) -> Result<T, ReshardError>
     where
         F: Fn(AdminClient) -> Fut,
@@ -293,63 +301,65 @@ impl Driver<'_> {
             .get(&shard)
             .map(|s| s.admins.as_slice())
             .unwrap_or_default();
-        let mut last = None;
-        for admin in members {
-            match call(admin.clone()).await {
-                Ok(answer) => return Ok(answer),
-                // A refusal is the shard's answer, the same on any member.
-                Err(e)
-                    if e.status().is_some_and(|s| {
-                        matches!(
-                            s.code(),
-                            tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument
-                        )
-                    }) =>
-                {
-                    return Err(ReshardError::Admin { shard, source: e });
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(match last {
-            Some(source) => ReshardError::Admin { shard, source },
-            None => ReshardError::Store(format!("shard {shard} has no member to call")),
-        })
-    }
-
-    /// Each shard's placement as its leader applied it (a follower's may
-    /// lag), or as the most advanced member that answers did.
-    async fn placements(&self) -> Result<BTreeMap<u16, Option<pb::Placement>>, ReshardError> {
-        let mut placements = BTreeMap::new();
-        for (&shard, members) in &self.shards {
-            let mut best: Option<pb::StatusResponse> = None;
+        let deadline = Instant::now() + SHARD_PATIENCE;
+        let mut pause = Duration::from_millis(50);
+        loop {
             let mut last = None;
-            for admin in &members.admins {
-                match admin.status().await {
-                    Ok(status) if status.role == pb::Role::Leader as i32 => {
-                        best = Some(status);
-                        break;
-                    }
-                    Ok(status) => {
-                        if best
-                            .as_ref()
-                            .is_none_or(|b| b.applied_index < status.applied_index)
-                        {
-                            best = Some(status);
-                        }
+            for admin in members {
+                match call(admin.clone()).await {
+                    Ok(answer) => return Ok(answer),
+                    // A refusal is the shard's answer, the same on any member.
+                    Err(e)
+                        if e.status().is_some_and(|s| {
+                            matches!(
+                                s.code(),
+                                tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument
+                            )
+                        }) =>
+                    {
+                        return Err(ReshardError::Admin { shard, source: e });
                     }
                     Err(e) => last = Some(e),
                 }
             }
-            let status = match (best, last) {
-                (Some(status), _) => status,
-                (None, Some(source)) => return Err(ReshardError::Admin { shard, source }),
-                (None, None) => {
+            match last {
+                Some(source) if Instant::now() >= deadline => {
+                    return Err(ReshardError::Admin { shard, source });
+                }
+                Some(e) => tracing::debug!(shard, error = %e, "no member answered; retrying"),
+                None => {
                     return Err(ReshardError::Store(format!(
                         "shard {shard} has no member to call"
                     )));
                 }
-            };
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// Each shard's placement as its leader applied it: a follower's may
+    /// lag, and so may a new leader's until it applied what it committed.
+    /// Decisions taken on a view that is still stale are refused by the
+    /// shards (see the module's comment), never applied wrongly.
+    async fn placements(&self) -> Result<BTreeMap<u16, Option<pb::Placement>>, ReshardError> {
+        let mut placements = BTreeMap::new();
+        for &shard in self.shards.keys() {
+            let status = self
+                .on_shard(shard, |admin| async move {
+                    let status = admin.status().await?;
+                    let current = status.role == pb::Role::Leader as i32
+                        && status.applied_index >= status.committed_index;
+                    match current {
+                        true => Ok(status),
+                        false => Err(AdminError::Call {
+                            call: "Status",
+                            addr: admin.addr().to_owned(),
+                            source: tonic::Status::unavailable("not the leader, or behind it"),
+                        }),
+                    }
+                })
+                .await?;
             placements.insert(shard, status.placement);
         }
         Ok(placements)
@@ -450,12 +460,14 @@ impl Driver<'_> {
         );
         self.step(batch.from, pb::MoveStep::Release, batch, batch.to, epoch)
             .await?;
-        self.finish(batch, epoch).await
+        self.finish(batch, epoch, u16::MAX).await
     }
 
     /// Catches the destination up with the released batch, makes it the
-    /// owner, and has the source cede the slots.
-    async fn finish(&mut self, batch: &Batch, epoch: u64) -> Result<(), ReshardError> {
+    /// owner, and has the source cede the slots; or, when the destination
+    /// is to leave the store (numbered `target` or above) and has not
+    /// acquired them, has the source serve them again.
+    async fn finish(&mut self, batch: &Batch, epoch: u64, target: u16) -> Result<(), ReshardError> {
         let placements = self.placements().await?;
         let acquired = placements
             .get(&batch.to)
@@ -467,12 +479,35 @@ impl Driver<'_> {
                         .any(|a| a.slot == u32::from(s) && a.epoch == epoch)
                 })
             });
+        if !acquired && batch.to >= target {
+            tracing::info!(
+                from = batch.from,
+                to = batch.to,
+                epoch,
+                "rolling back a move"
+            );
+            return self
+                .step(batch.from, pb::MoveStep::Reclaim, batch, batch.to, epoch)
+                .await;
+        }
         if !acquired {
             let source = self.versions(batch.from, &batch.slots).await?;
             let copies = self.versions(batch.to, &batch.slots).await?;
             let (changed, removed) = catch_up(&source, &copies);
-            self.copy_names(batch.from, batch.to, &batch.slots, changed, removed)
-                .await?;
+            match self
+                .copy_names(batch.from, batch.to, &batch.slots, changed, removed)
+                .await
+            {
+                // The destination owns a slot of the batch: it acquired
+                // them all, on a view read before it did; it refused the
+                // copies, and nothing is left to catch up.
+                Err(ReshardError::Admin { shard, source })
+                    if shard == batch.to
+                        && source
+                            .status()
+                            .is_some_and(|s| s.code() == tonic::Code::FailedPrecondition) => {}
+                result => result?,
+            }
             self.step(batch.to, pb::MoveStep::Acquire, batch, batch.from, epoch)
                 .await?;
         }
@@ -604,6 +639,10 @@ impl Driver<'_> {
 
 /// Most names asked for in one page of a catch-up.
 const NAMES_PER_PAGE: usize = 1024;
+
+/// How long a shard may answer no call before resharding gives up (to be
+/// resumed by the next run): several elections, and a member's restart.
+const SHARD_PATIENCE: Duration = Duration::from_secs(60);
 
 #[cfg(test)]
 mod tests {

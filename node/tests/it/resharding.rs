@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use recipestore_client::Client;
 use recipestore_client::reshard::Pace;
+use recipestore_protocol::pb;
 use recipestore_protocol::pb::Consistency;
+use recipestore_protocol::slots::slot_of;
 use tonic::Code;
 
 use crate::cluster::TestStore;
@@ -219,5 +221,86 @@ async fn slots_move_to_a_new_shard_and_back_while_clients_write() {
     assert!(
         listed.windows(2).all(|w| w[0] < w[1]),
         "in order, once each"
+    );
+}
+
+/// A run stopped after a source released slots: the next run finishes the
+/// move to a shard that stays, and rolls back the one to a shard leaving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_move_is_finished_or_rolled_back_by_the_next_run() {
+    let store = TestStore::start(3, 1).await;
+    let client = store.client();
+    let names: Vec<String> = (0..200).map(|i| format!("dish-{i:03}")).collect();
+    let mut versions = BTreeMap::new();
+    for name in &names {
+        let reply = client
+            .upload(name, name.as_bytes().to_vec(), None)
+            .await
+            .unwrap();
+        versions.insert(name.clone(), reply.version);
+    }
+    let admin = |k: usize| store.store.shards[k].nodes[0].admin();
+    let release = |slots: std::ops::Range<u32>, to: u32, epoch: u64| pb::MoveSlotsRequest {
+        step: pb::MoveStep::Release as i32,
+        slots: slots.collect(),
+        shard: to,
+        epoch,
+    };
+    // Shard 0 owns slots 0 to 341: some go to shard 1, some to shard 2.
+    admin(0).move_slots(release(0..8, 1, 2)).await.unwrap();
+    admin(0).move_slots(release(300..308, 2, 3)).await.unwrap();
+
+    // A write to a released slot waits for the move, and, past its
+    // deadline, is refused as not run.
+    let probe = (0..)
+        .map(|i| format!("probe-{i}"))
+        .find(|n| slot_of(n) < 8)
+        .unwrap();
+    let mut raw = store.raw_client(0, 0).await;
+    let mut request = tonic::Request::new(pb::UploadRequest {
+        name: probe.clone(),
+        content: b"waits".to_vec(),
+        if_version: None,
+    });
+    request.set_timeout(Duration::from_millis(300));
+    let refused = raw.upload(request).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains("moving"), "{refused:?}");
+
+    let done = store
+        .store
+        .reshard(2, Pace::default(), |_| {})
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    // Shard 2's 341 slots, its rolled-back ones staying at shard 0.
+    assert_eq!(done.slots_total, 341);
+    let mut owners = Vec::new();
+    for k in 0..3 {
+        let placement = admin(k).status().await.unwrap().placement.unwrap();
+        assert!(placement.released.is_empty(), "shard {k}");
+        owners.push(placement.owners.iter().filter(|&&o| o == k as u32).count());
+        if k == 1 {
+            let acquired: Vec<u32> = placement.acquired.iter().map(|a| a.slot).collect();
+            assert!(
+                (0..8).all(|s| acquired.contains(&s)),
+                "the finished move: {acquired:?}"
+            );
+        }
+    }
+    assert_eq!(owners, [512, 512, 0]);
+    for name in &names {
+        let got = client
+            .download(name, Consistency::Linearizable, None)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            (got.version, got.content),
+            (versions[name], name.as_bytes().to_vec())
+        );
+    }
+    let written = client.upload(&probe, b"goes".to_vec(), None).await.unwrap();
+    assert!(
+        written.version > 1 << 40,
+        "written by shard 1 after the move: {written:?}"
     );
 }
