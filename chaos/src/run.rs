@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use std::time::Instant;
 
+use anyhow::Context;
 use rand::Rng;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -21,7 +22,10 @@ use recipectl::local_cluster::LocalCluster;
 use recipectl::local_cluster::place_new_store;
 use recipectl::local_cluster::shard_data_root;
 use recipestore::lifecycle::raft_log_dir;
+use recipestore::placement::VERSION_EPOCH_SHIFT;
+use recipestore_client::reshard;
 use recipestore_protocol::pb::Consistency;
+use recipestore_protocol::slots::SLOTS;
 use recipestore_protocol::slots::even_split;
 use recipestore_protocol::slots::slot_of;
 use serde::Serialize;
@@ -55,6 +59,10 @@ pub struct RunConfig {
     /// Shards of the store: 1 (unsharded), or the faulted shard and
     /// healthy ones of three nodes each.
     pub shards: u16,
+    /// Move slots between the shards throughout the run: the last shard
+    /// gives its slots to the others, then takes its share back, over and
+    /// over, so moves run into and out of the faulted shard.
+    pub reshard: bool,
 }
 
 /// What a run found.
@@ -75,6 +83,8 @@ pub struct RunReport {
     pub inconclusive: Vec<String>,
     /// Log ids two nodes hold with different entries.
     pub divergent_log_ids: Vec<String>,
+    /// Slots moved between shards during the run.
+    pub slots_moved: usize,
     /// The history, saved when something was found.
     pub history_file: Option<PathBuf>,
 }
@@ -133,6 +143,10 @@ pub async fn run(config: &RunConfig, dir: &Path) -> anyhow::Result<RunReport> {
         .collect();
     let fault = config.fault;
     anyhow::ensure!(
+        !config.reshard || config.shards > 1,
+        "moving slots needs two shards or more"
+    );
+    anyhow::ensure!(
         config.shards == 1 || !fault.partitions(),
         "{fault} runs on an unsharded store only: it cuts links inside network \
          namespaces that the other shards' nodes are outside of"
@@ -183,6 +197,17 @@ pub async fn run(config: &RunConfig, dir: &Path) -> anyhow::Result<RunReport> {
         let shards: Vec<&LocalCluster> = std::iter::once(&cluster).chain(&healthy).collect();
         place_new_store(&shards, Duration::from_secs(30)).await?;
     }
+    // The driver reaches the faulted shard through its voters, the
+    // spares being no members.
+    let moved_shards: Vec<reshard::Shard> = std::iter::once(&cluster)
+        .chain(&healthy)
+        .enumerate()
+        .map(|(k, shard)| reshard::Shard {
+            shard: k as u16,
+            admins: shard.nodes.iter().map(|n| n.admin()).collect(),
+            client_addrs: shard.client_endpoints(),
+        })
+        .collect();
     cluster.nodes.extend(spares);
     cluster.start_all()?;
 
@@ -203,6 +228,27 @@ pub async fn run(config: &RunConfig, dir: &Path) -> anyhow::Result<RunReport> {
         })
         .collect();
 
+    let mover = config.reshard.then(|| {
+        let stopped = stopped.clone();
+        let shards = config.shards;
+        tokio::spawn(async move {
+            let pace = reshard::Pace {
+                batch_slots: 64,
+                ..reshard::Pace::default()
+            };
+            let (mut moved, mut target) = (0, shards - 1);
+            // A resharding started goes to its end: stopped half way, it
+            // would leave slots whose calls wait for the next run.
+            while !*stopped.borrow() {
+                moved += reshard::reshard(&moved_shards, target, pace, |_| {})
+                    .await?
+                    .slots_moved;
+                target = if target == shards { shards - 1 } else { shards };
+            }
+            anyhow::Ok(moved)
+        })
+    });
+
     let deadline = Instant::now() + config.duration;
     let mut faults_injected = 0;
     let mut fault_log = Vec::new();
@@ -218,6 +264,10 @@ pub async fn run(config: &RunConfig, dir: &Path) -> anyhow::Result<RunReport> {
     for client in clients {
         client.await??;
     }
+    let slots_moved = match mover {
+        Some(mover) => mover.await?.context("moving slots")?,
+        None => 0,
+    };
 
     if let Some(network) = &network {
         network.heal()?;
@@ -249,7 +299,13 @@ pub async fn run(config: &RunConfig, dir: &Path) -> anyhow::Result<RunReport> {
     }
 
     let ops = recorder.ops();
-    let mut report = check(config, &ops, faults_injected, divergent_log_ids);
+    let mut report = check(
+        config,
+        &ops,
+        faults_injected,
+        divergent_log_ids,
+        slots_moved,
+    );
     if !report.is_clean() {
         let path = dir.join("history.jsonl");
         history::save_jsonl(&path, &ops)?;
@@ -259,38 +315,23 @@ pub async fn run(config: &RunConfig, dir: &Path) -> anyhow::Result<RunReport> {
     Ok(report)
 }
 
-/// The history as each shard's own, shard 0 first. A version is a log
-/// index of one shard's log, so the checks that compare versions across
-/// keys hold within a shard only; a list's entries go to their shards too
-/// (the checker takes each entry as observed at its own instant).
-fn per_shard(ops: &[Op], shards: u16) -> Vec<Vec<Op>> {
+/// Which log wrote `key` at `version` in a store of `shards` shards, split
+/// evenly at first, whose slots may have moved since: a version carries
+/// the epoch at which its shard received the key's slot (see
+/// `recipestore::placement::VERSION_EPOCH_SHIFT`), 0 for the shard that
+/// owned it from the start, and each epoch's slots go to one shard only.
+fn log_of(shards: u16) -> impl Fn(&str, u64) -> u64 {
     let ranges = even_split(shards);
-    let shard_of = |key: &str| {
-        let slot = slot_of(key);
-        ranges
-            .iter()
-            .position(|range| range.contains(&slot))
-            .expect("every slot has an owner")
-    };
-    let mut out = vec![Vec::new(); usize::from(shards)];
-    for op in ops {
-        match &op.call {
-            Call::Put { key, .. }
-            | Call::Delete { key, .. }
-            | Call::Get { key }
-            | Call::LocalRead { key, .. } => out[shard_of(key)].push(op.clone()),
-            Call::List { .. } => {
-                for (shard, history) in out.iter_mut().enumerate() {
-                    let mut part = op.clone();
-                    if let Outcome::Listed { entries } = &mut part.outcome {
-                        entries.retain(|e| shard_of(&e.key) == shard);
-                    }
-                    history.push(part);
-                }
-            }
+    move |key, version| match version >> VERSION_EPOCH_SHIFT {
+        0 => {
+            let slot = slot_of(key);
+            ranges
+                .iter()
+                .position(|range| range.contains(&slot))
+                .expect("every slot has an owner") as u64
         }
+        epoch => u64::from(SLOTS) + epoch,
     }
-    out
 }
 
 /// Resumes paused nodes and starts stopped ones.
@@ -364,6 +405,7 @@ fn check(
     ops: &[Op],
     faults_injected: usize,
     divergent_log_ids: Vec<String>,
+    slots_moved: usize,
 ) -> RunReport {
     let (mut ok, mut failed, mut unknown) = (0, 0, 0);
     for op in ops {
@@ -392,41 +434,34 @@ fn check(
 
     let mut violations = Vec::new();
     let mut inconclusive = Vec::new();
-    for (shard, ops) in per_shard(ops, config.shards).iter().enumerate() {
-        let named = |what: String| match config.shards {
-            1 => what,
-            _ => format!("shard {shard}: {what}"),
-        };
-        let linear = linearizability::check(ops);
-        violations.extend(
-            linear
-                .violations()
-                .map(|(key, v)| named(format!("{key}: {}", v.explanation))),
-        );
-        violations.extend(
-            linear
-                .cross_key
-                .iter()
-                .map(|v| named(v.explanation.clone())),
-        );
-        violations.extend(
-            linear
-                .malformed
-                .iter()
-                .map(|(i, why)| named(format!("op {i} malformed: {why}"))),
-        );
-        let local = local_reads::check(ops);
-        violations.extend(
-            local
-                .violations
-                .iter()
-                .map(|v| named(format!("LOCAL read {}: {}", v.op, v.explanation))),
-        );
-        inconclusive.extend(linear.keys.iter().filter_map(|(key, r)| match &r.verdict {
-            linearizability::Verdict::Inconclusive(why) => Some(named(format!("{key}: {why}"))),
-            _ => None,
-        }));
-    }
+    let linear = linearizability::check_spaced(
+        ops,
+        &linearizability::Config::default(),
+        &log_of(config.shards),
+    );
+    violations.extend(
+        linear
+            .violations()
+            .map(|(key, v)| format!("{key}: {}", v.explanation)),
+    );
+    violations.extend(linear.cross_key.iter().map(|v| v.explanation.clone()));
+    violations.extend(
+        linear
+            .malformed
+            .iter()
+            .map(|(i, why)| format!("op {i} malformed: {why}")),
+    );
+    let local = local_reads::check(ops);
+    violations.extend(
+        local
+            .violations
+            .iter()
+            .map(|v| format!("LOCAL read {}: {}", v.op, v.explanation)),
+    );
+    inconclusive.extend(linear.keys.iter().filter_map(|(key, r)| match &r.verdict {
+        linearizability::Verdict::Inconclusive(why) => Some(format!("{key}: {why}")),
+        _ => None,
+    }));
     RunReport {
         fault: config.fault.to_string(),
         seed: config.seed,
@@ -439,6 +474,7 @@ fn check(
         violations,
         inconclusive,
         divergent_log_ids,
+        slots_moved,
         history_file: None,
     }
 }

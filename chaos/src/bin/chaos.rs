@@ -75,6 +75,11 @@ struct RunArgs {
     /// three healthy nodes each. Partition faults need 1.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=4))]
     shards: u16,
+    /// Move slots between the shards throughout each run (needs
+    /// `--shards` 2 or more): the last shard gives its slots away and
+    /// takes them back, over and over.
+    #[arg(long)]
+    reshard: bool,
 }
 
 #[tokio::main]
@@ -181,6 +186,7 @@ async fn run_faults(cli: RunArgs) -> anyhow::Result<()> {
             node_binary: node_binary.clone(),
             node_args: cli.node_args.clone(),
             shards: cli.shards,
+            reshard: cli.reshard,
         };
         let dir = tempfile::Builder::new()
             .prefix(&format!("{fault}-{}-", config.seed))

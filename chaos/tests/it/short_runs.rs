@@ -21,8 +21,8 @@ fn seed() -> u64 {
 
 /// Every fault on an unsharded store; then the faults that spare the
 /// network on shard 0 of a two-shard store, whose calls pass between the
-/// shards. One after another: runs side by side would draw the same ports
-/// from the same seed.
+/// shards while slots move back and forth between them. One after
+/// another: runs side by side would draw the same ports from the same seed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fault_leaves_a_linearizable_history_and_identical_logs() {
     let seed = seed();
@@ -47,6 +47,7 @@ async fn every_fault_leaves_a_linearizable_history_and_identical_logs() {
             node_binary: node_binary.clone(),
             node_args: Vec::new(),
             shards,
+            reshard: shards > 1,
         };
         let run = format!("{fault} on {shards} shard(s), seed {seed}");
         let dir = tempfile::tempdir().expect("tempdir");
@@ -58,6 +59,10 @@ async fn every_fault_leaves_a_linearizable_history_and_identical_logs() {
         assert!(
             report.ok > 100,
             "{run}: too few operations succeeded to tell anything: {report:?}"
+        );
+        assert!(
+            !config.reshard || report.slots_moved >= 512,
+            "{run}: slots did not move: {report:?}"
         );
         if !report.is_clean() {
             found.push(format!("{run}: {report:#?}"));

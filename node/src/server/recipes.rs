@@ -11,6 +11,7 @@ use std::time::Instant;
 use recipestore_protocol::metadata;
 use recipestore_protocol::pb;
 use recipestore_protocol::pb::Consistency;
+use recipestore_protocol::slots::SLOTS;
 use recipestore_protocol::slots::slot_of;
 use tonic::Code;
 use tonic::Request;
@@ -315,75 +316,129 @@ impl pb::recipes_server::Recipes for RecipesService {
                     .collect(),
                 _ => Vec::new(),
             };
-            let node = self.node.clone();
-            let here_req = req.clone();
-            let job = async move {
-                prepare_read(&node, consistency, None, wait)
-                    .await
-                    .map_err(|e| with_leader(&node, e.into()))?;
-                let req = here_req;
-                let after = (!req.page_token.is_empty()).then_some(req.page_token.as_str());
-                // The shard lists the slots it serves: not the copies it
-                // holds of slots moving to it, nor slots it is handing
-                // over, whose listing waits for their move to end.
-                let placement = sharding::settled_placement(&node, None, wait).await?;
-                let serves = |name: &str| placement.as_ref().is_none_or(|p| p.owns(slot_of(name)));
-                // One extra row tells whether another page follows.
-                let mut rows = node
-                    .recipes
-                    .list_where(&req.prefix, after, limit + 1, serves)
-                    .map_err(storage_failed)?;
-                let next_page_token = if rows.len() > limit {
-                    rows.truncate(limit);
-                    rows.last().map(|r| r.name.clone()).unwrap_or_default()
-                } else {
-                    String::new()
-                };
-                Ok(pb::ListResponse {
-                    recipes: rows
-                        .into_iter()
-                        .map(|r| pb::RecipeSummary {
-                            name: r.name,
-                            version: r.version,
-                            size_bytes: r.size_bytes,
-                        })
-                        .collect(),
-                    next_page_token,
-                    leader: node.leader_hint(),
-                })
+            let here = || {
+                let node = self.node.clone();
+                let job = list_here(node, req.clone(), limit, consistency, wait);
+                self.node
+                    .overload
+                    .run(Op::Download, caller_deadline(&metadata), job)
             };
-            let here = self
-                .node
-                .overload
-                .run(Op::Download, caller_deadline(&metadata), job);
             if others.is_empty() {
-                return Ok(Response::new(here.await?));
+                let mut page = here().await?;
+                if !sharding::is_shard_forwarded(&metadata) {
+                    page.slots.clear();
+                }
+                return Ok(Response::new(page));
             }
             // Each other shard's page from the same cursor: the names
             // after it, whichever shard holds them.
-            let mut shard_req = req;
+            let mut shard_req = req.clone();
             shard_req.limit = limit as u32;
-            let there = others.iter().map(|addrs| {
-                sharding::pass_on(
-                    &self.node,
-                    "list",
-                    addrs,
-                    shard_req.clone(),
-                    wait,
-                    |mut c, r| async move { c.list(r).await },
-                )
-            });
-            let (here, there) = tokio::join!(here, futures::future::try_join_all(there));
-            let mut pages = vec![here?];
-            pages.extend(there?.into_iter().map(Response::into_inner));
-            Ok(Response::new(merge_pages(
-                pages,
-                limit,
-                self.node.leader_hint(),
-            )))
+            for attempt in 0..LIST_ATTEMPTS {
+                let there = others.iter().map(|addrs| {
+                    sharding::pass_on(
+                        &self.node,
+                        "list",
+                        addrs,
+                        shard_req.clone(),
+                        wait,
+                        |mut c, r| async move { c.list(r).await },
+                    )
+                });
+                let (here, there) = tokio::join!(here(), futures::future::try_join_all(there));
+                let mut pages = vec![here?];
+                pages.extend(there?.into_iter().map(Response::into_inner));
+                if covers_each_slot_once(&pages) {
+                    return Ok(Response::new(merge_pages(
+                        pages,
+                        limit,
+                        self.node.leader_hint(),
+                    )));
+                }
+                // A slot moved between the reads of two shards: list again,
+                // once the move has gone further.
+                tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
+            }
+            Err(Status::unavailable(
+                "slots kept moving between shards while the listing was assembled; retry it",
+            ))
         })
         .await
     }
+}
+
+/// How many times a listing of several shards is assembled before it gives
+/// up on slots that keep moving.
+const LIST_ATTEMPTS: u32 = 5;
+
+/// This shard's page of a listing: the recipes of the slots it serves (not
+/// the copies it holds of slots moving to it), and, in a sharded store,
+/// which slots those are. A slot it is handing over waits for its move to
+/// end.
+async fn list_here(
+    node: Arc<Node>,
+    req: pb::ListRequest,
+    limit: usize,
+    consistency: Consistency,
+    wait: Duration,
+) -> Result<pb::ListResponse, NodeError> {
+    prepare_read(&node, consistency, None, wait)
+        .await
+        .map_err(|e| with_leader(&node, e.into()))?;
+    let after = (!req.page_token.is_empty()).then_some(req.page_token.as_str());
+    let placement = sharding::settled_placement(&node, None, wait).await?;
+    let serves = |name: &str| placement.as_ref().is_none_or(|p| p.owns(slot_of(name)));
+    // One extra row tells whether another page follows.
+    let mut rows = node
+        .recipes
+        .list_where(&req.prefix, after, limit + 1, serves)
+        .map_err(storage_failed)?;
+    let next_page_token = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(|r| r.name.clone()).unwrap_or_default()
+    } else {
+        String::new()
+    };
+    let mut slots = Vec::new();
+    if let Some(placement) = &placement {
+        slots = vec![0u8; usize::from(SLOTS) / 8];
+        for slot in (0..SLOTS).filter(|&s| placement.owns(s)) {
+            slots[usize::from(slot / 8)] |= 1 << (slot % 8);
+        }
+    }
+    Ok(pb::ListResponse {
+        recipes: rows
+            .into_iter()
+            .map(|r| pb::RecipeSummary {
+                name: r.name,
+                version: r.version,
+                size_bytes: r.size_bytes,
+            })
+            .collect(),
+        next_page_token,
+        leader: node.leader_hint(),
+        slots,
+    })
+}
+
+/// Whether `pages`, one per shard, cover every slot exactly once. Pages
+/// from nodes of a release that does not say which slots they cover are
+/// taken as covering theirs.
+fn covers_each_slot_once(pages: &[pb::ListResponse]) -> bool {
+    let bitmaps = usize::from(SLOTS) / 8;
+    if pages.iter().any(|p| p.slots.len() != bitmaps) {
+        return true;
+    }
+    (0..bitmaps).all(|byte| {
+        let mut seen = 0u8;
+        for page in pages {
+            if seen & page.slots[byte] != 0 {
+                return false;
+            }
+            seen |= page.slots[byte];
+        }
+        seen == u8::MAX
+    })
 }
 
 /// The refusal of a write whose slot kept moving while it was routed.
@@ -413,6 +468,7 @@ fn merge_pages(pages: Vec<pb::ListResponse>, limit: usize, leader: String) -> pb
         recipes,
         next_page_token,
         leader,
+        slots: Vec::new(),
     }
 }
 
@@ -432,6 +488,7 @@ mod tests {
                 .collect(),
             next_page_token: next.into(),
             leader: String::new(),
+            slots: Vec::new(),
         }
     }
 
@@ -461,5 +518,32 @@ mod tests {
             (names(&merged), merged.next_page_token.as_str()),
             (vec!["f", "g"], "")
         );
+    }
+
+    #[test]
+    fn a_listing_is_whole_when_its_pages_cover_every_slot_once() {
+        let covering = |slots: std::ops::Range<u16>| {
+            let mut bitmap = vec![0u8; 128];
+            for s in slots {
+                bitmap[usize::from(s / 8)] |= 1 << (s % 8);
+            }
+            pb::ListResponse {
+                slots: bitmap,
+                ..page(&[], "")
+            }
+        };
+        let whole = [covering(0..500), covering(500..1024)];
+        assert!(covers_each_slot_once(&whole));
+        // Slot 500 moved between the two reads: listed twice, or by neither.
+        assert!(!covers_each_slot_once(&[
+            covering(0..501),
+            covering(500..1024)
+        ]));
+        assert!(!covers_each_slot_once(&[
+            covering(0..500),
+            covering(501..1024)
+        ]));
+        // A page of an older node says nothing: taken as whole.
+        assert!(covers_each_slot_once(&[covering(0..500), page(&[], "")]));
     }
 }
