@@ -72,7 +72,7 @@ impl Default for Pace {
 /// How far a resharding got.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Progress {
-    /// Slots this run moved, and the slots it plans to move in all.
+    /// Slots this run moved, and those plus the slots still to move.
     pub slots_moved: usize,
     pub slots_total: usize,
     /// Recipes and bytes of content copied between shards, catching up included.
@@ -225,16 +225,30 @@ pub fn record(placements: &BTreeMap<u16, Option<pb::Placement>>) -> Result<Recor
     })
 }
 
-/// Moves slots until the store's shards `0..target` hold even shares and
-/// the shards numbered `target` and above none, reporting after each
-/// batch. `shards` must include every shard that holds slots, and those
-/// from `0` to `target - 1`, each running (created and initialized).
-pub async fn reshard(
-    shards: &[Shard],
-    target: u16,
-    pace: Pace,
-    mut report: impl FnMut(&Progress),
-) -> Result<Progress, ReshardError> {
+/// What one [`step`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Step {
+    /// The batch it moved, finished (a move a previous step left half
+    /// done) or rolled back; `None`: the store was at its target already.
+    pub batch: Option<Batch>,
+    /// Whether `batch` was rolled back rather than moved.
+    pub rolled_back: bool,
+    /// Slots still to move to reach the target, after this step.
+    pub remaining: usize,
+    /// Recipes and bytes of content this step copied.
+    pub recipes_copied: u64,
+    pub bytes_copied: u64,
+}
+
+/// Takes the store one step toward shards `0..target` holding even shares
+/// and the shards numbered `target` and above none: finishes (or rolls
+/// back) a move left half done, or moves the next batch; once nothing is
+/// left to move, makes every shard route by the final map. Each step reads
+/// the shards' records afresh, so steps may be taken by different
+/// processes, one at a time. `shards` must include every shard that holds
+/// slots, and those from `0` to `target - 1`, each running (created and
+/// initialized).
+pub async fn step(shards: &[Shard], target: u16, pace: Pace) -> Result<Step, ReshardError> {
     if target == 0 {
         return Err(ReshardError::Store("a store has at least one shard".into()));
     }
@@ -252,27 +266,64 @@ pub async fn reshard(
         copy_started: Instant::now(),
         copy_bytes: 0,
     };
-    // A move a previous run left half done is finished first: until then
-    // its slots are claimed by two shards' records.
-    for (batch, epoch) in driver.read_record().await?.unfinished {
-        driver.finish(&batch, epoch, target).await?;
+    // A move left half done is finished first: until then its slots are
+    // claimed by two shards' records.
+    let mut done = None;
+    if let Some((batch, epoch)) = driver.read_record().await?.unfinished.into_iter().next() {
+        let rolled_back = driver.finish(&batch, epoch, target).await?;
+        done = Some((batch, rolled_back));
     }
     let every = driver.shards.keys().copied().max().unwrap_or(0) + 1;
     let record = driver.settle(every).await?;
-    let batches = plan(&record.owners, target, pace.batch_slots);
-    driver.progress.slots_total = batches.iter().map(|b| b.slots.len()).sum();
-    report(&driver.progress);
-    let mut epoch = record.epoch;
-    for batch in batches {
-        epoch += 1;
-        driver.move_batch(&batch, epoch).await?;
-        driver.progress.slots_moved += batch.slots.len();
-        report(&driver.progress);
+    let mut batches = plan(&record.owners, target, pace.batch_slots);
+    if done.is_none() && !batches.is_empty() {
+        let batch = batches.remove(0);
+        driver.move_batch(&batch, record.epoch + 1).await?;
+        done = Some((batch, false));
     }
-    // Every shard routes by the final map; the shards from `target` on,
-    // which own nothing now, are listed no more.
-    driver.settle(target).await?;
-    Ok(driver.progress)
+    if batches.is_empty() {
+        // Every shard routes by the final map; the shards from `target`
+        // on, which own nothing now, are listed no more.
+        driver.settle(target).await?;
+    }
+    let (batch, rolled_back) = match done {
+        Some((batch, rolled_back)) => (Some(batch), rolled_back),
+        None => (None, false),
+    };
+    Ok(Step {
+        batch,
+        rolled_back,
+        remaining: batches.iter().map(|b| b.slots.len()).sum(),
+        recipes_copied: driver.progress.recipes_copied,
+        bytes_copied: driver.progress.bytes_copied,
+    })
+}
+
+/// Takes [`step`]s until the store is at `target` shards, reporting after
+/// each; answers what moved.
+pub async fn reshard(
+    shards: &[Shard],
+    target: u16,
+    pace: Pace,
+    mut report: impl FnMut(&Progress),
+) -> Result<Progress, ReshardError> {
+    let mut progress = Progress::default();
+    loop {
+        let step = step(shards, target, pace).await?;
+        let Some(batch) = step.batch else {
+            return Ok(progress);
+        };
+        if !step.rolled_back {
+            progress.slots_moved += batch.slots.len();
+        }
+        progress.slots_total = progress.slots_moved + step.remaining;
+        progress.recipes_copied += step.recipes_copied;
+        progress.bytes_copied += step.bytes_copied;
+        report(&progress);
+        if step.remaining == 0 {
+            return Ok(progress);
+        }
+    }
 }
 
 struct Driver<'a> {
@@ -460,14 +511,20 @@ impl Driver<'_> {
         );
         self.step(batch.from, pb::MoveStep::Release, batch, batch.to, epoch)
             .await?;
-        self.finish(batch, epoch, u16::MAX).await
+        self.finish(batch, epoch, u16::MAX).await.map(|_| ())
     }
 
     /// Catches the destination up with the released batch, makes it the
     /// owner, and has the source cede the slots; or, when the destination
     /// is to leave the store (numbered `target` or above) and has not
-    /// acquired them, has the source serve them again.
-    async fn finish(&mut self, batch: &Batch, epoch: u64, target: u16) -> Result<(), ReshardError> {
+    /// acquired them, has the source serve them again; answers whether it
+    /// rolled the move back.
+    async fn finish(
+        &mut self,
+        batch: &Batch,
+        epoch: u64,
+        target: u16,
+    ) -> Result<bool, ReshardError> {
         let placements = self.placements().await?;
         let acquired = placements
             .get(&batch.to)
@@ -486,9 +543,9 @@ impl Driver<'_> {
                 epoch,
                 "rolling back a move"
             );
-            return self
-                .step(batch.from, pb::MoveStep::Reclaim, batch, batch.to, epoch)
-                .await;
+            self.step(batch.from, pb::MoveStep::Reclaim, batch, batch.to, epoch)
+                .await?;
+            return Ok(true);
         }
         if !acquired {
             let source = self.versions(batch.from, &batch.slots).await?;
@@ -512,7 +569,8 @@ impl Driver<'_> {
                 .await?;
         }
         self.step(batch.from, pb::MoveStep::Cede, batch, batch.to, epoch)
-            .await
+            .await?;
+        Ok(false)
     }
 
     /// Copies every recipe of `slots` from shard `from` to shard `to`;

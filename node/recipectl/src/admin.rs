@@ -571,7 +571,7 @@ fn print_plan(owners: &[u16], shards: u16, output: Output) -> anyhow::Result<()>
         return Ok(());
     }
     println!(
-        "{shards} shard(s): {} of {} slots would move (a plan only: moving slots is not built yet)",
+        "{shards} shard(s): {} of {} slots would move",
         moves.len(),
         owners.len()
     );

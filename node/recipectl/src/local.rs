@@ -42,6 +42,10 @@ pub enum LocalCommand {
         /// with `client.crt`/`client.key`, an identity allowed to administer.
         #[arg(long)]
         tls: bool,
+        /// Most megabytes of recipes per second copied between shards while
+        /// slots move, so that the copy leaves the nodes to their clients.
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        move_rate_mb: u64,
     },
 }
 
@@ -64,6 +68,7 @@ pub async fn run(command: LocalCommand) -> anyhow::Result<()> {
         base_port,
         node_binary,
         tls,
+        move_rate_mb,
     } = command;
     let binary = match node_binary {
         Some(b) => b,
@@ -104,8 +109,13 @@ pub async fn run(command: LocalCommand) -> anyhow::Result<()> {
     // resharding a previous run left half done is finished.
     let held = store.held();
     if held > 0 && (held != shards || held > 1) {
+        let pace = Pace {
+            bytes_per_second: move_rate_mb << 20,
+            ..Pace::default()
+        };
+        let started = std::time::Instant::now();
         let moved = store
-            .reshard(shards, Pace::default(), |p| {
+            .reshard(shards, pace, |p| {
                 if p.slots_total > 0 {
                     println!(
                         "moving slots: {}/{} moved, {} recipes ({} bytes) copied",
@@ -114,12 +124,24 @@ pub async fn run(command: LocalCommand) -> anyhow::Result<()> {
                 }
             })
             .await;
-        if let Err(e) = moved {
-            store.stop_all(Duration::from_secs(5));
-            return Err(e.context(format!(
-                "moving slots to {shards} shard(s) failed; run again to resume it (see the logs in {})",
-                data_dir.display()
-            )));
+        let moved = match moved {
+            Ok(moved) => moved,
+            Err(e) => {
+                store.stop_all(Duration::from_secs(5));
+                return Err(e.context(format!(
+                    "moving slots to {shards} shard(s) failed; run again to resume it (see the logs in {})",
+                    data_dir.display()
+                )));
+            }
+        };
+        if moved.slots_moved > 0 {
+            let seconds = started.elapsed().as_secs_f64();
+            println!(
+                "moved {} slots in {seconds:.1} s: {:.0} recipes/s, {:.1} MB/s copied",
+                moved.slots_moved,
+                moved.recipes_copied as f64 / seconds,
+                moved.bytes_copied as f64 / seconds / 1e6
+            );
         }
         store.retire_shards(shards, Duration::from_secs(10))?;
     }

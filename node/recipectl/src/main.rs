@@ -128,8 +128,8 @@ enum Command {
     /// owns, its leader and members, and any slot owned twice or not at all.
     Shards {
         /// Instead, show which slots would move, and between which shards,
-        /// to take the store to this many shards (a plan only: moving slots
-        /// is not built yet).
+        /// to take the store to this many shards (a plan: `local up
+        /// --shards N` or the operator's `spec.shards` moves them).
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
         plan: Option<u16>,
     },
