@@ -146,14 +146,13 @@ pub async fn run(config: &RunConfig, dir: &Path) -> anyhow::Result<RunReport> {
         !config.reshard || config.shards > 1,
         "moving slots needs two shards or more"
     );
-    anyhow::ensure!(
-        config.shards == 1 || !fault.partitions(),
-        "{fault} runs on an unsharded store only: it cuts links inside network \
-         namespaces that the other shards' nodes are outside of"
-    );
+    // With partitions, every node of every shard has a namespace of its
+    // own (the healthy shards' after the faulted one's), so that calls
+    // pass between the shards; the cuts are between the faulted shard's.
+    let healthy_nodes = 3 * u64::from(config.shards - 1);
     let network = fault
         .partitions()
-        .then(|| Network::create(fault.nodes()))
+        .then(|| Network::create(fault.nodes() + healthy_nodes))
         .transpose()?;
     let base = free_base_port(&mut rng, fault.nodes());
     let mut cluster = LocalCluster::new(&config.node_binary, dir, base, fault.voters(), &args)?;
@@ -178,13 +177,14 @@ pub async fn run(config: &RunConfig, dir: &Path) -> anyhow::Result<RunReport> {
         };
         bases.push(base);
         let root = shard_data_root(dir, k);
-        healthy.push(LocalCluster::new(
-            &config.node_binary,
-            &root,
-            base,
-            3,
-            &args,
-        )?);
+        let mut shard = LocalCluster::new(&config.node_binary, &root, base, 3, &args)?;
+        if let Some(network) = &network {
+            for node in &mut shard.nodes {
+                let id = fault.nodes() + 3 * u64::from(k - 1) + node.id;
+                node.place(&network.host(id), &network.launcher(id));
+            }
+        }
+        healthy.push(shard);
     }
     cluster.start_all()?;
     cluster.initialize(Duration::from_secs(30)).await?;
@@ -320,7 +320,7 @@ pub async fn run(config: &RunConfig, dir: &Path) -> anyhow::Result<RunReport> {
 /// the epoch at which its shard received the key's slot (see
 /// `recipestore::placement::VERSION_EPOCH_SHIFT`), 0 for the shard that
 /// owned it from the start, and each epoch's slots go to one shard only.
-fn log_of(shards: u16) -> impl Fn(&str, u64) -> u64 {
+pub fn log_of(shards: u16) -> impl Fn(&str, u64) -> u64 {
     let ranges = even_split(shards);
     move |key, version| match version >> VERSION_EPOCH_SHIFT {
         0 => {

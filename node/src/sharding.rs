@@ -146,3 +146,31 @@ where
     }
     Err(last)
 }
+
+/// Runs `read` on this node's applied state with the placement it was
+/// read under: the placement once `slot` (any slot: `None`) is not moving,
+/// and unchanged until `read` returned, or `read` runs again. A move step
+/// changes the placement before the data it changes (the copies a cede
+/// drops) is visible, so a read that raced one sees another placement
+/// afterwards; other writes to a slot the placement gives this shard are
+/// its own to serve.
+pub async fn read_placed<T>(
+    node: &Node,
+    slot: Option<u16>,
+    wait: Duration,
+    read: impl Fn(Option<&Placement>) -> Result<T, Status>,
+) -> Result<T, Status> {
+    loop {
+        let before = settled_placement(node, slot, wait).await?;
+        let value = read(before.as_deref())?;
+        let after = node.recipes.placement();
+        let unchanged = match (&before, &after) {
+            (None, None) => true,
+            (Some(b), Some(a)) => Arc::ptr_eq(b, a),
+            _ => false,
+        };
+        if unchanged {
+            return Ok(value);
+        }
+    }
+}

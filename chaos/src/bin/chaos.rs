@@ -25,6 +25,10 @@ enum Cli {
     Check {
         /// The history, one operation per line.
         history: std::path::PathBuf,
+        /// Shards of the store the history was recorded on (versions come
+        /// from each shard's log; see the run's `--shards`).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=4))]
+        shards: u16,
     },
     /// SIGKILL the leader repeatedly, on RecipeStore and on etcd (3 members
     /// each, loopback), and time the first write through the survivors.
@@ -72,7 +76,7 @@ struct RunArgs {
     #[arg(long = "node-arg")]
     node_args: Vec<String>,
     /// Shards of the store: the faulted cluster is shard 0, the others run
-    /// three healthy nodes each. Partition faults need 1.
+    /// three healthy nodes each.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=4))]
     shards: u16,
     /// Move slots between the shards throughout each run (needs
@@ -86,15 +90,19 @@ struct RunArgs {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse() {
         Cli::Run(args) => run_faults(args).await,
-        Cli::Check { history } => check_history(&history),
+        Cli::Check { history, shards } => check_history(&history, shards),
         Cli::Failover { reps, no_etcd, dir } => measure_failover(reps, no_etcd, &dir).await,
     }
 }
 
-fn check_history(path: &std::path::Path) -> anyhow::Result<()> {
+fn check_history(path: &std::path::Path, shards: u16) -> anyhow::Result<()> {
     let ops = history::load_jsonl(path)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    let linear = linearizability::check(&ops);
+    let linear = linearizability::check_spaced(
+        &ops,
+        &linearizability::Config::default(),
+        &run::log_of(shards),
+    );
     let local = local_reads::check(&ops);
     println!("{linear}");
     for violation in &local.violations {

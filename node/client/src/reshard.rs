@@ -601,19 +601,31 @@ impl Driver<'_> {
         names: Vec<String>,
         removed: Vec<String>,
     ) -> Result<(), ReshardError> {
-        for chunk in names.chunks(NAMES_PER_PAGE) {
+        let mut left = names.as_slice();
+        while !left.is_empty() {
+            let chunk = &left[..left.len().min(NAMES_PER_PAGE)];
             let page = self
                 .export(from, slots, String::new(), chunk.to_vec(), false)
                 .await?;
-            // A name missing from the page was deleted since it was listed:
-            // the source holds no recipe under it any more.
+            // A page full of bytes stops after `next`: the names after it
+            // are asked for again.
+            let considered = match page.next.as_str() {
+                "" => chunk.len(),
+                next => chunk
+                    .iter()
+                    .position(|n| n == next)
+                    .map_or(chunk.len(), |p| p + 1),
+            };
+            // A name considered and missing from the page was deleted since
+            // it was listed: the source holds no recipe under it any more.
             let present: Vec<&str> = page.recipes.iter().map(|r| r.name.as_str()).collect();
-            let gone: Vec<String> = chunk
+            let gone: Vec<String> = chunk[..considered]
                 .iter()
                 .filter(|n| !present.contains(&n.as_str()))
                 .cloned()
                 .collect();
             self.import(to, page.recipes, gone).await?;
+            left = &left[considered..];
         }
         for chunk in removed.chunks(NAMES_PER_PAGE) {
             self.import(to, Vec::new(), chunk.to_vec()).await?;

@@ -26,6 +26,7 @@ use crate::metrics;
 use crate::name;
 use crate::node::Node;
 use crate::overload::shed::Op;
+use crate::placement::Placement;
 use crate::placement::Route;
 use crate::raft::Command;
 use crate::raft::Outcome;
@@ -117,16 +118,6 @@ fn outcome_status(outcome: Outcome, name: &str) -> Result<Option<u64>, Status> {
         Outcome::Applied | Outcome::Refused { .. } => {
             Err(Status::internal("write produced no recipe outcome"))
         }
-    }
-}
-
-/// Refuses a read as moved if, once it waited for the state it must see,
-/// the shard no longer owns the recipe; waits, within `wait`, for the move
-/// of its slot to end first.
-async fn still_here(node: &Node, name: &str, wait: Duration) -> Result<(), Status> {
-    match sharding::settled_route(node, name, wait).await? {
-        Route::Here | Route::Moving(_) => Ok(()),
-        Route::Elsewhere(owner) => Err(sharding::moved(name, &owner)),
     }
 }
 
@@ -226,11 +217,18 @@ impl pb::recipes_server::Recipes for RecipesService {
                 prepare_read(&node, consistency, req.min_version, wait)
                     .await
                     .map_err(|e| with_leader(&node, e.into()))?;
-                still_here(&node, &req.name, wait).await?;
-                let recipe = node
-                    .recipes
-                    .get(&req.name)
-                    .map_err(storage_failed)?
+                // Refused as moved if, once it waited for the state it
+                // must see, the shard no longer owns the recipe.
+                let read =
+                    |placement: Option<&Placement>| match Placement::route(placement, &req.name) {
+                        Route::Elsewhere(owner) => Err(sharding::moved(&req.name, &owner)),
+                        Route::Here | Route::Moving(_) => node
+                            .recipes
+                            .get(&req.name)
+                            .map_err(|e| Status::from(storage_failed(e))),
+                    };
+                let recipe = sharding::read_placed(&node, Some(slot_of(&req.name)), wait, read)
+                    .await?
                     .ok_or_else(|| {
                         Status::not_found(format!("recipe {:?} does not exist", req.name))
                     })?;
@@ -386,13 +384,16 @@ async fn list_here(
         .await
         .map_err(|e| with_leader(&node, e.into()))?;
     let after = (!req.page_token.is_empty()).then_some(req.page_token.as_str());
-    let placement = sharding::settled_placement(&node, None, wait).await?;
-    let serves = |name: &str| placement.as_ref().is_none_or(|p| p.owns(slot_of(name)));
-    // One extra row tells whether another page follows.
-    let mut rows = node
-        .recipes
-        .list_where(&req.prefix, after, limit + 1, serves)
-        .map_err(storage_failed)?;
+    let read = |placement: Option<&Placement>| {
+        let serves = |name: &str| placement.is_none_or(|p| p.owns(slot_of(name)));
+        // One extra row tells whether another page follows.
+        let rows = node
+            .recipes
+            .list_where(&req.prefix, after, limit + 1, serves)
+            .map_err(|e| Status::from(storage_failed(e)))?;
+        Ok((rows, placement.cloned()))
+    };
+    let (mut rows, placement) = sharding::read_placed(&node, None, wait, read).await?;
     let next_page_token = if rows.len() > limit {
         rows.truncate(limit);
         rows.last().map(|r| r.name.clone()).unwrap_or_default()

@@ -142,8 +142,10 @@ async fn slots_move_to_a_new_shard_and_back_while_clients_write() {
         .initialize(Duration::from_secs(30))
         .await
         .unwrap();
+    // Pages of a few recipes: the copies and the catch-ups go in many.
     let pace = Pace {
         batch_slots: 128,
+        page_bytes: 256,
         ..Pace::default()
     };
     let mut reports = Vec::new();
@@ -244,14 +246,14 @@ async fn an_interrupted_move_is_finished_or_rolled_back_by_the_next_run() {
         epoch,
     };
     // Shard 0 owns slots 0 to 341: some go to shard 1, some to shard 2.
-    admin(0).move_slots(release(0..8, 1, 2)).await.unwrap();
+    admin(0).move_slots(release(0..64, 1, 2)).await.unwrap();
     admin(0).move_slots(release(300..308, 2, 3)).await.unwrap();
 
     // A write to a released slot waits for the move, and, past its
     // deadline, is refused as not run.
     let probe = (0..)
         .map(|i| format!("probe-{i}"))
-        .find(|n| slot_of(n) < 8)
+        .find(|n| slot_of(n) < 64)
         .unwrap();
     let mut raw = store.raw_client(0, 0).await;
     let mut request = tonic::Request::new(pb::UploadRequest {
@@ -264,14 +266,20 @@ async fn an_interrupted_move_is_finished_or_rolled_back_by_the_next_run() {
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
     assert!(refused.message().contains("moving"), "{refused:?}");
 
+    // Pages of a recipe or two: the catch-up of the released slots, their
+    // only copy, goes in many.
+    let pace = Pace {
+        page_bytes: 16,
+        ..Pace::default()
+    };
     let done = store
         .store
-        .reshard(2, Pace::default(), |_| {})
+        .reshard(2, pace, |_| {})
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
-    // The 8 slots the finished move took to shard 1, then shard 2's 341
+    // The 64 slots the finished move took to shard 1, then shard 2's 341
     // (its rolled-back ones stay at shard 0).
-    assert_eq!((done.slots_moved, done.slots_total), (349, 349));
+    assert_eq!((done.slots_moved, done.slots_total), (405, 405));
     let mut owners = Vec::new();
     for k in 0..3 {
         let placement = admin(k).status().await.unwrap().placement.unwrap();
@@ -280,7 +288,7 @@ async fn an_interrupted_move_is_finished_or_rolled_back_by_the_next_run() {
         if k == 1 {
             let acquired: Vec<u32> = placement.acquired.iter().map(|a| a.slot).collect();
             assert!(
-                (0..8).all(|s| acquired.contains(&s)),
+                (0..64).all(|s| acquired.contains(&s)),
                 "the finished move: {acquired:?}"
             );
         }
