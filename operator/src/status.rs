@@ -4,8 +4,12 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::crd::{BackupStatus, MemberRole, MemberStatus, Phase, RecipeStoreStatus};
+use crate::crd::{
+    BackupStatus, MemberRole, MemberStatus, Phase, PlacementStatus, RecipeStoreStatus, ShardStatus,
+    SlotRanges,
+};
 use crate::membership::{Handoff, NodeStatus, Observed, Plan, Policy, Step, WaitReason};
+use crate::placement::{self, Decision, SlotMap};
 use crate::rollout;
 use crate::topology::Topology;
 
@@ -15,6 +19,11 @@ pub const DEGRADED: &str = "Degraded";
 /// Whether the ServiceMonitor the spec asks for exists; absent when the
 /// spec asks for none.
 pub const MONITORING: &str = "Monitoring";
+/// Whether a sharded store's slots are not yet where `spec.shards` puts
+/// them; absent for a store of one shard.
+pub const SLOTS_PENDING: &str = "SlotsPending";
+/// The reason (and Event) for slots that must move between shards.
+pub const SLOT_MOVE_PENDING: &str = "SlotMovePending";
 
 /// What the status is computed from.
 pub struct Inputs<'a> {
@@ -224,6 +233,8 @@ pub fn compute(inputs: &Inputs<'_>) -> RecipeStoreStatus {
         rolling_member: rolling_member(&plan.step),
         backup: inputs.backup.clone(),
         restored_members: inputs.restored_members,
+        shards: Vec::new(),
+        placement: None,
         phase,
         conditions: [
             Some(available),
@@ -236,6 +247,140 @@ pub fn compute(inputs: &Inputs<'_>) -> RecipeStoreStatus {
         .map(|v| condition(v, previous, inputs.generation, &inputs.now))
         .collect(),
     }
+}
+
+/// The status of a store from each shard's own (shard 0 first). A store of
+/// one shard, never placed, has shard 0's. A sharded store's top-level
+/// fields describe shard 0 (its leader, members and counts, for
+/// `kubectl get` and the scale subresource), but its phase and its
+/// Available, Progressing and Degraded conditions are those of the first
+/// shard that is not Running, if shard 0 is; `shards` lists every shard,
+/// `placement` the slot map, and `SlotsPending` says whether the slots
+/// are where `spec.shards` puts them.
+pub fn of_shards(
+    mut shards: Vec<(&Topology, RecipeStoreStatus)>,
+    inputs: &placement::Inputs,
+    decision: &Decision,
+    previous: Option<&RecipeStoreStatus>,
+    now: &Time,
+) -> RecipeStoreStatus {
+    if shards.len() <= 1 && *decision == Decision::Unsharded {
+        return shards.pop().map(|(_, s)| s).unwrap_or_default();
+    }
+    let current = placement::current(inputs);
+    let mut status = shards[0].1.clone();
+    if status.phase == Phase::Running
+        && let Some((k, other)) = shards
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(k, (_, s))| (k, s))
+            .find(|(_, s)| s.phase != Phase::Running)
+    {
+        status.phase = other.phase;
+        for condition in &mut status.conditions {
+            if let Some(theirs) = other
+                .conditions
+                .iter()
+                .find(|c| c.type_ == condition.type_ && c.type_ != MONITORING)
+            {
+                *condition = theirs.clone();
+                condition.message = format!("shard {k}: {}", theirs.message);
+            }
+        }
+    }
+    status.shards = shards
+        .iter()
+        .zip(&inputs.shards)
+        .map(|((topology, shard), observed)| ShardStatus {
+            shard: observed.shard,
+            stateful_set: topology.statefulset().to_owned(),
+            cluster_id: shard.cluster_id.clone(),
+            leader: shard.leader.clone(),
+            term: shard.term,
+            voters: shard
+                .members
+                .iter()
+                .filter(|m| m.role == MemberRole::Voter)
+                .count() as u32,
+            replicas: shard.replicas,
+            ready_replicas: shard.ready_replicas,
+            slots: current
+                .as_ref()
+                .map_or(0, |map| map.slots_of(observed.shard)),
+            placement_epoch: observed.placement.as_ref().map(|p| p.epoch),
+        })
+        .collect();
+    let target = SlotMap::even(inputs.target, None);
+    let ranges = |map: &SlotMap, shards: u16| -> Vec<SlotRanges> {
+        (0..shards)
+            .filter(|&k| map.serves(k))
+            .map(|k| SlotRanges {
+                shard: k,
+                slots: map.slots_of(k),
+                ranges: map.ranges_of(k),
+            })
+            .collect()
+    };
+    let listed = u16::try_from(inputs.shards.len()).unwrap_or(u16::MAX);
+    status.placement = Some(PlacementStatus {
+        epoch: current.as_ref().and_then(|map| map.epoch),
+        current: current
+            .as_ref()
+            .map(|map| ranges(map, listed))
+            .unwrap_or_default(),
+        target: ranges(&target, inputs.target),
+        slots_to_move: current.as_ref().map_or(0, |map| {
+            map.owners
+                .iter()
+                .zip(&target.owners)
+                .filter(|(a, b)| a != b)
+                .count() as u32
+        }),
+    });
+    let pending = match decision {
+        Decision::Move(pending) => Verdict {
+            type_: SLOTS_PENDING,
+            status: true,
+            reason: SLOT_MOVE_PENDING,
+            message: pending.to_string(),
+        },
+        Decision::Wait(why) => Verdict {
+            type_: SLOTS_PENDING,
+            status: true,
+            reason: "WaitingToPlace",
+            message: why.clone(),
+        },
+        Decision::Place(placings) => Verdict {
+            type_: SLOTS_PENDING,
+            status: true,
+            reason: "Placing",
+            message: format!(
+                "placing shards {:?} with the even split of {} shards",
+                placings.iter().map(|p| p.shard).collect::<Vec<_>>(),
+                inputs.target
+            ),
+        },
+        Decision::Steady | Decision::Unsharded => Verdict {
+            type_: SLOTS_PENDING,
+            status: false,
+            reason: "Placed",
+            message: format!(
+                "every slot is served by the shard the even split of {} shards gives it",
+                inputs.target
+            ),
+        },
+    };
+    let previous = previous
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    status.conditions.push(condition(
+        pending,
+        previous,
+        status.observed_generation,
+        now,
+    ));
+    status
 }
 
 /// Status for a spec that cannot be run. The refusal is a condition; the
