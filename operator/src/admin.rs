@@ -265,6 +265,11 @@ impl From<proto::StatusResponse> for NodeStatus {
                         .map(u16::try_from)
                         .collect::<Result<_, _>>()
                         .ok()?,
+                    shards: p
+                        .shards
+                        .into_iter()
+                        .map(|e| Some((u16::try_from(e.shard).ok()?, e.client_addrs)))
+                        .collect::<Option<_>>()?,
                 })
             }),
         }

@@ -274,8 +274,10 @@ async fn reconcile_pass(rs: &RecipeStore, ctx: &Context) -> Result<Action> {
 }
 
 /// What the placement planner is given: each shard's group as its leader
-/// reports it, and whether the status recorded that the store ran
-/// unsharded (shard 0 serving every slot without a placement).
+/// reports it (its placement, and its voters as where the shard is
+/// reached; the desired pods' addresses before it has a leader), and
+/// whether the status recorded that the store ran unsharded (shard 0
+/// serving every slot without a placement).
 fn placement_inputs(rs: &RecipeStore, world: &World, plans: &[Plan]) -> placement::Inputs {
     let desired = u64::try_from(rs.spec.replicas).unwrap_or(0);
     let shards = world
@@ -284,15 +286,22 @@ fn placement_inputs(rs: &RecipeStore, world: &World, plans: &[Plan]) -> placemen
         .zip(plans)
         .map(|(shard, plan)| {
             let leader = plan.leader.as_ref().filter(|_| plan.cluster_id.is_some());
+            let led = leader.and_then(|l| shard.membership.nodes.get(&l.id));
+            let client_addrs = match led {
+                Some(node) => {
+                    let mut voters = node.voters.clone();
+                    voters.sort_by_key(|m| m.id);
+                    voters.into_iter().map(|m| m.client_addr).collect()
+                }
+                None => (0..desired)
+                    .map(|id| shard.topology.member(id).client_addr)
+                    .collect(),
+            };
             placement::Shard {
                 shard: shard.topology.shard,
                 leader: leader.map(|l| l.peer_addr.clone()),
-                placement: leader
-                    .and_then(|l| shard.membership.nodes.get(&l.id))
-                    .and_then(|n| n.placement.clone()),
-                client_addrs: (0..desired)
-                    .map(|id| shard.topology.member(id).client_addr)
-                    .collect(),
+                placement: led.and_then(|n| n.placement.clone()),
+                client_addrs,
             }
         })
         .collect();

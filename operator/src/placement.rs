@@ -22,12 +22,19 @@
 //!    sending it again.
 //! 4. A group that serves slots in the current map but holds no placement
 //!    (the placing of a new store cut short): place it with the current map.
-//! 5. The current map differs from the even split of `spec.shards`: slots
+//! 5. The members of a shard changed (a scale-out or scale-in), so the
+//!    newest placement reaches them at other client addresses: place the
+//!    same slot map with the addresses now at the next epoch in every
+//!    placed group (a group takes a newer placement that keeps its slots).
+//!    A group left at an older epoch (such a change cut short) is given
+//!    the newest placement.
+//! 6. The current map differs from the even split of `spec.shards`: slots
 //!    must move between groups. That is the slot-move driver's work
 //!    ([`Decision::Move`]); until it runs, the added shards serve nothing
 //!    and a shard beyond `spec.shards` keeps its slots and its objects.
-//! 6. Otherwise the placement is steady.
+//! 7. Otherwise the placement is steady.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use recipestore_protocol::pb;
@@ -40,6 +47,8 @@ pub struct GroupPlacement {
     pub epoch: u64,
     /// The owning shard of each slot, indexed by slot.
     pub owners: Vec<u16>,
+    /// The client addresses of each shard listed.
+    pub shards: BTreeMap<u16, Vec<String>>,
 }
 
 /// One shard as the placement planner needs to know it.
@@ -50,7 +59,7 @@ pub struct Shard {
     pub leader: Option<String>,
     /// The placement the group's leader holds.
     pub placement: Option<GroupPlacement>,
-    /// Client addresses of the shard's desired members.
+    /// Where the shard is reached: its voters' client addresses.
     pub client_addrs: Vec<String>,
 }
 
@@ -202,6 +211,9 @@ pub fn plan(inputs: &Inputs) -> Decision {
         if !unplaced.is_empty() {
             return place(inputs, &unplaced, &current.owners, epoch);
         }
+        if let Some(placing) = readdress(inputs, &current.owners, epoch) {
+            return placing;
+        }
     }
     let owners: Vec<u16> = current.owners.clone();
     let moves = slots::rebalance(&owners, inputs.target);
@@ -238,6 +250,48 @@ fn place_new_store(inputs: &Inputs) -> Decision {
     place(inputs, &members, &owners, 1)
 }
 
+/// Rule 5: the placed groups given the newest slot map again, with the
+/// shards' addresses now, when those changed (at the next epoch) or when
+/// a group holds an older epoch (at the newest).
+fn readdress(inputs: &Inputs, owners: &[u16], epoch: u64) -> Option<Decision> {
+    let placed: Vec<&Shard> = inputs
+        .shards
+        .iter()
+        .filter(|s| s.placement.is_some())
+        .collect();
+    let newest = placed
+        .iter()
+        .filter_map(|s| s.placement.as_ref())
+        .find(|p| p.epoch == epoch)?;
+    let now: BTreeMap<u16, Vec<String>> = endpoints(inputs, owners)
+        .into_iter()
+        .filter_map(|e| Some((u16::try_from(e.shard).ok()?, e.client_addrs)))
+        .collect();
+    if newest.shards != now {
+        return Some(place(inputs, &placed, owners, epoch + 1));
+    }
+    let behind: Vec<&Shard> = placed
+        .into_iter()
+        .filter(|s| s.placement.as_ref().is_some_and(|p| p.epoch < epoch))
+        .collect();
+    (!behind.is_empty()).then(|| place(inputs, &behind, owners, epoch))
+}
+
+/// The shards a placement of `owners` lists, each at its client
+/// addresses: those that own slots in it. A shard added since owns none
+/// until slots move to it, and a listing has nothing to ask it.
+fn endpoints(inputs: &Inputs, owners: &[u16]) -> Vec<pb::ShardEndpoints> {
+    inputs
+        .shards
+        .iter()
+        .filter(|s| owners.contains(&s.shard))
+        .map(|s| pb::ShardEndpoints {
+            shard: u32::from(s.shard),
+            client_addrs: s.client_addrs.clone(),
+        })
+        .collect()
+}
+
 /// Placements of `shards` in a store of `owners` at `epoch`, every shard
 /// the map names reached at its members' client addresses; waits for a
 /// group without a leader.
@@ -248,16 +302,7 @@ fn place(inputs: &Inputs, shards: &[&Shard], owners: &[u16], epoch: u64) -> Deci
             waiting.shard
         ));
     }
-    let named = owners.iter().copied().max().unwrap_or(0);
-    let endpoints: Vec<pb::ShardEndpoints> = inputs
-        .shards
-        .iter()
-        .filter(|s| s.shard <= named || s.shard < inputs.target)
-        .map(|s| pb::ShardEndpoints {
-            shard: u32::from(s.shard),
-            client_addrs: s.client_addrs.clone(),
-        })
-        .collect();
+    let endpoints = endpoints(inputs, owners);
     Decision::Place(
         shards
             .iter()
@@ -290,11 +335,16 @@ mod tests {
         }
     }
 
+    /// Shard `k`'s group placed at epoch 1 in the even split of `shards`,
+    /// every shard reached where [`shard`] says.
     fn placed(k: u16, shards: u16) -> Option<GroupPlacement> {
         Some(GroupPlacement {
             shard: k,
             epoch: 1,
             owners: SlotMap::even(shards, Some(1)).owners,
+            shards: (0..shards)
+                .map(|s| (s, shard(s, true, None).client_addrs))
+                .collect(),
         })
     }
 
@@ -421,6 +471,40 @@ mod tests {
             false,
         );
         assert!(matches!(plan(&grown), Decision::Move(m) if m.moves.iter().all(|m| m.to == 2)));
+    }
+
+    #[test]
+    fn changed_members_are_placed_again_at_the_next_epoch_with_the_same_slots() {
+        let mut shards: Vec<Shard> = (0..2).map(|k| shard(k, true, placed(k, 2))).collect();
+        assert_eq!(plan(&inputs(2, shards.clone(), false)), Decision::Steady);
+        shards[1].client_addrs.push("s1-2:7070".to_owned());
+        let Decision::Place(placings) = plan(&inputs(2, shards.clone(), false)) else {
+            panic!("placed again");
+        };
+        assert_eq!(placings.iter().map(|p| p.shard).collect::<Vec<_>>(), [0, 1]);
+        for p in &placings {
+            assert_eq!(p.placement.epoch, 2);
+            assert_eq!(
+                p.placement.owners,
+                placed(0, 2)
+                    .unwrap()
+                    .owners
+                    .iter()
+                    .map(|&o| u32::from(o))
+                    .collect::<Vec<_>>()
+            );
+            assert_eq!(p.placement.shards[1].client_addrs.len(), 3);
+        }
+        // Shard 0 took it, shard 1 did not yet: shard 1 is given epoch 2.
+        let mut newer = placed(0, 2).unwrap();
+        newer.epoch = 2;
+        newer.shards.insert(1, shards[1].client_addrs.clone());
+        shards[0].placement = Some(newer);
+        let Decision::Place(placings) = plan(&inputs(2, shards.clone(), false)) else {
+            panic!("the group behind is brought to the newest epoch");
+        };
+        assert_eq!(placings.len(), 1);
+        assert_eq!((placings[0].shard, placings[0].placement.epoch), (1, 2));
     }
 
     #[test]

@@ -2133,12 +2133,19 @@ fn shard_clusters(
     nodes
 }
 
-/// Shard `k`'s group placed in the even split of `shards` at epoch 1.
+/// Shard `k`'s group placed in the even split of `shards` at epoch 1,
+/// every shard reached at its pods 0 to 2.
 fn placed(k: u16, shards: u16) -> Option<crate::placement::GroupPlacement> {
     Some(crate::placement::GroupPlacement {
         shard: k,
         epoch: 1,
         owners: crate::placement::SlotMap::even(shards, Some(1)).owners,
+        shards: (0..shards)
+            .map(|s| {
+                let shard = topology().shard(s);
+                (s, (0..3).map(|i| shard.member(i).client_addr).collect())
+            })
+            .collect(),
     })
 }
 
@@ -2784,5 +2791,40 @@ fn validate_refuses_what_a_sharded_store_cannot_do_yet() {
         validate_shards(&rs, &world(1))
             .unwrap_err()
             .starts_with("shards must be 1 to 1024")
+    );
+}
+
+#[tokio::test]
+async fn new_voters_are_placed_again_at_the_next_epoch() {
+    // Scaled out to 4: every shard's fourth pod has become a voter, and
+    // the placements still reach the shards at their first three.
+    let rs = with_shard_clusters(sharded(4, 2), 2);
+    let states = shard_states(&rs, 2, 4, &[true, true]);
+    let expected = rs.clone();
+    let admin = FakeAdmin::new(shard_clusters(&[0, 1, 2, 3], &[placed(0, 2), placed(1, 2)]));
+    let (result, calls) = reconcile_with(rs, admin, move |mut api| async move {
+        api.dereference_shards(&states).await;
+        api.apply_shards(2, &[]).await;
+        for k in 0..2 {
+            let event = api.event("Placed", "Normal").await;
+            assert!(
+                event["note"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("shard {k} placed at epoch 2")),
+                "{event}"
+            );
+        }
+        api.status(&expected).await;
+        api
+    })
+    .await;
+    result.unwrap();
+    assert_eq!(
+        calls,
+        [
+            "Place recipes-0.recipes-peers.kitchen.svc:7071 shard 0 epoch 2 slots 512 shards 2",
+            "Place recipes-s1-0.recipes-s1-peers.kitchen.svc:7071 shard 1 epoch 2 slots 512 shards 2",
+        ]
     );
 }
