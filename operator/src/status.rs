@@ -361,15 +361,25 @@ pub fn of_shards(
                 inputs.target
             ),
         },
-        Decision::Steady | Decision::Unsharded => Verdict {
-            type_: SLOTS_PENDING,
-            status: false,
-            reason: "Placed",
-            message: format!(
+        Decision::Steady | Decision::Unsharded => {
+            let mut message = format!(
                 "every slot is served by the shard the even split of {} shards gives it",
                 inputs.target
-            ),
-        },
+            );
+            let beyond: Vec<u16> = (inputs.target..listed).collect();
+            if !beyond.is_empty() {
+                message.push_str(&format!(
+                    "; shard(s) {beyond:?} beyond spec.shards serve no slots and are kept \
+                     (removing a shard's objects and data is not built yet)"
+                ));
+            }
+            Verdict {
+                type_: SLOTS_PENDING,
+                status: false,
+                reason: "Placed",
+                message,
+            }
+        }
     };
     let previous = previous
         .map(|s| s.conditions.as_slice())
@@ -675,5 +685,114 @@ mod tests {
         // A store this spec never created has failed.
         let new = invalid(Some(1), &topology(), "bad timings", None, &at(20));
         assert_eq!(new.phase, Phase::Failed);
+    }
+
+    fn shard_status(phase: Phase, available: (&str, &str)) -> RecipeStoreStatus {
+        RecipeStoreStatus {
+            phase,
+            conditions: vec![Condition {
+                type_: AVAILABLE.to_owned(),
+                status: available.0.to_owned(),
+                reason: available.1.to_owned(),
+                message: "as observed".to_owned(),
+                observed_generation: Some(1),
+                last_transition_time: at(1),
+            }],
+            ..RecipeStoreStatus::default()
+        }
+    }
+
+    fn unplaced(shards: u16, target: u16) -> placement::Inputs {
+        placement::Inputs {
+            target,
+            shards: (0..shards)
+                .map(|k| placement::Shard {
+                    shard: k,
+                    leader: Some(format!("s{k}:7071")),
+                    placement: None,
+                    client_addrs: vec![format!("s{k}:7070")],
+                })
+                .collect(),
+            ran_unsharded: true,
+        }
+    }
+
+    #[test]
+    fn a_store_of_one_shard_has_no_shard_list_placement_or_slot_condition() {
+        let status = shard_status(Phase::Running, ("True", "LeaderElected"));
+        let t = topology();
+        let of = of_shards(
+            vec![(&t, status.clone())],
+            &unplaced(1, 1),
+            &Decision::Unsharded,
+            None,
+            &at(2),
+        );
+        assert_eq!(of, status);
+    }
+
+    #[test]
+    fn a_sharded_store_is_as_far_along_as_its_first_shard_that_is_not_running() {
+        let (t0, t1) = (topology(), topology().shard(1));
+        let inputs = unplaced(2, 2);
+        let decision = placement::plan(&inputs);
+        let of = of_shards(
+            vec![
+                (&t0, shard_status(Phase::Running, ("True", "LeaderElected"))),
+                (
+                    &t1,
+                    shard_status(Phase::Initializing, ("False", "NotInitialized")),
+                ),
+            ],
+            &inputs,
+            &decision,
+            None,
+            &at(2),
+        );
+        assert_eq!(of.phase, Phase::Initializing);
+        let available = of.conditions.iter().find(|c| c.type_ == AVAILABLE).unwrap();
+        assert_eq!(available.reason, "NotInitialized");
+        assert_eq!(available.message, "shard 1: as observed");
+        let names: Vec<&str> = of.shards.iter().map(|s| s.stateful_set.as_str()).collect();
+        assert_eq!(names, ["rs", "rs-s1"]);
+        let slots: Vec<u32> = of.shards.iter().map(|s| s.slots).collect();
+        assert_eq!(slots, [1024, 0], "shard 0 serves all until slots move");
+        let pending = of
+            .conditions
+            .iter()
+            .find(|c| c.type_ == SLOTS_PENDING)
+            .unwrap();
+        assert_eq!(
+            (pending.status.as_str(), pending.reason.as_str()),
+            ("True", SLOT_MOVE_PENDING)
+        );
+    }
+
+    #[test]
+    fn a_shard_beyond_spec_shards_that_serves_nothing_is_said_to_be_kept() {
+        let (t0, t1) = (topology(), topology().shard(1));
+        let inputs = unplaced(2, 1);
+        let running = || shard_status(Phase::Running, ("True", "LeaderElected"));
+        let of = of_shards(
+            vec![(&t0, running()), (&t1, running())],
+            &inputs,
+            &placement::plan(&inputs),
+            None,
+            &at(2),
+        );
+        let pending = of
+            .conditions
+            .iter()
+            .find(|c| c.type_ == SLOTS_PENDING)
+            .unwrap();
+        assert_eq!(pending.status, "False");
+        assert!(
+            pending
+                .message
+                .contains("shard(s) [1] beyond spec.shards serve no slots and are kept"),
+            "{}",
+            pending.message
+        );
+        assert_eq!(of.placement.unwrap().slots_to_move, 0);
     }
 }
