@@ -42,5 +42,11 @@ pub fn build(
             "endpoints": [endpoint],
         }
     });
+    // `job` is the Service's name unless a label names it: the store's
+    // name for a sharded store too, whose Services are its shards' peer
+    // Services, so that the dashboards and alerts find every shard.
+    if sharded {
+        object.data["spec"]["jobLabel"] = json!("app.kubernetes.io/instance");
+    }
     object
 }

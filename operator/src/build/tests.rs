@@ -815,3 +815,81 @@ fn backups_and_restores_through_a_bucket_take_its_keys_from_the_secret() {
     restore.claim_name = Some("cookbook-backups".to_owned());
     assert!(restore::check(&rs).unwrap_err().contains("exactly one"));
 }
+
+#[test]
+fn a_sharded_store_s_shard_0_is_an_unsharded_store_s_objects_and_its_other_shards_have_their_own() {
+    let rs = fixture(MINIMAL);
+    let unsharded = build(&rs, &[3], None, Some(&service_monitor_api()), None).unwrap();
+    let sharded = build(&rs, &[3, 3, 3], None, Some(&service_monitor_api()), None).unwrap();
+    fn value<T: serde::Serialize>(object: &T) -> serde_json::Value {
+        serde_json::to_value(object).unwrap()
+    }
+    // Existing stores become shard 0 without their StatefulSet, PDB or
+    // peer Service changing.
+    assert_eq!(
+        value(&sharded.shards[0].statefulset),
+        value(&unsharded.shards[0].statefulset)
+    );
+    assert_eq!(
+        value(&sharded.shards[0].pdb),
+        value(&unsharded.shards[0].pdb)
+    );
+    assert_eq!(
+        value(&sharded.shards[0].peer_service),
+        value(&unsharded.shards[0].peer_service)
+    );
+    let names: Vec<(Option<&str>, Option<&str>, Option<&str>)> = sharded
+        .shards
+        .iter()
+        .map(|s| {
+            (
+                s.statefulset.metadata.name.as_deref(),
+                s.pdb.metadata.name.as_deref(),
+                s.peer_service.metadata.name.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            (Some("recipes"), Some("recipes"), Some("recipes-peers")),
+            (
+                Some("recipes-s1"),
+                Some("recipes-s1"),
+                Some("recipes-s1-peers")
+            ),
+            (
+                Some("recipes-s2"),
+                Some("recipes-s2"),
+                Some("recipes-s2-peers")
+            ),
+        ]
+    );
+    let s2 = sharded.shards[2].statefulset.spec.as_ref().unwrap();
+    assert_eq!(s2.service_name.as_deref(), Some("recipes-s2-peers"));
+    assert_eq!(
+        s2.selector.match_labels.as_ref().unwrap()["recipestore.dev/shard"],
+        "2"
+    );
+    // One client Service, for the pods marked serving in every shard.
+    assert_eq!(
+        sharded.client_service.spec.as_ref().unwrap().selector,
+        Some(Topology::new("recipes", "kitchen").serving_selector())
+    );
+    // The ServiceMonitor scrapes every shard's peer Service, as the store.
+    let sm = sharded.service_monitor.unwrap();
+    assert_eq!(
+        sm.data["spec"]["selector"]["matchLabels"][SERVICE_ROLE_LABEL],
+        "peers"
+    );
+    assert_eq!(sm.data["spec"]["jobLabel"], "app.kubernetes.io/instance");
+    for shard in &sharded.shards {
+        let labels = shard.peer_service.metadata.labels.as_ref().unwrap();
+        for (k, v) in sm.data["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .unwrap()
+        {
+            assert_eq!(labels.get(k).map(String::as_str), v.as_str(), "{k}");
+        }
+    }
+}
