@@ -715,8 +715,12 @@ fn validate_shards(rs: &RecipeStore, world: &World) -> Result<(), String> {
             membership::FORCE_RECOVERY_ANNOTATION
         ));
     }
+    // Shard k of store `x` is named like shard 0 of a store `x-s<k>`: the
+    // one that came second is refused, never given the other's objects.
+    // Shard 0 refuses only another owner, as it always took over a
+    // StatefulSet of its name that nobody owns.
     let uid = rs.metadata.uid.as_deref();
-    for shard in &world.shards[1..] {
+    for shard in &world.shards {
         let Some(statefulset) = &shard.statefulset else {
             continue;
         };
@@ -726,14 +730,21 @@ fn validate_shards(rs: &RecipeStore, world: &World) -> Result<(), String> {
             .iter()
             .flatten()
             .find(|r| r.controller == Some(true));
-        if owner.map(|r| r.uid.as_str()) != uid {
+        let ours = match owner {
+            Some(owner) => Some(owner.uid.as_str()) == uid,
+            None => shard.topology.shard == 0,
+        };
+        if !ours {
             return Err(format!(
-                "the StatefulSet {} that shard {} would be has another owner ({}); a store named \
-                 {} holds the name: rename one of the stores",
+                "the StatefulSet {} that shard {} would be has another owner ({}): shard k of \
+                 a store x is x-s<k>, which is also shard 0 of a store named x-s<k>; rename \
+                 one of the stores",
                 shard.topology.statefulset(),
                 shard.topology.shard,
-                owner.map_or_else(|| "none".to_owned(), |r| format!("{} {}", r.kind, r.name)),
-                shard.topology.statefulset(),
+                owner.map_or_else(
+                    || "none, not the operator".to_owned(),
+                    |r| format!("{} {}", r.kind, r.name)
+                ),
             ));
         }
     }

@@ -2828,3 +2828,63 @@ async fn new_voters_are_placed_again_at_the_next_epoch() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_store_named_like_another_store_s_shard_is_refused() {
+    // Store "recipes" has a shard 1, StatefulSet "recipes-s1"; a store
+    // named "recipes-s1" would be given it as its shard 0.
+    let owner = sharded(3, 2);
+    let rs = {
+        let mut rs = recipestore(3);
+        rs.metadata.name = Some("recipes-s1".to_owned());
+        rs.metadata.uid = Some("another-uid".to_owned());
+        rs
+    };
+    let taken = shard_statefulset(&owner, 1, 2, 3);
+    let expected = rs.clone();
+    let (result, _) = reconcile_with(rs, FakeAdmin::default(), move |mut api| async move {
+        api.expect(
+            "get StatefulSet",
+            Method::GET,
+            &format!("/apis/apps/v1/namespaces/{NS}/statefulsets/recipes-s1"),
+            Reply::Json(serde_json::to_value(&taken).unwrap()),
+        )
+        .await;
+        api.expect(
+            "list pods",
+            Method::GET,
+            &format!("/api/v1/namespaces/{NS}/pods"),
+            Reply::Json(
+                json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []}),
+            ),
+        )
+        .await;
+        let (seen, send) = api.next("publish InvalidSpec Event").await;
+        assert_eq!(seen.body["reason"], "InvalidSpec");
+        assert!(
+            seen.body["note"]
+                .as_str()
+                .unwrap()
+                .contains("has another owner (RecipeStore recipes)"),
+            "{}",
+            seen.body
+        );
+        send.send_response(
+            Response::builder()
+                .body(Body::from(serde_json::to_vec(&seen.body).unwrap()))
+                .unwrap(),
+        );
+        let (seen, send) = api.next("update status").await;
+        assert!(seen.path.ends_with("/recipestores/recipes-s1/status"));
+        let mut updated = expected.clone();
+        updated.status = serde_json::from_value(seen.body["status"].clone()).unwrap();
+        send.send_response(
+            Response::builder()
+                .body(Body::from(serde_json::to_vec(&updated).unwrap()))
+                .unwrap(),
+        );
+        api
+    })
+    .await;
+    assert!(matches!(result, Err(Error::InvalidSpec(_))));
+}
