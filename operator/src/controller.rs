@@ -207,7 +207,7 @@ async fn reconcile_pass(rs: &RecipeStore, ctx: &Context) -> Result<Action> {
     .await?;
     record_backups(rs, &topology, ctx, backup.as_ref());
     for shard in &world.shards {
-        reload_settings(rs, ctx, world.admin.as_ref(), &shard.membership).await?;
+        reload_settings(rs, ctx, world.admin.as_ref(), shard).await?;
     }
     if let Some(at) = newly_succeeded(rs, backup.as_ref()) {
         let note = format!("a scheduled backup succeeded at {}", at.0);
@@ -945,9 +945,9 @@ async fn reload_settings(
     rs: &RecipeStore,
     ctx: &Context,
     admin: &dyn NodeAdmin,
-    observed: &Observed,
+    shard: &ShardWorld,
 ) -> Result<()> {
-    let reloaded = executor::reconfigure(admin, observed, &rs.spec.shedding)
+    let reloaded = executor::reconfigure(admin, &shard.membership, &rs.spec.shedding)
         .await
         .map_err(|source| Error::Membership {
             step: "Reconfigure",
@@ -956,7 +956,8 @@ async fn reload_settings(
     if reloaded.is_empty() {
         return Ok(());
     }
-    let note = format!("shedding settings reloaded on nodes {reloaded:?}, without a restart");
+    let pods: Vec<String> = reloaded.iter().map(|&id| shard.topology.pod(id)).collect();
+    let note = format!("shedding settings reloaded on {pods:?}, without a restart");
     info!("{note}");
     publish(ctx, rs, EventType::Normal, "Reconfigured", "Settings", note).await
 }

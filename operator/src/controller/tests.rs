@@ -2034,7 +2034,7 @@ async fn shedding_settings_are_reloaded_on_running_nodes_without_a_roll() {
         let event = api.event("Reconfigured", "Normal").await;
         assert_eq!(
             event["note"],
-            "shedding settings reloaded on nodes [0], without a restart"
+            "shedding settings reloaded on [\"recipes-0\"], without a restart"
         );
         api.status(&expected).await;
         api
