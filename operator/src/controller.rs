@@ -1217,6 +1217,11 @@ async fn update_status(
         })
         .collect();
     let status = status::of_shards(shards, placement, decision, rs.status.as_ref(), &now);
+    ctx.metrics.set_slots_to_move(
+        &topology.namespace,
+        &rs.name_any(),
+        status.placement.as_ref().map(|p| p.slots_to_move),
+    );
     log_monitoring_change(rs.status.as_ref(), &status);
     patch_status(rs, topology, ctx, &status).await
 }
