@@ -184,7 +184,9 @@ pub struct TlsSpec {
 
     /// A Secret (`tls.crt`, `tls.key`, `ca.crt`) with the members'
     /// certificate: common name `recipestore-member`, naming
-    /// `*.<store>-peers.<namespace>.svc` and the client Service. Unset: the
+    /// `*.<store>-peers.<namespace>.svc` (and, with shards,
+    /// `*.<store>-s<k>-peers.<namespace>.svc` of each shard k from 1) and
+    /// the client Service. Unset: the
     /// operator issues it, from a CA it keeps in `<store>-tls-ca`, into
     /// `<store>-tls`, and renews it before it expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
