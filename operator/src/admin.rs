@@ -15,6 +15,7 @@ use tonic::transport::ClientTlsConfig;
 use recipestore_settings::Shedding;
 
 use crate::membership::{Member, NodeId, NodeStatus, Role};
+use crate::placement::GroupPlacement;
 
 /// Failure of one admin call.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +66,14 @@ pub trait NodeAdmin: Send + Sync {
         addr: &'a str,
         shedding: &'a Shedding,
     ) -> BoxFuture<'a, Result<(), AdminError>>;
+    /// Records `placement` in the group of the node at `addr`; answers the
+    /// epoch the group holds. A group holding the very same placement
+    /// answers success.
+    fn place<'a>(
+        &'a self,
+        addr: &'a str,
+        placement: proto::Placement,
+    ) -> BoxFuture<'a, Result<u64, AdminError>>;
 }
 
 /// [`NodeAdmin`] over gRPC. Connects per call: the operator talks to each node
@@ -182,6 +191,14 @@ impl NodeAdmin for GrpcAdmin {
             Ok(())
         })
     }
+
+    fn place<'a>(
+        &'a self,
+        addr: &'a str,
+        placement: proto::Placement,
+    ) -> BoxFuture<'a, Result<u64, AdminError>> {
+        Box::pin(async move { Ok(self.client(addr)?.place(placement).await?) })
+    }
 }
 
 impl From<proto::Member> for Member {
@@ -236,6 +253,25 @@ impl From<proto::StatusResponse> for NodeStatus {
             recent_seconds: s.recent_seconds,
             // Empty from a node too old to say (and to be reconfigured).
             shedding: serde_json::from_str(&s.shedding_json).ok(),
+            // A placement naming a shard or owner beyond u16 is not one a
+            // node takes; it cannot hold one.
+            placement: s.placement.and_then(|p| {
+                Some(GroupPlacement {
+                    shard: u16::try_from(p.shard).ok()?,
+                    epoch: p.epoch,
+                    owners: p
+                        .owners
+                        .into_iter()
+                        .map(u16::try_from)
+                        .collect::<Result<_, _>>()
+                        .ok()?,
+                    shards: p
+                        .shards
+                        .into_iter()
+                        .map(|e| Some((u16::try_from(e.shard).ok()?, e.client_addrs)))
+                        .collect::<Option<_>>()?,
+                })
+            }),
         }
     }
 }

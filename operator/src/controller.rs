@@ -1,16 +1,20 @@
 //! The reconciler. Each reconcile is one pass of a documented pipeline:
 //!
-//! 1. **dereference**: read what exists — the StatefulSet, its pods, whether
-//!    the ServiceMonitor CRD is installed — and ask every running node for
-//!    its admin `Status`.
+//! 1. **dereference**: read what exists — each shard's StatefulSet and its
+//!    pods, whether the ServiceMonitor CRD is installed — and ask every
+//!    running node for its admin `Status`.
 //! 2. **validate**: refuse specs the schema could not catch (for example a
 //!    changed storage size on a CRD installed without CEL rules).
-//! 3. **build**: plan the next membership step (pure, [`membership::plan`])
-//!    and build every owned object for it (pure, [`build::build`]).
-//! 4. **apply**: server-side apply the objects under one field manager, then
-//!    perform the membership step through the admin API.
-//! 5. **update_status**: compute the status from the observation and the plan
-//!    and apply it to the status subresource.
+//! 3. **build**: plan each shard's next membership step (pure,
+//!    [`membership::plan`]) and the next placement step (pure,
+//!    [`placement::plan`]), and build every owned object for them (pure,
+//!    [`build::build`]).
+//! 4. **apply**: server-side apply the objects under one field manager
+//!    (a sharded store's pods labelled by whether their shard serves
+//!    slots), then perform each shard's membership step and the placement
+//!    step through the admin API.
+//! 5. **update_status**: compute the status from the observation and the
+//!    plans and apply it to the status subresource.
 //!
 //! Only dereference, apply and update_status do I/O. Every step is derived
 //! from observed state, so a restarted operator simply continues.
@@ -38,11 +42,14 @@ use tracing::{info, instrument, warn};
 use crate::admin::NodeAdmin;
 use crate::build::{self, Resources};
 use crate::integrations::Integrations;
-use crate::membership::{self, Observed, Plan, Policy, Step};
+use crate::membership::{self, NodeId, Observed, Plan, Policy, Step};
 use crate::metrics::Metrics;
 use crate::tls::{self, StoreTls};
-use crate::topology::{MANAGED_BY_LABEL, Topology};
-use crate::{Error, FIELD_MANAGER, RecipeStore, RecipeStoreSpec, Result, executor, status};
+use crate::topology::{MANAGED_BY_LABEL, SERVING_LABEL, Topology};
+use crate::{
+    Error, FIELD_MANAGER, RecipeStore, RecipeStoreSpec, Result, executor, placement, status,
+};
+use recipestore_protocol::slots::SLOTS;
 
 /// The label the StatefulSet controller puts on each pod: the revision
 /// (a `ControllerRevision` name) the pod was created from.
@@ -69,9 +76,9 @@ pub struct Context {
 
 /// What dereference found.
 pub struct World {
-    pub statefulset: Option<StatefulSet>,
+    /// Every shard that exists or `spec.shards` asks for, shard 0 first.
+    pub shards: Vec<ShardWorld>,
     pub service_monitor: Option<ApiResource>,
-    pub membership: Observed,
     /// Whether and how the store runs TLS, or why its spec cannot.
     pub tls: Result<Option<StoreTls>, String>,
     /// The certificate Secrets found.
@@ -116,7 +123,8 @@ async fn reconcile_pass(rs: &RecipeStore, ctx: &Context) -> Result<Action> {
     let world = dereference(rs, &topology, ctx).await?;
 
     let certificate_api = ctx.integrations.certificate();
-    let valid = validate(&rs.spec, world.statefulset.as_ref())
+    let valid = validate(&rs.spec, world.shard0().statefulset.as_ref())
+        .and_then(|()| validate_shards(rs, &world))
         .and_then(|()| build::restore::check(rs))
         .and_then(|()| world.tls.clone())
         .and_then(|store_tls| match &store_tls {
@@ -139,11 +147,19 @@ async fn reconcile_pass(rs: &RecipeStore, ctx: &Context) -> Result<Action> {
         }
     };
 
-    let plan = membership::plan(&world.membership, &ctx.policy);
+    let plans: Vec<Plan> = world
+        .shards
+        .iter()
+        .map(|shard| membership::plan(&shard.membership, &ctx.policy))
+        .collect();
+    let placement_inputs = placement_inputs(rs, &world, &plans);
+    let decision = placement::plan(&placement_inputs);
+    let serving = placement::current(&placement_inputs);
+    let replicas: Vec<u32> = plans.iter().map(|p| p.statefulset_replicas).collect();
     let resources = build::build(
         rs,
-        plan.statefulset_replicas,
-        plan.forcing,
+        &replicas,
+        plans[0].forcing,
         world.service_monitor.as_ref(),
         store_tls.as_ref(),
     )?;
@@ -152,6 +168,7 @@ async fn reconcile_pass(rs: &RecipeStore, ctx: &Context) -> Result<Action> {
         issue_certificates(
             rs,
             &topology,
+            world.shards.len(),
             ctx,
             store_tls,
             &world.tls_secrets,
@@ -182,12 +199,16 @@ async fn reconcile_pass(rs: &RecipeStore, ctx: &Context) -> Result<Action> {
         rs,
         &topology,
         ctx,
+        &world,
+        serving.as_ref(),
         &resources,
         world.service_monitor.as_ref(),
     )
     .await?;
     record_backups(rs, &topology, ctx, backup.as_ref());
-    reload_settings(rs, ctx, world.admin.as_ref(), &world.membership).await?;
+    for shard in &world.shards {
+        reload_settings(rs, ctx, world.admin.as_ref(), shard).await?;
+    }
     if let Some(at) = newly_succeeded(rs, backup.as_ref()) {
         let note = format!("a scheduled backup succeeded at {}", at.0);
         publish(
@@ -200,17 +221,173 @@ async fn reconcile_pass(rs: &RecipeStore, ctx: &Context) -> Result<Action> {
         )
         .await?;
     }
-    // A failed step still gets its status written: what was observed is true.
-    let performed = perform(rs, &topology, ctx, world.admin.as_ref(), &plan).await;
+    // A failed step still gets its status written: what was observed is
+    // true. Each shard's step is its own: one failing holds no other back.
+    let mut performed = Ok(());
+    for (shard, plan) in world.shards.iter().zip(&plans) {
+        let result = perform(rs, &shard.topology, ctx, world.admin.as_ref(), plan).await;
+        if performed.is_ok() {
+            performed = result;
+        }
+    }
+    let placed = match &decision {
+        placement::Decision::Place(placings) => {
+            place(rs, ctx, world.admin.as_ref(), placings).await
+        }
+        // Where the slot-move driver comes in: moving slots toward the
+        // target map, one step per pass, from what the groups report. Until
+        // it exists, the pending move is told (the SlotsPending condition,
+        // and an Event when it changes) and nothing moves.
+        placement::Decision::Move(pending) => report_pending_move(rs, ctx, pending).await,
+        placement::Decision::Unsharded
+        | placement::Decision::Wait(_)
+        | placement::Decision::Steady => Ok(()),
+    };
 
-    update_status(rs, &topology, ctx, &world, &plan, backup.as_ref()).await?;
+    update_status(
+        rs,
+        &topology,
+        ctx,
+        &world,
+        &plans,
+        &placement_inputs,
+        &decision,
+        backup.as_ref(),
+    )
+    .await?;
     performed?;
+    placed?;
 
-    Ok(match plan.step {
-        // Nothing moves until the nodes or a person change something.
-        Step::Steady | Step::Refuse(_) => Action::requeue(REQUEUE_STEADY),
-        _ => Action::requeue(REQUEUE_CHANGING),
+    let changing = plans
+        .iter()
+        .any(|plan| !matches!(plan.step, Step::Steady | Step::Refuse(_)))
+        || matches!(
+            decision,
+            placement::Decision::Place(_) | placement::Decision::Wait(_)
+        );
+    // Nothing moves until the nodes or a person change something.
+    Ok(if changing {
+        Action::requeue(REQUEUE_CHANGING)
+    } else {
+        Action::requeue(REQUEUE_STEADY)
     })
+}
+
+/// What the placement planner is given: each shard's group as its leader
+/// reports it (its placement, and its voters as where the shard is
+/// reached; the desired pods' addresses before it has a leader), and
+/// whether the status recorded that the store ran unsharded (shard 0
+/// serving every slot without a placement).
+fn placement_inputs(rs: &RecipeStore, world: &World, plans: &[Plan]) -> placement::Inputs {
+    let desired = u64::try_from(rs.spec.replicas).unwrap_or(0);
+    let shards = world
+        .shards
+        .iter()
+        .zip(plans)
+        .map(|(shard, plan)| {
+            let leader = plan.leader.as_ref().filter(|_| plan.cluster_id.is_some());
+            let led = leader.and_then(|l| shard.membership.nodes.get(&l.id));
+            let client_addrs = match led {
+                Some(node) => {
+                    let mut voters = node.voters.clone();
+                    voters.sort_by_key(|m| m.id);
+                    voters.into_iter().map(|m| m.client_addr).collect()
+                }
+                None => (0..desired)
+                    .map(|id| shard.topology.member(id).client_addr)
+                    .collect(),
+            };
+            placement::Shard {
+                shard: shard.topology.shard,
+                leader: leader.map(|l| l.peer_addr.clone()),
+                placement: led.and_then(|n| n.placement.clone()),
+                client_addrs,
+            }
+        })
+        .collect();
+    let previous = rs.status.as_ref();
+    let ran_unsharded = previous.is_some_and(|s| {
+        let recorded = s
+            .placement
+            .as_ref()
+            .is_some_and(|p| p.epoch.is_none() && !p.current.is_empty());
+        recorded || (s.cluster_id.is_some() && s.shards.is_empty())
+    });
+    placement::Inputs {
+        target: u16::try_from(rs.spec.shards.clamp(1, i32::from(SLOTS))).unwrap_or(1),
+        shards,
+        ran_unsharded,
+    }
+}
+
+/// Records each placement in its shard's group, with an Event each.
+async fn place(
+    rs: &RecipeStore,
+    ctx: &Context,
+    admin: &dyn NodeAdmin,
+    placings: &[placement::Placing],
+) -> Result<()> {
+    for placing in placings {
+        let shard = placing.shard;
+        let owners: Vec<u16> = placing
+            .placement
+            .owners
+            .iter()
+            .map(|&o| u16::try_from(o).unwrap_or(u16::MAX))
+            .collect();
+        let map = placement::SlotMap {
+            epoch: Some(placing.placement.epoch),
+            owners,
+        };
+        match admin
+            .place(&placing.leader, placing.placement.clone())
+            .await
+        {
+            Ok(epoch) => {
+                let note = format!(
+                    "shard {shard} placed at epoch {epoch}: it serves slots {}",
+                    map.ranges_of(shard)
+                );
+                info!("{note}");
+                publish(ctx, rs, EventType::Normal, "Placed", "Place", note).await?;
+            }
+            Err(source) => {
+                let error = Error::Placement { shard, source };
+                let note = format!("{error}: {}", error_chain(&error));
+                publish(ctx, rs, EventType::Warning, "PlaceFailed", "Place", note).await?;
+                return Err(error);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Tells of slots that must move, once per change of what must move:
+/// the condition says it on every pass, the Event when it first appears.
+async fn report_pending_move(
+    rs: &RecipeStore,
+    ctx: &Context,
+    pending: &placement::PendingMove,
+) -> Result<()> {
+    let note = pending.to_string();
+    let told = rs.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == status::SLOTS_PENDING && c.status == "True" && c.message == note)
+    });
+    if told {
+        return Ok(());
+    }
+    warn!("{note}");
+    publish(
+        ctx,
+        rs,
+        EventType::Warning,
+        status::SLOT_MOVE_PENDING,
+        "Placement",
+        note,
+    )
+    .await
 }
 
 /// Logs, counts and retries a failed reconcile.
@@ -223,21 +400,57 @@ pub fn error_policy(rs: Arc<RecipeStore>, error: &Error, ctx: Arc<Context>) -> A
     }
 }
 
-/// Step 1: read the StatefulSet, its pods and the nodes' own view.
+/// Step 1: read each shard's StatefulSet, its pods and the nodes' own view.
 async fn dereference(rs: &RecipeStore, topology: &Topology, ctx: &Context) -> Result<World> {
     let service_monitor = ctx.integrations.service_monitor();
+    let sharded = shard_count(rs) > 1;
+    let mut shards = Vec::new();
+    for k in 0..shard_count(rs) {
+        shards.push(dereference_shard(rs, topology.shard(k), sharded, ctx).await?);
+    }
+    // TLS is decided from shard 0's StatefulSet, which every store has.
+    let store_tls = tls::decide(&rs.spec.tls, topology, shards[0].statefulset.as_ref());
+    let tls_secrets = match &store_tls {
+        Ok(Some(store_tls)) => read_tls_secrets(topology, ctx, store_tls).await?,
+        _ => tls::Secrets::default(),
+    };
+    let admin = tls::admin_for(
+        &ctx.admin,
+        store_tls.as_ref().ok().and_then(Option::as_ref),
+        &tls_secrets,
+    );
+    for shard in &mut shards {
+        shard.membership.nodes =
+            executor::observe_nodes(admin.as_ref(), &shard.membership.pods).await;
+    }
+    Ok(World {
+        shards,
+        service_monitor,
+        tls: store_tls,
+        tls_secrets,
+        admin,
+    })
+}
 
+/// One shard's StatefulSet and pods; its nodes are asked once the
+/// store's TLS is known.
+async fn dereference_shard(
+    rs: &RecipeStore,
+    topology: Topology,
+    sharded: bool,
+    ctx: &Context,
+) -> Result<ShardWorld> {
     let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &topology.namespace);
     let statefulset = statefulsets
         .get_opt(topology.statefulset())
         .await
         .map_err(Error::kube("get StatefulSet"))?;
-
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &topology.namespace);
     let pod_list = pods
         .list(&ListParams::default().labels(&topology.selector_string()))
         .await
         .map_err(Error::kube("list pods"))?;
+    let mut serving_pods = BTreeMap::new();
     let pods: BTreeMap<_, _> = pod_list
         .items
         .iter()
@@ -251,6 +464,10 @@ async fn dereference(rs: &RecipeStore, topology: &Topology, ctx: &Context) -> Re
                 .as_ref()
                 .and_then(|s| s.conditions.as_ref())
                 .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            serving_pods.insert(
+                ordinal,
+                pod.labels().get(SERVING_LABEL).map(String::as_str) == Some("true"),
+            );
             Some((
                 ordinal,
                 membership::Pod {
@@ -264,45 +481,73 @@ async fn dereference(rs: &RecipeStore, topology: &Topology, ctx: &Context) -> Re
         })
         .collect();
 
-    let store_tls = tls::decide(&rs.spec.tls, topology, statefulset.as_ref());
-    let tls_secrets = match &store_tls {
-        Ok(Some(store_tls)) => read_tls_secrets(topology, ctx, store_tls).await?,
-        _ => tls::Secrets::default(),
-    };
-    let admin = tls::admin_for(
-        &ctx.admin,
-        store_tls.as_ref().ok().and_then(Option::as_ref),
-        &tls_secrets,
-    );
-    let nodes = executor::observe_nodes(admin.as_ref(), &pods).await;
     let statefulset_replicas = statefulset
         .as_ref()
         .and_then(|s| s.spec.as_ref()?.replicas)
         .and_then(|r| u32::try_from(r).ok())
         .unwrap_or(0);
-
-    Ok(World {
+    let status = rs.status.as_ref();
+    let recorded_cluster_id = if topology.shard == 0 {
+        status.and_then(|s| s.cluster_id.clone())
+    } else {
+        status
+            .and_then(|s| s.shards.iter().find(|r| r.shard == topology.shard))
+            .and_then(|r| r.cluster_id.clone())
+    };
+    // Recovering a lost quorum names a member by its ordinal, which every
+    // shard has: only an unsharded store takes it (validate refuses it on
+    // a sharded one).
+    let unsharded = !sharded;
+    Ok(ShardWorld {
         membership: Observed {
             desired_replicas: u32::try_from(rs.spec.replicas).unwrap_or(0),
             statefulset_replicas,
             pods,
-            nodes,
-            recorded_cluster_id: rs.status.as_ref().and_then(|s| s.cluster_id.clone()),
+            nodes: BTreeMap::new(),
+            recorded_cluster_id,
             force_recovery: rs
                 .annotations()
                 .get(membership::FORCE_RECOVERY_ANNOTATION)
+                .filter(|_| unsharded)
                 .cloned(),
-            forcing: rs.status.as_ref().and_then(|s| s.forcing_new_cluster),
+            forcing: status
+                .and_then(|s| s.forcing_new_cluster)
+                .filter(|_| unsharded),
             update_revision: statefulset
                 .as_ref()
                 .and_then(|s| s.status.as_ref()?.update_revision.clone()),
         },
         statefulset,
-        service_monitor,
-        tls: store_tls,
-        tls_secrets,
-        admin,
+        topology,
+        serving_pods,
     })
+}
+
+/// What dereference found of one shard.
+pub struct ShardWorld {
+    pub topology: Topology,
+    pub statefulset: Option<StatefulSet>,
+    pub membership: Observed,
+    /// Whether each pod carries the serving label the client Service of a
+    /// sharded store selects.
+    pub serving_pods: BTreeMap<NodeId, bool>,
+}
+
+impl World {
+    /// Shard 0, which every store has.
+    fn shard0(&self) -> &ShardWorld {
+        &self.shards[0]
+    }
+}
+
+/// How many shards a store has: those `spec.shards` asks for, and those
+/// the status lists beyond them (a store shrunk keeps its shards until
+/// their slots move away). Out of range, the count is what validation
+/// refuses; this only keeps it a shard number.
+fn shard_count(rs: &RecipeStore) -> u16 {
+    let asked = u16::try_from(rs.spec.shards.clamp(1, i32::from(SLOTS))).unwrap_or(1);
+    let listed = rs.status.as_ref().map_or(0, |s| s.shards.len());
+    asked.max(u16::try_from(listed).unwrap_or(SLOTS))
 }
 
 /// The store's certificate Secrets: the administrator's always, the CA and
@@ -340,18 +585,20 @@ async fn read_tls_secrets(
 async fn issue_certificates(
     rs: &RecipeStore,
     topology: &Topology,
+    shards: usize,
     ctx: &Context,
     store_tls: &StoreTls,
     existing: &tls::Secrets,
     certificate_api: Option<&ApiResource>,
 ) -> Result<()> {
+    let shards = u16::try_from(shards).unwrap_or(SLOTS);
     let owner = rs
         .controller_owner_ref(&())
         .ok_or(Error::MissingObjectKey("metadata.uid"))?;
     if let Some(api_resource) = certificate_api {
         let api: Api<DynamicObject> =
             Api::namespaced_with(ctx.client.clone(), &topology.namespace, api_resource);
-        for certificate in tls::certificates(store_tls, topology, &owner, api_resource) {
+        for certificate in tls::certificates(store_tls, topology, shards, &owner, api_resource) {
             api.patch(
                 &certificate.name_any(),
                 &apply_params(),
@@ -361,8 +608,8 @@ async fn issue_certificates(
             .map_err(Error::kube("apply Certificate"))?;
         }
     }
-    let issued =
-        tls::to_issue(store_tls, topology, &owner, existing).map_err(Error::Certificates)?;
+    let issued = tls::to_issue(store_tls, topology, shards, &owner, existing)
+        .map_err(Error::Certificates)?;
     for secret in issued {
         apply_one::<Secret>(
             &ctx.client,
@@ -426,6 +673,80 @@ pub fn validate(spec: &RecipeStoreSpec, statefulset: Option<&StatefulSet>) -> Re
             "storage is immutable: the StatefulSet claims {} per node, the spec asks for {}",
             claimed.0, spec.storage.size.0
         ));
+    }
+    Ok(())
+}
+
+/// What a store of several shards cannot do yet, and shard objects named
+/// like another store's. `spec.shards` out of range is refused here too,
+/// for a CRD installed without the schema's bounds.
+fn validate_shards(rs: &RecipeStore, world: &World) -> Result<(), String> {
+    let spec = &rs.spec;
+    if !(1..=i32::from(SLOTS)).contains(&spec.shards) {
+        return Err(format!(
+            "shards must be 1 to {SLOTS} (a shard owns at least one of the {SLOTS} hash slots), not {}",
+            spec.shards
+        ));
+    }
+    let sharded = world.shards.len() > 1;
+    if sharded && spec.backup.is_some() {
+        return Err(format!(
+            "backup is not supported on a store of several shards (this store has {}): a backup \
+             holds the recipes of one Raft group, and one of each shard would not be a snapshot \
+             of the store at one point; remove spec.backup, or keep the store at 1 shard",
+            world.shards.len()
+        ));
+    }
+    if sharded && spec.restore_from.is_some() {
+        return Err(format!(
+            "restoreFrom is not supported on a store of several shards (this one asks for {}): a \
+             backup holds one Raft group's recipes; restore into a store of 1 shard",
+            world.shards.len()
+        ));
+    }
+    if sharded
+        && rs
+            .annotations()
+            .contains_key(membership::FORCE_RECOVERY_ANNOTATION)
+    {
+        return Err(format!(
+            "the {} annotation is not supported on a store of several shards: it names a member \
+             by its ordinal, which every shard has; remove it",
+            membership::FORCE_RECOVERY_ANNOTATION
+        ));
+    }
+    // Shard k of store `x` is named like shard 0 of a store `x-s<k>`: the
+    // one that came second is refused, never given the other's objects.
+    // Shard 0 refuses only another owner, as it always took over a
+    // StatefulSet of its name that nobody owns.
+    let uid = rs.metadata.uid.as_deref();
+    for shard in &world.shards {
+        let Some(statefulset) = &shard.statefulset else {
+            continue;
+        };
+        let owner = statefulset
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|r| r.controller == Some(true));
+        let ours = match owner {
+            Some(owner) => Some(owner.uid.as_str()) == uid,
+            None => shard.topology.shard == 0,
+        };
+        if !ours {
+            return Err(format!(
+                "the StatefulSet {} that shard {} would be has another owner ({}): shard k of \
+                 a store x is x-s<k>, which is also shard 0 of a store named x-s<k>; rename \
+                 one of the stores",
+                shard.topology.statefulset(),
+                shard.topology.shard,
+                owner.map_or_else(
+                    || "none, not the operator".to_owned(),
+                    |r| format!("{} {}", r.kind, r.name)
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -495,27 +816,38 @@ async fn report_invalid(
 
 /// Step 4a: server-side apply of every owned object, configuration first.
 /// Answers the backup CronJob as applied, with its status.
+/// A sharded store's pods are marked serving first, so that the client
+/// Service finds them when it first selects by that mark.
 async fn apply(
     rs: &RecipeStore,
     topology: &Topology,
     ctx: &Context,
+    world: &World,
+    serving: Option<&placement::SlotMap>,
     resources: &Resources,
     service_monitor: Option<&ApiResource>,
 ) -> Result<Option<CronJob>> {
     let ns = &topology.namespace;
     let client = &ctx.client;
     apply_one::<ConfigMap>(client, ns, &resources.config_map, "apply ConfigMap").await?;
-    apply_one::<Service>(client, ns, &resources.peer_service, "apply peer Service").await?;
-    apply_one::<Service>(
-        client,
-        ns,
-        &resources.client_service,
-        "apply client Service",
-    )
-    .await?;
-    apply_one::<PodDisruptionBudget>(client, ns, &resources.pdb, "apply PodDisruptionBudget")
-        .await?;
-    apply_one::<StatefulSet>(client, ns, &resources.statefulset, "apply StatefulSet").await?;
+    if world.shards.len() > 1 {
+        mark_serving_pods(ctx, world, serving).await?;
+    }
+    for (k, shard) in resources.shards.iter().enumerate() {
+        apply_one::<Service>(client, ns, &shard.peer_service, "apply peer Service").await?;
+        if k == 0 {
+            apply_one::<Service>(
+                client,
+                ns,
+                &resources.client_service,
+                "apply client Service",
+            )
+            .await?;
+        }
+        apply_one::<PodDisruptionBudget>(client, ns, &shard.pdb, "apply PodDisruptionBudget")
+            .await?;
+        apply_one::<StatefulSet>(client, ns, &shard.statefulset, "apply StatefulSet").await?;
+    }
     let backup = apply_backup(rs, topology, ctx, resources.backup.as_ref()).await?;
 
     if let Some(api_resource) = service_monitor {
@@ -553,6 +885,37 @@ async fn apply(
     Ok(backup)
 }
 
+/// Marks the pods of the shards that serve slots with the label a sharded
+/// store's client Service selects, and unmarks the others: a shard that
+/// serves no slot would take writes for slots it does not own as if it
+/// were an unsharded store. A pod recreated comes without the mark and is
+/// marked on the next pass.
+async fn mark_serving_pods(
+    ctx: &Context,
+    world: &World,
+    serving: Option<&placement::SlotMap>,
+) -> Result<()> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &world.shard0().topology.namespace);
+    for shard in &world.shards {
+        let serves = serving.is_some_and(|map| map.serves(shard.topology.shard));
+        for (&ordinal, &marked) in &shard.serving_pods {
+            if marked == serves {
+                continue;
+            }
+            let value = serves.then_some("true");
+            let patch = json!({"metadata": {"labels": {SERVING_LABEL: value}}});
+            pods.patch(
+                &shard.topology.pod(ordinal),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .map_err(Error::kube("label pod"))?;
+        }
+    }
+    Ok(())
+}
+
 /// Applies the backup CronJob, or deletes it once `spec.backup` is gone
 /// (known from the status, so that stores that never had backups cost no
 /// request).
@@ -582,9 +945,9 @@ async fn reload_settings(
     rs: &RecipeStore,
     ctx: &Context,
     admin: &dyn NodeAdmin,
-    observed: &Observed,
+    shard: &ShardWorld,
 ) -> Result<()> {
-    let reloaded = executor::reconfigure(admin, observed, &rs.spec.shedding)
+    let reloaded = executor::reconfigure(admin, &shard.membership, &rs.spec.shedding)
         .await
         .map_err(|source| Error::Membership {
             step: "Reconfigure",
@@ -593,7 +956,8 @@ async fn reload_settings(
     if reloaded.is_empty() {
         return Ok(());
     }
-    let note = format!("shedding settings reloaded on nodes {reloaded:?}, without a restart");
+    let pods: Vec<String> = reloaded.iter().map(|&id| shard.topology.pod(id)).collect();
+    let note = format!("shedding settings reloaded on {pods:?}, without a restart");
     info!("{note}");
     publish(ctx, rs, EventType::Normal, "Reconfigured", "Settings", note).await
 }
@@ -687,12 +1051,17 @@ async fn perform(
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &topology.namespace);
         delete_if_present(&pods, &topology.pod(*id), action).await?;
     }
+    // A sharded store's Events say which shard's group a step is in.
+    let shard = match topology.shard {
+        0 => String::new(),
+        k => format!("shard {k}: "),
+    };
     if let Err(source) = executor::execute(admin, plan).await {
         let error = Error::Membership {
             step: step.reason(),
             source,
         };
-        let note = format!("{step} failed: {error}: {}", error_chain(&error));
+        let note = format!("{shard}{step} failed: {error}: {}", error_chain(&error));
         publish(
             ctx,
             rs,
@@ -711,7 +1080,7 @@ async fn perform(
         s if s.is_change() => EventType::Normal,
         _ => return Ok(()),
     };
-    info!(step = step.reason(), "{step}");
+    info!(step = step.reason(), shard = topology.shard, "{step}");
     ctx.metrics.membership_step(step);
     publish(
         ctx,
@@ -719,7 +1088,7 @@ async fn perform(
         event_type,
         step.reason(),
         "Membership",
-        step.to_string(),
+        format!("{shard}{step}"),
     )
     .await
 }
@@ -796,42 +1165,63 @@ async fn publish(
         .map_err(Error::kube("publish Event"))
 }
 
-/// Step 5: the status, from this pass's observation and plan.
+/// Step 5: the status, from this pass's observation and plans.
+#[allow(clippy::too_many_arguments)]
 async fn update_status(
     rs: &RecipeStore,
     topology: &Topology,
     ctx: &Context,
     world: &World,
-    plan: &Plan,
+    plans: &[Plan],
+    placement: &placement::Inputs,
+    decision: &placement::Decision,
     backup: Option<&CronJob>,
 ) -> Result<()> {
-    let sts_status = world.statefulset.as_ref().and_then(|s| s.status.as_ref());
-    let status = status::compute(&status::Inputs {
-        generation: rs.metadata.generation,
-        topology,
-        pods: sts_status.map_or(0, |s| s.replicas),
-        ready_pods: sts_status.and_then(|s| s.ready_replicas).unwrap_or(0),
-        observed: &world.membership,
-        plan,
-        policy: &ctx.policy,
-        previous: rs.status.as_ref(),
-        backup: backup.map(|c| {
-            let status = c.status.clone().unwrap_or_default();
-            crate::crd::BackupStatus {
-                last_schedule_time: status.last_schedule_time,
-                last_successful_time: status.last_successful_time,
-            }
-        }),
-        restored_members: build::restore::members(rs),
-        now: now(),
-        // Read again: applying may have found the API gone.
-        service_monitor_api: rs
-            .spec
-            .monitoring
-            .service_monitor
-            .enabled
-            .then(|| ctx.integrations.service_monitor().is_some()),
+    let backup = backup.map(|c| {
+        let status = c.status.clone().unwrap_or_default();
+        crate::crd::BackupStatus {
+            last_schedule_time: status.last_schedule_time,
+            last_successful_time: status.last_successful_time,
+        }
     });
+    let now = now();
+    // Read again: applying may have found the API gone.
+    let service_monitor_api = rs
+        .spec
+        .monitoring
+        .service_monitor
+        .enabled
+        .then(|| ctx.integrations.service_monitor().is_some());
+    let restored_members = build::restore::members(rs);
+    let shards: Vec<_> = world
+        .shards
+        .iter()
+        .zip(plans)
+        .map(|(shard, plan)| {
+            let sts_status = shard.statefulset.as_ref().and_then(|s| s.status.as_ref());
+            let status = status::compute(&status::Inputs {
+                generation: rs.metadata.generation,
+                topology: &shard.topology,
+                pods: sts_status.map_or(0, |s| s.replicas),
+                ready_pods: sts_status.and_then(|s| s.ready_replicas).unwrap_or(0),
+                observed: &shard.membership,
+                plan,
+                policy: &ctx.policy,
+                previous: rs.status.as_ref(),
+                backup: backup.clone(),
+                restored_members,
+                now: now.clone(),
+                service_monitor_api,
+            });
+            (&shard.topology, status)
+        })
+        .collect();
+    let status = status::of_shards(shards, placement, decision, rs.status.as_ref(), &now);
+    ctx.metrics.set_slots_to_move(
+        &topology.namespace,
+        &rs.name_any(),
+        status.placement.as_ref().map(|p| p.slots_to_move),
+    );
     log_monitoring_change(rs.status.as_ref(), &status);
     patch_status(rs, topology, ctx, &status).await
 }

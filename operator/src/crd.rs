@@ -40,19 +40,25 @@ pub const GROUP: &str = "recipestore.dev";
         name = "Replicas",
         type_ = "integer",
         json_path = ".spec.replicas",
-        description = "Desired number of voters"
+        description = "Desired number of voters of each shard"
+    ),
+    printcolumn(
+        name = "Shards",
+        type_ = "integer",
+        json_path = ".spec.shards",
+        description = "Desired number of shards (Raft groups)"
     ),
     printcolumn(
         name = "Ready",
         type_ = "integer",
         json_path = ".status.readyReplicas",
-        description = "Ready pods"
+        description = "Ready pods of shard 0"
     ),
     printcolumn(
         name = "Leader",
         type_ = "string",
         json_path = ".status.leader",
-        description = "Pod of the Raft leader"
+        description = "Pod of shard 0's Raft leader"
     ),
     printcolumn(
         name = "Updated",
@@ -68,12 +74,34 @@ pub const GROUP: &str = "recipestore.dev";
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.shards) || self.shards == 1 || !has(self.backup)"
+).message(
+    "backup is not supported on a store of several shards: a backup holds one Raft group's recipes; remove spec.backup or set spec.shards to 1"
+))]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.shards) || self.shards == 1 || !has(self.restoreFrom)"
+).message(
+    "restoreFrom is not supported on a store of several shards: a backup holds one Raft group's recipes; restore into a store of 1 shard"
+))]
 pub struct RecipeStoreSpec {
-    /// Number of Raft voters (and pods). Odd numbers tolerate the most
-    /// failures per pod: 3 survives one failure, 5 survives two.
+    /// Number of Raft voters (and pods) of each shard. Odd numbers
+    /// tolerate the most failures per pod: 3 survives one failure, 5
+    /// survives two.
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 1))]
     pub replicas: i32,
+
+    /// Number of shards: Raft groups of `replicas` members each, every one
+    /// owning a share of the 1024 hash slots recipe names fall in. A store
+    /// created with several is given an even split of the slots; one of a
+    /// single shard is never placed and serves every slot. Changing it on a
+    /// running store creates the added shards (they own no slots until
+    /// slots move to them) and never removes a shard: see the
+    /// `SlotsPending` condition.
+    #[serde(default = "default_shards")]
+    #[schemars(range(min = 1, max = 1024))]
+    pub shards: i32,
 
     /// Container image of the RecipeStore node.
     #[serde(default = "default_image")]
@@ -156,7 +184,9 @@ pub struct TlsSpec {
 
     /// A Secret (`tls.crt`, `tls.key`, `ca.crt`) with the members'
     /// certificate: common name `recipestore-member`, naming
-    /// `*.<store>-peers.<namespace>.svc` and the client Service. Unset: the
+    /// `*.<store>-peers.<namespace>.svc` (and, with shards,
+    /// `*.<store>-s<k>-peers.<namespace>.svc` of each shard k from 1) and
+    /// the client Service. Unset: the
     /// operator issues it, from a CA it keeps in `<store>-tls-ca`, into
     /// `<store>-tls`, and renews it before it expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -377,6 +407,9 @@ impl PvcRetention {
 fn default_replicas() -> i32 {
     3
 }
+fn default_shards() -> i32 {
+    1
+}
 fn default_image() -> String {
     "ghcr.io/recipestore/recipestore-node:latest".to_owned()
 }
@@ -493,12 +526,81 @@ pub struct RecipeStoreStatus {
     /// Scheduled backups, as their CronJob reports them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupStatus>,
+    /// Each shard of a store of several (shard 0 included; the fields
+    /// above describe shard 0); empty for a store of one shard.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["shard".into()]))]
+    pub shards: Vec<ShardStatus>,
+    /// Which shard serves which hash slots now, and the split
+    /// `spec.shards` asks for; absent for a store of one shard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<PlacementStatus>,
     #[serde(default)]
     pub phase: Phase,
     /// `Available`, `Progressing` and `Degraded`, one of each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// One shard: its Raft group and its StatefulSet.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardStatus {
+    pub shard: u16,
+    /// The shard's StatefulSet (and PodDisruptionBudget).
+    pub stateful_set: String,
+    /// Identity of the shard's Raft cluster, once initialized.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
+    /// Pod name of the shard's Raft leader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term: Option<u64>,
+    /// Voters of the shard's group as its leader sees them.
+    pub voters: u32,
+    /// Pods of the shard's StatefulSet, and the ready ones among them.
+    pub replicas: i32,
+    pub ready_replicas: i32,
+    /// Hash slots the shard's group serves.
+    pub slots: u32,
+    /// Epoch of the placement the shard's group holds; absent while it
+    /// holds none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement_epoch: Option<u64>,
+}
+
+/// The store's slot map: the owner of each hash slot now and in the even
+/// split of `spec.shards`.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementStatus {
+    /// The highest placement epoch a group holds; absent before the store
+    /// is placed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    /// The slots each shard serves now. Empty while a new store's shards
+    /// wait to be placed: no shard serves any slot yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub current: Vec<SlotRanges>,
+    /// The slots each shard serves once `spec.shards` is reached.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub target: Vec<SlotRanges>,
+    /// Slots whose owner differs between `current` and `target`.
+    #[serde(default)]
+    pub slots_to_move: u32,
+}
+
+/// The hash slots one shard owns.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SlotRanges {
+    pub shard: u16,
+    /// How many slots.
+    pub slots: u32,
+    /// The slots as inclusive ranges, such as `0-341,700-711`.
+    pub ranges: String,
 }
 
 /// Scheduled backups, from the CronJob's status.

@@ -8,7 +8,8 @@
 //!   names, labels, ports and addresses.
 //! - [`status`]: status and conditions computed from observed state.
 //! - [`membership`], [`executor`], [`admin`]: membership planning and its
-//!   execution through the nodes' admin API, free of Kubernetes types.
+//!   execution through the nodes' admin API, free of Kubernetes types;
+//!   [`placement`]: which shard serves which hash slots, planned alike.
 //! - [`metrics`], [`telemetry`], [`leader`], [`http`]: the operator process.
 
 pub mod admin;
@@ -21,6 +22,7 @@ pub mod integrations;
 pub mod leader;
 pub mod membership;
 pub mod metrics;
+pub mod placement;
 pub mod preflight;
 pub mod rollout;
 pub mod status;
@@ -56,6 +58,14 @@ pub enum Error {
     #[error("failed to issue the store's certificates")]
     Certificates(#[source] recipestore_tls::TlsError),
 
+    /// Recording a shard's placement failed at its node's admin API.
+    #[error("failed to place shard {shard}")]
+    Placement {
+        shard: u16,
+        #[source]
+        source: admin::AdminError,
+    },
+
     /// A membership step failed at the node's admin API.
     #[error("failed to perform membership step {step}")]
     Membership {
@@ -74,6 +84,7 @@ impl Error {
             Error::MissingObjectKey(_) => "missing_object_key",
             Error::Certificates(_) => "certificates",
             Error::Membership { .. } => "membership",
+            Error::Placement { .. } => "placement",
         }
     }
 

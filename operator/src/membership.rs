@@ -88,6 +88,8 @@ pub struct NodeStatus {
     pub recent_seconds: u64,
     /// The shedding settings the node runs with, when it says.
     pub shedding: Option<recipestore_settings::Shedding>,
+    /// The placement the node's group holds; `None` in an unsharded store.
+    pub placement: Option<crate::placement::GroupPlacement>,
 }
 
 impl NodeStatus {

@@ -19,6 +19,7 @@ pub struct Metrics {
     membership_refusals: IntCounterVec,
     leader: IntGauge,
     backup_last_success: IntGaugeVec,
+    slots_to_move: IntGaugeVec,
 }
 
 impl Metrics {
@@ -69,6 +70,14 @@ impl Metrics {
                 ),
                 &["store_namespace", "store"],
             )?,
+            slots_to_move: IntGaugeVec::new(
+                Opts::new(
+                    "recipestore_operator_slots_to_move",
+                    "Hash slots of a sharded store whose shard is not the one spec.shards \
+                     gives them (status.placement.slotsToMove)",
+                ),
+                &["store_namespace", "store"],
+            )?,
         };
         registry.register(Box::new(metrics.reconciles.clone()))?;
         registry.register(Box::new(metrics.errors.clone()))?;
@@ -77,6 +86,7 @@ impl Metrics {
         registry.register(Box::new(metrics.membership_refusals.clone()))?;
         registry.register(Box::new(metrics.leader.clone()))?;
         registry.register(Box::new(metrics.backup_last_success.clone()))?;
+        registry.register(Box::new(metrics.slots_to_move.clone()))?;
         Ok(metrics)
     }
 
@@ -120,6 +130,20 @@ impl Metrics {
                 let _ = self
                     .backup_last_success
                     .remove_label_values(&[namespace, name]);
+            }
+        }
+    }
+
+    /// Records how many slots of a sharded store must move; `None` (a
+    /// store of one shard) exports nothing.
+    pub fn set_slots_to_move(&self, namespace: &str, name: &str, slots: Option<u32>) {
+        match slots {
+            Some(slots) => self
+                .slots_to_move
+                .with_label_values(&[namespace, name])
+                .set(i64::from(slots)),
+            None => {
+                let _ = self.slots_to_move.remove_label_values(&[namespace, name]);
             }
         }
     }
@@ -210,6 +234,25 @@ mod tests {
             ),
             1.0
         );
+    }
+
+    #[test]
+    fn slots_to_move_are_exported_for_sharded_stores_only() {
+        let registry = Registry::new();
+        let metrics = Metrics::register(&registry).unwrap();
+        let gauge = |registry: &Registry| -> Vec<i64> {
+            registry
+                .gather()
+                .iter()
+                .filter(|f| f.name() == "recipestore_operator_slots_to_move")
+                .flat_map(|f| f.get_metric().iter())
+                .map(|m| m.get_gauge().get_value() as i64)
+                .collect()
+        };
+        metrics.set_slots_to_move("kitchen", "recipes", Some(512));
+        assert_eq!(gauge(&registry), [512]);
+        metrics.set_slots_to_move("kitchen", "recipes", None);
+        assert!(gauge(&registry).is_empty());
     }
 
     #[test]

@@ -4,8 +4,12 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::crd::{BackupStatus, MemberRole, MemberStatus, Phase, RecipeStoreStatus};
+use crate::crd::{
+    BackupStatus, MemberRole, MemberStatus, Phase, PlacementStatus, RecipeStoreStatus, ShardStatus,
+    SlotRanges,
+};
 use crate::membership::{Handoff, NodeStatus, Observed, Plan, Policy, Step, WaitReason};
+use crate::placement::{self, Decision, SlotMap};
 use crate::rollout;
 use crate::topology::Topology;
 
@@ -15,6 +19,11 @@ pub const DEGRADED: &str = "Degraded";
 /// Whether the ServiceMonitor the spec asks for exists; absent when the
 /// spec asks for none.
 pub const MONITORING: &str = "Monitoring";
+/// Whether a sharded store's slots are not yet where `spec.shards` puts
+/// them; absent for a store of one shard.
+pub const SLOTS_PENDING: &str = "SlotsPending";
+/// The reason (and Event) for slots that must move between shards.
+pub const SLOT_MOVE_PENDING: &str = "SlotMovePending";
 
 /// What the status is computed from.
 pub struct Inputs<'a> {
@@ -224,6 +233,8 @@ pub fn compute(inputs: &Inputs<'_>) -> RecipeStoreStatus {
         rolling_member: rolling_member(&plan.step),
         backup: inputs.backup.clone(),
         restored_members: inputs.restored_members,
+        shards: Vec::new(),
+        placement: None,
         phase,
         conditions: [
             Some(available),
@@ -236,6 +247,150 @@ pub fn compute(inputs: &Inputs<'_>) -> RecipeStoreStatus {
         .map(|v| condition(v, previous, inputs.generation, &inputs.now))
         .collect(),
     }
+}
+
+/// The status of a store from each shard's own (shard 0 first). A store of
+/// one shard, never placed, has shard 0's. A sharded store's top-level
+/// fields describe shard 0 (its leader, members and counts, for
+/// `kubectl get` and the scale subresource), but its phase and its
+/// Available, Progressing and Degraded conditions are those of the first
+/// shard that is not Running, if shard 0 is; `shards` lists every shard,
+/// `placement` the slot map, and `SlotsPending` says whether the slots
+/// are where `spec.shards` puts them.
+pub fn of_shards(
+    mut shards: Vec<(&Topology, RecipeStoreStatus)>,
+    inputs: &placement::Inputs,
+    decision: &Decision,
+    previous: Option<&RecipeStoreStatus>,
+    now: &Time,
+) -> RecipeStoreStatus {
+    if shards.len() <= 1 && *decision == Decision::Unsharded {
+        return shards.pop().map(|(_, s)| s).unwrap_or_default();
+    }
+    let current = placement::current(inputs);
+    let mut status = shards[0].1.clone();
+    if status.phase == Phase::Running
+        && let Some((k, other)) = shards
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(k, (_, s))| (k, s))
+            .find(|(_, s)| s.phase != Phase::Running)
+    {
+        status.phase = other.phase;
+        for condition in &mut status.conditions {
+            if let Some(theirs) = other
+                .conditions
+                .iter()
+                .find(|c| c.type_ == condition.type_ && c.type_ != MONITORING)
+            {
+                *condition = theirs.clone();
+                condition.message = format!("shard {k}: {}", theirs.message);
+            }
+        }
+    }
+    status.shards = shards
+        .iter()
+        .zip(&inputs.shards)
+        .map(|((topology, shard), observed)| ShardStatus {
+            shard: observed.shard,
+            stateful_set: topology.statefulset().to_owned(),
+            cluster_id: shard.cluster_id.clone(),
+            leader: shard.leader.clone(),
+            term: shard.term,
+            voters: shard
+                .members
+                .iter()
+                .filter(|m| m.role == MemberRole::Voter)
+                .count() as u32,
+            replicas: shard.replicas,
+            ready_replicas: shard.ready_replicas,
+            slots: current
+                .as_ref()
+                .map_or(0, |map| map.slots_of(observed.shard)),
+            placement_epoch: observed.placement.as_ref().map(|p| p.epoch),
+        })
+        .collect();
+    let target = SlotMap::even(inputs.target, None);
+    let ranges = |map: &SlotMap, shards: u16| -> Vec<SlotRanges> {
+        (0..shards)
+            .filter(|&k| map.serves(k))
+            .map(|k| SlotRanges {
+                shard: k,
+                slots: map.slots_of(k),
+                ranges: map.ranges_of(k),
+            })
+            .collect()
+    };
+    let listed = u16::try_from(inputs.shards.len()).unwrap_or(u16::MAX);
+    status.placement = Some(PlacementStatus {
+        epoch: current.as_ref().and_then(|map| map.epoch),
+        current: current
+            .as_ref()
+            .map(|map| ranges(map, listed))
+            .unwrap_or_default(),
+        target: ranges(&target, inputs.target),
+        slots_to_move: current.as_ref().map_or(0, |map| {
+            map.owners
+                .iter()
+                .zip(&target.owners)
+                .filter(|(a, b)| a != b)
+                .count() as u32
+        }),
+    });
+    let pending = match decision {
+        Decision::Move(pending) => Verdict {
+            type_: SLOTS_PENDING,
+            status: true,
+            reason: SLOT_MOVE_PENDING,
+            message: pending.to_string(),
+        },
+        Decision::Wait(why) => Verdict {
+            type_: SLOTS_PENDING,
+            status: true,
+            reason: "WaitingToPlace",
+            message: why.clone(),
+        },
+        Decision::Place(placings) => Verdict {
+            type_: SLOTS_PENDING,
+            status: true,
+            reason: "Placing",
+            message: format!(
+                "placing shards {:?} with the even split of {} shards",
+                placings.iter().map(|p| p.shard).collect::<Vec<_>>(),
+                inputs.target
+            ),
+        },
+        Decision::Steady | Decision::Unsharded => {
+            let mut message = format!(
+                "every slot is served by the shard the even split of {} shards gives it",
+                inputs.target
+            );
+            let beyond: Vec<u16> = (inputs.target..listed).collect();
+            if !beyond.is_empty() {
+                message.push_str(&format!(
+                    "; shard(s) {beyond:?} beyond spec.shards serve no slots and are kept \
+                     (removing a shard's objects and data is not built yet)"
+                ));
+            }
+            Verdict {
+                type_: SLOTS_PENDING,
+                status: false,
+                reason: "Placed",
+                message,
+            }
+        }
+    };
+    let previous = previous
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    status.conditions.push(condition(
+        pending,
+        previous,
+        status.observed_generation,
+        now,
+    ));
+    status
 }
 
 /// Status for a spec that cannot be run. The refusal is a condition; the
@@ -530,5 +685,114 @@ mod tests {
         // A store this spec never created has failed.
         let new = invalid(Some(1), &topology(), "bad timings", None, &at(20));
         assert_eq!(new.phase, Phase::Failed);
+    }
+
+    fn shard_status(phase: Phase, available: (&str, &str)) -> RecipeStoreStatus {
+        RecipeStoreStatus {
+            phase,
+            conditions: vec![Condition {
+                type_: AVAILABLE.to_owned(),
+                status: available.0.to_owned(),
+                reason: available.1.to_owned(),
+                message: "as observed".to_owned(),
+                observed_generation: Some(1),
+                last_transition_time: at(1),
+            }],
+            ..RecipeStoreStatus::default()
+        }
+    }
+
+    fn unplaced(shards: u16, target: u16) -> placement::Inputs {
+        placement::Inputs {
+            target,
+            shards: (0..shards)
+                .map(|k| placement::Shard {
+                    shard: k,
+                    leader: Some(format!("s{k}:7071")),
+                    placement: None,
+                    client_addrs: vec![format!("s{k}:7070")],
+                })
+                .collect(),
+            ran_unsharded: true,
+        }
+    }
+
+    #[test]
+    fn a_store_of_one_shard_has_no_shard_list_placement_or_slot_condition() {
+        let status = shard_status(Phase::Running, ("True", "LeaderElected"));
+        let t = topology();
+        let of = of_shards(
+            vec![(&t, status.clone())],
+            &unplaced(1, 1),
+            &Decision::Unsharded,
+            None,
+            &at(2),
+        );
+        assert_eq!(of, status);
+    }
+
+    #[test]
+    fn a_sharded_store_is_as_far_along_as_its_first_shard_that_is_not_running() {
+        let (t0, t1) = (topology(), topology().shard(1));
+        let inputs = unplaced(2, 2);
+        let decision = placement::plan(&inputs);
+        let of = of_shards(
+            vec![
+                (&t0, shard_status(Phase::Running, ("True", "LeaderElected"))),
+                (
+                    &t1,
+                    shard_status(Phase::Initializing, ("False", "NotInitialized")),
+                ),
+            ],
+            &inputs,
+            &decision,
+            None,
+            &at(2),
+        );
+        assert_eq!(of.phase, Phase::Initializing);
+        let available = of.conditions.iter().find(|c| c.type_ == AVAILABLE).unwrap();
+        assert_eq!(available.reason, "NotInitialized");
+        assert_eq!(available.message, "shard 1: as observed");
+        let names: Vec<&str> = of.shards.iter().map(|s| s.stateful_set.as_str()).collect();
+        assert_eq!(names, ["rs", "rs-s1"]);
+        let slots: Vec<u32> = of.shards.iter().map(|s| s.slots).collect();
+        assert_eq!(slots, [1024, 0], "shard 0 serves all until slots move");
+        let pending = of
+            .conditions
+            .iter()
+            .find(|c| c.type_ == SLOTS_PENDING)
+            .unwrap();
+        assert_eq!(
+            (pending.status.as_str(), pending.reason.as_str()),
+            ("True", SLOT_MOVE_PENDING)
+        );
+    }
+
+    #[test]
+    fn a_shard_beyond_spec_shards_that_serves_nothing_is_said_to_be_kept() {
+        let (t0, t1) = (topology(), topology().shard(1));
+        let inputs = unplaced(2, 1);
+        let running = || shard_status(Phase::Running, ("True", "LeaderElected"));
+        let of = of_shards(
+            vec![(&t0, running()), (&t1, running())],
+            &inputs,
+            &placement::plan(&inputs),
+            None,
+            &at(2),
+        );
+        let pending = of
+            .conditions
+            .iter()
+            .find(|c| c.type_ == SLOTS_PENDING)
+            .unwrap();
+        assert_eq!(pending.status, "False");
+        assert!(
+            pending
+                .message
+                .contains("shard(s) [1] beyond spec.shards serve no slots and are kept"),
+            "{}",
+            pending.message
+        );
+        assert_eq!(of.placement.unwrap().slots_to_move, 0);
     }
 }

@@ -188,11 +188,30 @@ fn lasts(secret: Option<&Secret>) -> bool {
     Pem::from_memory("Secret", cert, key, ca).is_ok_and(|pem| pem.lasts(RENEW_BEFORE))
 }
 
-/// The Secrets to apply so that an issuing store has a CA and certificates
-/// that last: nothing when all do.
+/// Annotation on the members' certificate Secret the operator issues: the
+/// hosts it names, so that a store given more shards gets one naming their
+/// pods too.
+pub const HOSTS_ANNOTATION: &str = "recipestore.dev/hosts";
+
+/// Whether the members' certificate names `hosts`. One issued before the
+/// annotation existed named an unsharded store's hosts.
+fn names(secret: Option<&Secret>, hosts: &[String], shards: u16) -> bool {
+    let annotated = secret
+        .and_then(|s| s.metadata.annotations.as_ref())
+        .and_then(|a| a.get(HOSTS_ANNOTATION));
+    match annotated {
+        Some(named) => *named == hosts.join(","),
+        None => shards <= 1,
+    }
+}
+
+/// The Secrets to apply so that an issuing store of `shards` shards has a
+/// CA and certificates that last and name every shard's pods: nothing when
+/// all do.
 pub fn to_issue(
     tls: &StoreTls,
     topology: &Topology,
+    shards: u16,
     owner: &OwnerReference,
     existing: &Secrets,
 ) -> Result<Vec<Secret>, TlsError> {
@@ -227,14 +246,12 @@ pub fn to_issue(
         }
     };
     let ca_pem = authority.cert_pem().to_owned();
+    let hosts = topology.tls_hosts(shards);
     // A new CA invalidates every certificate of the old one.
-    if new_ca || !lasts(existing.member.as_ref()) {
-        let member = authority.issue(
-            recipestore_tls::MEMBER_NAME,
-            &topology.tls_hosts(),
-            LEAF_VALID_FOR,
-        )?;
-        issued.push(secret(
+    let member = existing.member.as_ref();
+    if new_ca || !lasts(member) || !names(member, &hosts, shards) {
+        let member = authority.issue(recipestore_tls::MEMBER_NAME, &hosts, LEAF_VALID_FOR)?;
+        let mut member = secret(
             topology,
             owner,
             tls.member_secret.clone(),
@@ -243,7 +260,12 @@ pub fn to_issue(
                 (KEY_KEY, member.key.as_str()),
                 (CA_KEY, ca_pem.as_str()),
             ],
-        ));
+        );
+        member.metadata.annotations = Some(BTreeMap::from([(
+            HOSTS_ANNOTATION.to_owned(),
+            hosts.join(","),
+        )]));
+        issued.push(member);
     }
     if new_ca || !lasts(existing.admin.as_ref()) {
         let admin = authority.issue(recipestore_tls::ADMIN_NAME, &[], LEAF_VALID_FOR)?;
@@ -339,11 +361,13 @@ pub fn recipectl_env() -> Vec<EnvVar> {
     ]
 }
 
-/// The Certificates cert-manager is asked for: the members' and the
-/// administrators', each renewed by cert-manager a month before it expires.
+/// The Certificates cert-manager is asked for: the members' (naming every
+/// one of `shards` shards' pods) and the administrators', each renewed by
+/// cert-manager a month before it expires.
 pub fn certificates(
     tls: &StoreTls,
     topology: &Topology,
+    shards: u16,
     owner: &OwnerReference,
     api: &ApiResource,
 ) -> Vec<DynamicObject> {
@@ -351,7 +375,7 @@ pub fn certificates(
         return Vec::new();
     };
     let (ips, names): (Vec<String>, Vec<String>) = topology
-        .tls_hosts()
+        .tls_hosts(shards)
         .into_iter()
         .partition(|host| host.parse::<std::net::IpAddr>().is_ok());
     let certificate = |secret: &str, spec: serde_json::Value| {
@@ -438,7 +462,7 @@ mod tests {
         let tls = issuing();
         assert_eq!(tls.issuer, Issuer::Operator);
         assert_eq!(tls.member_secret, "recipes-tls");
-        let issued = by_name(to_issue(&tls, &topology, &owner(), &Secrets::default()).unwrap());
+        let issued = by_name(to_issue(&tls, &topology, 1, &owner(), &Secrets::default()).unwrap());
         assert_eq!(
             issued.keys().collect::<Vec<_>>(),
             ["recipes-tls", "recipes-tls-admin", "recipes-tls-ca"]
@@ -451,7 +475,7 @@ mod tests {
         assert!(admin_config(&existing).is_some());
         // Read back, nothing is issued again.
         assert!(
-            to_issue(&tls, &topology, &owner(), &existing)
+            to_issue(&tls, &topology, 1, &owner(), &existing)
                 .unwrap()
                 .is_empty()
         );
@@ -460,10 +484,43 @@ mod tests {
             member: None,
             ..existing.clone()
         };
-        let again = by_name(to_issue(&tls, &topology, &owner(), &lost).unwrap());
+        let again = by_name(to_issue(&tls, &topology, 1, &owner(), &lost).unwrap());
         assert_eq!(again.keys().collect::<Vec<_>>(), ["recipes-tls"]);
         let ca = |s: &Secret| s.data.as_ref().unwrap()[CA_KEY].clone();
         assert_eq!(ca(&again["recipes-tls"]), ca(existing.ca.as_ref().unwrap()));
+
+        // More shards: their pods' names are not in it; issued again.
+        let grown = by_name(to_issue(&tls, &topology, 3, &owner(), &existing).unwrap());
+        assert_eq!(grown.keys().collect::<Vec<_>>(), ["recipes-tls"]);
+        let hosts = &grown["recipes-tls"].metadata.annotations.as_ref().unwrap()[HOSTS_ANNOTATION];
+        assert!(hosts.contains("*.recipes-s2-peers.kitchen.svc"), "{hosts}");
+        let existing = Secrets {
+            member: grown.get("recipes-tls").cloned(),
+            ..existing
+        };
+        assert!(
+            to_issue(&tls, &topology, 3, &owner(), &existing)
+                .unwrap()
+                .is_empty()
+        );
+        // Issued before the annotation existed, for an unsharded store: kept.
+        let mut unannotated = existing.member.clone().unwrap();
+        unannotated.metadata.annotations = None;
+        let before = Secrets {
+            member: Some(unannotated),
+            ..existing.clone()
+        };
+        assert!(
+            to_issue(&tls, &topology, 1, &owner(), &before)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            to_issue(&tls, &topology, 2, &owner(), &before)
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]
@@ -480,14 +537,14 @@ mod tests {
         let tls = decide(&spec, &topology, None).unwrap().unwrap();
         assert!(matches!(tls.issuer, Issuer::CertManager(_)));
         assert!(
-            to_issue(&tls, &topology, &owner(), &Secrets::default())
+            to_issue(&tls, &topology, 1, &owner(), &Secrets::default())
                 .unwrap()
                 .is_empty(),
             "the operator issues nothing itself"
         );
         let gvk = kube::core::GroupVersionKind::gvk("cert-manager.io", "v1", "Certificate");
         let api = ApiResource::from_gvk_with_plural(&gvk, "certificates");
-        let certificates = certificates(&tls, &topology, &owner(), &api);
+        let certificates = certificates(&tls, &topology, 1, &owner(), &api);
         let [member, admin] = certificates.as_slice() else {
             panic!("{certificates:?}");
         };
@@ -556,7 +613,7 @@ mod tests {
         let tls = decide(&given, &topology, None).unwrap().unwrap();
         assert_eq!(tls.issuer, Issuer::Given);
         assert!(
-            to_issue(&tls, &topology, &owner(), &Secrets::default())
+            to_issue(&tls, &topology, 1, &owner(), &Secrets::default())
                 .unwrap()
                 .is_empty()
         );

@@ -47,13 +47,18 @@ app.kubernetes.io/component: operator
 {{- end }}
 
 {{/*
-Labels the operator puts on every RecipeStore node pod (operator/src/topology.rs):
-app.kubernetes.io/name=recipestore, app.kubernetes.io/instance=<store name>,
-app.kubernetes.io/component=node.
+The selector of every RecipeStore node pod (operator/src/topology.rs): each
+carries app.kubernetes.io/component=node and app.kubernetes.io/instance=<store
+name>; app.kubernetes.io/name is recipestore for shard 0 (every pod of a store
+of one shard) and recipestore-shard for the pods of shards 1 and up.
 */}}
-{{- define "recipestore-operator.storePodLabels" -}}
-app.kubernetes.io/name: recipestore
-app.kubernetes.io/component: node
+{{- define "recipestore-operator.storePodSelector" -}}
+matchLabels:
+  app.kubernetes.io/component: node
+matchExpressions:
+  - key: app.kubernetes.io/name
+    operator: In
+    values: [recipestore, recipestore-shard]
 {{- end }}
 
 {{/*

@@ -521,7 +521,7 @@ fn monitors_and_network_policies_select_the_labels_and_ports_of_node_pods() {
         "spec": {"backup": {"schedule": "@daily", "claimName": "backups"}},
     }))
     .expect("a store with backups");
-    let backup = recipestore_operator::build::build(&with_backups, 3, None, None, None)
+    let backup = recipestore_operator::build::build(&with_backups, &[3], None, None, None)
         .expect("builds")
         .backup
         .expect("a backup CronJob");

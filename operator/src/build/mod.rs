@@ -26,22 +26,31 @@ use crate::{Error, RecipeStore, Result};
 #[derive(Clone, Debug)]
 pub struct Resources {
     pub config_map: ConfigMap,
-    pub peer_service: Service,
+    /// One Service for the clients of every shard.
     pub client_service: Service,
-    pub pdb: PodDisruptionBudget,
-    pub statefulset: StatefulSet,
+    /// Each shard's own objects, shard 0 first.
+    pub shards: Vec<ShardResources>,
     /// Only when the ServiceMonitor CRD exists and monitoring asks for it.
     pub service_monitor: Option<DynamicObject>,
     /// Only when `spec.backup` asks for scheduled backups.
     pub backup: Option<CronJob>,
 }
 
-/// Builds every owned object. `replicas` comes from the membership plan, not
-/// straight from the spec: on scale-in the StatefulSet shrinks only after the
-/// member is removed.
+/// The objects of one shard: its Raft group's pods and their names.
+#[derive(Clone, Debug)]
+pub struct ShardResources {
+    pub peer_service: Service,
+    pub pdb: PodDisruptionBudget,
+    pub statefulset: StatefulSet,
+}
+
+/// Builds every owned object of a store of `replicas.len()` shards, shard
+/// `k` of `replicas[k]` pods. The counts come from each shard's membership
+/// plan, not straight from the spec: on scale-in a StatefulSet shrinks only
+/// after the member is removed.
 pub fn build(
     rs: &RecipeStore,
-    replicas: u32,
+    replicas: &[u32],
     forcing: Option<u64>,
     service_monitor: Option<&ApiResource>,
     tls: Option<&StoreTls>,
@@ -50,17 +59,31 @@ pub fn build(
     let owner = rs
         .controller_owner_ref(&())
         .ok_or(Error::MissingObjectKey("metadata.uid"))?;
+    let sharded = replicas.len() > 1;
     let config_map = config_map::build(rs, &topology, &owner, forcing);
-    let statefulset = statefulset::build(rs, &topology, &owner, replicas, &config_map, tls)?;
+    let shards = replicas
+        .iter()
+        .enumerate()
+        .map(|(k, &replicas)| {
+            let shard =
+                topology
+                    .shard(u16::try_from(k).map_err(|_| {
+                        Error::InvalidSpec(format!("{} shards is too many", k + 1))
+                    })?);
+            Ok(ShardResources {
+                peer_service: service::build_peer(&shard, &owner),
+                pdb: pdb::build(&shard, &owner),
+                statefulset: statefulset::build(rs, &shard, &owner, replicas, &config_map, tls)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(Resources {
-        peer_service: service::build_peer(&topology, &owner),
-        client_service: service::build_client(&topology, &owner),
-        pdb: pdb::build(&topology, &owner),
-        statefulset,
+        client_service: service::build_client(&topology, &owner, sharded),
+        shards,
         backup: backup::build(rs, &topology, &owner, tls),
         service_monitor: service_monitor
             .filter(|_| rs.spec.monitoring.service_monitor.enabled)
-            .map(|api| service_monitor::build(rs, &topology, &owner, api)),
+            .map(|api| service_monitor::build(rs, &topology, &owner, api, sharded)),
         config_map,
     })
 }

@@ -37,15 +37,23 @@ pub fn build_peer(topology: &Topology, owner: &OwnerReference) -> Service {
 }
 
 /// Client Service: ready pods only. Any node accepts any call (followers
-/// forward writes), so plain load balancing is right.
-pub fn build_client(topology: &Topology, owner: &OwnerReference) -> Service {
+/// forward writes, and in a sharded store a node passes a call on to the
+/// shard that owns its recipe), so plain load balancing is right. A store
+/// of one shard selects its pods; a sharded store the pods of the shards
+/// that serve slots, which the operator marks ([`crate::topology::SERVING_LABEL`]).
+pub fn build_client(topology: &Topology, owner: &OwnerReference, sharded: bool) -> Service {
     let mut metadata = object_meta(topology, topology.client_service(), owner);
     with_role(&mut metadata.labels, "client");
+    let selector = if sharded {
+        topology.serving_selector()
+    } else {
+        topology.selector_labels()
+    };
     Service {
         metadata,
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".to_owned()),
-            selector: Some(topology.selector_labels()),
+            selector: Some(selector),
             ports: Some(vec![
                 port(CLIENT_PORT_NAME, CLIENT_PORT),
                 port(HTTP_PORT_NAME, HTTP_PORT),

@@ -9,11 +9,13 @@ use super::object_meta;
 use crate::RecipeStore;
 use crate::topology::{HTTP_PORT_NAME, SERVICE_ROLE_LABEL, Topology};
 
+/// The ServiceMonitor of a store (`sharded`: of several shards).
 pub fn build(
     rs: &RecipeStore,
     topology: &Topology,
     owner: &OwnerReference,
     api: &ApiResource,
+    sharded: bool,
 ) -> DynamicObject {
     let settings = &rs.spec.monitoring.service_monitor;
     let mut metadata = object_meta(topology, topology.statefulset(), owner);
@@ -22,8 +24,12 @@ pub fn build(
         .get_or_insert_default()
         .extend(settings.labels.clone());
     let mut selector = topology.selector_labels();
-    // Scrape through the client Service only: the peer Service selects the same pods.
-    selector.insert(SERVICE_ROLE_LABEL.to_owned(), "client".to_owned());
+    // Scrape each pod once. Of a store of one shard, through the client
+    // Service (the peer Service selects the same pods); of a sharded store,
+    // through every shard's peer Service (all carry shard 0's object
+    // labels), since the client Service leaves out shards serving no slots.
+    let role = if sharded { "peers" } else { "client" };
+    selector.insert(SERVICE_ROLE_LABEL.to_owned(), role.to_owned());
     let mut endpoint = json!({ "port": HTTP_PORT_NAME, "path": "/metrics" });
     if let Some(interval) = &settings.interval {
         endpoint["interval"] = json!(interval);
@@ -36,5 +42,11 @@ pub fn build(
             "endpoints": [endpoint],
         }
     });
+    // `job` is the Service's name unless a label names it: the store's
+    // name for a sharded store too, whose Services are its shards' peer
+    // Services, so that the dashboards and alerts find every shard.
+    if sharded {
+        object.data["spec"]["jobLabel"] = json!("app.kubernetes.io/instance");
+    }
     object
 }

@@ -69,7 +69,7 @@ pub fn build(
     let selector = topology.selector_labels();
 
     let template_meta = ObjectMeta {
-        labels: Some(topology.labels()),
+        labels: Some(topology.pod_labels()),
         annotations: Some(BTreeMap::from([(
             CONFIG_HASH_ANNOTATION.to_owned(),
             config_hash(config_map.data.as_ref()),

@@ -27,7 +27,8 @@ fn service_monitor_api() -> ApiResource {
 }
 
 fn node_pod(r: &Resources) -> &PodSpec {
-    r.statefulset
+    r.shards[0]
+        .statefulset
         .spec
         .as_ref()
         .unwrap()
@@ -90,13 +91,13 @@ fn minimal_spec_gets_documented_defaults() {
 #[test]
 fn every_object_is_owned_by_the_recipestore_and_labelled() {
     let rs = fixture(MINIMAL);
-    let r = build(&rs, 3, None, Some(&service_monitor_api()), None).unwrap();
+    let r = build(&rs, &[3], None, Some(&service_monitor_api()), None).unwrap();
     let metas = [
         &r.config_map.metadata,
-        &r.peer_service.metadata,
+        &r.shards[0].peer_service.metadata,
         &r.client_service.metadata,
-        &r.pdb.metadata,
-        &r.statefulset.metadata,
+        &r.shards[0].pdb.metadata,
+        &r.shards[0].statefulset.metadata,
         &r.service_monitor.as_ref().unwrap().metadata,
     ];
     for meta in metas {
@@ -116,23 +117,26 @@ fn every_object_is_owned_by_the_recipestore_and_labelled() {
 
 #[test]
 fn object_names_follow_the_resource_name() {
-    let r = build(&fixture(MINIMAL), 3, None, None, None).unwrap();
+    let r = build(&fixture(MINIMAL), &[3], None, None, None).unwrap();
     assert_eq!(
         r.config_map.metadata.name.as_deref(),
         Some("recipes-config")
     );
     assert_eq!(
-        r.peer_service.metadata.name.as_deref(),
+        r.shards[0].peer_service.metadata.name.as_deref(),
         Some("recipes-peers")
     );
     assert_eq!(r.client_service.metadata.name.as_deref(), Some("recipes"));
-    assert_eq!(r.pdb.metadata.name.as_deref(), Some("recipes"));
-    assert_eq!(r.statefulset.metadata.name.as_deref(), Some("recipes"));
+    assert_eq!(r.shards[0].pdb.metadata.name.as_deref(), Some("recipes"));
+    assert_eq!(
+        r.shards[0].statefulset.metadata.name.as_deref(),
+        Some("recipes")
+    );
 }
 
 #[test]
 fn config_map_carries_node_settings_as_env() {
-    let r = build(&fixture(MINIMAL), 3, None, None, None).unwrap();
+    let r = build(&fixture(MINIMAL), &[3], None, None, None).unwrap();
     let data = r.config_map.data.unwrap();
     let expected: BTreeMap<String, String> = [
         ("RECIPESTORE_HEARTBEAT_MS", "100"),
@@ -162,7 +166,7 @@ fn config_map_carries_node_settings_as_env() {
 
 #[test]
 fn config_map_sorts_shedding_tables_highest_cpu_first() {
-    let r = build(&fixture(FULL), 5, None, None, None).unwrap();
+    let r = build(&fixture(FULL), &[5], None, None, None).unwrap();
     let data = r.config_map.data.unwrap();
     assert_eq!(data["RECIPESTORE_SHED_DOWNLOAD_TIERS"], "97:0.50,90:0.20");
     assert_eq!(data["RECIPESTORE_SHED_UPLOAD_TIERS"], "70:0.30,>60:1.00");
@@ -172,8 +176,8 @@ fn config_map_sorts_shedding_tables_highest_cpu_first() {
 
 #[test]
 fn peer_service_is_headless_and_publishes_not_ready_pods() {
-    let r = build(&fixture(MINIMAL), 3, None, None, None).unwrap();
-    let spec = r.peer_service.spec.unwrap();
+    let mut r = build(&fixture(MINIMAL), &[3], None, None, None).unwrap();
+    let spec = r.shards[0].peer_service.spec.clone().unwrap();
     assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
     assert_eq!(spec.publish_not_ready_addresses, Some(true));
     let ports: Vec<(Option<&str>, i32)> = spec
@@ -191,14 +195,19 @@ fn peer_service_is_headless_and_publishes_not_ready_pods() {
         ]
     );
     assert_eq!(
-        r.peer_service.metadata.labels.unwrap()[SERVICE_ROLE_LABEL],
+        r.shards
+            .swap_remove(0)
+            .peer_service
+            .metadata
+            .labels
+            .unwrap()[SERVICE_ROLE_LABEL],
         "peers"
     );
 }
 
 #[test]
 fn client_service_serves_clients_and_metrics() {
-    let r = build(&fixture(MINIMAL), 3, None, None, None).unwrap();
+    let r = build(&fixture(MINIMAL), &[3], None, None, None).unwrap();
     let spec = r.client_service.spec.unwrap();
     assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
     assert_eq!(spec.publish_not_ready_addresses, None);
@@ -212,8 +221,8 @@ fn client_service_serves_clients_and_metrics() {
 
 #[test]
 fn pdb_allows_one_member_down() {
-    let r = build(&fixture(MINIMAL), 3, None, None, None).unwrap();
-    let spec = r.pdb.spec.unwrap();
+    let mut r = build(&fixture(MINIMAL), &[3], None, None, None).unwrap();
+    let spec = r.shards.swap_remove(0).pdb.spec.unwrap();
     assert_eq!(spec.max_unavailable, Some(IntOrString::Int(1)));
     assert_eq!(spec.min_available, None);
     assert_eq!(
@@ -224,14 +233,17 @@ fn pdb_allows_one_member_down() {
 
 #[test]
 fn statefulset_uses_planned_replicas_not_spec_replicas() {
-    let r = build(&fixture(FULL), 7, None, None, None).unwrap();
-    assert_eq!(r.statefulset.spec.unwrap().replicas, Some(7));
+    let mut r = build(&fixture(FULL), &[7], None, None, None).unwrap();
+    assert_eq!(
+        r.shards.swap_remove(0).statefulset.spec.unwrap().replicas,
+        Some(7)
+    );
 }
 
 #[test]
 fn statefulset_gives_nodes_stable_identity_and_storage() {
-    let r = build(&fixture(MINIMAL), 3, None, None, None).unwrap();
-    let spec = r.statefulset.spec.as_ref().unwrap();
+    let r = build(&fixture(MINIMAL), &[3], None, None, None).unwrap();
+    let spec = r.shards[0].statefulset.spec.as_ref().unwrap();
     assert_eq!(spec.service_name.as_deref(), Some("recipes-peers"));
     assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
     let claim = &spec.volume_claim_templates.as_ref().unwrap()[0];
@@ -299,7 +311,7 @@ fn statefulset_gives_nodes_stable_identity_and_storage() {
 
 #[test]
 fn statefulset_probes_health_and_readiness() {
-    let r = build(&fixture(MINIMAL), 3, None, None, None).unwrap();
+    let r = build(&fixture(MINIMAL), &[3], None, None, None).unwrap();
     let c = node_container(&r);
     let path = |p: &Option<Probe>| {
         p.as_ref()
@@ -317,8 +329,8 @@ fn statefulset_probes_health_and_readiness() {
 
 #[test]
 fn statefulset_runs_non_root_with_read_only_root() {
-    let r = build(&fixture(MINIMAL), 3, None, None, None).unwrap();
-    let pod = r
+    let r = build(&fixture(MINIMAL), &[3], None, None, None).unwrap();
+    let pod = r.shards[0]
         .statefulset
         .spec
         .as_ref()
@@ -343,8 +355,8 @@ fn statefulset_runs_non_root_with_read_only_root() {
 
 #[test]
 fn statefulset_prefers_one_pod_per_host_by_default() {
-    let r = build(&fixture(MINIMAL), 3, None, None, None).unwrap();
-    let pod = r
+    let r = build(&fixture(MINIMAL), &[3], None, None, None).unwrap();
+    let pod = r.shards[0]
         .statefulset
         .spec
         .as_ref()
@@ -376,8 +388,8 @@ fn statefulset_prefers_one_pod_per_host_by_default() {
 
 #[test]
 fn full_spec_reaches_the_pod() {
-    let r = build(&fixture(FULL), 5, None, None, None).unwrap();
-    let sts = r.statefulset.spec.as_ref().unwrap();
+    let r = build(&fixture(FULL), &[5], None, None, None).unwrap();
+    let sts = r.shards[0].statefulset.spec.as_ref().unwrap();
     let pod = sts.template.spec.as_ref().unwrap();
     let c = node_container(&r);
     assert_eq!(
@@ -426,8 +438,10 @@ fn full_spec_reaches_the_pod() {
 #[test]
 fn config_changes_roll_the_pods() {
     let annotation = |rs: &RecipeStore| {
-        let r = build(rs, 3, None, None, None).unwrap();
-        r.statefulset
+        let mut r = build(rs, &[3], None, None, None).unwrap();
+        r.shards
+            .swap_remove(0)
+            .statefulset
             .spec
             .unwrap()
             .template
@@ -459,13 +473,13 @@ fn config_changes_roll_the_pods() {
 fn service_monitor_only_when_its_crd_exists_and_enabled() {
     let rs = fixture(MINIMAL);
     assert!(
-        build(&rs, 3, None, None, None)
+        build(&rs, &[3], None, None, None)
             .unwrap()
             .service_monitor
             .is_none()
     );
     assert!(
-        build(&rs, 3, None, Some(&service_monitor_api()), None)
+        build(&rs, &[3], None, Some(&service_monitor_api()), None)
             .unwrap()
             .service_monitor
             .is_some()
@@ -473,7 +487,7 @@ fn service_monitor_only_when_its_crd_exists_and_enabled() {
     let mut disabled = rs.clone();
     disabled.spec.monitoring.service_monitor.enabled = false;
     assert!(
-        build(&disabled, 3, None, Some(&service_monitor_api()), None)
+        build(&disabled, &[3], None, Some(&service_monitor_api()), None)
             .unwrap()
             .service_monitor
             .is_none()
@@ -482,7 +496,14 @@ fn service_monitor_only_when_its_crd_exists_and_enabled() {
 
 #[test]
 fn service_monitor_scrapes_the_client_service_with_extra_labels() {
-    let r = build(&fixture(FULL), 5, None, Some(&service_monitor_api()), None).unwrap();
+    let r = build(
+        &fixture(FULL),
+        &[5],
+        None,
+        Some(&service_monitor_api()),
+        None,
+    )
+    .unwrap();
     let sm = r.service_monitor.unwrap();
     assert_eq!(sm.types.as_ref().unwrap().kind, "ServiceMonitor");
     assert_eq!(
@@ -511,7 +532,7 @@ fn a_resource_without_uid_cannot_own_children() {
     let mut rs = fixture(MINIMAL);
     rs.metadata.uid = None;
     assert!(matches!(
-        build(&rs, 3, None, None, None),
+        build(&rs, &[3], None, None, None),
         Err(Error::MissingObjectKey("metadata.uid"))
     ));
 }
@@ -520,25 +541,32 @@ fn a_resource_without_uid_cannot_own_children() {
 fn minimal_objects_match_golden_files() {
     let r = build(
         &fixture(MINIMAL),
-        3,
+        &[3],
         None,
         Some(&service_monitor_api()),
         None,
     )
     .unwrap();
     golden("minimal-configmap", &r.config_map);
-    golden("minimal-peer-service", &r.peer_service);
+    golden("minimal-peer-service", &r.shards[0].peer_service);
     golden("minimal-client-service", &r.client_service);
-    golden("minimal-pdb", &r.pdb);
-    golden("minimal-statefulset", &r.statefulset);
+    golden("minimal-pdb", &r.shards[0].pdb);
+    golden("minimal-statefulset", &r.shards[0].statefulset);
     golden("minimal-servicemonitor", &r.service_monitor);
 }
 
 #[test]
 fn full_objects_match_golden_files() {
-    let r = build(&fixture(FULL), 5, None, Some(&service_monitor_api()), None).unwrap();
+    let r = build(
+        &fixture(FULL),
+        &[5],
+        None,
+        Some(&service_monitor_api()),
+        None,
+    )
+    .unwrap();
     golden("full-configmap", &r.config_map);
-    golden("full-statefulset", &r.statefulset);
+    golden("full-statefulset", &r.shards[0].statefulset);
     golden("full-servicemonitor", &r.service_monitor);
 }
 
@@ -546,7 +574,7 @@ fn full_objects_match_golden_files() {
 fn backups_are_a_cronjob_whose_pods_no_member_selector_matches() {
     let mut rs = fixture(MINIMAL);
     assert!(
-        build(&rs, 3, None, None, None).unwrap().backup.is_none(),
+        build(&rs, &[3], None, None, None).unwrap().backup.is_none(),
         "no backups unless asked"
     );
     rs.spec.backup = Some(crate::crd::BackupSpec {
@@ -556,14 +584,20 @@ fn backups_are_a_cronjob_whose_pods_no_member_selector_matches() {
         s3: None,
         suspend: false,
     });
-    let r = build(&rs, 3, None, None, None).unwrap();
+    let r = build(&rs, &[3], None, None, None).unwrap();
     let cronjob = r.backup.clone().expect("a backup CronJob");
     let spec = cronjob.spec.unwrap();
     assert_eq!(spec.schedule, "0 */6 * * *");
     assert_eq!(spec.concurrency_policy.as_deref(), Some("Forbid"));
     let pod_template = spec.job_template.spec.unwrap().template;
     let labels = pod_template.metadata.unwrap().labels.unwrap();
-    let selector = r.statefulset.spec.as_ref().unwrap().selector.clone();
+    let selector = r.shards[0]
+        .statefulset
+        .spec
+        .as_ref()
+        .unwrap()
+        .selector
+        .clone();
     let selects = selector
         .match_labels
         .unwrap()
@@ -614,9 +648,9 @@ fn init_containers(r: &Resources) -> Vec<Container> {
 #[test]
 fn a_store_created_from_a_backup_restores_each_member_before_its_node_starts() {
     let mut rs = fixture(MINIMAL);
-    assert!(init_containers(&build(&rs, 3, None, None, None).unwrap()).is_empty());
+    assert!(init_containers(&build(&rs, &[3], None, None, None).unwrap()).is_empty());
     restoring(&mut rs);
-    let r = build(&rs, 3, None, None, None).unwrap();
+    let r = build(&rs, &[3], None, None, None).unwrap();
     let init = init_containers(&r);
     assert_eq!(init.len(), 1);
     let args = init[0].args.clone().unwrap().join(" ");
@@ -647,7 +681,7 @@ fn a_store_created_from_a_backup_restores_each_member_before_its_node_starts() {
         ..Default::default()
     });
     assert_eq!(
-        init_containers(&build(&grown, 5, None, None, None).unwrap()),
+        init_containers(&build(&grown, &[5], None, None, None).unwrap()),
         init
     );
 }
@@ -715,7 +749,7 @@ fn backups_and_restores_through_a_bucket_take_its_keys_from_the_secret() {
         s3: Some(bucket()),
         suspend: false,
     });
-    let cronjob = build(&rs, 3, None, None, None).unwrap().backup.unwrap();
+    let cronjob = build(&rs, &[3], None, None, None).unwrap().backup.unwrap();
     let pod = cronjob
         .spec
         .unwrap()
@@ -755,7 +789,7 @@ fn backups_and_restores_through_a_bucket_take_its_keys_from_the_secret() {
     restore.claim_name = None;
     restore.s3 = Some(bucket());
     assert_eq!(restore::check(&rs), Ok(()));
-    let r = build(&rs, 3, None, None, None).unwrap();
+    let r = build(&rs, &[3], None, None, None).unwrap();
     let init = &init_containers(&r)[0];
     let args = init.args.clone().unwrap().join(" ");
     assert!(
@@ -780,4 +814,82 @@ fn backups_and_restores_through_a_bucket_take_its_keys_from_the_secret() {
     let restore = rs.spec.restore_from.as_mut().unwrap();
     restore.claim_name = Some("cookbook-backups".to_owned());
     assert!(restore::check(&rs).unwrap_err().contains("exactly one"));
+}
+
+#[test]
+fn a_sharded_store_s_shard_0_is_an_unsharded_store_s_objects_and_its_other_shards_have_their_own() {
+    let rs = fixture(MINIMAL);
+    let unsharded = build(&rs, &[3], None, Some(&service_monitor_api()), None).unwrap();
+    let sharded = build(&rs, &[3, 3, 3], None, Some(&service_monitor_api()), None).unwrap();
+    fn value<T: serde::Serialize>(object: &T) -> serde_json::Value {
+        serde_json::to_value(object).unwrap()
+    }
+    // Existing stores become shard 0 without their StatefulSet, PDB or
+    // peer Service changing.
+    assert_eq!(
+        value(&sharded.shards[0].statefulset),
+        value(&unsharded.shards[0].statefulset)
+    );
+    assert_eq!(
+        value(&sharded.shards[0].pdb),
+        value(&unsharded.shards[0].pdb)
+    );
+    assert_eq!(
+        value(&sharded.shards[0].peer_service),
+        value(&unsharded.shards[0].peer_service)
+    );
+    let names: Vec<(Option<&str>, Option<&str>, Option<&str>)> = sharded
+        .shards
+        .iter()
+        .map(|s| {
+            (
+                s.statefulset.metadata.name.as_deref(),
+                s.pdb.metadata.name.as_deref(),
+                s.peer_service.metadata.name.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            (Some("recipes"), Some("recipes"), Some("recipes-peers")),
+            (
+                Some("recipes-s1"),
+                Some("recipes-s1"),
+                Some("recipes-s1-peers")
+            ),
+            (
+                Some("recipes-s2"),
+                Some("recipes-s2"),
+                Some("recipes-s2-peers")
+            ),
+        ]
+    );
+    let s2 = sharded.shards[2].statefulset.spec.as_ref().unwrap();
+    assert_eq!(s2.service_name.as_deref(), Some("recipes-s2-peers"));
+    assert_eq!(
+        s2.selector.match_labels.as_ref().unwrap()["recipestore.dev/shard"],
+        "2"
+    );
+    // One client Service, for the pods marked serving in every shard.
+    assert_eq!(
+        sharded.client_service.spec.as_ref().unwrap().selector,
+        Some(Topology::new("recipes", "kitchen").serving_selector())
+    );
+    // The ServiceMonitor scrapes every shard's peer Service, as the store.
+    let sm = sharded.service_monitor.unwrap();
+    assert_eq!(
+        sm.data["spec"]["selector"]["matchLabels"][SERVICE_ROLE_LABEL],
+        "peers"
+    );
+    assert_eq!(sm.data["spec"]["jobLabel"], "app.kubernetes.io/instance");
+    for shard in &sharded.shards {
+        let labels = shard.peer_service.metadata.labels.as_ref().unwrap();
+        for (k, v) in sm.data["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .unwrap()
+        {
+            assert_eq!(labels.get(k).map(String::as_str), v.as_str(), "{k}");
+        }
+    }
 }

@@ -53,8 +53,10 @@ fn topology() -> Topology {
 }
 
 fn statefulset(rs: &RecipeStore, replicas: u32) -> StatefulSet {
-    let mut sts = build::build(rs, replicas, None, None, None)
+    let mut sts = build::build(rs, &[replicas], None, None, None)
         .expect("builds")
+        .shards
+        .swap_remove(0)
         .statefulset;
     let replicas = i32::try_from(replicas).unwrap();
     sts.status = Some(StatefulSetStatus {
@@ -91,6 +93,17 @@ fn cluster(
     learners: &[NodeId],
     fresh: &[NodeId],
 ) -> BTreeMap<String, NodeStatus> {
+    cluster_of(&topology(), voters, learners, fresh)
+}
+
+/// [`cluster`] of the shard `topology` names.
+fn cluster_of(
+    topology: &Topology,
+    voters: &[NodeId],
+    learners: &[NodeId],
+    fresh: &[NodeId],
+) -> BTreeMap<String, NodeStatus> {
+    let member = |id| topology.member(id);
     let mut nodes = BTreeMap::new();
     for id in voters.iter().chain(learners) {
         let leader = *id == 0;
@@ -248,6 +261,26 @@ impl NodeAdmin for FakeAdmin {
             "Reconfigure {addr} {}",
             shedding.download_thresholds
         ))
+    }
+
+    fn place<'a>(
+        &'a self,
+        addr: &'a str,
+        placement: recipestore_protocol::pb::Placement,
+    ) -> BoxFuture<'a, Result<u64, AdminError>> {
+        let owned = placement
+            .owners
+            .iter()
+            .filter(|&&o| o == placement.shard)
+            .count();
+        self.calls.lock().unwrap().push(format!(
+            "Place {addr} shard {} epoch {} slots {owned} shards {}",
+            placement.shard,
+            placement.epoch,
+            placement.shards.len()
+        ));
+        let epoch = placement.epoch;
+        Box::pin(async move { Ok(epoch) })
     }
 }
 
@@ -1968,7 +2001,7 @@ proptest::proptest! {
             Err(problem) => proptest::prop_assert!(!problem.is_empty()),
             Ok(()) => {
                 let replicas = u32::try_from(rs.spec.replicas).unwrap();
-                let built = build::build(&rs, replicas, None, None, None);
+                let built = build::build(&rs, &[replicas], None, None, None);
                 proptest::prop_assert!(built.is_ok(), "{:?}", built.err());
             }
         }
@@ -2001,7 +2034,7 @@ async fn shedding_settings_are_reloaded_on_running_nodes_without_a_roll() {
         let event = api.event("Reconfigured", "Normal").await;
         assert_eq!(
             event["note"],
-            "shedding settings reloaded on nodes [0], without a restart"
+            "shedding settings reloaded on [\"recipes-0\"], without a restart"
         );
         api.status(&expected).await;
         api
@@ -2041,4 +2074,817 @@ fn the_chart_grants_what_reconciles_call_and_no_more_than_it_says() {
         let refused = std::panic::catch_unwind(|| assert_granted(&method, &path, ""));
         assert!(refused.is_err(), "{method} {path} is not granted");
     }
+}
+
+// ---------- shards ----------
+
+/// A store of `shards` shards of `replicas` each.
+fn sharded(replicas: i32, shards: i32) -> RecipeStore {
+    let mut rs = recipestore(replicas);
+    rs.spec.shards = shards;
+    rs
+}
+
+/// Shard `k`'s pod `ordinal`, marked serving or not.
+fn shard_pod(k: u16, ordinal: NodeId, serving: bool) -> Pod {
+    let mut pod = pod(ordinal);
+    pod.metadata.name = Some(topology().shard(k).pod(ordinal));
+    if serving {
+        pod.metadata.labels = Some(BTreeMap::from([(
+            SERVING_LABEL.to_owned(),
+            "true".to_owned(),
+        )]));
+    }
+    pod
+}
+
+/// Shard `k`'s StatefulSet as a store of `shards` shards builds it, with
+/// every pod ready.
+fn shard_statefulset(rs: &RecipeStore, k: u16, shards: usize, replicas: u32) -> StatefulSet {
+    let mut sts = build::build(rs, &vec![replicas; shards], None, None, None)
+        .expect("builds")
+        .shards
+        .swap_remove(usize::from(k))
+        .statefulset;
+    let replicas = i32::try_from(replicas).unwrap();
+    sts.status = Some(StatefulSetStatus {
+        replicas,
+        ready_replicas: Some(replicas),
+        ..StatefulSetStatus::default()
+    });
+    sts
+}
+
+/// Every shard's nodes: shard `k` a cluster of `voters`, its leader
+/// holding `placements[k]`.
+fn shard_clusters(
+    voters: &[NodeId],
+    placements: &[Option<crate::placement::GroupPlacement>],
+) -> BTreeMap<String, NodeStatus> {
+    let mut nodes = BTreeMap::new();
+    for (k, placement) in placements.iter().enumerate() {
+        let shard = topology().shard(u16::try_from(k).unwrap());
+        let mut cluster = cluster_of(&shard, voters, &[], &[]);
+        for node in cluster.values_mut() {
+            node.placement = placement.clone();
+        }
+        nodes.extend(cluster);
+    }
+    nodes
+}
+
+/// Shard `k`'s group placed in the even split of `shards` at epoch 1,
+/// every shard reached at its pods 0 to 2.
+fn placed(k: u16, shards: u16) -> Option<crate::placement::GroupPlacement> {
+    Some(crate::placement::GroupPlacement {
+        shard: k,
+        epoch: 1,
+        owners: crate::placement::SlotMap::even(shards, Some(1)).owners,
+        shards: (0..shards)
+            .map(|s| {
+                let shard = topology().shard(s);
+                (s, (0..3).map(|i| shard.member(i).client_addr).collect())
+            })
+            .collect(),
+    })
+}
+
+/// The status of a store whose shards' groups are initialized: shard 0's
+/// cluster on top, every shard listed when `listed`.
+fn with_shard_clusters(mut rs: RecipeStore, listed: u16) -> RecipeStore {
+    let shards = if listed > 1 {
+        (0..listed)
+            .map(|k| crate::crd::ShardStatus {
+                shard: k,
+                stateful_set: topology().shard(k).statefulset().to_owned(),
+                cluster_id: Some(CLUSTER.to_owned()),
+                ..crate::crd::ShardStatus::default()
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    rs.status = Some(RecipeStoreStatus {
+        cluster_id: Some(CLUSTER.to_owned()),
+        shards,
+        ..RecipeStoreStatus::default()
+    });
+    rs
+}
+
+/// What the mocked API server holds of each shard.
+fn shard_states(rs: &RecipeStore, shards: usize, replicas: u32, serving: &[bool]) -> Vec<ApiState> {
+    (0..shards)
+        .map(|k| {
+            let k16 = u16::try_from(k).unwrap();
+            ApiState {
+                statefulset: Some(shard_statefulset(rs, k16, shards, replicas)),
+                pods: (0..u64::from(replicas))
+                    .map(|i| shard_pod(k16, i, serving.get(k).copied().unwrap_or(false)))
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+impl ApiServerVerifier {
+    /// Each shard's StatefulSet and pods, in shard order.
+    async fn dereference_shards(&mut self, states: &[ApiState]) {
+        for (k, state) in states.iter().enumerate() {
+            let shard = topology().shard(u16::try_from(k).unwrap());
+            let sts = match &state.statefulset {
+                Some(s) => Reply::Json(serde_json::to_value(s).unwrap()),
+                None => Reply::NotFound,
+            };
+            self.expect(
+                &format!("get shard {k}'s StatefulSet"),
+                Method::GET,
+                &format!(
+                    "/apis/apps/v1/namespaces/{NS}/statefulsets/{}",
+                    shard.statefulset()
+                ),
+                sts,
+            )
+            .await;
+            let pods =
+                json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": state.pods});
+            let seen = self
+                .expect(
+                    &format!("list shard {k}'s pods"),
+                    Method::GET,
+                    &format!("/api/v1/namespaces/{NS}/pods"),
+                    Reply::Json(pods),
+                )
+                .await;
+            let selector: String =
+                form_urlencoded::byte_serialize(shard.selector_string().as_bytes()).collect();
+            assert!(
+                seen.query.contains(&format!("labelSelector={selector}")),
+                "shard {k}'s pods are listed by its own selector: {}",
+                seen.query
+            );
+        }
+    }
+
+    /// A merge patch of `pod`'s serving label to `value` (null: removed).
+    async fn mark(&mut self, pod: &str, value: Value) {
+        let seen = self
+            .expect(
+                &format!("label pod {pod}"),
+                Method::PATCH,
+                &format!("/api/v1/namespaces/{NS}/pods/{pod}"),
+                Reply::Echo,
+            )
+            .await;
+        assert_eq!(
+            seen.body,
+            json!({"metadata": {"labels": {SERVING_LABEL: value}}}),
+            "{pod}"
+        );
+    }
+
+    /// The ConfigMap, then `marks` (pod, label value), then each of
+    /// `shards` shards' peer Service, PDB and StatefulSet, the client
+    /// Service after shard 0's peer Service. Returns the objects applied
+    /// by name.
+    async fn apply_shards(
+        &mut self,
+        shards: u16,
+        marks: &[(String, Value)],
+    ) -> BTreeMap<String, Value> {
+        let mut applied = BTreeMap::new();
+        let config = self
+            .expect(
+                "apply ConfigMap",
+                Method::PATCH,
+                &format!("/api/v1/namespaces/{NS}/configmaps/{NAME}-config"),
+                Reply::Echo,
+            )
+            .await;
+        applied.insert("configmap".to_owned(), config.body);
+        for (pod, value) in marks {
+            self.mark(pod, value.clone()).await;
+        }
+        for k in 0..shards {
+            let shard = topology().shard(k);
+            let mut objects = vec![(
+                format!("service/{}", shard.peer_service()),
+                format!("/api/v1/namespaces/{NS}/services/{}", shard.peer_service()),
+            )];
+            if k == 0 {
+                objects.push((
+                    format!("service/{NAME}"),
+                    format!("/api/v1/namespaces/{NS}/services/{NAME}"),
+                ));
+            }
+            objects.push((
+                format!("pdb/{}", shard.statefulset()),
+                format!(
+                    "/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets/{}",
+                    shard.statefulset()
+                ),
+            ));
+            objects.push((
+                format!("statefulset/{}", shard.statefulset()),
+                format!(
+                    "/apis/apps/v1/namespaces/{NS}/statefulsets/{}",
+                    shard.statefulset()
+                ),
+            ));
+            for (what, path) in objects {
+                let seen = self
+                    .expect(&format!("apply {what}"), Method::PATCH, &path, Reply::Echo)
+                    .await;
+                assert_server_side_apply(&seen);
+                applied.insert(what, seen.body);
+            }
+        }
+        applied
+    }
+}
+
+/// Whether `selector` (a `matchLabels`) selects a pod labelled `labels`.
+fn selects(selector: &Value, labels: &Value) -> bool {
+    selector
+        .as_object()
+        .unwrap()
+        .iter()
+        .all(|(k, v)| labels.get(k) == Some(v))
+}
+
+#[tokio::test]
+async fn a_new_store_of_three_shards_gets_three_groups_of_objects_and_one_client_service() {
+    let rs = sharded(3, 3);
+    let states: Vec<ApiState> = (0..3).map(|_| ApiState::default()).collect();
+    let expected = rs.clone();
+    let (result, calls) = reconcile_with(rs, FakeAdmin::default(), move |mut api| async move {
+        api.dereference_shards(&states).await;
+        let applied = api.apply_shards(3, &[]).await;
+        let names: Vec<&str> = applied.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "configmap",
+                "pdb/recipes",
+                "pdb/recipes-s1",
+                "pdb/recipes-s2",
+                "service/recipes",
+                "service/recipes-peers",
+                "service/recipes-s1-peers",
+                "service/recipes-s2-peers",
+                "statefulset/recipes",
+                "statefulset/recipes-s1",
+                "statefulset/recipes-s2",
+            ]
+        );
+        // No StatefulSet or PDB selects another shard's pods.
+        let owners = ["recipes", "recipes-s1", "recipes-s2"];
+        for a in owners {
+            let sts = &applied[&format!("statefulset/{a}")];
+            let pdb = &applied[&format!("pdb/{a}")];
+            assert_eq!(sts["spec"]["replicas"], 3);
+            assert_eq!(sts["spec"]["serviceName"], format!("{a}-peers"));
+            for b in owners {
+                let pods =
+                    &applied[&format!("statefulset/{b}")]["spec"]["template"]["metadata"]["labels"];
+                for selector in [
+                    &sts["spec"]["selector"]["matchLabels"],
+                    &pdb["spec"]["selector"]["matchLabels"],
+                ] {
+                    assert_eq!(selects(selector, pods), a == b, "{a} selecting {b}'s pods");
+                }
+                let peers = &applied[&format!("service/{a}-peers")]["spec"]["selector"];
+                assert_eq!(
+                    selects(peers, pods),
+                    a == b,
+                    "{a}-peers selecting {b}'s pods"
+                );
+            }
+        }
+        // One client Service, for the pods the operator marks serving.
+        assert_eq!(
+            applied["service/recipes"]["spec"]["selector"],
+            json!({"app.kubernetes.io/instance": NAME, SERVING_LABEL: "true"})
+        );
+        let status = api.status(&expected).await;
+        assert_eq!(status.phase, Phase::Pending);
+        let listed: Vec<(u16, &str)> = status
+            .shards
+            .iter()
+            .map(|s| (s.shard, s.stateful_set.as_str()))
+            .collect();
+        assert_eq!(
+            listed,
+            [(0, "recipes"), (1, "recipes-s1"), (2, "recipes-s2")]
+        );
+        let placement = status.placement.as_ref().expect("placement status");
+        assert!(placement.current.is_empty(), "nothing is served yet");
+        let target: Vec<(u16, &str)> = placement
+            .target
+            .iter()
+            .map(|t| (t.shard, t.ranges.as_str()))
+            .collect();
+        assert_eq!(target, [(0, "0-341"), (1, "342-682"), (2, "683-1023")]);
+        assert_eq!(
+            condition(&status, "SlotsPending"),
+            ("True", "WaitingToPlace")
+        );
+        api
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(REQUEUE_CHANGING));
+    assert!(calls.is_empty(), "{calls:?}");
+}
+
+#[tokio::test]
+async fn each_shard_is_initialized_on_its_own_first_pod() {
+    let rs = sharded(3, 3);
+    let states = shard_states(&rs, 3, 3, &[]);
+    let expected = rs.clone();
+    let mut nodes = BTreeMap::new();
+    for k in 0..3 {
+        nodes.extend(cluster_of(&topology().shard(k), &[], &[], &[0, 1, 2]));
+    }
+    let (result, calls) = reconcile_with(rs, FakeAdmin::new(nodes), move |mut api| async move {
+        api.dereference_shards(&states).await;
+        api.apply_shards(3, &[]).await;
+        api.event("Initialize", "Normal").await;
+        let shard1 = api.event("Initialize", "Normal").await;
+        assert!(
+            shard1["note"].as_str().unwrap().starts_with("shard 1: "),
+            "{shard1}"
+        );
+        api.event("Initialize", "Normal").await;
+        let status = api.status(&expected).await;
+        assert_eq!(status.phase, Phase::Initializing);
+        assert_eq!(status.shards.len(), 3);
+        api
+    })
+    .await;
+    result.unwrap();
+    assert_eq!(
+        calls,
+        [
+            "Initialize recipes-0.recipes-peers.kitchen.svc:7071 [0]",
+            "Initialize recipes-s1-0.recipes-s1-peers.kitchen.svc:7071 [0]",
+            "Initialize recipes-s2-0.recipes-s2-peers.kitchen.svc:7071 [0]",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_new_store_is_placed_once_every_shard_s_group_is_led() {
+    let rs = with_shard_clusters(sharded(3, 3), 3);
+    let states = shard_states(&rs, 3, 3, &[]);
+    let expected = rs.clone();
+    let admin = FakeAdmin::new(shard_clusters(&[0, 1, 2], &[None, None, None]));
+    let (result, calls) = reconcile_with(rs, admin, move |mut api| async move {
+        api.dereference_shards(&states).await;
+        api.apply_shards(3, &[]).await;
+        for k in 0..3 {
+            let placed = api.event("Placed", "Normal").await;
+            assert!(
+                placed["note"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("shard {k} placed at epoch 1")),
+                "{placed}"
+            );
+        }
+        let status = api.status(&expected).await;
+        assert_eq!(condition(&status, "SlotsPending"), ("True", "Placing"));
+        api
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(REQUEUE_CHANGING));
+    assert_eq!(
+        calls,
+        [
+            "Place recipes-0.recipes-peers.kitchen.svc:7071 shard 0 epoch 1 slots 342 shards 3",
+            "Place recipes-s1-0.recipes-s1-peers.kitchen.svc:7071 shard 1 epoch 1 slots 341 shards 3",
+            "Place recipes-s2-0.recipes-s2-peers.kitchen.svc:7071 shard 2 epoch 1 slots 341 shards 3",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_placed_store_is_not_placed_again_and_its_pods_serve() {
+    let rs = with_shard_clusters(sharded(3, 3), 3);
+    // Shard 0's pods were marked on an earlier pass; the others not yet.
+    let states = shard_states(&rs, 3, 3, &[true, false, false]);
+    let expected = rs.clone();
+    let admin = FakeAdmin::new(shard_clusters(
+        &[0, 1, 2],
+        &[placed(0, 3), placed(1, 3), placed(2, 3)],
+    ));
+    let (result, calls) = reconcile_with(rs, admin, move |mut api| async move {
+        api.dereference_shards(&states).await;
+        let marks: Vec<(String, Value)> = (1..3)
+            .flat_map(|k| (0..3).map(move |i| (topology().shard(k).pod(i), json!("true"))))
+            .collect();
+        api.apply_shards(3, &marks).await;
+        let status = api.status(&expected).await;
+        assert_eq!(status.phase, Phase::Running);
+        assert_eq!(condition(&status, "SlotsPending"), ("False", "Placed"));
+        let placement = status.placement.as_ref().unwrap();
+        assert_eq!((placement.epoch, placement.slots_to_move), (Some(1), 0));
+        let shards: Vec<String> = status
+            .shards
+            .iter()
+            .map(|s| {
+                let leader = s.leader.as_deref().unwrap_or("none");
+                let epoch = s.placement_epoch.unwrap_or(0);
+                format!(
+                    "{} {leader} {} voters {} slots epoch {epoch}",
+                    s.shard, s.voters, s.slots
+                )
+            })
+            .collect();
+        assert_eq!(
+            shards,
+            [
+                "0 recipes-0 3 voters 342 slots epoch 1",
+                "1 recipes-s1-0 3 voters 341 slots epoch 1",
+                "2 recipes-s2-0 3 voters 341 slots epoch 1",
+            ]
+        );
+        api
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(REQUEUE_STEADY));
+    assert!(
+        calls.is_empty(),
+        "a placed group is not placed again: {calls:?}"
+    );
+}
+
+#[tokio::test]
+async fn replicas_scale_every_shard() {
+    let rs = with_shard_clusters(sharded(5, 2), 2);
+    let mut states = shard_states(&rs, 2, 3, &[true, true]);
+    for (k, state) in states.iter_mut().enumerate() {
+        // The StatefulSets still have 3 pods.
+        let k = u16::try_from(k).unwrap();
+        state.statefulset = Some(shard_statefulset(&rs, k, 2, 3));
+    }
+    let expected = rs.clone();
+    let admin = FakeAdmin::new(shard_clusters(&[0, 1, 2], &[placed(0, 2), placed(1, 2)]));
+    let (result, calls) = reconcile_with(rs, admin, move |mut api| async move {
+        api.dereference_shards(&states).await;
+        let applied = api.apply_shards(2, &[]).await;
+        assert_eq!(applied["statefulset/recipes"]["spec"]["replicas"], 5);
+        assert_eq!(applied["statefulset/recipes-s1"]["spec"]["replicas"], 5);
+        let status = api.status(&expected).await;
+        assert_eq!(status.phase, Phase::Scaling);
+        api
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(REQUEUE_CHANGING));
+    assert!(calls.is_empty(), "no pod to add yet: {calls:?}");
+}
+
+/// 1 → 2 → 3 → 2 shards on a store that ran unsharded: the added shards'
+/// objects appear and their groups start, nothing is placed (the slots
+/// would have to move first), nothing is deleted, and the pending move is
+/// a condition and an Event.
+#[tokio::test]
+async fn shards_one_two_three_two_add_objects_delete_nothing_and_report_the_pending_move() {
+    // 1 → 2: shard 0 is the unsharded store; shard 1 does not exist yet.
+    let unsharded = with_cluster(recipestore(3));
+    let rs = {
+        let mut rs = unsharded.clone();
+        rs.spec.shards = 2;
+        rs
+    };
+    let mut states = shard_states(&unsharded, 1, 3, &[false]);
+    states.push(ApiState::default());
+    let unsharded_statefulset =
+        serde_json::to_value(&states[0].statefulset.as_ref().unwrap().spec).unwrap();
+    let expected = rs.clone();
+    let admin = FakeAdmin::new(cluster(&[0, 1, 2], &[], &[]));
+    let (result, calls) = reconcile_with(rs, admin, move |mut api| async move {
+        api.dereference_shards(&states).await;
+        // Shard 0 serves every slot: its pods are marked before the client
+        // Service selects by the mark.
+        let marks: Vec<(String, Value)> =
+            (0..3).map(|i| (topology().pod(i), json!("true"))).collect();
+        let applied = api.apply_shards(2, &marks).await;
+        assert_eq!(
+            applied["statefulset/recipes"]["spec"], unsharded_statefulset,
+            "shard 0's StatefulSet is the unsharded store's, unchanged"
+        );
+        assert_eq!(applied["statefulset/recipes-s1"]["spec"]["replicas"], 3);
+        let event = api.event(status::SLOT_MOVE_PENDING, "Warning").await;
+        assert!(
+            event["note"]
+                .as_str()
+                .unwrap()
+                .contains("512 of 1024 slots must move from shard(s) [0] to shard(s) [1]"),
+            "{event}"
+        );
+        let status = api.status(&expected).await;
+        assert_eq!(
+            condition(&status, "SlotsPending"),
+            ("True", "SlotMovePending")
+        );
+        let placement = status.placement.as_ref().unwrap();
+        assert_eq!(placement.epoch, None);
+        assert_eq!(placement.current.len(), 1);
+        assert_eq!(
+            (placement.current[0].shard, placement.current[0].slots),
+            (0, 1024)
+        );
+        assert_eq!(placement.slots_to_move, 512);
+        assert_eq!(status.shards.len(), 2);
+        api
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(REQUEUE_CHANGING));
+    assert!(calls.is_empty(), "nothing is placed: {calls:?}");
+
+    // 2 → 3, the status of the pass before recorded: shard 0 still serves
+    // everything, shard 1 runs its own group, shard 2 is created.
+    let mut rs = with_shard_clusters(sharded(3, 3), 2);
+    rs.status.as_mut().unwrap().placement = Some(crate::crd::PlacementStatus {
+        epoch: None,
+        current: vec![crate::crd::SlotRanges {
+            shard: 0,
+            slots: 1024,
+            ranges: "0-1023".to_owned(),
+        }],
+        ..crate::crd::PlacementStatus::default()
+    });
+    let mut states = shard_states(&rs, 2, 3, &[true, false]);
+    states.push(ApiState::default());
+    let expected = rs.clone();
+    let admin = FakeAdmin::new(shard_clusters(&[0, 1, 2], &[None, None]));
+    let (result, calls) = reconcile_with(rs.clone(), admin, move |mut api| async move {
+        api.dereference_shards(&states).await;
+        let applied = api.apply_shards(3, &[]).await;
+        assert!(applied.contains_key("statefulset/recipes-s2"));
+        let event = api.event(status::SLOT_MOVE_PENDING, "Warning").await;
+        assert!(
+            event["note"]
+                .as_str()
+                .unwrap()
+                .contains("682 of 1024 slots must move from shard(s) [0] to shard(s) [1, 2]"),
+            "{event}"
+        );
+        let status = api.status(&expected).await;
+        assert_eq!(status.placement.as_ref().unwrap().slots_to_move, 682);
+        api
+    })
+    .await;
+    result.unwrap();
+    assert!(calls.is_empty(), "nothing is placed: {calls:?}");
+
+    // 3 → 2: the third shard keeps its objects (no DELETE is made: the
+    // verifier fails on any request it does not expect), and, its pending
+    // move told already, no Event repeats it.
+    rs.spec.shards = 2;
+    let told = crate::placement::PendingMove {
+        target: 2,
+        moves: recipestore_protocol::slots::rebalance(&[0; 1024], 2),
+    };
+    rs.status
+        .as_mut()
+        .unwrap()
+        .shards
+        .push(crate::crd::ShardStatus {
+            shard: 2,
+            stateful_set: "recipes-s2".to_owned(),
+            cluster_id: Some(CLUSTER.to_owned()),
+            ..crate::crd::ShardStatus::default()
+        });
+    rs.status.as_mut().unwrap().conditions.push(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: status::SLOTS_PENDING.to_owned(),
+            status: "True".to_owned(),
+            reason: status::SLOT_MOVE_PENDING.to_owned(),
+            message: told.to_string(),
+            observed_generation: Some(1),
+            last_transition_time: now(),
+        },
+    );
+    let states = shard_states(&rs, 3, 3, &[true, false, false]);
+    let expected = rs.clone();
+    let admin = FakeAdmin::new(shard_clusters(&[0, 1, 2], &[None, None, None]));
+    let (result, calls) = reconcile_with(rs, admin, move |mut api| async move {
+        api.dereference_shards(&states).await;
+        let applied = api.apply_shards(3, &[]).await;
+        assert_eq!(applied["statefulset/recipes-s2"]["spec"]["replicas"], 3);
+        let status = api.status(&expected).await;
+        assert_eq!(
+            condition(&status, "SlotsPending"),
+            ("True", "SlotMovePending")
+        );
+        assert_eq!(status.shards.len(), 3, "the third shard is still listed");
+        api
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(REQUEUE_STEADY));
+    assert!(calls.is_empty(), "{calls:?}");
+}
+
+#[tokio::test]
+async fn a_shrunk_placed_store_keeps_the_shard_that_owns_slots() {
+    let mut rs = with_shard_clusters(sharded(3, 3), 3);
+    rs.spec.shards = 2;
+    let states = shard_states(&rs, 3, 3, &[true, true, true]);
+    let expected = rs.clone();
+    let admin = FakeAdmin::new(shard_clusters(
+        &[0, 1, 2],
+        &[placed(0, 3), placed(1, 3), placed(2, 3)],
+    ));
+    let (result, calls) = reconcile_with(rs, admin, move |mut api| async move {
+        api.dereference_shards(&states).await;
+        // Shard 2 serves its slots: its pods stay marked, its objects stay.
+        let applied = api.apply_shards(3, &[]).await;
+        assert_eq!(applied["statefulset/recipes-s2"]["spec"]["replicas"], 3);
+        let event = api.event(status::SLOT_MOVE_PENDING, "Warning").await;
+        assert!(
+            event["note"]
+                .as_str()
+                .unwrap()
+                .contains("from shard(s) [2]"),
+            "{event}"
+        );
+        let status = api.status(&expected).await;
+        let current: Vec<u32> = status
+            .placement
+            .as_ref()
+            .unwrap()
+            .current
+            .iter()
+            .map(|c| c.slots)
+            .collect();
+        assert_eq!(current, [342, 341, 341]);
+        api
+    })
+    .await;
+    result.unwrap();
+    assert!(calls.is_empty(), "{calls:?}");
+}
+
+#[tokio::test]
+async fn a_shard_name_held_by_another_store_is_refused() {
+    let rs = sharded(3, 2);
+    let other = {
+        let mut other = recipestore(3);
+        other.metadata.name = Some("recipes-s1".to_owned());
+        other.metadata.uid = Some("another-uid".to_owned());
+        other
+    };
+    let mut states = vec![ApiState::default(), ApiState::default()];
+    let mut taken = statefulset(&other, 3);
+    taken.metadata.name = Some("recipes-s1".to_owned());
+    states[1].statefulset = Some(taken);
+    let expected = rs.clone();
+    let (result, calls) = reconcile_with(rs, FakeAdmin::default(), move |mut api| async move {
+        api.dereference_shards(&states).await;
+        let event = api.event("InvalidSpec", "Warning").await;
+        assert!(
+            event["note"]
+                .as_str()
+                .unwrap()
+                .contains("the StatefulSet recipes-s1 that shard 1 would be has another owner (RecipeStore recipes-s1)"),
+            "{event}"
+        );
+        api.status(&expected).await;
+        api
+    })
+    .await;
+    assert!(matches!(result, Err(Error::InvalidSpec(_))));
+    assert!(calls.is_empty());
+}
+
+#[test]
+fn validate_refuses_what_a_sharded_store_cannot_do_yet() {
+    let world = |shards: u16| World {
+        shards: (0..shards)
+            .map(|k| ShardWorld {
+                topology: topology().shard(k),
+                statefulset: None,
+                membership: Observed::default(),
+                serving_pods: BTreeMap::new(),
+            })
+            .collect(),
+        service_monitor: None,
+        tls: Ok(None),
+        tls_secrets: tls::Secrets::default(),
+        admin: Arc::new(FakeAdmin::default()),
+    };
+    let mut rs = sharded(3, 2);
+    assert_eq!(validate_shards(&rs, &world(2)), Ok(()));
+    rs.spec.backup = Some(backup_spec("@daily"));
+    assert!(
+        validate_shards(&rs, &world(2))
+            .unwrap_err()
+            .starts_with("backup is not supported on a store of several shards")
+    );
+    // Shrunk back to one, a store still has its other shards.
+    rs.spec.shards = 1;
+    assert!(validate_shards(&rs, &world(2)).is_err());
+    assert_eq!(validate_shards(&rs, &world(1)), Ok(()));
+    rs.spec.shards = 0;
+    assert!(
+        validate_shards(&rs, &world(1))
+            .unwrap_err()
+            .starts_with("shards must be 1 to 1024")
+    );
+}
+
+#[tokio::test]
+async fn new_voters_are_placed_again_at_the_next_epoch() {
+    // Scaled out to 4: every shard's fourth pod has become a voter, and
+    // the placements still reach the shards at their first three.
+    let rs = with_shard_clusters(sharded(4, 2), 2);
+    let states = shard_states(&rs, 2, 4, &[true, true]);
+    let expected = rs.clone();
+    let admin = FakeAdmin::new(shard_clusters(&[0, 1, 2, 3], &[placed(0, 2), placed(1, 2)]));
+    let (result, calls) = reconcile_with(rs, admin, move |mut api| async move {
+        api.dereference_shards(&states).await;
+        api.apply_shards(2, &[]).await;
+        for k in 0..2 {
+            let event = api.event("Placed", "Normal").await;
+            assert!(
+                event["note"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("shard {k} placed at epoch 2")),
+                "{event}"
+            );
+        }
+        api.status(&expected).await;
+        api
+    })
+    .await;
+    result.unwrap();
+    assert_eq!(
+        calls,
+        [
+            "Place recipes-0.recipes-peers.kitchen.svc:7071 shard 0 epoch 2 slots 512 shards 2",
+            "Place recipes-s1-0.recipes-s1-peers.kitchen.svc:7071 shard 1 epoch 2 slots 512 shards 2",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_store_named_like_another_store_s_shard_is_refused() {
+    // Store "recipes" has a shard 1, StatefulSet "recipes-s1"; a store
+    // named "recipes-s1" would be given it as its shard 0.
+    let owner = sharded(3, 2);
+    let rs = {
+        let mut rs = recipestore(3);
+        rs.metadata.name = Some("recipes-s1".to_owned());
+        rs.metadata.uid = Some("another-uid".to_owned());
+        rs
+    };
+    let taken = shard_statefulset(&owner, 1, 2, 3);
+    let expected = rs.clone();
+    let (result, _) = reconcile_with(rs, FakeAdmin::default(), move |mut api| async move {
+        api.expect(
+            "get StatefulSet",
+            Method::GET,
+            &format!("/apis/apps/v1/namespaces/{NS}/statefulsets/recipes-s1"),
+            Reply::Json(serde_json::to_value(&taken).unwrap()),
+        )
+        .await;
+        api.expect(
+            "list pods",
+            Method::GET,
+            &format!("/api/v1/namespaces/{NS}/pods"),
+            Reply::Json(
+                json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []}),
+            ),
+        )
+        .await;
+        let (seen, send) = api.next("publish InvalidSpec Event").await;
+        assert_eq!(seen.body["reason"], "InvalidSpec");
+        assert!(
+            seen.body["note"]
+                .as_str()
+                .unwrap()
+                .contains("has another owner (RecipeStore recipes)"),
+            "{}",
+            seen.body
+        );
+        send.send_response(
+            Response::builder()
+                .body(Body::from(serde_json::to_vec(&seen.body).unwrap()))
+                .unwrap(),
+        );
+        let (seen, send) = api.next("update status").await;
+        assert!(seen.path.ends_with("/recipestores/recipes-s1/status"));
+        let mut updated = expected.clone();
+        updated.status = serde_json::from_value(seen.body["status"].clone()).unwrap();
+        send.send_response(
+            Response::builder()
+                .body(Body::from(serde_json::to_vec(&updated).unwrap()))
+                .unwrap(),
+        );
+        api
+    })
+    .await;
+    assert!(matches!(result, Err(Error::InvalidSpec(_))));
 }

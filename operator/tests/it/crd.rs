@@ -80,7 +80,7 @@ fn crd_has_status_and_scale_subresources() {
 }
 
 #[test]
-fn crd_printer_columns_are_replicas_ready_leader_updated_phase_age() {
+fn crd_printer_columns_are_replicas_shards_ready_leader_updated_phase_age() {
     let crd = crd_from_disk();
     let columns: Vec<(&str, &str)> = crd.spec.versions[0]
         .additional_printer_columns
@@ -92,6 +92,7 @@ fn crd_printer_columns_are_replicas_ready_leader_updated_phase_age() {
         columns,
         [
             ("Replicas", ".spec.replicas"),
+            ("Shards", ".spec.shards"),
             ("Ready", ".status.readyReplicas"),
             ("Leader", ".status.leader"),
             ("Updated", ".status.updatedMembers"),
@@ -110,6 +111,21 @@ fn crd_replicas_default_to_three_and_must_be_positive() {
         Some(serde_json::json!(3))
     );
     assert_eq!(replicas.minimum, Some(1.0));
+}
+
+#[test]
+fn crd_shards_default_to_one_within_the_hash_slots() {
+    let crd = crd_from_disk();
+    let shards = property(schema(&crd), &["spec", "shards"]);
+    assert_eq!(
+        shards.default.as_ref().map(|d| d.0.clone()),
+        Some(serde_json::json!(1))
+    );
+    assert_eq!(shards.minimum, Some(1.0));
+    assert_eq!(
+        shards.maximum,
+        Some(f64::from(recipestore_protocol::slots::SLOTS))
+    );
 }
 
 #[test]
@@ -251,6 +267,35 @@ fn cel_rejects_a_storage_change_but_not_a_replica_change() {
         cel_messages(kube::core::cel::validate_cel_update(&scaled, &old)),
         ""
     );
+}
+
+#[test]
+fn cel_rejects_backups_and_restores_of_several_shards_but_not_of_one() {
+    let backup = serde_json::json!({ "schedule": "@daily", "claimName": "backups" });
+    let restore = serde_json::json!({ "claimName": "backups", "file": "b.rsback" });
+    let sharded_backup = recipestore(serde_json::json!({ "shards": 3, "backup": backup }));
+    let messages = cel_messages(kube::core::cel::validate_cel(&sharded_backup));
+    assert!(
+        messages.contains("backup is not supported on a store of several shards"),
+        "{messages}"
+    );
+    let sharded_restore = recipestore(serde_json::json!({ "shards": 2, "restoreFrom": restore }));
+    let messages = cel_messages(kube::core::cel::validate_cel(&sharded_restore));
+    assert!(
+        messages.contains("restoreFrom is not supported on a store of several shards"),
+        "{messages}"
+    );
+    for one in [
+        serde_json::json!({ "shards": 1, "backup": backup }),
+        serde_json::json!({ "restoreFrom": restore }),
+        serde_json::json!({ "shards": 3 }),
+    ] {
+        assert_eq!(
+            cel_messages(kube::core::cel::validate_cel(&recipestore(one.clone()))),
+            "",
+            "{one}"
+        );
+    }
 }
 
 #[test]
@@ -467,7 +512,7 @@ fn every_cel_rule_compiles_uses_only_its_scope_and_stays_within_the_cost_budget(
             }
         }
     });
-    assert_eq!(rules_seen, 4);
+    assert_eq!(rules_seen, 6);
     assert!(problems.is_empty(), "{problems:#?}");
 }
 

@@ -19,6 +19,7 @@ use recipestore_operator::executor;
 use recipestore_operator::membership::{
     Handoff, Member, NodeId, Observed, Pod, Policy, Refusal, Step,
 };
+use recipestore_operator::placement;
 use recipestore_protocol::pb::recipes_client::RecipesClient;
 use recipestore_protocol::pb::{Consistency, DownloadRequest, UploadRequest};
 use tokio::process::{Child, Command};
@@ -807,4 +808,99 @@ async fn scale_three_five_three_one_three_under_writes_loses_nothing() {
         acked.len(),
         writes.longest_gap
     );
+}
+
+/// Two shards of real nodes, each driven by the membership planner, placed
+/// by the placement planner as the controller places a new store; then a
+/// recipe of shard 1's slots, written through shard 0's node, is read
+/// through shard 1's, and a placement sent again changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_placement_planner_places_two_shards_of_real_nodes_that_pass_calls_on() {
+    let Some(binary) = node_binary() else {
+        return;
+    };
+    let (shard0, driver0) = converged(binary.clone(), 1).await;
+    let (shard1, driver1) = converged(binary, 1).await;
+    let admin = &driver0.admin;
+    let stores = [(&shard0, &driver0), (&shard1, &driver1)];
+
+    // What the controller gives the planner: each group as its leader
+    // reports it.
+    let observe = || async {
+        let mut shards = Vec::new();
+        for (k, (sts, driver)) in stores.iter().enumerate() {
+            let leader = leader_of(sts, driver).await;
+            let leader_addr = sts.pods[&leader].member.peer_addr.clone();
+            let status = admin.status(&leader_addr).await.unwrap();
+            shards.push(placement::Shard {
+                shard: u16::try_from(k).unwrap(),
+                leader: Some(leader_addr),
+                placement: status.placement,
+                client_addrs: sts.client_addrs([0]),
+            });
+        }
+        placement::Inputs {
+            target: 2,
+            shards,
+            ran_unsharded: false,
+        }
+    };
+    let placings = match placement::plan(&observe().await) {
+        placement::Decision::Place(placings) => placings,
+        other => panic!("a new store of two led shards is placed: {other:?}"),
+    };
+    assert_eq!(placings.len(), 2);
+    for placing in &placings {
+        let epoch = admin
+            .place(&placing.leader, placing.placement.clone())
+            .await
+            .unwrap_or_else(|e| panic!("shard {} placed: {e}", placing.shard));
+        assert_eq!(epoch, 1);
+    }
+    // The groups report their placements: the planner is steady, and the
+    // same placement sent again is taken as done.
+    let placed = observe().await;
+    assert_eq!(placement::plan(&placed), placement::Decision::Steady);
+    let owned: Vec<usize> = placed
+        .shards
+        .iter()
+        .map(|s| {
+            let p = s.placement.as_ref().expect("a placement");
+            p.owners.iter().filter(|&&o| o == s.shard).count()
+        })
+        .collect();
+    assert_eq!(owned, [512, 512]);
+    assert_eq!(
+        admin
+            .place(&placings[1].leader, placings[1].placement.clone())
+            .await
+            .unwrap(),
+        1
+    );
+
+    // A name in shard 1's slots, written through shard 0's node.
+    let name = (0..)
+        .map(|i| format!("soup-{i}"))
+        .find(|n| recipestore_protocol::slots::slot_of(n) >= 512)
+        .unwrap();
+    let content = b"leeks, potatoes, stock".to_vec();
+    let through_shard0 = shard0.pods[&0].member.client_addr.clone();
+    let mut client = RecipesClient::connect(format!("http://{through_shard0}"))
+        .await
+        .unwrap();
+    client
+        .upload(UploadRequest {
+            name: name.clone(),
+            content: content.clone(),
+            if_version: None,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{name} written through shard 0: {e}"));
+    // Shard 1 holds it: read there, and through shard 0 again.
+    assert_read_back(
+        &shard1.pods[&0].member.client_addr,
+        &[(name.clone(), content.clone())],
+    )
+    .await;
+    assert_read_back(&through_shard0, &[(name, content)]).await;
 }

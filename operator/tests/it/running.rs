@@ -465,3 +465,78 @@ fn monitoring_condition(api: &ApiServer) -> Option<String> {
         .find(|c| c["type"] == "Monitoring")
         .and_then(|c| c["status"].as_str().map(str::to_owned))
 }
+
+/// The example store with `shards: 3`, then 4: the operator binary gives
+/// each shard its objects, lists the shards in the status, waits to place
+/// them (no node runs here), and on the change adds the fourth shard's
+/// objects and deletes nothing.
+#[tokio::test]
+async fn a_store_of_three_shards_then_four_gets_each_shard_s_objects_and_loses_none() {
+    let api = ApiServer::start().await;
+    api.put("customresourcedefinitions", crd());
+    let mut store = example_store();
+    store["spec"]["shards"] = json!(3);
+    api.put("recipestores", store.clone());
+    let mut operator = Operator::start(&api);
+
+    let shards_listed = |count: usize| {
+        let api = &api;
+        move || async move {
+            api.get("recipestores", "recipes", "cookbook")
+                .and_then(|s| s.get("status").cloned())
+                .filter(|s| s["shards"].as_array().is_some_and(|l| l.len() == count))
+        }
+    };
+    let status = eventually(&operator.log, WAIT, "three shards listed", shards_listed(3)).await;
+    for (plural, name) in [
+        ("services", "cookbook"),
+        ("services", "cookbook-peers"),
+        ("services", "cookbook-s1-peers"),
+        ("services", "cookbook-s2-peers"),
+        ("poddisruptionbudgets", "cookbook"),
+        ("poddisruptionbudgets", "cookbook-s1"),
+        ("poddisruptionbudgets", "cookbook-s2"),
+        ("statefulsets", "cookbook"),
+        ("statefulsets", "cookbook-s1"),
+        ("statefulsets", "cookbook-s2"),
+    ] {
+        created(&api, &operator, plural, name).await;
+    }
+    let pending = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "SlotsPending")
+        .unwrap_or_else(|| panic!("no SlotsPending condition: {status}"));
+    assert_eq!(pending["reason"], "WaitingToPlace", "{pending}");
+    let hosts = created(&api, &operator, "secrets", "cookbook-tls").await["metadata"]
+        ["annotations"]["recipestore.dev/hosts"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        hosts.contains("*.cookbook-s2-peers.recipes.svc"),
+        "the members' certificate names every shard's pods: {hosts}"
+    );
+
+    store["spec"]["shards"] = json!(4);
+    api.put("recipestores", store);
+    eventually(&operator.log, WAIT, "four shards listed", shards_listed(4)).await;
+    created(&api, &operator, "statefulsets", "cookbook-s3").await;
+    for name in ["cookbook", "cookbook-s1", "cookbook-s2"] {
+        assert!(api.get("statefulsets", "recipes", name).is_some(), "{name}");
+    }
+    assert!(
+        !api.requests().iter().any(|r| r.starts_with("DELETE")),
+        "nothing is deleted: {:#?}",
+        api.requests()
+    );
+    assert!(
+        !operator.log().contains("reconcile failed"),
+        "{}",
+        operator.log()
+    );
+
+    operator.terminate();
+    assert!(operator.exit(Duration::from_secs(25)).await.success());
+}
