@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use recipestore_client::admin::AdminClient;
 use recipestore_client::admin::Timeouts;
+use recipestore_client::reshard;
 use recipestore_protocol::pb as proto;
 use tonic::transport::ClientTlsConfig;
 
@@ -74,6 +75,23 @@ pub trait NodeAdmin: Send + Sync {
         addr: &'a str,
         placement: proto::Placement,
     ) -> BoxFuture<'a, Result<u64, AdminError>>;
+    /// Takes the store one step toward `target` shards (see
+    /// `recipestore_client::reshard::step`): finishes a move left half
+    /// done, or moves the next batch of slots.
+    fn reshard_step<'a>(
+        &'a self,
+        shards: &'a [ShardAddrs],
+        target: u16,
+        pace: reshard::Pace,
+    ) -> BoxFuture<'a, Result<reshard::Step, reshard::ReshardError>>;
+}
+
+/// Where one shard is reached: its voters' peer (admin) and client addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardAddrs {
+    pub shard: u16,
+    pub peer_addrs: Vec<String>,
+    pub client_addrs: Vec<String>,
 }
 
 /// [`NodeAdmin`] over gRPC. Connects per call: the operator talks to each node
@@ -192,6 +210,31 @@ impl NodeAdmin for GrpcAdmin {
         })
     }
 
+    fn reshard_step<'a>(
+        &'a self,
+        shards: &'a [ShardAddrs],
+        target: u16,
+        pace: reshard::Pace,
+    ) -> BoxFuture<'a, Result<reshard::Step, reshard::ReshardError>> {
+        Box::pin(async move {
+            let mut reached = Vec::new();
+            for s in shards {
+                let admins = s
+                    .peer_addrs
+                    .iter()
+                    .map(|addr| self.client(addr))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| reshard::ReshardError::Store(e.to_string()))?;
+                reached.push(reshard::Shard {
+                    shard: s.shard,
+                    admins,
+                    client_addrs: s.client_addrs.clone(),
+                });
+            }
+            reshard::step(&reached, target, pace).await
+        })
+    }
+
     fn place<'a>(
         &'a self,
         addr: &'a str,
@@ -270,6 +313,7 @@ impl From<proto::StatusResponse> for NodeStatus {
                         .into_iter()
                         .map(|e| Some((u16::try_from(e.shard).ok()?, e.client_addrs)))
                         .collect::<Option<_>>()?,
+                    releasing: p.released.len(),
                 })
             }),
         }

@@ -40,6 +40,7 @@ use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use crate::admin::NodeAdmin;
+use crate::admin::ShardAddrs;
 use crate::build::{self, Resources};
 use crate::integrations::Integrations;
 use crate::membership::{self, NodeId, Observed, Plan, Policy, Step};
@@ -49,6 +50,7 @@ use crate::topology::{MANAGED_BY_LABEL, SERVING_LABEL, Topology};
 use crate::{
     Error, FIELD_MANAGER, RecipeStore, RecipeStoreSpec, Result, executor, placement, status,
 };
+use recipestore_client::reshard;
 use recipestore_protocol::slots::SLOTS;
 
 /// The label the StatefulSet controller puts on each pod: the revision
@@ -234,11 +236,12 @@ async fn reconcile_pass(rs: &RecipeStore, ctx: &Context) -> Result<Action> {
         placement::Decision::Place(placings) => {
             place(rs, ctx, world.admin.as_ref(), placings).await
         }
-        // Where the slot-move driver comes in: moving slots toward the
-        // target map, one step per pass, from what the groups report. Until
-        // it exists, the pending move is told (the SlotsPending condition,
-        // and an Event when it changes) and nothing moves.
-        placement::Decision::Move(pending) => report_pending_move(rs, ctx, pending).await,
+        // Slots move toward the target map one step per pass, from what
+        // the groups record; the condition and an Event tell what is left.
+        placement::Decision::Move(pending) => {
+            report_pending_move(rs, ctx, pending).await?;
+            move_slots(rs, ctx, world.admin.as_ref(), &placement_inputs, pending).await
+        }
         placement::Decision::Unsharded
         | placement::Decision::Wait(_)
         | placement::Decision::Steady => Ok(()),
@@ -297,11 +300,20 @@ fn placement_inputs(rs: &RecipeStore, world: &World, plans: &[Plan]) -> placemen
                     .map(|id| shard.topology.member(id).client_addr)
                     .collect(),
             };
+            let peer_addrs = match led {
+                Some(node) => {
+                    let mut voters = node.voters.clone();
+                    voters.sort_by_key(|m| m.id);
+                    voters.into_iter().map(|m| m.peer_addr).collect()
+                }
+                None => Vec::new(),
+            };
             placement::Shard {
                 shard: shard.topology.shard,
                 leader: leader.map(|l| l.peer_addr.clone()),
                 placement: led.and_then(|n| n.placement.clone()),
                 client_addrs,
+                peer_addrs,
             }
         })
         .collect();
@@ -360,6 +372,80 @@ async fn place(
         }
     }
     Ok(())
+}
+
+/// How fast the operator moves slots: batches of 64 slots, whose calls
+/// wait together for their switch, copied at up to 32 MiB/s.
+const MOVE_PACE: reshard::Pace = reshard::Pace {
+    batch_slots: 64,
+    bytes_per_second: 32 << 20,
+    page_bytes: 512 << 10,
+};
+
+/// Takes one step of moving slots toward `pending.target` shards, once
+/// every shard's group has a leader, with an Event saying what moved.
+async fn move_slots(
+    rs: &RecipeStore,
+    ctx: &Context,
+    admin: &dyn NodeAdmin,
+    inputs: &placement::Inputs,
+    pending: &placement::PendingMove,
+) -> Result<()> {
+    if let Some(waiting) = inputs.shards.iter().find(|s| s.leader.is_none()) {
+        info!(
+            shard = waiting.shard,
+            "slots move once every shard's group has a leader"
+        );
+        return Ok(());
+    }
+    let shards: Vec<ShardAddrs> = inputs
+        .shards
+        .iter()
+        .map(|s| ShardAddrs {
+            shard: s.shard,
+            peer_addrs: s.peer_addrs.clone(),
+            client_addrs: s.client_addrs.clone(),
+        })
+        .collect();
+    let target = pending.target;
+    let step = match admin.reshard_step(&shards, target, MOVE_PACE).await {
+        Ok(step) => step,
+        Err(source) => {
+            let error = Error::Reshard { target, source };
+            let note = format!("{error}: {}", error_chain(&error));
+            publish(
+                ctx,
+                rs,
+                EventType::Warning,
+                "SlotMoveFailed",
+                "MoveSlots",
+                note,
+            )
+            .await?;
+            return Err(error);
+        }
+    };
+    ctx.metrics
+        .slots_moved(&rs.namespace().unwrap_or_default(), &rs.name_any(), &step);
+    let Some(batch) = &step.batch else {
+        return Ok(());
+    };
+    let verb = if step.rolled_back {
+        "kept (a move rolled back)"
+    } else {
+        "moved"
+    };
+    let note = format!(
+        "slots {} {verb} from shard {} to shard {}: {} recipes ({} bytes) copied; {} slots left to move",
+        placement::ranges(&batch.slots),
+        batch.from,
+        batch.to,
+        step.recipes_copied,
+        step.bytes_copied,
+        step.remaining
+    );
+    info!("{note}");
+    publish(ctx, rs, EventType::Normal, "SlotsMoved", "MoveSlots", note).await
 }
 
 /// Tells of slots that must move, once per change of what must move:

@@ -66,6 +66,14 @@ pub enum Error {
         source: admin::AdminError,
     },
 
+    /// A step moving slots between shards failed.
+    #[error("failed to move slots toward {target} shards")]
+    Reshard {
+        target: u16,
+        #[source]
+        source: recipestore_client::reshard::ReshardError,
+    },
+
     /// A membership step failed at the node's admin API.
     #[error("failed to perform membership step {step}")]
     Membership {
@@ -85,6 +93,7 @@ impl Error {
             Error::Certificates(_) => "certificates",
             Error::Membership { .. } => "membership",
             Error::Placement { .. } => "placement",
+            Error::Reshard { .. } => "reshard",
         }
     }
 

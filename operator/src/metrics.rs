@@ -6,6 +6,7 @@ use std::time::Instant;
 use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
+use recipestore_client::reshard;
 
 use crate::Error;
 use crate::membership::Step;
@@ -20,6 +21,9 @@ pub struct Metrics {
     leader: IntGauge,
     backup_last_success: IntGaugeVec,
     slots_to_move: IntGaugeVec,
+    slots_moved: IntCounterVec,
+    recipes_copied: IntCounterVec,
+    bytes_copied: IntCounterVec,
 }
 
 impl Metrics {
@@ -78,6 +82,27 @@ impl Metrics {
                 ),
                 &["store_namespace", "store"],
             )?,
+            slots_moved: IntCounterVec::new(
+                Opts::new(
+                    "recipestore_operator_slots_moved_total",
+                    "Hash slots moved between a store's shards",
+                ),
+                &["store_namespace", "store"],
+            )?,
+            recipes_copied: IntCounterVec::new(
+                Opts::new(
+                    "recipestore_operator_slot_move_recipes_copied_total",
+                    "Recipes copied between a store's shards while slots moved",
+                ),
+                &["store_namespace", "store"],
+            )?,
+            bytes_copied: IntCounterVec::new(
+                Opts::new(
+                    "recipestore_operator_slot_move_bytes_copied_total",
+                    "Bytes of recipes copied between a store's shards while slots moved",
+                ),
+                &["store_namespace", "store"],
+            )?,
         };
         registry.register(Box::new(metrics.reconciles.clone()))?;
         registry.register(Box::new(metrics.errors.clone()))?;
@@ -87,6 +112,9 @@ impl Metrics {
         registry.register(Box::new(metrics.leader.clone()))?;
         registry.register(Box::new(metrics.backup_last_success.clone()))?;
         registry.register(Box::new(metrics.slots_to_move.clone()))?;
+        registry.register(Box::new(metrics.slots_moved.clone()))?;
+        registry.register(Box::new(metrics.recipes_copied.clone()))?;
+        registry.register(Box::new(metrics.bytes_copied.clone()))?;
         Ok(metrics)
     }
 
@@ -132,6 +160,22 @@ impl Metrics {
                     .remove_label_values(&[namespace, name]);
             }
         }
+    }
+
+    /// Counts what one step of moving a store's slots moved and copied.
+    pub fn slots_moved(&self, namespace: &str, name: &str, step: &reshard::Step) {
+        let labels = [namespace, name];
+        if let Some(batch) = step.batch.as_ref().filter(|_| !step.rolled_back) {
+            self.slots_moved
+                .with_label_values(&labels)
+                .inc_by(batch.slots.len() as u64);
+        }
+        self.recipes_copied
+            .with_label_values(&labels)
+            .inc_by(step.recipes_copied);
+        self.bytes_copied
+            .with_label_values(&labels)
+            .inc_by(step.bytes_copied);
     }
 
     /// Records how many slots of a sharded store must move; `None` (a

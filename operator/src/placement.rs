@@ -28,10 +28,15 @@
 //!    placed group (a group takes a newer placement that keeps its slots).
 //!    A group left at an older epoch (such a change cut short) is given
 //!    the newest placement.
-//! 6. The current map differs from the even split of `spec.shards`: slots
-//!    must move between groups. That is the slot-move driver's work
-//!    ([`Decision::Move`]); until it runs, the added shards serve nothing
-//!    and a shard beyond `spec.shards` keeps its slots and its objects.
+//! 6. The current map differs from the even split of `spec.shards`, or a
+//!    move is under way (a group hands slots over, or the groups' maps
+//!    differ, as a move changes its two groups' first; this is checked
+//!    before rules 4 and 5): slots must move between groups
+//!    ([`Decision::Move`]), one step per pass by the slot-move driver
+//!    (`recipestore_client::reshard::step`), which places the added
+//!    shards, finishes a move left half done, moves the next batch, and
+//!    readdresses every group once the map is the target's. A shard beyond
+//!    `spec.shards` keeps its objects, owning no slot once they moved.
 //! 7. Otherwise the placement is steady.
 
 use std::collections::BTreeMap;
@@ -49,6 +54,9 @@ pub struct GroupPlacement {
     pub owners: Vec<u16>,
     /// The client addresses of each shard listed.
     pub shards: BTreeMap<u16, Vec<String>>,
+    /// How many of its slots the group is handing over to another: a move
+    /// is under way.
+    pub releasing: usize,
 }
 
 /// One shard as the placement planner needs to know it.
@@ -61,6 +69,8 @@ pub struct Shard {
     pub placement: Option<GroupPlacement>,
     /// Where the shard is reached: its voters' client addresses.
     pub client_addrs: Vec<String>,
+    /// Its voters' peer addresses, where the slot-move driver calls it.
+    pub peer_addrs: Vec<String>,
 }
 
 /// Which shard serves each slot.
@@ -96,23 +106,10 @@ impl SlotMap {
 
     /// `shard`'s slots as inclusive ranges: `0-341,700-711`.
     pub fn ranges_of(&self, shard: u16) -> String {
-        let mut ranges = String::new();
-        let mut slot = 0;
-        while slot < self.owners.len() {
-            if self.owners[slot] != shard {
-                slot += 1;
-                continue;
-            }
-            let start = slot;
-            while slot < self.owners.len() && self.owners[slot] == shard {
-                slot += 1;
-            }
-            if !ranges.is_empty() {
-                ranges.push(',');
-            }
-            let _ = write!(ranges, "{start}-{}", slot - 1);
-        }
-        ranges
+        let slots: Vec<u16> = (0..SLOTS)
+            .filter(|&s| self.owners[usize::from(s)] == shard)
+            .collect();
+        ranges(&slots)
     }
 }
 
@@ -202,6 +199,22 @@ pub fn plan(inputs: &Inputs) -> Decision {
     let Some(current) = current(inputs) else {
         return place_new_store(inputs);
     };
+    // Rule 6 first while a move is under way: a group hands slots over, or
+    // the groups' maps differ (a move changed its two groups' first). The
+    // slot-move driver finishes it, and readdresses every group after.
+    let placed: Vec<&GroupPlacement> = inputs
+        .shards
+        .iter()
+        .filter_map(|s| s.placement.as_ref())
+        .collect();
+    let moving = placed.iter().any(|p| p.releasing > 0)
+        || placed.windows(2).any(|w| w[0].owners != w[1].owners);
+    if moving {
+        return Decision::Move(PendingMove {
+            target: inputs.target,
+            moves: slots::rebalance(&own_slots(&placed), inputs.target),
+        });
+    }
     if let Some(epoch) = current.epoch {
         let unplaced: Vec<&Shard> = inputs
             .shards
@@ -227,6 +240,39 @@ pub fn plan(inputs: &Inputs) -> Decision {
         None => Decision::Unsharded,
         Some(_) => Decision::Steady,
     }
+}
+
+/// Ascending `slots` as inclusive ranges: `0-341,700-711`.
+pub fn ranges(slots: &[u16]) -> String {
+    let mut ranges = String::new();
+    let mut i = 0;
+    while i < slots.len() {
+        let start = slots[i];
+        while i + 1 < slots.len() && slots[i + 1] == slots[i] + 1 {
+            i += 1;
+        }
+        if !ranges.is_empty() {
+            ranges.push(',');
+        }
+        let _ = write!(ranges, "{start}-{}", slots[i]);
+        i += 1;
+    }
+    ranges
+}
+
+/// Who owns each slot by the groups' own records: the group whose
+/// placement gives it the slot (the later one where two do, a move's
+/// destination having acquired it before its source ceded it).
+fn own_slots(placed: &[&GroupPlacement]) -> Vec<u16> {
+    let mut owners = vec![0; usize::from(SLOTS)];
+    for p in placed {
+        for (slot, &owner) in p.owners.iter().enumerate() {
+            if owner == p.shard {
+                owners[slot] = owner;
+            }
+        }
+    }
+    owners
 }
 
 /// Rules 2 and 3.
@@ -278,13 +324,14 @@ fn readdress(inputs: &Inputs, owners: &[u16], epoch: u64) -> Option<Decision> {
 }
 
 /// The shards a placement of `owners` lists, each at its client
-/// addresses: those that own slots in it. A shard added since owns none
-/// until slots move to it, and a listing has nothing to ask it.
+/// addresses: those `spec.shards` asks for (a shard added owns no slot
+/// until slots move to it, and answers listings with none) and those
+/// owning slots in it; the slot-move driver lists the same.
 fn endpoints(inputs: &Inputs, owners: &[u16]) -> Vec<pb::ShardEndpoints> {
     inputs
         .shards
         .iter()
-        .filter(|s| owners.contains(&s.shard))
+        .filter(|s| s.shard < inputs.target || owners.contains(&s.shard))
         .map(|s| pb::ShardEndpoints {
             shard: u32::from(s.shard),
             client_addrs: s.client_addrs.clone(),
@@ -315,6 +362,8 @@ fn place(inputs: &Inputs, shards: &[&Shard], owners: &[u16], epoch: u64) -> Deci
                         epoch,
                         owners: owners.iter().map(|&o| u32::from(o)).collect(),
                         shards: endpoints.clone(),
+                        released: Vec::new(),
+                        acquired: Vec::new(),
                     },
                 })
             })
@@ -332,6 +381,7 @@ mod tests {
             leader: led.then(|| format!("s{k}-0:7071")),
             placement,
             client_addrs: vec![format!("s{k}-0:7070"), format!("s{k}-1:7070")],
+            peer_addrs: vec![format!("s{k}-0:7071"), format!("s{k}-1:7071")],
         }
     }
 
@@ -345,6 +395,7 @@ mod tests {
             shards: (0..shards)
                 .map(|s| (s, shard(s, true, None).client_addrs))
                 .collect(),
+            releasing: 0,
         })
     }
 
@@ -460,8 +511,8 @@ mod tests {
     }
 
     #[test]
-    fn a_shard_added_to_a_placed_store_is_not_placed() {
-        let grown = inputs(
+    fn a_shard_added_to_a_placed_store_is_listed_then_given_slots_by_moves() {
+        let mut grown = inputs(
             3,
             vec![
                 shard(0, true, placed(0, 2)),
@@ -470,7 +521,52 @@ mod tests {
             ],
             false,
         );
+        // The placed groups list it, at the next epoch, with their slots.
+        let Decision::Place(placings) = plan(&grown) else {
+            panic!("the added shard is listed first: {:?}", plan(&grown));
+        };
+        assert_eq!(placings.iter().map(|p| p.shard).collect::<Vec<_>>(), [0, 1]);
+        assert!(
+            placings
+                .iter()
+                .all(|p| p.placement.epoch == 2 && p.placement.shards.len() == 3)
+        );
+        let added = grown.shards[2].client_addrs.clone();
+        for k in 0..2 {
+            let listed = grown.shards[k].placement.as_mut().unwrap();
+            listed.epoch = 2;
+            listed.shards.insert(2, added.clone());
+        }
+        // Then slots move to it; it is placed by the slot-move driver.
         assert!(matches!(plan(&grown), Decision::Move(m) if m.moves.iter().all(|m| m.to == 2)));
+    }
+
+    #[test]
+    fn a_move_under_way_is_the_driver_s_to_finish() {
+        let mut releasing = placed(0, 2).unwrap();
+        releasing.releasing = 8;
+        let moving = inputs(
+            2,
+            vec![
+                shard(0, true, Some(releasing)),
+                shard(1, true, placed(1, 2)),
+            ],
+            false,
+        );
+        assert!(matches!(plan(&moving), Decision::Move(m) if m.moves.is_empty()));
+        // A move changed its two groups' maps first; the third's differs.
+        let mut ahead = placed(0, 3).unwrap();
+        ahead.owners[0] = 2;
+        let diverged = inputs(
+            3,
+            vec![
+                shard(0, true, Some(ahead)),
+                shard(1, true, placed(1, 3)),
+                shard(2, true, placed(2, 3)),
+            ],
+            false,
+        );
+        assert!(matches!(plan(&diverged), Decision::Move(_)));
     }
 
     #[test]

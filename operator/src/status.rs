@@ -711,6 +711,7 @@ mod tests {
                     leader: Some(format!("s{k}:7071")),
                     placement: None,
                     client_addrs: vec![format!("s{k}:7070")],
+                    peer_addrs: vec![format!("s{k}:7071")],
                 })
                 .collect(),
             ran_unsharded: true,
