@@ -60,6 +60,8 @@ const REVISION_LABEL: &str = "controller-revision-hash";
 const REQUEUE_CHANGING: Duration = Duration::from_secs(5);
 /// Requeue when steady, to notice node-side changes that Kubernetes does not see.
 const REQUEUE_STEADY: Duration = Duration::from_secs(60);
+/// While slots move between shards: each pass takes one batch.
+const REQUEUE_MOVING: Duration = Duration::from_secs(1);
 /// Retry after a failed reconcile.
 const REQUEUE_ERROR: Duration = Duration::from_secs(15);
 /// An invalid spec only changes when a person edits it.
@@ -268,8 +270,11 @@ async fn reconcile_pass(rs: &RecipeStore, ctx: &Context) -> Result<Action> {
             decision,
             placement::Decision::Place(_) | placement::Decision::Wait(_)
         );
-    // Nothing moves until the nodes or a person change something.
-    Ok(if changing {
+    // Nothing moves until the nodes or a person change something; slots
+    // moving take their next step at once.
+    Ok(if matches!(decision, placement::Decision::Move(_)) {
+        Action::requeue(REQUEUE_MOVING)
+    } else if changing {
         Action::requeue(REQUEUE_CHANGING)
     } else {
         Action::requeue(REQUEUE_STEADY)
