@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::object_meta;
 use crate::RecipeStore;
-use crate::topology::{HTTP_PORT_NAME, SERVICE_ROLE_LABEL, Topology};
+use crate::topology::{HTTP_PORT_NAME, SERVICE_ROLE_LABEL, SHARD_LABEL, Topology};
 
 /// The ServiceMonitor of a store (`sharded`: of several shards).
 pub fn build(
@@ -45,8 +45,12 @@ pub fn build(
     // `job` is the Service's name unless a label names it: the store's
     // name for a sharded store too, whose Services are its shards' peer
     // Services, so that the dashboards and alerts find every shard.
+    // Each series also names its shard (`recipestore_dev_shard`, empty for
+    // shard 0), as each shard is a Raft group of its own: the alerts on
+    // leaders and log indexes are per shard.
     if sharded {
         object.data["spec"]["jobLabel"] = json!("app.kubernetes.io/instance");
+        object.data["spec"]["podTargetLabels"] = json!([SHARD_LABEL]);
     }
     object
 }

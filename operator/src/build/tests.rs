@@ -883,6 +883,10 @@ fn a_sharded_store_s_shard_0_is_an_unsharded_store_s_objects_and_its_other_shard
         "peers"
     );
     assert_eq!(sm.data["spec"]["jobLabel"], "app.kubernetes.io/instance");
+    assert_eq!(
+        sm.data["spec"]["podTargetLabels"],
+        json!(["recipestore.dev/shard"])
+    );
     for shard in &sharded.shards {
         let labels = shard.peer_service.metadata.labels.as_ref().unwrap();
         for (k, v) in sm.data["spec"]["selector"]["matchLabels"]
