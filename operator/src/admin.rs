@@ -94,6 +94,21 @@ pub struct ShardAddrs {
     pub client_addrs: Vec<String>,
 }
 
+impl ShardAddrs {
+    /// Every shard the placement planner was given, as the driver reaches it.
+    pub fn of(inputs: &crate::placement::Inputs) -> Vec<Self> {
+        inputs
+            .shards
+            .iter()
+            .map(|s| Self {
+                shard: s.shard,
+                peer_addrs: s.peer_addrs.clone(),
+                client_addrs: s.client_addrs.clone(),
+            })
+            .collect()
+    }
+}
+
 /// [`NodeAdmin`] over gRPC. Connects per call: the operator talks to each node
 /// a few times per reconcile, and a fresh connection never outlives a pod.
 #[derive(Clone, Debug)]

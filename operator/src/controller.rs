@@ -403,15 +403,7 @@ async fn move_slots(
         );
         return Ok(());
     }
-    let shards: Vec<ShardAddrs> = inputs
-        .shards
-        .iter()
-        .map(|s| ShardAddrs {
-            shard: s.shard,
-            peer_addrs: s.peer_addrs.clone(),
-            client_addrs: s.client_addrs.clone(),
-        })
-        .collect();
+    let shards = ShardAddrs::of(inputs);
     let target = pending.target;
     let step = match admin.reshard_step(&shards, target, MOVE_PACE).await {
         Ok(step) => step,

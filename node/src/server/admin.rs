@@ -55,6 +55,24 @@ pub struct Admin {
 /// Most recipes an export reads per page before it looks at their sizes.
 const EXPORT_ROWS: usize = 4096;
 
+/// Slot numbers from the wire.
+fn slots_of(raw: &[u32]) -> Result<Vec<u16>, Status> {
+    raw.iter()
+        .map(|&s| placement::narrow_slot(s))
+        .collect::<Result<_, _>>()
+        .map_err(Status::invalid_argument)
+}
+
+/// Whether the group took `what` (a placement, an import, a move step):
+/// FAILED_PRECONDITION with its reason when it refused.
+fn taken(outcome: Outcome, what: &str) -> Result<(), Status> {
+    match outcome {
+        Outcome::Applied => Ok(()),
+        Outcome::Refused { reason } => Err(Status::failed_precondition(reason)),
+        other => Err(Status::internal(format!("{what} was applied as {other:?}"))),
+    }
+}
+
 fn storage_failed(e: std::io::Error) -> Status {
     Status::internal(format!("storage read failed: {e}"))
 }
@@ -506,17 +524,12 @@ impl pb::admin_server::Admin for Admin {
             .ok_or_else(|| Status::invalid_argument("the request carries no placement"))?;
         let placement = Placement::from_pb(placement).map_err(Status::invalid_argument)?;
         let epoch = placement.epoch;
-        match self
+        let outcome = self
             .node
             .write(Command::Place(Box::new(placement)), wait)
-            .await?
-        {
-            Outcome::Applied => Ok(Response::new(pb::PlaceResponse { epoch })),
-            Outcome::Refused { reason } => Err(Status::failed_precondition(reason)),
-            other => Err(Status::internal(format!(
-                "a placement was applied as {other:?}"
-            ))),
-        }
+            .await?;
+        taken(outcome, "a placement")?;
+        Ok(Response::new(pb::PlaceResponse { epoch }))
     }
 
     async fn export_slots(
@@ -525,12 +538,7 @@ impl pb::admin_server::Admin for Admin {
     ) -> Result<Response<pb::ExportSlotsResponse>, Status> {
         let wait = time_left(request.metadata());
         let req = request.into_inner();
-        let slots = req
-            .slots
-            .iter()
-            .map(|&s| placement::narrow_slot(s))
-            .collect::<Result<HashSet<u16>, _>>()
-            .map_err(Status::invalid_argument)?;
+        let slots: HashSet<u16> = slots_of(&req.slots)?.into_iter().collect();
         if slots.is_empty() {
             return Err(Status::invalid_argument("the request names no slot"));
         }
@@ -609,13 +617,9 @@ impl pb::admin_server::Admin for Admin {
         if recipes.is_empty() {
             return Ok(Response::new(pb::ImportRecipesResponse {}));
         }
-        match self.node.write(Command::Import(recipes), wait).await? {
-            Outcome::Applied => Ok(Response::new(pb::ImportRecipesResponse {})),
-            Outcome::Refused { reason } => Err(Status::failed_precondition(reason)),
-            other => Err(Status::internal(format!(
-                "an import was applied as {other:?}"
-            ))),
-        }
+        let outcome = self.node.write(Command::Import(recipes), wait).await?;
+        taken(outcome, "an import")?;
+        Ok(Response::new(pb::ImportRecipesResponse {}))
     }
 
     async fn move_slots(
@@ -624,12 +628,7 @@ impl pb::admin_server::Admin for Admin {
     ) -> Result<Response<pb::MoveSlotsResponse>, Status> {
         let wait = time_left(request.metadata());
         let req = request.into_inner();
-        let slots = req
-            .slots
-            .iter()
-            .map(|&s| placement::narrow_slot(s))
-            .collect::<Result<Vec<u16>, _>>()
-            .map_err(Status::invalid_argument)?;
+        let slots = slots_of(&req.slots)?;
         let shard = u16::try_from(req.shard)
             .map_err(|_| Status::invalid_argument(format!("{} is not a shard", req.shard)))?;
         let epoch = req.epoch;
@@ -657,13 +656,9 @@ impl pb::admin_server::Admin for Admin {
                 )));
             }
         };
-        match self.node.write(Command::Move(step), wait).await? {
-            Outcome::Applied => Ok(Response::new(pb::MoveSlotsResponse {})),
-            Outcome::Refused { reason } => Err(Status::failed_precondition(reason)),
-            other => Err(Status::internal(format!(
-                "a move step was applied as {other:?}"
-            ))),
-        }
+        let outcome = self.node.write(Command::Move(step), wait).await?;
+        taken(outcome, "a move step")?;
+        Ok(Response::new(pb::MoveSlotsResponse {}))
     }
 
     async fn initialize(

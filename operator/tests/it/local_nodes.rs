@@ -824,28 +824,7 @@ async fn the_placement_planner_places_two_shards_of_real_nodes_that_pass_calls_o
     let admin = &driver0.admin;
     let stores = [(&shard0, &driver0), (&shard1, &driver1)];
 
-    // What the controller gives the planner: each group as its leader
-    // reports it.
-    let observe = || async {
-        let mut shards = Vec::new();
-        for (k, (sts, driver)) in stores.iter().enumerate() {
-            let leader = leader_of(sts, driver).await;
-            let leader_addr = sts.pods[&leader].member.peer_addr.clone();
-            let status = admin.status(&leader_addr).await.unwrap();
-            shards.push(placement::Shard {
-                shard: u16::try_from(k).unwrap(),
-                leader: Some(leader_addr.clone()),
-                placement: status.placement,
-                client_addrs: sts.client_addrs([0]),
-                peer_addrs: vec![leader_addr],
-            });
-        }
-        placement::Inputs {
-            target: 2,
-            shards,
-            ran_unsharded: false,
-        }
-    };
+    let observe = || observe_shards(&stores, 2, false);
     let placings = match placement::plan(&observe().await) {
         placement::Decision::Place(placings) => placings,
         other => panic!("a new store of two led shards is placed: {other:?}"),
@@ -925,44 +904,17 @@ async fn slots_move_one_step_a_pass_to_a_second_shard_and_back_under_writes() {
     endpoints.extend(shard1.client_addrs([0]));
     let writer = tokio::spawn(write_through_client(endpoints, stop.clone(), acked.clone()));
 
+    let stores = [(&shard0, &driver0), (&shard1, &driver1)];
     for target in [2, 1] {
         let mut steps = 0;
         loop {
-            let mut shards = Vec::new();
-            for (k, (sts, driver)) in [(&shard0, &driver0), (&shard1, &driver1)]
-                .into_iter()
-                .enumerate()
-            {
-                let leader = leader_of(sts, driver).await;
-                let leader_addr = sts.pods[&leader].member.peer_addr.clone();
-                let status = admin.status(&leader_addr).await.unwrap();
-                shards.push(placement::Shard {
-                    shard: u16::try_from(k).unwrap(),
-                    leader: Some(leader_addr.clone()),
-                    placement: status.placement,
-                    client_addrs: sts.client_addrs([0]),
-                    peer_addrs: vec![leader_addr],
-                });
-            }
-            let inputs = placement::Inputs {
-                target,
-                shards,
-                ran_unsharded: true,
-            };
+            let inputs = observe_shards(&stores, target, true).await;
             match placement::plan(&inputs) {
                 placement::Decision::Move(_) => {}
                 placement::Decision::Steady => break,
                 other => panic!("to {target} shards: {other:?}"),
             }
-            let addrs: Vec<ShardAddrs> = inputs
-                .shards
-                .iter()
-                .map(|s| ShardAddrs {
-                    shard: s.shard,
-                    peer_addrs: s.peer_addrs.clone(),
-                    client_addrs: s.client_addrs.clone(),
-                })
-                .collect();
+            let addrs = ShardAddrs::of(&inputs);
             let pace = recipestore_client::reshard::Pace {
                 batch_slots: 128,
                 ..recipestore_client::reshard::Pace::default()
@@ -991,4 +943,31 @@ async fn slots_move_one_step_a_pass_to_a_second_shard_and_back_under_writes() {
     let acked = acked.lock().await.clone();
     assert!(acked.len() > 10, "writes flowed: {}", acked.len());
     assert_read_back(&shard0.client_addrs([0]).pop().unwrap(), &acked).await;
+}
+
+/// What the controller gives the placement planner for shards `stores`
+/// (shard k at index k): each group as its leader reports it.
+async fn observe_shards(
+    stores: &[(&LocalStatefulSet, &Driver)],
+    target: u16,
+    ran_unsharded: bool,
+) -> placement::Inputs {
+    let mut shards = Vec::new();
+    for (k, (sts, driver)) in stores.iter().enumerate() {
+        let leader = leader_of(sts, driver).await;
+        let leader_addr = sts.pods[&leader].member.peer_addr.clone();
+        let status = driver.admin.status(&leader_addr).await.unwrap();
+        shards.push(placement::Shard {
+            shard: u16::try_from(k).unwrap(),
+            leader: Some(leader_addr.clone()),
+            placement: status.placement,
+            client_addrs: sts.client_addrs([0]),
+            peer_addrs: vec![leader_addr],
+        });
+    }
+    placement::Inputs {
+        target,
+        shards,
+        ran_unsharded,
+    }
 }
