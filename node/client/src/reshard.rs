@@ -262,9 +262,9 @@ pub async fn step(shards: &[Shard], target: u16, pace: Pace) -> Result<Step, Res
     let mut driver = Driver {
         shards: by_number,
         pace,
-        progress: Progress::default(),
         copy_started: Instant::now(),
-        copy_bytes: 0,
+        recipes_copied: 0,
+        bytes_copied: 0,
     };
     // A move left half done is finished first: until then its slots are
     // claimed by two shards' records.
@@ -294,8 +294,8 @@ pub async fn step(shards: &[Shard], target: u16, pace: Pace) -> Result<Step, Res
         batch,
         rolled_back,
         remaining: batches.iter().map(|b| b.slots.len()).sum(),
-        recipes_copied: driver.progress.recipes_copied,
-        bytes_copied: driver.progress.bytes_copied,
+        recipes_copied: driver.recipes_copied,
+        bytes_copied: driver.bytes_copied,
     })
 }
 
@@ -329,9 +329,10 @@ pub async fn reshard(
 struct Driver<'a> {
     shards: BTreeMap<u16, &'a Shard>,
     pace: Pace,
-    progress: Progress,
+    /// When this step started copying, and what it copied since: the pace.
     copy_started: Instant,
-    copy_bytes: u64,
+    recipes_copied: u64,
+    bytes_copied: u64,
 }
 
 impl Driver<'_> {
@@ -694,11 +695,10 @@ impl Driver<'_> {
             async move { admin.import_recipes(request).await }
         })
         .await?;
-        self.progress.recipes_copied += count;
-        self.progress.bytes_copied += bytes;
-        self.copy_bytes += bytes;
+        self.recipes_copied += count;
+        self.bytes_copied += bytes;
         let due = Duration::from_secs_f64(
-            self.copy_bytes as f64 / self.pace.bytes_per_second.max(1) as f64,
+            self.bytes_copied as f64 / self.pace.bytes_per_second.max(1) as f64,
         );
         if let Some(early) = due.checked_sub(self.copy_started.elapsed()) {
             tokio::time::sleep(early).await;
