@@ -187,6 +187,8 @@ struct PodMonitor {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct PodMonitorSpec {
     job_label: String,
+    /// The shard label of a sharded store's pods, onto every series.
+    pod_target_labels: Vec<String>,
     selector: LabelSelector,
     namespace_selector: NamespaceSelector,
     pod_metrics_endpoints: Vec<Endpoint>,
@@ -502,6 +504,10 @@ fn monitors_and_network_policies_select_the_labels_and_ports_of_node_pods() {
 
     let pod_monitor: PodMonitor = typed(one(&objects, "PodMonitor"));
     selects_node_pods(&pod_monitor.spec.selector, "the PodMonitor");
+    assert_eq!(
+        pod_monitor.spec.pod_target_labels,
+        ["recipestore.dev/shard"]
+    );
     assert_eq!(
         pod_monitor.spec.pod_metrics_endpoints[0].port,
         HTTP_PORT_NAME
