@@ -80,6 +80,9 @@ pub struct Progress {
     pub bytes_copied: u64,
 }
 
+/// How many refused steps in a row [`reshard`] takes again.
+const REFUSALS_RETRIED: u32 = 3;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReshardError {
     #[error("shard {shard}: {source}")]
@@ -90,6 +93,19 @@ pub enum ReshardError {
     },
     #[error("{0}")]
     Store(String),
+}
+
+impl ReshardError {
+    /// Whether a shard refused a call (FAILED_PRECONDITION): the shard's
+    /// answer to the state it holds, not a failure to reach it.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            ReshardError::Admin { source, .. } => source
+                .status()
+                .is_some_and(|s| s.code() == tonic::Code::FailedPrecondition),
+            ReshardError::Store(_) => false,
+        }
+    }
 }
 
 /// A batch of slots moving from one shard to another.
@@ -300,7 +316,9 @@ pub async fn step(shards: &[Shard], target: u16, pace: Pace) -> Result<Step, Res
 }
 
 /// Takes [`step`]s until the store is at `target` shards, reporting after
-/// each; answers what moved.
+/// each; answers what moved. A step a shard refused is taken again from
+/// fresh records, a few times: a refusal may come of a view of a shard
+/// read just before its leader changed.
 pub async fn reshard(
     shards: &[Shard],
     target: u16,
@@ -308,8 +326,16 @@ pub async fn reshard(
     mut report: impl FnMut(&Progress),
 ) -> Result<Progress, ReshardError> {
     let mut progress = Progress::default();
+    let mut refusals = 0;
     loop {
-        let step = step(shards, target, pace).await?;
+        let step = match step(shards, target, pace).await {
+            Err(e) if e.is_refusal() && refusals < REFUSALS_RETRIED => {
+                tracing::info!(error = %e, "a step was refused; reading the shards again");
+                refusals += 1;
+                continue;
+            }
+            result => result?,
+        };
         let Some(batch) = step.batch else {
             return Ok(progress);
         };
@@ -559,11 +585,8 @@ impl Driver<'_> {
                 // The destination owns a slot of the batch: it acquired
                 // them all, on a view read before it did; it refused the
                 // copies, and nothing is left to catch up.
-                Err(ReshardError::Admin { shard, source })
-                    if shard == batch.to
-                        && source
-                            .status()
-                            .is_some_and(|s| s.code() == tonic::Code::FailedPrecondition) => {}
+                Err(e @ ReshardError::Admin { shard, .. })
+                    if shard == batch.to && e.is_refusal() => {}
                 result => result?,
             }
             self.step(batch.to, pb::MoveStep::Acquire, batch, batch.from, epoch)
