@@ -63,7 +63,9 @@ impl AdminError {
 pub struct AdminClient {
     addr: String,
     inner: admin_client::AdminClient<Channel>,
-    request_timeout: Duration,
+    /// How it was made, to reach other nodes alike.
+    timeouts: Timeouts,
+    tls: Option<ClientTlsConfig>,
 }
 
 impl AdminClient {
@@ -90,8 +92,15 @@ impl AdminClient {
         Ok(Self {
             addr: addr.to_owned(),
             inner: admin_client::AdminClient::new(channel),
-            request_timeout: timeouts.request,
+            timeouts,
+            tls: tls.cloned(),
         })
+    }
+
+    /// A client of the node at `addr` with this one's timeouts and TLS:
+    /// another member this node named (its leader, say).
+    pub fn reach(&self, addr: &str) -> Result<Self, AdminError> {
+        Self::with_tls(addr, self.timeouts, self.tls.as_ref())
     }
 
     /// The address this client calls.
@@ -101,7 +110,7 @@ impl AdminClient {
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
-        request.set_timeout(self.request_timeout);
+        request.set_timeout(self.timeouts.request);
         request
     }
 

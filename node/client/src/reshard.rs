@@ -425,7 +425,17 @@ impl Driver<'_> {
         for &shard in self.shards.keys() {
             let status = self
                 .on_shard(shard, |admin| async move {
-                    let status = admin.status().await?;
+                    let mut status = admin.status().await?;
+                    // A leader the driver was not given (a member added
+                    // since) is reached where its followers say.
+                    let named = status
+                        .leader_id
+                        .filter(|&id| id != status.id)
+                        .and_then(|id| status.voters.iter().find(|m| m.id == id))
+                        .map(|m| m.peer_addr.clone());
+                    if let Some(leader) = named {
+                        status = admin.reach(&leader)?.status().await?;
+                    }
                     let current = status.role == pb::Role::Leader as i32
                         && status.applied_index >= status.committed_index;
                     match current {

@@ -307,13 +307,6 @@ impl pb::recipes_server::Recipes for RecipesService {
             }
             let consistency = consistency(req.consistency)?;
             let wait = time_left(&metadata);
-            let others: Vec<Vec<String>> = match self.node.recipes.placement() {
-                Some(placement) if !sharding::is_shard_forwarded(&metadata) => placement
-                    .other_shards()
-                    .map(|(_, addrs)| addrs.to_vec())
-                    .collect(),
-                _ => Vec::new(),
-            };
             let here = || {
                 let node = self.node.clone();
                 let job = list_here(node, req.clone(), limit, consistency, wait);
@@ -321,18 +314,24 @@ impl pb::recipes_server::Recipes for RecipesService {
                     .overload
                     .run(Op::Download, caller_deadline(&metadata), job)
             };
-            if others.is_empty() {
-                let mut page = here().await?;
-                if !sharding::is_shard_forwarded(&metadata) {
-                    page.slots.clear();
-                }
-                return Ok(Response::new(page));
+            // A page for another shard's listing: that shard assembles them.
+            if sharding::is_shard_forwarded(&metadata) {
+                return Ok(Response::new(here().await?));
             }
             // Each other shard's page from the same cursor: the names
             // after it, whichever shard holds them.
             let mut shard_req = req.clone();
             shard_req.limit = limit as u32;
             for attempt in 0..LIST_ATTEMPTS {
+                // The shards as this node knows them now: a node that has
+                // just joined learns the placement with its first read.
+                let others: Vec<Vec<String>> = match self.node.recipes.placement() {
+                    Some(placement) => placement
+                        .other_shards()
+                        .map(|(_, addrs)| addrs.to_vec())
+                        .collect(),
+                    None => Vec::new(),
+                };
                 let there = others.iter().map(|addrs| {
                     sharding::pass_on(
                         &self.node,
@@ -353,8 +352,8 @@ impl pb::recipes_server::Recipes for RecipesService {
                         self.node.leader_hint(),
                     )));
                 }
-                // A slot moved between the reads of two shards: list again,
-                // once the move has gone further.
+                // A slot moved between the reads of two shards, or this
+                // node learnt of other shards meanwhile: list again.
                 tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
             }
             Err(Status::unavailable(
