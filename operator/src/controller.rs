@@ -379,14 +379,6 @@ async fn place(
     Ok(())
 }
 
-/// How fast the operator moves slots: batches of 64 slots, whose calls
-/// wait together for their switch, copied at up to 32 MiB/s.
-const MOVE_PACE: reshard::Pace = reshard::Pace {
-    batch_slots: 64,
-    bytes_per_second: 32 << 20,
-    page_bytes: 512 << 10,
-};
-
 /// Takes one step of moving slots toward `pending.target` shards, once
 /// every shard's group has a leader, with an Event saying what moved.
 async fn move_slots(
@@ -405,7 +397,9 @@ async fn move_slots(
     }
     let shards = ShardAddrs::of(inputs);
     let target = pending.target;
-    let step = match admin.reshard_step(&shards, target, MOVE_PACE).await {
+    // The driver's default pace: its batches and copy rate.
+    let pace = reshard::Pace::default();
+    let step = match admin.reshard_step(&shards, target, pace).await {
         Ok(step) => step,
         Err(source) => {
             let error = Error::Reshard { target, source };
