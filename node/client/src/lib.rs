@@ -83,9 +83,32 @@ impl RetryPolicy {
 /// shedding by the seed's top probabilistic tier (25 %) is never throttled.
 pub const DEFAULT_THROTTLE_RATIO: f64 = 1.4;
 
-/// Whether a failed call may be retried.
+/// Whether a failed call may be retried: the server did not run it
+/// (UNAVAILABLE) or shed it (RESOURCE_EXHAUSTED), or it was never sent (see
+/// [`never_sent`]).
 pub fn is_retryable(status: &Status) -> bool {
-    matches!(status.code(), Code::Unavailable | Code::ResourceExhausted)
+    match status.code() {
+        Code::Unavailable | Code::ResourceExhausted => true,
+        Code::Cancelled => never_sent(status),
+        _ => false,
+    }
+}
+
+/// Whether the transport cancelled the call because its connection closed
+/// before the call was sent on it: hyper hands such a request back unsent
+/// ("operation was canceled: connection closed"), as when a node shutting
+/// down gracefully closes its connections. A call cut off after it was
+/// sent fails otherwise (UNKNOWN), and is not retried.
+fn never_sent(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        let text = error.to_string();
+        if text.starts_with("operation was canceled") && text.ends_with("connection closed") {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// On a version mismatch (FAILED_PRECONDITION), the version the recipe was
@@ -500,6 +523,23 @@ mod tests {
     fn only_unavailable_and_resource_exhausted_are_retried() {
         assert!(is_retryable(&Status::unavailable("")));
         assert!(is_retryable(&Status::resource_exhausted("")));
+        // A call the transport handed back unsent as its connection closed.
+        #[derive(Debug)]
+        struct Hyper(&'static str);
+        impl std::fmt::Display for Hyper {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for Hyper {}
+        let mut unsent = Status::cancelled("operation was canceled");
+        unsent.set_source(std::sync::Arc::new(Hyper(
+            "operation was canceled: connection closed",
+        )));
+        assert!(is_retryable(&unsent));
+        let mut cut = Status::cancelled("operation was canceled");
+        cut.set_source(std::sync::Arc::new(Hyper("operation was canceled")));
+        assert!(!is_retryable(&cut), "cancelled otherwise: it may have run");
         for code in [
             Code::InvalidArgument,
             Code::NotFound,
